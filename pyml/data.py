@@ -1,0 +1,248 @@
+"""Columns -> XGBoost inputs: feature resolution, category mappings, Arrow -> float32 matrix.
+
+Data leaves DuckDB only as Arrow. Numeric columns are selected as DOUBLE and rounded to
+float32 once, here, exactly as XGBoost would round them; string columns become category codes
+through the mapping fixed at training time (a value not in the mapping is missing).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pyml.db import quote
+from pyml.errors import DataError, SchemaMismatch, SpecError
+from pyml.spec import ModelSpec
+
+_NUMERIC = re.compile(
+    r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT"
+    r"|FLOAT|REAL|DOUBLE|DECIMAL(\(\d+,\s*\d+\))?|BOOLEAN)$"
+)
+_CATEGORICAL = re.compile(r"^(VARCHAR|ENUM\(.*\))$", re.S)
+# XGBoost refuses these characters in feature names; such columns get positional names.
+_XGB_BAD_NAME = re.compile(r"[\[\]<,]")
+MAX_CATEGORIES = 10_000
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def kind_of(dtype: str) -> str | None:
+    """'numeric', 'categorical' or None (unsupported) for a DuckDB type name."""
+    upper = dtype.upper()
+    if _NUMERIC.match(upper):
+        return "numeric"
+    if _CATEGORICAL.match(upper):
+        return "categorical"
+    return None
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input column, as it was at training time."""
+
+    name: str  # column name in the relation
+    kind: str  # "numeric" or "categorical"
+    dtype: str  # DuckDB type at training time
+    categories: tuple[str, ...] = ()  # categorical: code i stands for categories[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form stored in the registry."""
+        return {"name": self.name, "kind": self.kind, "dtype": self.dtype,
+                "categories": list(self.categories)}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Feature:
+        """Inverse of to_dict."""
+        return Feature(d["name"], d["kind"], d["dtype"], tuple(d.get("categories") or ()))
+
+
+def booster_feature_names(features: Sequence[Feature]) -> list[str]:
+    """Names given to XGBoost: the column names, or f0..fn when one is not allowed there."""
+    names = [f.name for f in features]
+    if any(_XGB_BAD_NAME.search(n) for n in names):
+        return [f"f{i}" for i in range(len(names))]
+    return names
+
+
+def resolve_features(spec: ModelSpec, columns: Sequence[tuple[str, str]]) -> list[Feature]:
+    """The spec's feature columns with their kinds, checked against the relation's columns."""
+    types = dict(columns)
+    relation = f"{spec.schema}.{spec.relation}"
+    needed = [("target", spec.target), *[("key", k) for k in spec.key]]
+    needed += [("exclude", c) for c in spec.exclude]
+    if spec.split.column:
+        needed.append(("split.column", spec.split.column))
+    for role, col in needed:
+        if col not in types:
+            raise SchemaMismatch(
+                f"{spec.where}: {role} column '{col}' is not in {relation}; "
+                f"columns are: {', '.join(types)}"
+            )
+    reserved = {spec.target, *spec.key, *spec.exclude}
+    if spec.split.column:
+        reserved.add(spec.split.column)
+    if spec.features is not None:
+        for col in spec.features:
+            if col not in types:
+                raise SchemaMismatch(
+                    f"{spec.where}: feature '{col}' is not in {relation}; "
+                    f"columns are: {', '.join(types)}"
+                )
+            if col in (spec.target, *spec.key):
+                raise SpecError(f"{spec.where}: '{col}' is the target or a key and cannot "
+                                "also be a feature")
+        names = list(spec.features)
+    else:
+        names = [c for c, _ in columns if c not in reserved]
+    if not names:
+        raise SpecError(f"{spec.where}: no feature columns are left in {relation} after "
+                        "removing the key, target and excluded columns")
+    features = []
+    for name in names:
+        kind = kind_of(types[name])
+        if kind is None:
+            raise DataError(
+                f"{spec.where}: column '{name}' of {relation} has type {types[name]}, which "
+                "pyml cannot use as a feature; derive a number or a string from it in SQL, "
+                "or add it to 'exclude'"
+            )
+        features.append(Feature(name, kind, types[name]))
+    return features
+
+
+def select_exprs(features: Sequence[Feature]) -> list[str]:
+    """SQL select items that deliver each feature as DOUBLE or VARCHAR, in order."""
+    exprs = []
+    for i, f in enumerate(features):
+        cast = "DOUBLE" if f.kind == "numeric" else "VARCHAR"
+        exprs.append(f"CAST({quote(f.name)} AS {cast}) AS {quote(f'__pyml_f{i}')}")
+    return exprs
+
+
+def check_schema(where: str, features: Sequence[Feature], columns: Sequence[tuple[str, str]],
+                 relation: str) -> None:
+    """Scoring-time check: each feature present with a compatible kind (extras are ignored)."""
+    types = dict(columns)
+    for f in features:
+        if f.name not in types:
+            raise SchemaMismatch(
+                f"{where}: feature '{f.name}' is missing from {relation}; add it back to the "
+                "dbt model or retrain the model without it"
+            )
+        now = kind_of(types[f.name])
+        if now != f.kind:
+            raise SchemaMismatch(
+                f"{where}: feature '{f.name}' was {f.dtype} ({f.kind}) at training but is "
+                f"{types[f.name]} in {relation}; cast it back in the dbt model or retrain"
+            )
+
+
+class Encoder:
+    """Turns Arrow columns into the float32 matrix XGBoost sees."""
+
+    def __init__(self, features: Sequence[Feature]) -> None:
+        self.features = list(features)
+        self._value_sets: dict[int, pa.Array] = {
+            i: pa.array(f.categories, type=pa.string())
+            for i, f in enumerate(self.features) if f.kind == "categorical"
+        }
+
+    def matrix(self, columns: Sequence[pa.Array | pa.ChunkedArray], where: str) -> np.ndarray:
+        """A C-ordered float32 matrix (NaN = missing) from one Arrow column per feature."""
+        n = len(columns[0]) if columns else 0
+        out = np.empty((n, len(self.features)), dtype=np.float32)
+        for j, col in enumerate(columns):
+            if j in self._value_sets:
+                codes = pc.index_in(col, value_set=self._value_sets[j])
+                out[:, j] = codes.to_numpy(zero_copy_only=False)
+            else:
+                values = col.to_numpy(zero_copy_only=False)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    out[:, j] = values
+        self._check_finite(out, where)
+        return out
+
+    def _check_finite(self, out: np.ndarray, where: str) -> None:
+        bad = np.isinf(out)
+        if bad.any():
+            counts = bad.sum(axis=0)
+            j = int(np.argmax(counts))
+            raise DataError(
+                f"{where}: feature '{self.features[j].name}' has {int(counts[j])} infinite or "
+                f"out-of-range values (|x| > {F32_MAX:.3g}); clean them in the dbt model "
+                "(e.g. NULL them) and retry"
+            )
+
+
+def learn_categories(features: Sequence[Feature], columns: Sequence[pa.ChunkedArray],
+                     where: str) -> list[Feature]:
+    """Fix each categorical feature's mapping from the training rows (sorted distinct values)."""
+    out = []
+    for f, col in zip(features, columns, strict=True):
+        if f.kind != "categorical":
+            out.append(f)
+            continue
+        values = pc.unique(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+        cats = sorted(v for v in values.to_pylist() if v is not None)
+        if len(cats) > MAX_CATEGORIES:
+            raise DataError(
+                f"{where}: categorical feature '{f.name}' has {len(cats)} distinct values "
+                f"(more than {MAX_CATEGORIES}); it looks like an id: add it to 'exclude' or "
+                "bucket it in SQL"
+            )
+        out.append(Feature(f.name, f.kind, f.dtype, tuple(cats)))
+    return out
+
+
+@dataclass(frozen=True)
+class Target:
+    """How label values map to what XGBoost learns."""
+
+    dtype: str  # DuckDB type of the target column
+    classes: tuple[Any, ...] = field(default=())  # class values, index = XGBoost label
+
+    def arrow_type(self) -> pa.DataType:
+        """Arrow type of the prediction column (the target's own type for classifiers)."""
+        if not self.classes:
+            return pa.float64()
+        return pa.array(list(self.classes)).type
+
+
+def encode_target(spec: ModelSpec, dtype: str, col: pa.ChunkedArray) -> tuple[np.ndarray, Target]:
+    """Labels as float array plus the Target description; errors name the column."""
+    where = f"{spec.where}: target '{spec.target}'"
+    kind = kind_of(dtype)
+    if spec.task == "regression":
+        if kind != "numeric" or dtype.upper() == "BOOLEAN":
+            raise DataError(f"{where} has type {dtype}; a regression target must be numeric")
+        y = col.to_numpy().astype(np.float64)
+        if not np.isfinite(y).all():
+            raise DataError(f"{where} has {int((~np.isfinite(y)).sum())} NaN or infinite "
+                            "values; NULL or clean them in the dbt model")
+        return y, Target(dtype)
+    if kind is None:
+        raise DataError(f"{where} has type {dtype}; a class label must be a boolean, "
+                        "integer or string column")
+    values = pc.unique(col.combine_chunks()).to_pylist()
+    if any(isinstance(v, float) and not np.isfinite(v) for v in values):
+        raise DataError(f"{where} has NaN or infinite values; clean them in the dbt model")
+    classes = sorted(v for v in values if v is not None)
+    if len(classes) < 2:
+        shown = classes[0] if classes else "none"
+        raise DataError(f"{where} has only one class ({shown}) among labelled rows; "
+                        f"a {spec.task} model needs at least two")
+    if spec.task == "binary":
+        if len(classes) > 2:
+            raise DataError(f"{where} has {len(classes)} classes; use task: multiclass")
+        if spec.positive_class is not None:
+            if spec.positive_class not in classes:
+                raise SpecError(f"{spec.where}: positive_class {spec.positive_class!r} is not "
+                                f"a value of the target (values: {classes})")
+            classes = [c for c in classes if c != spec.positive_class] + [spec.positive_class]
+    codes = pc.index_in(col, value_set=pa.array(classes))
+    return codes.to_numpy(zero_copy_only=False).astype(np.float64), Target(dtype, tuple(classes))

@@ -1,0 +1,122 @@
+"""DuckDB connections and the few SQL helpers every module shares.
+
+Identifiers that come from YAML, the command line or HTTP reach SQL only through
+:func:`quote`; values are bound as parameters.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pyml.errors import DatabaseError, DatabaseLocked, RelationNotFound
+
+_PID_RE = re.compile(r"PID (\d+)")
+
+
+def quote(name: str) -> str:
+    """Quote one SQL identifier (DuckDB / ANSI double quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, name: str) -> str:
+    """`"schema"."name"` with both parts quoted."""
+    return f"{quote(schema)}.{quote(name)}"
+
+
+def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 5.0
+            ) -> duckdb.DuckDBPyConnection:
+    """Open the project's DuckDB file, waiting up to `lock_timeout` s for another writer.
+
+    DuckDB allows one writing process per file; a BI tool or a notebook holding the file
+    open makes every other process fail to take the lock. pyml retries with backoff and then
+    reports who holds the lock and what to do.
+    """
+    if not path.exists():
+        raise DatabaseError(
+            f"database file {path} does not exist: run `dbt build` first, or check the "
+            "path in your dbt profile (--profiles-dir / --target)"
+        )
+    delay, deadline = 0.05, time.monotonic() + lock_timeout
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            text = str(e)
+            if "lock" not in text.lower():
+                raise DatabaseError(_io_message(path, text)) from e
+            if time.monotonic() >= deadline:
+                pid = _PID_RE.search(text)
+                holder = f" (PID {pid.group(1)})" if pid else ""
+                raise DatabaseLocked(
+                    f"database {path} is locked by another process{holder}: close the other "
+                    "DuckDB client (dbt, a notebook, a BI tool, another pyml) and retry"
+                ) from e
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as e:
+            raise DatabaseError(_io_message(path, str(e))) from e
+
+
+def _io_message(path: Path, text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    if "not a valid DuckDB database" in text or "is not a valid" in text:
+        return f"{path} is not a DuckDB database file: fix the path in your dbt profile"
+    if "Permission denied" in text or "read-only" in text.lower():
+        return f"cannot write to {path}: the file or its folder is read-only ({first})"
+    return f"cannot open {path}: {first}"
+
+
+def relation_columns(con: duckdb.DuckDBPyConnection, schema: str, name: str
+                     ) -> list[tuple[str, str]]:
+    """(column, DuckDB type) of a table or view, in order; RelationNotFound if absent."""
+    rows = con.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_catalog = current_database() and table_schema = ? and table_name = ? "
+        "order by ordinal_position",
+        [schema, name],
+    ).fetchall()
+    if not rows:
+        raise RelationNotFound(
+            f"relation {schema}.{name} does not exist in the database: build it with "
+            f"`dbt build --select {name}` first"
+        )
+    return [(str(c), str(t)) for c, t in rows]
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    """Whether a table or view exists in the current database."""
+    row = first_row(con,
+        "select count(*) from information_schema.tables "
+        "where table_catalog = current_database() and table_schema = ? and table_name = ?",
+        [schema, name],
+    )
+    return bool(row and row[0])
+
+
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+                ) -> pa.Table:
+    """Run a query and fetch the whole result as an Arrow table."""
+    table = con.sql(sql, params=params or None).to_arrow_table()
+    assert table is not None
+    return table
+
+
+def stream_arrow(con: duckdb.DuckDBPyConnection, sql: str, batch_size: int,
+                 params: list[Any] | None = None) -> pa.RecordBatchReader:
+    """Run a query and stream its result as Arrow record batches of `batch_size` rows."""
+    reader = con.sql(sql, params=params or None).to_arrow_reader(batch_size)
+    assert reader is not None
+    return reader
+
+
+def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+              ) -> tuple[Any, ...] | None:
+    """The first row of a query, with the result fully consumed (the connection is free)."""
+    rows = con.execute(sql, params or []).fetchall()
+    return tuple(rows[0]) if rows else None

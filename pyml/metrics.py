@@ -1,0 +1,74 @@
+"""Holdout evaluation with scikit-learn's metrics, each beside a trivial baseline.
+
+The baseline is what a model that learned nothing would score on the same rows: the training
+prior for classifiers, the training mean for regression. A metric is only worth reporting next
+to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of one model version on one split."""
+
+    split: str  # "holdout", "validation" or "train"
+    name: str  # e.g. "auc", "rmse"
+    value: float  # the model's value
+    baseline: float | None  # the trivial baseline's value on the same rows
+    n_rows: int  # rows it was computed on
+
+
+HEADLINE = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def evaluate(task: str, y: np.ndarray, pred: np.ndarray, y_train: np.ndarray,
+             threshold: float = 0.5, split: str = "holdout") -> list[Metric]:
+    """Metrics of `pred` (probabilities, or values for regression) against labels `y`."""
+    n = len(y)
+    out: list[tuple[str, float, float | None]] = []
+    if task == "binary":
+        prior = float(np.mean(y_train))
+        base = np.full(n, prior)
+        labels = (pred >= threshold).astype(int)
+        base_labels = np.full(n, int(prior >= threshold))
+        both = len(np.unique(y)) == 2
+        out.append(("auc", skm.roc_auc_score(y, pred) if both else np.nan, 0.5))
+        out.append(("log_loss", skm.log_loss(y, pred, labels=[0, 1]),
+                    skm.log_loss(y, base, labels=[0, 1])))
+        out.append(("accuracy", skm.accuracy_score(y, labels),
+                    skm.accuracy_score(y, base_labels)))
+        for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score),
+                         ("f1", skm.f1_score)):
+            out.append((name, fn(y, labels, zero_division=0),
+                        fn(y, base_labels, zero_division=0)))
+        out.append(("positive_rate", float(np.mean(y)), prior))
+    elif task == "multiclass":
+        k = pred.shape[1]
+        priors = np.bincount(y_train.astype(int), minlength=k) / len(y_train)
+        base_p = np.tile(priors, (n, 1))
+        labels = pred.argmax(axis=1)
+        majority = np.full(n, int(priors.argmax()))
+        out.append(("log_loss", skm.log_loss(y, pred, labels=list(range(k))),
+                    skm.log_loss(y, base_p, labels=list(range(k)))))
+        out.append(("accuracy", skm.accuracy_score(y, labels), skm.accuracy_score(y, majority)))
+        out.append(("f1_macro", skm.f1_score(y, labels, average="macro", zero_division=0),
+                    skm.f1_score(y, majority, average="macro", zero_division=0)))
+    else:
+        mean = float(np.mean(y_train))
+        base = np.full(n, mean)
+        out.append(("rmse", float(np.sqrt(skm.mean_squared_error(y, pred))),
+                    float(np.sqrt(skm.mean_squared_error(y, base)))))
+        out.append(("mae", skm.mean_absolute_error(y, pred), skm.mean_absolute_error(y, base)))
+        out.append(("r2", skm.r2_score(y, pred) if n > 1 else np.nan, 0.0))
+    return [Metric(split, name, float(value), _nan_to_none(b) if b is not None else None, n)
+            for name, value, b in out]

@@ -1,0 +1,143 @@
+"""A trained model loaded from the registry, ready to predict.
+
+The same object scores DuckDB batches (`pyml score`) and pandas DataFrames (notebooks), with
+the same checks: a missing feature is an error, a changed type is an error, extra columns are
+ignored and an unseen category is a missing value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from pyml.data import Encoder, check_schema, select_exprs
+from pyml.db import connect, fetch_arrow, quote
+from pyml.errors import SchemaMismatch
+from pyml.registry import StoredModel, load_version
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One column that a prediction adds next to the keys."""
+
+    name: str  # column name in ml.<model>_predictions
+    type: pa.DataType  # Arrow type
+
+
+class LoadedModel:
+    """A registry version with its encoder; predicts on Arrow columns or DataFrames."""
+
+    def __init__(self, stored: StoredModel) -> None:
+        self.stored = stored
+        self.encoder = Encoder(stored.features)
+        self._classes = (pa.array(list(stored.target.classes))
+                         if stored.target.classes else None)
+
+    @property
+    def name(self) -> str:
+        """Model name."""
+        return self.stored.name
+
+    @property
+    def version(self) -> int:
+        """Registry version."""
+        return self.stored.version
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Input columns, in the order the booster expects them."""
+        return [f.name for f in self.stored.features]
+
+    def output_columns(self) -> list[OutputColumn]:
+        """The prediction columns this model's task produces."""
+        task = self.stored.task
+        if task == "regression":
+            return [OutputColumn("prediction", pa.float64())]
+        assert self._classes is not None
+        cols = [OutputColumn("prediction", self._classes.type),
+                OutputColumn("probability", pa.float64())]
+        if task == "multiclass":
+            cols += [OutputColumn(f"probability_{c}", pa.float64())
+                     for c in self.stored.target.classes]
+        return cols
+
+    def predict_columns(self, columns: Sequence[pa.Array | pa.ChunkedArray],
+                        where: str) -> list[pa.Array]:
+        """Prediction arrays (matching output_columns) for one Arrow column per feature."""
+        X = self.encoder.matrix(columns, where)
+        raw = np.asarray(self.stored.booster.inplace_predict(X), dtype=np.float64)
+        task = self.stored.task
+        if task == "regression":
+            return [pa.array(raw)]
+        assert self._classes is not None
+        if task == "binary":
+            threshold = float(self.stored.spec.get("threshold", 0.5))
+            label = pa.array((raw >= threshold).astype(np.int64))
+            return [self._classes.take(label), pa.array(raw)]
+        label = pa.array(raw.argmax(axis=1).astype(np.int64))
+        return [self._classes.take(label), pa.array(raw.max(axis=1)),
+                *[pa.array(raw[:, k]) for k in range(raw.shape[1])]]
+
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Predict on a pandas DataFrame; returns key columns present plus prediction columns.
+
+        The frame goes through the same DuckDB casts as `pyml score`, so a notebook gets the
+        very numbers the predictions table holds.
+        """
+        con = duckdb.connect()
+        try:
+            con.register("__pyml_input", df)
+            rel = con.execute("describe select * from __pyml_input").fetchall()
+            columns = [(str(r[0]), str(r[1])) for r in rel]
+            check_schema(f"model '{self.name}'", self.stored.features, columns, "the DataFrame")
+            keys = [k for k in self.stored.key if k in dict(columns)]
+            exprs = [quote(k) for k in keys] + select_exprs(self.stored.features)
+            table = fetch_arrow(con, f"select {', '.join(exprs)} from __pyml_input")
+        finally:
+            con.close()
+        preds = self.predict_columns([table.column(len(keys) + i)
+                                      for i in range(len(self.stored.features))],
+                                     f"model '{self.name}'")
+        out = {k: table.column(i) for i, k in enumerate(keys)}
+        out.update({c.name: a for c, a in zip(self.output_columns(), preds, strict=True)})
+        return pa.table(out).to_pandas()
+
+
+def load_model(name: str, version: int | None = None, *, project_dir: str | Path | None = None,
+               profiles_dir: str | Path | None = None, target: str | None = None,
+               lock_timeout: float = 5.0) -> LoadedModel:
+    """Load a trained model for notebooks: `pyml.load_model("churn").predict(df)`."""
+    from pyml.project import load_project
+
+    project = load_project(project_dir, profiles_dir, target)
+    con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
+    try:
+        return LoadedModel(load_version(con, name, version))
+    finally:
+        con.close()
+
+
+def key_types(columns: Sequence[tuple[str, str]], key: Sequence[str], where: str,
+              relation: str) -> None:
+    """Every key column must be present in the relation being scored."""
+    present = dict(columns)
+    for k in key:
+        if k not in present:
+            raise SchemaMismatch(f"{where}: key column '{k}' is missing from {relation}; "
+                                 "keys are carried into the predictions table")
+
+
+def describe(stored: StoredModel) -> dict[str, Any]:
+    """A short JSON-able summary of a version (for CLI and notebooks)."""
+    return {"name": stored.name, "version": stored.version, "task": stored.task,
+            "features": [f.to_dict() for f in stored.features], "key": list(stored.key),
+            "classes": list(stored.target.classes)}

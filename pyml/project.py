@@ -1,0 +1,315 @@
+"""The dbt side: project, profile, target, manifest and the model specs declared in it.
+
+pyml never keeps a second config file. The DuckDB path comes from the dbt profile (rendered
+with dbt's own renderer, so `env_var()` behaves as in dbt), the specs and relation names come
+from dbt's manifest, and the manifest is refreshed with `dbt parse` (dbt's Python API) when it
+is missing or older than the project's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pyml.errors import ProjectError, SelectionError, SpecError
+from pyml.spec import ModelSpec, parse_specs
+
+Log = Callable[[str], None]
+
+# Files whose change makes a parsed manifest stale (besides everything under the paths below).
+_PROJECT_FILES = ("dbt_project.yml", "packages.yml", "dependencies.yml", "selectors.yml")
+_PATH_KEYS = {
+    "model-paths": ["models"],
+    "macro-paths": ["macros"],
+    "seed-paths": ["seeds"],
+    "snapshot-paths": ["snapshots"],
+    "test-paths": ["tests"],
+    "analysis-paths": ["analyses"],
+}
+
+
+@dataclass(frozen=True)
+class Project:
+    """A dbt project with its resolved profile target and parsed manifest."""
+
+    project_dir: Path  # folder holding dbt_project.yml
+    profiles_dir: Path  # folder holding profiles.yml
+    profile_name: str  # `profile:` of dbt_project.yml
+    target_name: str  # the target in use (--target or the profile's default)
+    db_path: Path  # the DuckDB file of that target
+    manifest_path: Path  # target/manifest.json
+    manifest: dict[str, Any]  # the parsed manifest
+
+    def run_results(self) -> dict[str, Any] | None:
+        """dbt's last run_results.json, if there is one."""
+        path = self.manifest_path.parent / "run_results.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+
+def find_project_dir(project_dir: str | Path | None) -> Path:
+    """Resolve --project-dir as dbt does: flag, DBT_PROJECT_DIR, then cwd and its parents."""
+    given = project_dir or os.environ.get("DBT_PROJECT_DIR")
+    if given:
+        path = Path(given).expanduser().resolve()
+        if not (path / "dbt_project.yml").is_file():
+            raise ProjectError(
+                f"no dbt_project.yml in {path}: pass --project-dir pointing at your dbt project"
+            )
+        return path
+    cwd = Path.cwd()
+    for candidate in (cwd, *cwd.parents):
+        if (candidate / "dbt_project.yml").is_file():
+            return candidate
+    raise ProjectError(
+        f"no dbt_project.yml in {cwd} or its parents: run pyml inside a dbt project "
+        "or pass --project-dir"
+    )
+
+
+def find_profiles_dir(profiles_dir: str | Path | None) -> Path:
+    """Resolve --profiles-dir as dbt does: flag, DBT_PROFILES_DIR, cwd, then ~/.dbt."""
+    given = profiles_dir or os.environ.get("DBT_PROFILES_DIR")
+    if given:
+        return Path(given).expanduser().resolve()
+    if (Path.cwd() / "profiles.yml").is_file():
+        return Path.cwd()
+    return Path.home() / ".dbt"
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ProjectError(f"{path} is not valid YAML: {e}; fix the file and retry") from e
+    except OSError as e:
+        raise ProjectError(f"cannot read {path}: {e.strerror}") from e
+
+
+def _render_profile(raw: dict[str, Any]) -> dict[str, Any]:
+    """Render env_var() and other jinja in a profile exactly as dbt does."""
+    from dbt.config.renderer import ProfileRenderer
+    from dbt_common.context import set_invocation_context
+
+    set_invocation_context(dict(os.environ))
+    try:
+        rendered: dict[str, Any] = ProfileRenderer({}).render_data(raw)
+    except Exception as e:  # dbt raises CompilationError with its own message
+        raise ProjectError(f"cannot render the dbt profile: {e}".replace("\n", " ")) from e
+    return rendered
+
+
+def resolve_db_path(profiles_dir: Path, profile_name: str, target: str | None) -> tuple[str, Path]:
+    """Find the DuckDB file of a profile target. Returns (target name, path)."""
+    profiles_file = profiles_dir / "profiles.yml"
+    if not profiles_file.is_file():
+        raise ProjectError(
+            f"no profiles.yml in {profiles_dir}: pass --profiles-dir or set DBT_PROFILES_DIR"
+        )
+    profiles = _read_yaml(profiles_file) or {}
+    if not isinstance(profiles, dict) or profile_name not in profiles:
+        raise ProjectError(
+            f"profile '{profile_name}' (named in dbt_project.yml) is not in {profiles_file}: "
+            "add it or fix `profile:` in dbt_project.yml"
+        )
+    profile = _render_profile({profile_name: profiles[profile_name]})[profile_name]
+    outputs = profile.get("outputs") if isinstance(profile, dict) else None
+    if not isinstance(outputs, dict) or not outputs:
+        raise ProjectError(f"profile '{profile_name}' in {profiles_file} has no outputs")
+    target_name = target or profile.get("target")
+    if not target_name:
+        raise ProjectError(
+            f"profile '{profile_name}' in {profiles_file} has no default target: pass --target"
+        )
+    if target_name not in outputs:
+        raise ProjectError(
+            f"target '{target_name}' is not in profile '{profile_name}' ({profiles_file}); "
+            f"available targets: {', '.join(sorted(outputs))}"
+        )
+    output = outputs[target_name]
+    if not isinstance(output, dict) or output.get("type") != "duckdb":
+        kind = output.get("type") if isinstance(output, dict) else None
+        raise ProjectError(
+            f"target '{target_name}' of profile '{profile_name}' is of type {kind!r}; "
+            "pyml works on DuckDB targets (type: duckdb)"
+        )
+    path = str(output.get("path") or "")
+    if not path or path == ":memory:" or path.startswith("md:"):
+        raise ProjectError(
+            f"target '{target_name}' of profile '{profile_name}' has no DuckDB file path "
+            "(path:); pyml needs a database file that dbt and pyml share"
+        )
+    # dbt-duckdb opens a relative path from the working directory; do the same.
+    return target_name, Path(path).expanduser().resolve()
+
+
+def _project_paths(project_dir: Path, config: dict[str, Any]) -> Iterable[Path]:
+    for name in _PROJECT_FILES:
+        yield project_dir / name
+    for key, default in _PATH_KEYS.items():
+        for folder in config.get(key) or default:
+            root = project_dir / folder
+            if root.is_dir():
+                yield from (p for p in root.rglob("*") if p.is_file())
+
+
+def manifest_is_stale(project_dir: Path, manifest_path: Path, config: dict[str, Any]) -> bool:
+    """True when the manifest is missing or older than any file dbt would parse."""
+    if not manifest_path.is_file():
+        return True
+    built = manifest_path.stat().st_mtime
+    return any(p.exists() and p.stat().st_mtime > built
+               for p in _project_paths(project_dir, config))
+
+
+def _dbt_args(project: Path, profiles_dir: Path, target: str) -> list[str]:
+    return ["--project-dir", str(project), "--profiles-dir", str(profiles_dir), "--target", target]
+
+
+def run_dbt(args: Sequence[str]) -> Any:
+    """Invoke dbt in-process through its Python API; raise ProjectError when it fails."""
+    from dbt.cli.main import dbtRunner
+
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    result = dbtRunner().invoke(list(args))
+    if not result.success:
+        detail = f": {result.exception}" if result.exception else " (see dbt's messages above)"
+        raise ProjectError(f"`dbt {' '.join(args[:1])}` failed{detail}".replace("\n", " "))
+    return result.result
+
+
+def load_project(
+    project_dir: str | Path | None = None,
+    profiles_dir: str | Path | None = None,
+    target: str | None = None,
+    *,
+    log: Log | None = None,
+) -> Project:
+    """Resolve the project, profile and target, and load a fresh manifest."""
+    root = find_project_dir(project_dir)
+    config = _read_yaml(root / "dbt_project.yml") or {}
+    if not isinstance(config, dict) or not config.get("profile"):
+        raise ProjectError(f"{root / 'dbt_project.yml'} has no `profile:`; add one")
+    profiles = find_profiles_dir(profiles_dir)
+    target_name, db_path = resolve_db_path(profiles, str(config["profile"]), target)
+    manifest_path = root / str(config.get("target-path") or "target") / "manifest.json"
+    if manifest_is_stale(root, manifest_path, config):
+        if log:
+            log(f"Parsing the dbt project in {root} (manifest missing or stale) ...")
+        run_dbt(["parse", "--quiet", *_dbt_args(root, profiles, target_name)])
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ProjectError(
+            f"cannot read the dbt manifest {manifest_path}: {e}; delete it and rerun "
+            "(pyml runs `dbt parse` to rebuild it)"
+        ) from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("nodes"), dict):
+        raise ProjectError(
+            f"{manifest_path} is not a dbt manifest; delete it and rerun "
+            "(pyml runs `dbt parse` to rebuild it)"
+        )
+    return Project(root, profiles, str(config["profile"]), target_name, db_path,
+                   manifest_path, manifest)
+
+
+def _source_file(node: dict[str, Any]) -> str:
+    patch = node.get("patch_path") or node.get("original_file_path") or node.get("unique_id")
+    return str(patch).split("://", 1)[-1]
+
+
+def all_specs(project: Project) -> list[ModelSpec]:
+    """Every pyml spec declared in the project, in manifest order; names must be unique."""
+    specs: list[ModelSpec] = []
+    seen: dict[str, ModelSpec] = {}
+    for node in project.manifest["nodes"].values():
+        if node.get("resource_type") != "model":
+            continue
+        meta = (node.get("config") or {}).get("meta") or node.get("meta") or {}
+        if "pyml" not in meta:
+            continue
+        for spec in parse_specs(
+            meta["pyml"],
+            feature_model=node["unique_id"],
+            schema=node["schema"],
+            relation=node.get("alias") or node["name"],
+            source_file=_source_file(node),
+        ):
+            if spec.name in seen:
+                raise SpecError(
+                    f"{spec.where}: model name '{spec.name}' is already declared in "
+                    f"{seen[spec.name].where}; model names must be unique"
+                )
+            seen[spec.name] = spec
+            specs.append(spec)
+    return specs
+
+
+def select_specs(
+    project: Project, names: Sequence[str] = (), select: Sequence[str] = ()
+) -> list[ModelSpec]:
+    """Pick specs by pyml model name and/or dbt selection syntax (on the feature models)."""
+    specs = all_specs(project)
+    if not specs:
+        raise SelectionError(
+            f"no pyml models are declared in {project.project_dir}: add a `config: meta: pyml:` "
+            "spec to a feature model's YAML (see README)"
+        )
+    by_name = {s.name: s for s in specs}
+    chosen: list[ModelSpec] = []
+    for name in names:
+        if name not in by_name:
+            raise SelectionError(
+                f"no pyml model named '{name}'; declared models: {', '.join(sorted(by_name))}"
+            )
+        chosen.append(by_name[name])
+    if select:
+        ids = _dbt_ls(project, select)
+        picked = [s for s in specs if s.feature_model in ids]
+        if not picked:
+            raise SelectionError(
+                f"--select {' '.join(select)} matched no dbt model that declares a pyml spec"
+            )
+        chosen.extend(s for s in picked if s not in chosen)
+    return chosen if (names or select) else specs
+
+
+def _dbt_ls(project: Project, select: Sequence[str]) -> set[str]:
+    args = ["ls", "--quiet", "--resource-type", "model", "--output", "json",
+            "--output-keys", "unique_id", "--select", *select,
+            *_dbt_args(project.project_dir, project.profiles_dir, project.target_name)]
+    rows = run_dbt(args) or []
+    return {json.loads(r)["unique_id"] for r in rows}
+
+
+def resolve_relation(project: Project, ref: str) -> tuple[str, str]:
+    """A `score.relation` value -> (schema, identifier): a dbt model name or schema.table."""
+    for node in project.manifest["nodes"].values():
+        if node.get("resource_type") in ("model", "seed", "snapshot") and node["name"] == ref:
+            return str(node["schema"]), str(node.get("alias") or node["name"])
+    if ref.count(".") == 1:
+        schema, name = ref.split(".")
+        return schema, name
+    raise SpecError(
+        f"score.relation '{ref}' is neither a dbt model in this project nor schema.table"
+    )
+
+
+def invocation_for(project: Project, unique_id: str) -> str | None:
+    """The dbt invocation id of the last run that built `unique_id`, if known."""
+    results = project.run_results()
+    if not results:
+        return None
+    if any(r.get("unique_id") == unique_id for r in results.get("results", [])):
+        invocation = (results.get("metadata") or {}).get("invocation_id")
+        return str(invocation) if invocation else None
+    return None

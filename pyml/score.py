@@ -1,0 +1,238 @@
+"""`pyml score`: stream a relation through a model and swap in ml.<model>_predictions.
+
+Rows travel as Arrow record batches: DuckDB -> float32 matrix -> XGBoost -> Arrow -> DuckDB,
+one batch at a time, so memory is bounded by the batch size. The new table is built under a
+temporary name and swapped in with one short transaction: readers see the old table or the
+new one, never a half-written one, and a failure leaves the old one in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pyml.data import check_schema, select_exprs
+from pyml.db import connect, first_row, qualified, quote, relation_columns, stream_arrow
+from pyml.errors import DataError, PymlError
+from pyml.model import LoadedModel, key_types
+from pyml.project import Project, resolve_relation
+from pyml.registry import SCHEMA, load_version
+from pyml.spec import ModelSpec
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What one scoring run wrote."""
+
+    name: str  # model name
+    version: int  # model version used
+    table: str  # ml.<name>_predictions
+    rows: int  # rows written
+    seconds: float  # wall time
+    output: Path | None  # file written with --output, if any
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def predictions_table(name: str) -> str:
+    """Name (in the ml schema) of a model's predictions table."""
+    return f"{name}_predictions"
+
+
+def score(project: Project, specs: Sequence[ModelSpec], *, version: int | None = None,
+          output: Path | None = None, batch_size: int | None = None, log: Log | None = None,
+          lock_timeout: float = 5.0) -> list[ScoreResult]:
+    """Score every spec with its latest (or the given) version; write the predictions tables."""
+    log = log or _noop
+    if output is not None and len(specs) > 1:
+        raise PymlError("--output writes one file: select a single model to score")
+    if output is not None and output.suffix.lower() not in (".parquet", ".csv"):
+        raise PymlError(f"--output {output}: use a .parquet or .csv file name")
+    con = connect(project.db_path, lock_timeout=lock_timeout)
+    try:
+        results = []
+        for spec in specs:
+            relation = (resolve_relation(project, spec.score.relation)
+                        if spec.score.relation else (spec.schema, spec.relation))
+            model = LoadedModel(load_version(con, spec.name, version))
+            results.append(score_relation(
+                con, model, relation, batch_size=batch_size or spec.score.batch_size,
+                output=output, log=log))
+        return results
+    finally:
+        con.close()
+
+
+class _Batches:
+    """Yields output record batches; keeps the first error so it survives DuckDB's wrapping."""
+
+    def __init__(self, reader: pa.RecordBatchReader, model: LoadedModel, n_keys: int,
+                 schema: pa.Schema, scored_at: datetime, total: int, log: Log) -> None:
+        self.reader, self.model, self.n_keys = reader, model, n_keys
+        self.schema, self.scored_at, self.total, self.log = schema, scored_at, total, log
+        self.error: BaseException | None = None
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        started = last = time.perf_counter()
+        n_feat = len(self.model.stored.features)
+        where = f"model '{self.model.name}'"
+        try:
+            for batch in self.reader:
+                keys = [batch.column(i) for i in range(self.n_keys)]
+                feats = [batch.column(self.n_keys + j) for j in range(n_feat)]
+                preds = self.model.predict_columns(feats, where)
+                n = batch.num_rows
+                extra = [pa.array([self.model.version] * n, pa.int32()),
+                         pa.array([self.scored_at] * n, pa.timestamp("us"))]
+                yield pa.record_batch([*keys, *preds, *extra], schema=self.schema)
+                self.rows += n
+                now = time.perf_counter()
+                if now - last > 2.0:
+                    last = now
+                    rate = self.rows / (now - started)
+                    self.log(f"[{self.model.name}] scored {self.rows:,}/{self.total:,} rows "
+                             f"({rate:,.0f} rows/s)")
+        except BaseException as e:
+            self.error = e
+            raise
+
+
+def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
+                   relation: tuple[str, str], *, batch_size: int = 100_000,
+                   output: Path | None = None, log: Log = _noop) -> ScoreResult:
+    """Score one relation with one loaded model and swap in its predictions table."""
+    started = time.perf_counter()
+    schema, name = relation
+    label = f"{schema}.{name}"
+    where = f"model '{model.name}' v{model.version}"
+    columns = relation_columns(con, schema, name)
+    stored = model.stored
+    check_schema(where, stored.features, columns, label)
+    key_types(columns, stored.key, where, label)
+    source = qualified(schema, name)
+    keys_sql = ", ".join(quote(k) for k in stored.key)
+    row = first_row(con, f"select count(*), count(distinct ({keys_sql})) from {source}")
+    total, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+    if total == 0:
+        raise DataError(f"{where}: {label} is empty; nothing to score "
+                        "(did `dbt build` run?)")
+    if distinct != total:
+        raise DataError(f"{where}: {label} has {total - distinct} duplicate keys "
+                        f"({', '.join(stored.key)}); make the key unique in the dbt model")
+    target_table = predictions_table(model.name)
+    _drop_leftovers(con, target_table)
+    tmp = f"__pyml_tmp_{target_table}_{uuid.uuid4().hex[:8]}"
+    reader_con = con.cursor()
+    writer = con.cursor()
+    try:
+        exprs = [quote(k) for k in stored.key] + select_exprs(stored.features)
+        reader = stream_arrow(reader_con, f"select {', '.join(exprs)} from {source}",
+                              batch_size)
+        key_fields = [reader.schema.field(i).with_name(k) for i, k in enumerate(stored.key)]
+        out_schema = pa.schema(
+            key_fields
+            + [pa.field(c.name, c.type) for c in model.output_columns()]
+            + [pa.field("model_version", pa.int32()), pa.field("scored_at", pa.timestamp("us"))]
+        )
+        scored_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        batches = _Batches(reader, model, len(stored.key), out_schema, scored_at, total, log)
+        stream = pa.RecordBatchReader.from_batches(out_schema, iter(batches))
+        log(f"[{model.name}] scoring {total:,} rows of {label} with version {model.version}")
+        try:
+            writer.register("__pyml_scored", stream)
+            writer.execute(f"create table {qualified(SCHEMA, tmp)} as "
+                           "select * from __pyml_scored")
+        except (duckdb.Error, pa.ArrowException):
+            if batches.error is not None:
+                raise batches.error from None
+            raise
+        finally:
+            writer.unregister("__pyml_scored")
+        if batches.rows != total:
+            raise DataError(f"{where}: wrote {batches.rows} rows but {label} has {total}; "
+                            "the relation changed while scoring, rerun")
+        _swap(writer, tmp, target_table)
+    except BaseException:
+        _drop_quietly(con, tmp)
+        raise
+    finally:
+        reader_con.close()
+        writer.close()
+    if output is not None:
+        write_file(con, qualified(SCHEMA, target_table), output)
+    seconds = time.perf_counter() - started
+    log(f"[{model.name}] wrote {SCHEMA}.{target_table}: {total:,} rows in {seconds:.1f}s "
+        f"({total / max(seconds, 1e-9):,.0f} rows/s)")
+    return ScoreResult(model.name, model.version, f"{SCHEMA}.{target_table}", total, seconds,
+                       output)
+
+
+def _swap(con: duckdb.DuckDBPyConnection, tmp: str, target: str) -> None:
+    # One short transaction: concurrent readers see either the old table or the new one.
+    con.execute("begin transaction")
+    try:
+        con.execute(f"drop table if exists {qualified(SCHEMA, target)}")
+        con.execute(f"alter table {qualified(SCHEMA, tmp)} rename to {quote(target)}")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
+def _drop_quietly(con: duckdb.DuckDBPyConnection, tmp: str) -> None:
+    with contextlib.suppress(duckdb.Error):
+        con.execute(f"drop table if exists {qualified(SCHEMA, tmp)}")
+
+
+def _drop_leftovers(con: duckdb.DuckDBPyConnection, target: str) -> None:
+    """Remove temporary tables that a killed earlier run of the same model left behind."""
+    con.execute(f"create schema if not exists {SCHEMA}")
+    rows = con.execute(
+        "select table_name from information_schema.tables where table_catalog = "
+        "current_database() and table_schema = ? and starts_with(table_name, ?)",
+        [SCHEMA, f"__pyml_tmp_{target}_"],
+    ).fetchall()
+    for (table,) in rows:
+        _drop_quietly(con, str(table))
+
+
+def write_file(con: duckdb.DuckDBPyConnection, table_sql: str, path: Path) -> None:
+    """Stream a table into a Parquet or CSV file, atomically (temp file + rename)."""
+    path = path.expanduser().resolve()
+    if not path.parent.is_dir():
+        raise PymlError(f"--output {path}: folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    cur = con.cursor()
+    try:
+        reader = stream_arrow(cur, f"select * from {table_sql}", 100_000)
+        if path.suffix.lower() == ".parquet":
+            with pq.ParquetWriter(tmp, reader.schema) as pw:
+                for batch in reader:
+                    pw.write_batch(batch)
+        else:
+            with pacsv.CSVWriter(tmp, reader.schema) as cw:
+                for batch in reader:
+                    cw.write_batch(batch)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise PymlError(f"cannot write {path}: {e.strerror}") from e
+    finally:
+        cur.close()
+        if tmp.exists():
+            tmp.unlink()

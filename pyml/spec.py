@@ -1,0 +1,283 @@
+"""Model specs: the `config: meta: pyml:` blocks that dbt models carry in their YAML.
+
+A spec is validated here, once, into a frozen :class:`ModelSpec`; every later step trusts it.
+Each error names the YAML file, the dbt model, the pyml model and the key, and says what to
+write instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pyml.errors import SpecError
+
+TASKS = ("binary", "multiclass", "regression")
+SPLIT_METHODS = ("random", "time")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+ALLOWED_KEYS = {
+    "name": "model name, a lower-case identifier (predictions land in ml.<name>_predictions)",
+    "description": "one line shown by `pyml models`",
+    "task": "binary | multiclass | regression",
+    "target": "the label column",
+    "key": "id column(s) carried into the predictions",
+    "features": "feature columns to use (default: every other column)",
+    "exclude": "columns never used as features",
+    "split": "{method: random|time, test_fraction, validation_fraction, seed, column}",
+    "params": "XGBoost training parameters",
+    "num_boost_round": "maximum number of boosting rounds",
+    "early_stopping_rounds": "stop when the validation metric has not improved for N rounds",
+    "threshold": "probability at or above which a binary prediction is the positive class",
+    "positive_class": "the label value that counts as positive (binary)",
+    "score": "{relation, batch_size}: what `pyml score` reads",
+}
+SPLIT_KEYS = ("method", "test_fraction", "validation_fraction", "seed", "column")
+SCORE_KEYS = ("relation", "batch_size")
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "tree_method": "hist",
+    "max_depth": 6,
+    "eta": 0.1,
+    "min_child_weight": 1.0,
+    "seed": 0,
+}
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How labelled rows are divided into train, validation and holdout (test) parts."""
+
+    method: str = "random"  # "random" (hash of the key) or "time" (latest rows are the holdout)
+    test_fraction: float = 0.2  # share of labelled rows kept as the holdout
+    validation_fraction: float = 0.2  # share of the non-holdout rows used for early stopping
+    seed: int = 42  # salt of the key hash for the random split
+    column: str | None = None  # the time column for method "time"
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """What `pyml score` reads."""
+
+    relation: str | None = None  # dbt model name or schema.table; None = the feature model
+    batch_size: int = 100_000  # rows per batch when streaming
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One pyml model, as declared on a dbt feature model."""
+
+    name: str  # model name; predictions go to ml.<name>_predictions
+    task: str  # binary | multiclass | regression
+    target: str  # label column
+    key: tuple[str, ...]  # id columns carried into predictions
+    feature_model: str  # dbt unique_id of the model the spec sits on
+    schema: str  # schema of the feature relation
+    relation: str  # identifier of the feature relation
+    source_file: str  # the YAML file that declares the spec (for messages)
+    features: tuple[str, ...] | None = None  # explicit feature list, or None for "all others"
+    exclude: tuple[str, ...] = ()
+    split: SplitSpec = field(default_factory=SplitSpec)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    num_boost_round: int = 500
+    early_stopping_rounds: int | None = 30
+    threshold: float = 0.5
+    positive_class: Any = None
+    description: str = ""
+    score: ScoreSpec = field(default_factory=ScoreSpec)
+
+    @property
+    def where(self) -> str:
+        """Where the spec lives, for error messages."""
+        return f"{self.source_file}: model '{self.name}' on {self.feature_model}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON-able data (stored with every version)."""
+        out = asdict(self)
+        out["params"] = dict(self.params)
+        return out
+
+
+def parse_specs(
+    raw: Any, *, feature_model: str, schema: str, relation: str, source_file: str
+) -> list[ModelSpec]:
+    """Validate the value of `meta: pyml:` (one mapping or a list of them)."""
+    items = raw if isinstance(raw, list) else [raw]
+    specs = []
+    for i, item in enumerate(items):
+        where = f"{source_file}: {feature_model} meta.pyml[{i}]"
+        specs.append(
+            _parse_one(
+                item,
+                where=where,
+                feature_model=feature_model,
+                schema=schema,
+                relation=relation,
+                source_file=source_file,
+            )
+        )
+    return specs
+
+
+def _parse_one(
+    item: Any, *, where: str, feature_model: str, schema: str, relation: str, source_file: str
+) -> ModelSpec:
+    if not isinstance(item, Mapping):
+        raise SpecError(
+            f"{where}: a pyml spec must be a mapping with keys name, task, target, key; "
+            f"got {type(item).__name__}"
+        )
+    name = item.get("name")
+    if isinstance(name, str):
+        where = f"{source_file}: model '{name}' on {feature_model}"
+    unknown = sorted(set(map(str, item)) - set(ALLOWED_KEYS))
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown key '{unknown[0]}'; allowed keys are {', '.join(ALLOWED_KEYS)}"
+        )
+    for required in ("name", "task", "target", "key"):
+        if item.get(required) in (None, "", []):
+            raise SpecError(f"{where}: missing required key '{required}' "
+                            f"({ALLOWED_KEYS[required]})")
+    name = _str(item, "name", where)
+    if not NAME_RE.match(name):
+        raise SpecError(
+            f"{where}: name '{name}' is not a valid model name; use lower-case letters, digits "
+            "and underscores, starting with a letter (at most 63 characters)"
+        )
+    task = _str(item, "task", where)
+    if task not in TASKS:
+        raise SpecError(f"{where}: task '{task}' is not one of {', '.join(TASKS)}")
+    target = _str(item, "target", where)
+    key = _columns(item, "key", where)
+    features = _columns(item, "features", where) if "features" in item else None
+    exclude = _columns(item, "exclude", where) if "exclude" in item else ()
+    if features is not None and exclude:
+        raise SpecError(f"{where}: give either 'features' or 'exclude', not both")
+    params = item.get("params") or {}
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise SpecError(f"{where}: 'params' must be a mapping of XGBoost parameter names to values")
+    for banned in ("objective", "num_class"):
+        if banned in params:
+            raise SpecError(
+                f"{where}: params.{banned} is set by pyml from 'task'; remove it from params"
+            )
+    num_boost_round = _int(item, "num_boost_round", where, default=500, minimum=1)
+    esr_raw = item.get("early_stopping_rounds", 30)
+    early = None if esr_raw is None else _int(item, "early_stopping_rounds", where, 30, minimum=1)
+    threshold = _float(item, "threshold", where, default=0.5)
+    if not 0.0 < threshold < 1.0:
+        raise SpecError(f"{where}: threshold must be between 0 and 1 (exclusive), got {threshold}")
+    positive = item.get("positive_class")
+    if positive is not None and task != "binary":
+        raise SpecError(f"{where}: positive_class only applies to task: binary")
+    description = item.get("description") or ""
+    if not isinstance(description, str):
+        raise SpecError(f"{where}: 'description' must be text")
+    return ModelSpec(
+        name=name,
+        task=task,
+        target=target,
+        key=key,
+        feature_model=feature_model,
+        schema=schema,
+        relation=relation,
+        source_file=source_file,
+        features=features,
+        exclude=exclude,
+        split=_split(item.get("split"), where),
+        params=dict(params),
+        num_boost_round=num_boost_round,
+        early_stopping_rounds=early,
+        threshold=threshold,
+        positive_class=positive,
+        description=description.strip(),
+        score=_score(item.get("score"), where),
+    )
+
+
+def _str(item: Mapping[str, Any], key: str, where: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _columns(item: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = item.get(key)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{where}: '{key}' must be a column name or a list of column names")
+    if len(set(value)) != len(value):
+        raise SpecError(f"{where}: '{key}' lists a column twice")
+    return tuple(value)
+
+
+def _int(item: Mapping[str, Any], key: str, where: str, default: int, minimum: int) -> int:
+    value = item.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where}: '{key}' must be an integer, got {value!r}")
+    if value < minimum:
+        raise SpecError(f"{where}: '{key}' must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(item: Mapping[str, Any], key: str, where: str, default: float) -> float:
+    value = item.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"{where}: '{key}' must be a number, got {value!r}")
+    return float(value)
+
+
+def _split(raw: Any, where: str) -> SplitSpec:
+    if raw is None:
+        return SplitSpec()
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where}: 'split' must be a mapping such as "
+                        "{method: random, test_fraction: 0.2, seed: 42}")
+    unknown = sorted(set(map(str, raw)) - set(SPLIT_KEYS))
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown key 'split.{unknown[0]}'; allowed: {', '.join(SPLIT_KEYS)}"
+        )
+    method = raw.get("method", "random")
+    if method not in SPLIT_METHODS:
+        raise SpecError(f"{where}: split.method '{method}' is not one of random, time")
+    split_where = f"{where} split"
+    test_fraction = _float(raw, "test_fraction", split_where, 0.2)
+    validation_fraction = _float(raw, "validation_fraction", split_where, 0.2)
+    for label, value in (("test_fraction", test_fraction),
+                         ("validation_fraction", validation_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise SpecError(f"{where}: split.{label} must be in [0, 1), got {value}")
+    if test_fraction == 0.0:
+        raise SpecError(f"{where}: split.test_fraction must be above 0: pyml always keeps a "
+                        "holdout to report honest metrics")
+    seed = _int(raw, "seed", split_where, 42, minimum=0)
+    column = raw.get("column")
+    if method == "time":
+        if not isinstance(column, str) or not column:
+            raise SpecError(f"{where}: split.method time needs split.column, the time column")
+    elif column is not None:
+        raise SpecError(f"{where}: split.column only applies to split.method time")
+    return SplitSpec(method, test_fraction, validation_fraction, seed, column)
+
+
+def _score(raw: Any, where: str) -> ScoreSpec:
+    if raw is None:
+        return ScoreSpec()
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where}: 'score' must be a mapping such as {{relation: my_model}}")
+    unknown = sorted(set(map(str, raw)) - set(SCORE_KEYS))
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown key 'score.{unknown[0]}'; allowed: {', '.join(SCORE_KEYS)}"
+        )
+    relation = raw.get("relation")
+    if relation is not None and (not isinstance(relation, str) or not relation):
+        raise SpecError(f"{where}: score.relation must be a dbt model name or schema.table")
+    batch_size = _int(raw, "batch_size", f"{where} score", 100_000, minimum=1)
+    return ScoreSpec(relation, batch_size)

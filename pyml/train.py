@@ -1,0 +1,236 @@
+"""`pyml train`: read a feature relation, split it, fit XGBoost, evaluate, register a version."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import xgboost as xgb
+
+from pyml import registry
+from pyml.data import (
+    Encoder,
+    Feature,
+    booster_feature_names,
+    encode_target,
+    learn_categories,
+    resolve_features,
+    select_exprs,
+)
+from pyml.db import connect, fetch_arrow, first_row, qualified, quote, relation_columns
+from pyml.errors import DataError, SpecError
+from pyml.metrics import Metric, evaluate
+from pyml.project import Project, invocation_for
+from pyml.spec import DEFAULT_PARAMS, ModelSpec
+
+Log = Callable[[str], None]
+OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob",
+              "regression": "reg:squarederror"}
+EVAL_METRICS = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
+IMPORTANCE_TYPES = ("gain", "total_gain", "cover", "total_cover", "weight")
+HASH_BUCKETS = 1_000_000
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one training run produced."""
+
+    name: str  # model name
+    version: int  # the new version number
+    task: str  # binary | multiclass | regression
+    rows: tuple[int, int, int, int]  # train, validation, test, dropped (NULL target)
+    num_trees: int  # boosting rounds kept
+    metrics: tuple[Metric, ...]  # holdout metrics with baselines
+    seconds: float  # wall time
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def train(project: Project, specs: Sequence[ModelSpec], *, log: Log | None = None,
+          lock_timeout: float = 5.0) -> list[TrainResult]:
+    """Train every spec on its feature relation and store a new version of each."""
+    log = log or _noop
+    con = connect(project.db_path, lock_timeout=lock_timeout)
+    try:
+        return [train_one(con, project, spec, log=log) for spec in specs]
+    finally:
+        con.close()
+
+
+def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str
+                ) -> tuple[str, list[Any], dict[str, Any]]:
+    """SQL for the part column (0 train, 1 validation, 2 holdout), its params, and a record."""
+    sp = spec.split
+    record: dict[str, Any] = {"method": sp.method, "test_fraction": sp.test_fraction,
+                              "validation_fraction": sp.validation_fraction}
+    if sp.method == "random":
+        keys = ", ".join(quote(k) for k in spec.key)
+        record["seed"] = sp.seed
+        # Hashing the key (not drawing row numbers) keeps an entity on the same side of the
+        # split whatever order DuckDB returns rows in, and across retrains.
+        expr = (f"case when hash({keys}, ?::bigint) % {HASH_BUCKETS} < ? then 2 "
+                f"when hash({keys}, ?::bigint) % {HASH_BUCKETS} < ? then 1 else 0 end")
+        return expr, [sp.seed, int(sp.test_fraction * HASH_BUCKETS), sp.seed + 1,
+                      int(sp.validation_fraction * HASH_BUCKETS)], record
+    col = quote(str(sp.column))
+    target = quote(spec.target)
+    nulls = first_row(con, f"select count(*) from {source} where {target} is not null "
+                        f"and {col} is null")
+    if nulls and nulls[0]:
+        raise DataError(f"{spec.where}: split column '{sp.column}' is NULL in {nulls[0]} "
+                        "labelled rows; filter or fill them in the dbt model")
+    row = first_row(con, f"select quantile_disc({col}, ?), min({col}) from {source} "
+                      f"where {target} is not null", [1.0 - sp.test_fraction])
+    test_from, first = (row[0], row[1]) if row else (None, None)
+    if test_from is None or test_from == first:
+        raise DataError(f"{spec.where}: split column '{sp.column}' has too few distinct "
+                        "values to keep older rows for training and newer ones as holdout")
+    record["test_from"] = test_from
+    if sp.validation_fraction <= 0:
+        return f"case when {col} >= ? then 2 else 0 end", [test_from], record
+    row = first_row(con, f"select quantile_disc({col}, ?) from {source} where {target} is not "
+                      f"null and {col} < ?", [1.0 - sp.validation_fraction, test_from])
+    valid_from = row[0] if row else None
+    if valid_from is None or valid_from == first:
+        # Too few periods for a separate validation slice: hold out none, no early stopping.
+        record["validation_from"] = None
+        return f"case when {col} >= ? then 2 else 0 end", [test_from], record
+    record["validation_from"] = valid_from
+    return (f"case when {col} >= ? then 2 when {col} >= ? then 1 else 0 end",
+            [test_from, valid_from], record)
+
+
+def train_one(con: duckdb.DuckDBPyConnection, project: Project, spec: ModelSpec, *,
+              log: Log = _noop) -> TrainResult:
+    """Train one spec and store it as a new version."""
+    started = time.perf_counter()
+    source = qualified(spec.schema, spec.relation)
+    columns = relation_columns(con, spec.schema, spec.relation)
+    features = resolve_features(spec, columns)
+    target_type = dict(columns)[spec.target]
+    counts = first_row(con, f"select count(*), count({quote(spec.target)}) from {source}")
+    total, labelled = (int(counts[0]), int(counts[1])) if counts else (0, 0)
+    if labelled == 0:
+        what = "is empty" if total == 0 else f"has no rows with a non-NULL '{spec.target}'"
+        raise DataError(f"{spec.where}: {spec.schema}.{spec.relation} {what}; "
+                        "nothing to train on (did `dbt build` run?)")
+    dropped = total - labelled
+    log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
+        + (f" ({dropped:,} rows with NULL target skipped)" if dropped else ""))
+    part_sql, part_params, split_record = _split_expr(con, spec, source)
+    order = ", ".join(quote(k) for k in spec.key)
+    sql = (f"select {quote(spec.target)} as __pyml_y, {part_sql} as __pyml_part, "
+           f"{', '.join(select_exprs(features))} from {source} "
+           f"where {quote(spec.target)} is not null order by {order}")
+    table = fetch_arrow(con, sql, part_params)
+    y_all, target = encode_target(spec, target_type, table.column(0))
+    part = table.column(1).to_numpy()
+    feature_cols = [table.column(i + 2) for i in range(len(features))]
+    features = learn_categories(features, feature_cols, spec.where)
+    X = Encoder(features).matrix(feature_cols, spec.where)
+    del table, feature_cols
+    idx = [np.flatnonzero(part == p) for p in (0, 1, 2)]
+    rows = (len(idx[0]), len(idx[1]), len(idx[2]), dropped)
+    if rows[0] == 0 or rows[2] == 0:
+        raise DataError(f"{spec.where}: the split left {rows[0]} training and {rows[2]} "
+                        "holdout rows; adjust split.test_fraction or the data")
+    split_record.update(train_rows=rows[0], validation_rows=rows[1], test_rows=rows[2])
+    log(f"[{spec.name}] split ({spec.split.method}): {rows[0]:,} train, {rows[1]:,} "
+        f"validation, {rows[2]:,} holdout")
+    booster, best, params = _fit(spec, features, target.classes, X, y_all, idx, log)
+    prob = booster.inplace_predict(X[idx[2]])
+    y_test, y_train = y_all[idx[2]], y_all[idx[0]]
+    metrics = evaluate(spec.task, y_test, np.asarray(prob), y_train, spec.threshold)
+    names = booster_feature_names(features)
+    importance = []
+    for kind in IMPORTANCE_TYPES:
+        scores = booster.get_score(importance_type=kind)
+        for bname, f in zip(names, features, strict=True):
+            value = scores.get(bname, 0.0)
+            number = float(value) if isinstance(value, float | int) else 0.0
+            importance.append((f.name, kind, number))
+    version = registry.write_version(con, registry.NewVersion(
+        name=spec.name, task=spec.task, objective=OBJECTIVES[spec.task],
+        description=spec.description, feature_model=spec.feature_model,
+        feature_relation=f"{spec.schema}.{spec.relation}", target=spec.target,
+        target_info=target, key=spec.key, features=tuple(features), spec=spec.to_dict(),
+        params=params, split=split_record, rows=rows, booster=booster, best_iteration=best,
+        dbt_invocation_id=invocation_for(project, spec.feature_model),
+        metrics=tuple(metrics), importance=tuple(importance),
+    ))
+    seconds = time.perf_counter() - started
+    log(f"[{spec.name}] stored version {version} ({booster.num_boosted_rounds()} trees, "
+        f"{seconds:.1f}s)")
+    return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
+                       tuple(metrics), seconds)
+
+
+def _fit(spec: ModelSpec, features: Sequence[Feature], classes: tuple[Any, ...],
+         X: np.ndarray, y: np.ndarray, idx: list[np.ndarray], log: Log
+         ) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
+    params: dict[str, Any] = {**DEFAULT_PARAMS, **spec.params,
+                              "objective": OBJECTIVES[spec.task]}
+    params.setdefault("eval_metric", EVAL_METRICS[spec.task])
+    params.setdefault("nthread", os.cpu_count() or 1)
+    if spec.task == "multiclass":
+        params["num_class"] = len(classes)
+    names = booster_feature_names(features)
+    types = ["c" if f.kind == "categorical" else "q" for f in features]
+    kwargs: dict[str, Any] = {"feature_names": names, "feature_types": types,
+                              "enable_categorical": True}
+    train_idx, valid_idx = idx[0], idx[1]
+    if spec.task != "regression" and len(np.unique(y[train_idx])) < len(classes):
+        raise DataError(f"{spec.where}: the training part has only "
+                        f"{len(np.unique(y[train_idx]))} of {len(classes)} classes; "
+                        "adjust the split or add data")
+    try:
+        dtrain = xgb.QuantileDMatrix(X[train_idx], y[train_idx], **kwargs)
+        evals = [(dtrain, "train")]
+        use_valid = len(valid_idx) > 0 and spec.early_stopping_rounds is not None
+        if use_valid:
+            evals.append((xgb.QuantileDMatrix(X[valid_idx], y[valid_idx], ref=dtrain,
+                                              **kwargs), "validation"))
+        booster = xgb.train(
+            params, dtrain, num_boost_round=spec.num_boost_round, evals=evals,
+            early_stopping_rounds=spec.early_stopping_rounds if use_valid else None,
+            verbose_eval=False, callbacks=[_Progress(spec.name, spec.num_boost_round, log)],
+        )
+    except xgb.core.XGBoostError as e:
+        first = str(e).strip().splitlines()[0]
+        raise SpecError(f"{spec.where}: XGBoost rejected the training parameters: {first}; "
+                        "fix `params` in the spec") from e
+    best: int | None = None
+    if use_valid and booster.num_boosted_rounds() > 0:
+        best = int(booster.best_iteration)
+        # Keep exactly the trees that early stopping chose, so every consumer of the stored
+        # model (score, SQL, export) predicts with the same trees.
+        booster = booster[: best + 1]
+    return booster, best, params
+
+
+class _Progress(xgb.callback.TrainingCallback):
+    """Logs every ~10% of rounds with the latest validation metric."""
+
+    def __init__(self, name: str, rounds: int, log: Log) -> None:
+        super().__init__()
+        self.name, self.rounds, self.log = name, rounds, log
+        self.every = max(1, rounds // 10)
+        self.started = time.perf_counter()
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        if (epoch + 1) % self.every == 0:
+            metric = ""
+            for data, scores in evals_log.items():
+                for mname, values in scores.items():
+                    metric = f", {data} {mname} {values[-1]:.4f}"
+            rate = (epoch + 1) / max(time.perf_counter() - self.started, 1e-9)
+            self.log(f"[{self.name}] round {epoch + 1}/{self.rounds}{metric} "
+                     f"({rate:.0f} rounds/s)")
+        return False
