@@ -3,22 +3,23 @@
 Library API (the CLI is a thin shell over it)::
 
     import pyml
-    project = pyml.load_project()                 # dbt project, profile, target, manifest
-    pyml.train(project, pyml.select_specs(project, ["churn"]))
-    pyml.score(project, pyml.select_specs(project, ["churn"]))
+    pyml.train(["churn"])                         # = pyml train churn
+    pyml.score(["churn"], output="churn.parquet") # = pyml score churn -o churn.parquet
     model = pyml.load_model("churn")              # predicts on pandas DataFrames
+    model.predict(df)
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from pyml.api import score, train
 from pyml.errors import PymlError
 from pyml.model import LoadedModel, load_model
 from pyml.project import Project, load_project, select_specs
-from pyml.score import ScoreResult, score
+from pyml.score import ScoreResult
 from pyml.spec import ModelSpec
-from pyml.train import TrainResult, train
+from pyml.train import TrainResult
 
 __all__ = [
     "LoadedModel",

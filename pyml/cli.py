@@ -88,12 +88,12 @@ def train(models: tuple[str, ...], select: tuple[str, ...], project_dir: str | N
 
     Example: pyml train churn --target dev
     """
-    from pyml.project import select_specs
-    from pyml.train import train as run_train
+    from pyml.api import train as run_train
 
-    project = _load(project_dir, profiles_dir, target)
-    specs = select_specs(project, models, select)
-    for r in run_train(project, specs, log=_log, lock_timeout=lock_timeout):
+    results = run_train(models, select=select, project_dir=project_dir,
+                        profiles_dir=profiles_dir, target=target, log=_log,
+                        lock_timeout=lock_timeout)
+    for r in results:
         click.echo(f"{r.name} v{r.version} ({r.task}): {r.rows[0]:,} train / {r.rows[1]:,} "
                    f"validation / {r.rows[2]:,} holdout rows, {r.num_trees} trees, "
                    f"{r.seconds:.1f}s")
@@ -120,13 +120,13 @@ def score(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
 
     Example: pyml score churn --output churn.parquet
     """
-    from pyml.project import select_specs
-    from pyml.score import score as run_score
+    from pyml.api import score as run_score
 
-    project = _load(project_dir, profiles_dir, target)
-    specs = select_specs(project, models, select)
-    for r in run_score(project, specs, version=version, output=output, batch_size=batch_size,
-                       log=_log, lock_timeout=lock_timeout):
+    results = run_score(models, select=select, version=version, output=output,
+                        batch_size=batch_size, project_dir=project_dir,
+                        profiles_dir=profiles_dir, target=target, log=_log,
+                        lock_timeout=lock_timeout)
+    for r in results:
         extra = f" and {r.output}" if r.output else ""
         click.echo(f"{r.name} v{r.version}: {r.rows:,} rows -> {r.table}{extra} "
                    f"({r.seconds:.1f}s)")

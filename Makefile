@@ -1,0 +1,47 @@
+# pyml — one entry point for set-up, the demo, tests and benchmarks.
+# `make demo` and `make test` work on a fresh clone: they create .venv themselves.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export DO_NOT_TRACK := 1
+
+.PHONY: venv demo demo-data test lint clean
+
+# The venv is rebuilt whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Regenerate the committed seeds (deterministic: same seed, same bytes).
+demo-data: venv
+	$(BIN)/python -m pyml.demo_data --out seeds/
+
+## Fresh clone -> venv -> demo data -> dbt build -> pyml train -> pyml score -> top predictions.
+demo: venv demo-data
+	$(BIN)/dbt build
+	$(BIN)/pyml train
+	$(BIN)/pyml score
+	$(BIN)/dbt build --select customers_at_risk
+	$(BIN)/pyml models
+	$(BIN)/pyml predictions churn --limit 10
+
+## Linters: ruff + mypy on the package, sqlfluff on the dbt SQL.
+lint: venv
+	$(BIN)/ruff check pyml tests
+	$(BIN)/mypy
+	$(BIN)/sqlfluff lint models macros
+
+## The full test suite (what CI runs).
+test: venv lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) target logs demo.duckdb demo.duckdb.wal .pytest_cache .mypy_cache .ruff_cache
