@@ -59,6 +59,13 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 5.0
                 ) from e
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+        except duckdb.ConnectionException as e:
+            if read_only and "different configuration" in str(e):
+                # This process (e.g. dbt run through its Python API in a notebook) already
+                # holds the file open for writing; DuckDB then only shares that instance.
+                read_only = False
+                continue
+            raise DatabaseError(_io_message(path, str(e))) from e
         except duckdb.Error as e:
             raise DatabaseError(_io_message(path, str(e))) from e
 

@@ -69,7 +69,8 @@ def test_demo_end_to_end(demo: Path) -> None:
     _pyml(demo, "score")
     _dbt(demo, "build", "--select", "customers_at_risk")
 
-    con = duckdb.connect(str(demo / "demo.duckdb"), read_only=True)
+    # dbt ran in this process and keeps the file open; share that instance.
+    con = duckdb.connect(str(demo / "demo.duckdb"))
     try:
         n_features = con.execute("select count(*) from main.customer_features").fetchall()[0][0]
         n_pred, n_keys, bad_p = con.execute(
@@ -91,7 +92,7 @@ def test_demo_end_to_end(demo: Path) -> None:
         n_rev = con.execute("select count(*) from ml.revenue_90d_predictions").fetchall()[0][0]
         assert n_rev == n_features
         at_risk, scored = con.execute(
-            "select count(*), count(probability) from main.customers_at_risk").fetchall()[0]
+            "select count(*), count(churn_probability) from main.customers_at_risk").fetchall()[0]
         assert at_risk > 0 and scored == at_risk
     finally:
         con.close()

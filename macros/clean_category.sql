@@ -1,0 +1,23 @@
+{#- The cleaned code when it is one of `accepted_values` (after `synonyms`), else null. -#}
+{% macro clean_category(column, accepted_values, synonyms={}, case='lower') -%}
+    {%- if accepted_values is string or accepted_values is not iterable or accepted_values | length == 0 -%}
+        {{ exceptions.raise_compiler_error("clean_category: `accepted_values` must be a non-empty list of codes, got " ~ accepted_values) }}
+    {%- endif -%}
+    {%- if synonyms is not mapping -%}
+        {{ exceptions.raise_compiler_error("clean_category: `synonyms` must be a mapping of raw code -> accepted code, got " ~ synonyms) }}
+    {%- endif -%}
+    {%- for canonical in synonyms.values() if canonical not in accepted_values -%}
+        {{ exceptions.raise_compiler_error("clean_category: synonym target '" ~ canonical ~ "' is not in accepted_values") }}
+    {%- endfor -%}
+    {%- set cleaned = pyml_demo.clean_text(column, case) -%}
+    case
+        {%- for raw_code, canonical in synonyms.items() %}
+        when {{ cleaned }} = '{{ raw_code }}' then '{{ canonical }}'
+        {%- endfor %}
+        when {{ cleaned }} in (
+            {%- for value in accepted_values -%}
+                '{{ value }}'{{ ', ' if not loop.last }}
+            {%- endfor -%}
+        ) then {{ cleaned }}
+    end
+{%- endmacro %}

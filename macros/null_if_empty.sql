@@ -1,0 +1,7 @@
+{#- The trimmed text, or null when it is empty or only whitespace. -#}
+{% macro null_if_empty(column) -%}
+    {%- if column is not string or column | trim == '' -%}
+        {{ exceptions.raise_compiler_error("null_if_empty: `column` must be a SQL expression string, got " ~ column) }}
+    {%- endif -%}
+    nullif(trim({{ column }}), '')
+{%- endmacro %}

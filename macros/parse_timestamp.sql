@@ -1,0 +1,46 @@
+{#-
+    A timestamp parsed from text in any of several formats; null when blank, unparseable,
+    impossible (2025-02-30) or outside [min_date, max_date] (1900-01-01, 2099-01-01).
+-#}
+{% macro parse_timestamp(column, min_date=none, max_date=none, formats=none) -%}
+    {%- set min_date = min_date or var('pyml_min_valid_date', '2000-01-01') -%}
+    {%- set max_date = max_date or var('pyml_max_valid_date', '2030-12-31') -%}
+    {%- do pyml_demo.check_date_literal('parse_timestamp', 'min_date', min_date) -%}
+    {%- do pyml_demo.check_date_literal('parse_timestamp', 'max_date', max_date) -%}
+    {%- if min_date > max_date -%}
+        {{ exceptions.raise_compiler_error("parse_timestamp: `min_date` (" ~ min_date ~ ") is after `max_date` (" ~ max_date ~ ")") }}
+    {%- endif -%}
+    {%- set formats = formats or [
+        '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d',
+        '%m/%d/%Y %H:%M', '%m/%d/%Y', '%d.%m.%Y', '%Y/%m/%d',
+    ] -%}
+    {%- if formats is string or formats | length == 0 -%}
+        {{ exceptions.raise_compiler_error("parse_timestamp: `formats` must be a non-empty list of strptime formats, got " ~ formats) }}
+    {%- endif -%}
+    {{ return(adapter.dispatch('parse_timestamp', 'pyml_demo')(column, min_date, max_date, formats)) }}
+{%- endmacro %}
+
+{#- Portable fallback: ISO text only (`formats` is ignored), via the adapter's safe cast. -#}
+{% macro default__parse_timestamp(column, min_date, max_date, formats) -%}
+    {%- set parsed = dbt.safe_cast(pyml_demo.null_if_empty(column), 'timestamp') -%}
+    case
+        when {{ parsed }} >= cast('{{ min_date }}' as {{ 'timestamp' }})
+            and {{ parsed }} < {{ dbt.dateadd('day', 1, "cast('" ~ max_date ~ "' as " ~ 'timestamp' ~ ")") }}
+            then {{ parsed }}
+    end
+{%- endmacro %}
+
+{% macro duckdb__parse_timestamp(column, min_date, max_date, formats) -%}
+    {%- set parsed -%}
+        try_strptime({{ pyml_demo.null_if_empty(column) }}, [
+            {%- for format in formats -%}
+                '{{ format }}'{{ ', ' if not loop.last }}
+            {%- endfor -%}
+        ])
+    {%- endset -%}
+    case
+        when {{ parsed }} >= timestamp '{{ min_date }}'
+            and {{ parsed }} < timestamp '{{ max_date }}' + interval 1 day
+            then {{ parsed }}
+    end
+{%- endmacro %}

@@ -1,0 +1,13 @@
+{#- Fails for each row where the SQL boolean `expression` is not true (false or null). -#}
+{% test expression_is_true(model, expression, where_clause=none) %}
+    {%- if expression is not string or expression | trim == '' -%}
+        {{ exceptions.raise_compiler_error("expression_is_true: `expression` must be a SQL boolean expression, got " ~ expression) }}
+    {%- endif %}
+
+    select *
+    from {{ model }}
+    where not coalesce({{ expression }}, false)
+    {%- if where_clause %}
+        and ({{ where_clause }})
+    {%- endif %}
+{% endtest %}
