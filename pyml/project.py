@@ -183,7 +183,8 @@ def run_dbt(args: Sequence[str]) -> Any:
     result = dbtRunner().invoke(list(args))
     if not result.success:
         detail = f": {result.exception}" if result.exception else " (see dbt's messages above)"
-        raise ProjectError(f"`dbt {' '.join(args[:1])}` failed{detail}".replace("\n", " "))
+        # dbt's messages span many indented lines; the CLI prints one.
+        raise ProjectError(" ".join(f"`dbt {' '.join(args[:1])}` failed{detail}".split()))
     return result.result
 
 

@@ -63,6 +63,10 @@ def score(project: Project, specs: Sequence[ModelSpec], *, version: int | None =
         raise PymlError("--output writes one file: select a single model to score")
     if output is not None and output.suffix.lower() not in (".parquet", ".csv"):
         raise PymlError(f"--output {output}: use a .parquet or .csv file name")
+    if output is not None and not output.expanduser().resolve().parent.is_dir():
+        # Checked before scoring, so a mistyped folder leaves the predictions table as it was.
+        path = output.expanduser().resolve()
+        raise PymlError(f"--output {path}: folder {path.parent} does not exist")
     con = connect(project.db_path, lock_timeout=lock_timeout)
     try:
         results = []
@@ -127,11 +131,16 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     key_types(columns, stored.key, where, label)
     source = qualified(schema, name)
     keys_sql = ", ".join(quote(k) for k in stored.key)
-    row = first_row(con, f"select count(*), count(distinct ({keys_sql})) from {source}")
-    total, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+    any_null = " or ".join(f"{quote(k)} is null" for k in stored.key)
+    row = first_row(con, f"select count(*), count(distinct ({keys_sql})), "
+                         f"count(*) filter (where {any_null}) from {source}")
+    total, distinct, null_keys = (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
     if total == 0:
         raise DataError(f"{where}: {label} is empty; nothing to score "
                         "(did `dbt build` run?)")
+    if null_keys:
+        raise DataError(f"{where}: {label} has {null_keys} rows with a NULL key "
+                        f"({', '.join(stored.key)}); filter or fill them in the dbt model")
     if distinct != total:
         raise DataError(f"{where}: {label} has {total - distinct} duplicate keys "
                         f"({', '.join(stored.key)}); make the key unique in the dbt model")
