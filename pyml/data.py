@@ -124,6 +124,37 @@ def select_exprs(features: Sequence[Feature]) -> list[str]:
     return exprs
 
 
+def sql_literal(value: str) -> str:
+    """A SQL string literal (single quotes doubled); for values from the registry only."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def matrix_sql(features: Sequence[Feature]) -> str:
+    """One SQL expression: the model input row as FLOAT[k], NaN for missing.
+
+    DuckDB builds the row-major float32 matrix itself, in parallel, so Python receives an
+    Arrow FixedSizeList whose values buffer *is* the XGBoost input (a zero-copy reshape).
+    Numbers are rounded DOUBLE -> FLOAT as numpy/XGBoost round them; values beyond the float32
+    range become +-inf so that the Encoder can name the column. Categories become their codes
+    through an inline ENUM of the training mapping (a hashed lookup; unseen values -> NaN).
+    """
+    items = []
+    for f in features:
+        q = quote(f.name)
+        if f.kind == "numeric":
+            x = f"cast({q} as double)"
+            items.append(f"coalesce(case when abs({x}) > {F32_MAX!r} then "
+                         f"cast(sign({x}) * 'inf'::double as float) "
+                         f"else cast({x} as float) end, 'nan'::float)")
+        elif f.categories:
+            enum = "ENUM(" + ", ".join(sql_literal(c) for c in f.categories) + ")"
+            items.append(f"coalesce(cast(enum_code(try_cast(cast({q} as varchar) as {enum})) "
+                         "as float), 'nan'::float)")
+        else:  # no value was ever seen in training: always missing
+            items.append("'nan'::float")
+    return f"[{', '.join(items)}]::FLOAT[{len(items)}]"
+
+
 def check_schema(where: str, features: Sequence[Feature], columns: Sequence[tuple[str, str]],
                  relation: str) -> None:
     """Scoring-time check: each feature present with a compatible kind (extras are ignored)."""
@@ -164,6 +195,16 @@ class Encoder:
                 values = col.to_numpy(zero_copy_only=False)
                 with np.errstate(over="ignore", invalid="ignore"):
                     out[:, j] = values
+        self._check_finite(out, where)
+        return out
+
+    def from_fixed(self, column: pa.Array | pa.ChunkedArray, where: str) -> np.ndarray:
+        """The matrix from a `matrix_sql` column: a zero-copy view when it is one chunk."""
+        if isinstance(column, pa.ChunkedArray):
+            column = (column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
+        width = len(self.features)
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        out = flat.reshape(-1, width) if width else np.empty((len(column), 0), np.float32)
         self._check_finite(out, where)
         return out
 

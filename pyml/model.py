@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from pyml.data import Encoder, check_schema, select_exprs
+from pyml.data import Encoder, check_schema, matrix_sql
 from pyml.db import connect, fetch_arrow, quote
 from pyml.errors import SchemaMismatch
 from pyml.registry import StoredModel, load_version
@@ -73,7 +73,10 @@ class LoadedModel:
     def predict_columns(self, columns: Sequence[pa.Array | pa.ChunkedArray],
                         where: str) -> list[pa.Array]:
         """Prediction arrays (matching output_columns) for one Arrow column per feature."""
-        X = self.encoder.matrix(columns, where)
+        return self.predict_matrix(self.encoder.matrix(columns, where))
+
+    def predict_matrix(self, X: np.ndarray) -> list[pa.Array]:
+        """Prediction arrays (matching output_columns) for a float32 input matrix."""
         raw = np.asarray(self.stored.booster.inplace_predict(X), dtype=np.float64)
         task = self.stored.task
         if task == "regression":
@@ -100,13 +103,12 @@ class LoadedModel:
             columns = [(str(r[0]), str(r[1])) for r in rel]
             check_schema(f"model '{self.name}'", self.stored.features, columns, "the DataFrame")
             keys = [k for k in self.stored.key if k in dict(columns)]
-            exprs = [quote(k) for k in keys] + select_exprs(self.stored.features)
+            exprs = [quote(k) for k in keys] + [matrix_sql(self.stored.features)]
             table = fetch_arrow(con, f"select {', '.join(exprs)} from __pyml_input")
         finally:
             con.close()
-        preds = self.predict_columns([table.column(len(keys) + i)
-                                      for i in range(len(self.stored.features))],
-                                     f"model '{self.name}'")
+        X = self.encoder.from_fixed(table.column(len(keys)), f"model '{self.name}'")
+        preds = self.predict_matrix(X)
         out = {k: table.column(i) for i, k in enumerate(keys)}
         out.update({c.name: a for c, a in zip(self.output_columns(), preds, strict=True)})
         return pa.table(out).to_pandas()

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pyml.data import check_schema, select_exprs
+from pyml.data import check_schema, matrix_sql
 from pyml.db import connect, first_row, qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError, PymlError
 from pyml.model import LoadedModel, key_types
@@ -94,18 +94,15 @@ class _Batches:
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         started = last = time.perf_counter()
-        n_feat = len(self.model.stored.features)
         where = f"model '{self.model.name}'"
+        encoder = self.model.encoder
         try:
             for batch in self.reader:
                 keys = [batch.column(i) for i in range(self.n_keys)]
-                feats = [batch.column(self.n_keys + j) for j in range(n_feat)]
-                preds = self.model.predict_columns(feats, where)
-                n = batch.num_rows
-                extra = [pa.array([self.model.version] * n, pa.int32()),
-                         pa.array([self.scored_at] * n, pa.timestamp("us"))]
-                yield pa.record_batch([*keys, *preds, *extra], schema=self.schema)
-                self.rows += n
+                X = encoder.from_fixed(batch.column(self.n_keys), where)
+                preds = self.model.predict_matrix(X)
+                yield pa.record_batch([*keys, *preds], schema=self.schema)
+                self.rows += batch.num_rows
                 now = time.perf_counter()
                 if now - last > 2.0:
                     last = now
@@ -150,14 +147,13 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     reader_con = con.cursor()
     writer = con.cursor()
     try:
-        exprs = [quote(k) for k in stored.key] + select_exprs(stored.features)
+        exprs = [quote(k) for k in stored.key] + [matrix_sql(stored.features)]
         reader = stream_arrow(reader_con, f"select {', '.join(exprs)} from {source}",
                               batch_size)
         key_fields = [reader.schema.field(i).with_name(k) for i, k in enumerate(stored.key)]
         out_schema = pa.schema(
             key_fields
             + [pa.field(c.name, c.type) for c in model.output_columns()]
-            + [pa.field("model_version", pa.int32()), pa.field("scored_at", pa.timestamp("us"))]
         )
         scored_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         batches = _Batches(reader, model, len(stored.key), out_schema, scored_at, total, log)
@@ -165,8 +161,11 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
         log(f"[{model.name}] scoring {total:,} rows of {label} with version {model.version}")
         try:
             writer.register("__pyml_scored", stream)
-            writer.execute(f"create table {qualified(SCHEMA, tmp)} as "
-                           "select * from __pyml_scored")
+            # Constant columns are added by DuckDB, not built row by row in Python.
+            writer.execute(f"create table {qualified(SCHEMA, tmp)} as select *, "
+                           "cast(? as integer) as model_version, "
+                           "cast(? as timestamp) as scored_at from __pyml_scored",
+                           [model.version, scored_at])
         except (duckdb.Error, pa.ArrowException):
             if batches.error is not None:
                 raise batches.error from None

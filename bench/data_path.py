@@ -1,0 +1,102 @@
+"""Benchmark of the data path: pyml vs the naive pandas path vs bare XGBoost.
+
+    python -m bench.data_path --rows 1000000 5000000 --variants float cat
+
+Each path runs in its own child process (`bench.paths`) so its peak RSS is its own. Every
+ratio is measured within this run: scoring against bare `inplace_predict` on an in-memory
+float32 matrix (the physical limit), training against the naive `.df()` + `XGBClassifier`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.synth import generate
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def run_path(path: str, db: Path, variant: str, batch_size: int,
+             max_memory: int | None = None) -> dict[str, Any]:
+    """Run one path in a fresh interpreter and return its JSON result."""
+    cmd = [sys.executable, "-m", "bench.paths", path, "--db", str(db), "--variant", variant,
+           "--batch-size", str(batch_size)]
+    if max_memory:
+        cmd += ["--max-memory", str(max_memory)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    if proc.returncode != 0:
+        raise SystemExit(f"{path} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_one(rows: int, variant: str, batch_size: int, repeat: int) -> list[dict[str, Any]]:
+    """All paths on one table; returns result rows with ratios filled in."""
+    db = OUT / f"synth_{rows}_{variant}.duckdb"
+    if not db.exists():
+        print(f"generating {rows:,} rows ({variant}) ...", file=sys.stderr)
+        generate(db, rows, variant)
+    results = []
+    # pyml trains first: it also stores the model every scoring path uses.
+    for path in ("train_pyml", "train_naive", "score_limit", "score_naive", "score_pyml"):
+        best = None
+        for _ in range(repeat if path.startswith("score") else 1):
+            r = run_path(path, db, variant, batch_size)
+            if best is None or r["seconds"] < best["seconds"]:
+                best = r
+        assert best is not None
+        best.update(variant=variant, n=rows)
+        print(json.dumps(best), file=sys.stderr)
+        results.append(best)
+    by = {r["path"]: r for r in results}
+    for r in results:
+        base = by["score_limit"] if r["path"].startswith("score") else by["train_naive"]
+        if r["path"].startswith("score"):
+            r["ratio"] = base["seconds"] / r["seconds"]  # throughput relative to the limit
+        else:
+            r["ratio"] = r["seconds"] / base["seconds"]  # time relative to naive
+        r["rss_ratio"] = r["peak_rss_mb"] / base["peak_rss_mb"]
+    return results
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Markdown table of results."""
+    lines = ["| path | variant | rows | seconds | rows/s | ratio | peak RSS MB | RSS ratio |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        kind = "x limit throughput" if r["path"].startswith("score") else "x naive time"
+        lines.append(
+            f"| {r['path']} | {r['variant']} | {r['n']:,} | {r['seconds']:.2f} | "
+            f"{r['rows'] / r['seconds']:,.0f} | {r['ratio']:.2f} {kind} | "
+            f"{r['peak_rss_mb']:,.0f} | {r['rss_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    ap.add_argument("--variants", nargs="+", choices=("float", "cat"), default=["float", "cat"])
+    ap.add_argument("--batch-size", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=2, help="scoring runs per path (best kept)")
+    args = ap.parse_args()
+    results = []
+    for variant in args.variants:
+        for rows in args.rows:
+            results += bench_one(rows, variant, args.batch_size, args.repeat)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
