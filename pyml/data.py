@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -130,29 +131,49 @@ def sql_literal(value: str) -> str:
 
 
 def matrix_sql(features: Sequence[Feature]) -> str:
-    """One SQL expression: the model input row as FLOAT[k], NaN for missing.
+    """One SQL expression: the model input row as FLOAT[k] (NULL = missing).
 
     DuckDB builds the row-major float32 matrix itself, in parallel, so Python receives an
-    Arrow FixedSizeList whose values buffer *is* the XGBoost input (a zero-copy reshape).
-    Numbers are rounded DOUBLE -> FLOAT as numpy/XGBoost round them; values beyond the float32
-    range become +-inf so that the Encoder can name the column. Categories become their codes
-    through an inline ENUM of the training mapping (a hashed lookup; unseen values -> NaN).
+    Arrow FixedSizeList whose values buffer *is* the XGBoost input (a zero-copy reshape; NULLs
+    become NaN in `Encoder.from_fixed`). Numbers go DOUBLE -> FLOAT, rounding to nearest as
+    numpy and XGBoost do; a value beyond the float32 range makes DuckDB fail the cast, and
+    `range_error` then names the column. Categories become their codes through an inline ENUM
+    of the training mapping (a hashed lookup; a value not in it is NULL, i.e. missing).
     """
     items = []
     for f in features:
         q = quote(f.name)
         if f.kind == "numeric":
-            x = f"cast({q} as double)"
-            items.append(f"coalesce(case when abs({x}) > {F32_MAX!r} then "
-                         f"cast(sign({x}) * 'inf'::double as float) "
-                         f"else cast({x} as float) end, 'nan'::float)")
+            items.append(f"cast({q} as double)")
         elif f.categories:
             enum = "ENUM(" + ", ".join(sql_literal(c) for c in f.categories) + ")"
-            items.append(f"coalesce(cast(enum_code(try_cast(cast({q} as varchar) as {enum})) "
-                         "as float), 'nan'::float)")
+            items.append(f"enum_code(try_cast(cast({q} as varchar) as {enum}))")
         else:  # no value was ever seen in training: always missing
-            items.append("'nan'::float")
+            items.append("cast(null as float)")
     return f"[{', '.join(items)}]::FLOAT[{len(items)}]"
+
+
+def is_range_error(error: BaseException) -> bool:
+    """Whether a DuckDB/Arrow error is a DOUBLE -> FLOAT overflow from `matrix_sql`."""
+    return "out of range for the destination type FLOAT" in str(error)
+
+
+def range_error(con: duckdb.DuckDBPyConnection, source: str, features: Sequence[Feature],
+                where: str) -> DataError:
+    """The DataError naming the first feature with values beyond the float32 range."""
+    for f in features:
+        if f.kind != "numeric":
+            continue
+        rows = con.execute(f"select count(*) from {source} "
+                           f"where abs(cast({quote(f.name)} as double)) > ?",
+                           [F32_MAX]).fetchall()
+        if rows and rows[0][0]:
+            return DataError(
+                f"{where}: feature '{f.name}' has {rows[0][0]} infinite or out-of-range values "
+                f"(|x| > {F32_MAX:.3g}); clean them in the dbt model (e.g. NULL them) and retry"
+            )
+    return DataError(f"{where}: a feature has values beyond the float32 range; clean them in "
+                     "the dbt model and retry")
 
 
 def check_schema(where: str, features: Sequence[Feature], columns: Sequence[tuple[str, str]],
@@ -203,7 +224,10 @@ class Encoder:
         if isinstance(column, pa.ChunkedArray):
             column = (column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
         width = len(self.features)
-        flat = column.flatten().to_numpy(zero_copy_only=False)
+        values = column.flatten()
+        if values.null_count:
+            values = pc.fill_null(values, np.float32("nan"))
+        flat = values.to_numpy(zero_copy_only=False)
         out = flat.reshape(-1, width) if width else np.empty((len(column), 0), np.float32)
         self._check_finite(out, where)
         return out

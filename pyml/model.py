@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from pyml.data import Encoder, check_schema, matrix_sql
+from pyml.data import Encoder, check_schema, is_range_error, matrix_sql, range_error
 from pyml.db import connect, fetch_arrow, quote
 from pyml.errors import SchemaMismatch
 from pyml.registry import StoredModel, load_version
@@ -104,7 +104,13 @@ class LoadedModel:
             check_schema(f"model '{self.name}'", self.stored.features, columns, "the DataFrame")
             keys = [k for k in self.stored.key if k in dict(columns)]
             exprs = [quote(k) for k in keys] + [matrix_sql(self.stored.features)]
-            table = fetch_arrow(con, f"select {', '.join(exprs)} from __pyml_input")
+            try:
+                table = fetch_arrow(con, f"select {', '.join(exprs)} from __pyml_input")
+            except (duckdb.Error, OSError) as e:
+                if is_range_error(e):
+                    raise range_error(con, "__pyml_input", self.stored.features,
+                                      f"model '{self.name}'") from None
+                raise
         finally:
             con.close()
         X = self.encoder.from_fixed(table.column(len(keys)), f"model '{self.name}'")

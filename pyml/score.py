@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pyml.data import check_schema, matrix_sql
+from pyml.data import check_schema, is_range_error, matrix_sql, range_error
 from pyml.db import connect, first_row, qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError, PymlError
 from pyml.model import LoadedModel, key_types
@@ -166,7 +166,10 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
                            "cast(? as integer) as model_version, "
                            "cast(? as timestamp) as scored_at from __pyml_scored",
                            [model.version, scored_at])
-        except (duckdb.Error, pa.ArrowException):
+        except (duckdb.Error, pa.ArrowException, OSError) as e:
+            error = batches.error or e
+            if is_range_error(error):
+                raise range_error(con, source, stored.features, where) from None
             if batches.error is not None:
                 raise batches.error from None
             raise
