@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo demo-data test lint clean
+.PHONY: venv demo demo-data test lint clean bench bench-quick
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -42,6 +42,14 @@ lint: venv
 ## The full test suite (what CI runs).
 test: venv lint
 	$(BIN)/pytest -q
+
+## Data-path benchmark (1M and 5M rows, float and categorical variants): minutes, not in CI.
+bench: venv
+	$(BIN)/python -m bench.data_path --rows 1000000 5000000 --variants float cat
+
+## The same at 1M rows only.
+bench-quick: venv
+	$(BIN)/python -m bench.data_path --rows 1000000 --variants float cat
 
 clean:
 	rm -rf $(VENV) target logs demo.duckdb demo.duckdb.wal .pytest_cache .mypy_cache .ruff_cache
