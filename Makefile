@@ -43,9 +43,9 @@ lint: venv
 test: venv lint
 	$(BIN)/pytest -q
 
-## Data-path benchmark (1M and 5M rows, float and categorical variants): minutes, not in CI.
+## Data-path benchmark (1M, 2M, 5M rows, float and categorical variants): minutes, not in CI.
 bench: venv
-	$(BIN)/python -m bench.data_path --rows 1000000 5000000 --variants float cat
+	$(BIN)/python -m bench.data_path --rows 1000000 2000000 5000000 --variants float cat
 
 ## The same at 1M rows only.
 bench-quick: venv

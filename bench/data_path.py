@@ -81,10 +81,52 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[dict[str, Any]]) -> str:
+    """The issue's targets, each checked against this run's numbers."""
+    lines = ["| target | measured | verdict |", "| --- | --- | --- |"]
+
+    def row(name: str, value: float, ok: bool, fmt: str = "{:.2f}") -> None:
+        lines.append(f"| {name} | {fmt.format(value)} | {'met' if ok else 'NOT met'} |")
+
+    by = {(r["path"], r["variant"], r["n"]): r for r in results}
+    sizes = sorted({r["n"] for r in results})
+    for variant in sorted({r["variant"] for r in results}):
+        for n in sizes:
+            score = by.get(("score_pyml", variant, n))
+            train = by.get(("train_pyml", variant, n))
+            if score:
+                row(f"score {variant} {n:,}: throughput x limit >= 0.85", score["ratio"],
+                    score["ratio"] >= 0.85)
+            if train:
+                row(f"train {variant} {n:,}: time x naive <= 0.9", train["ratio"],
+                    train["ratio"] <= 0.9)
+                row(f"train {variant} {n:,}: peak RSS x naive <= 0.7", train["rss_ratio"],
+                    train["rss_ratio"] <= 0.7)
+        lo, hi = sizes[0], sizes[-1]
+        a, b = by.get(("score_pyml", variant, lo)), by.get(("score_pyml", variant, hi))
+        if a and b and hi > lo:
+            scale = b["seconds"] / a["seconds"]
+            expect = hi / lo
+            row(f"score {variant}: time {hi:,}/{lo:,} within +-10% of {expect:.0f}", scale,
+                abs(scale / expect - 1) <= 0.1)
+            rss = b["peak_rss_mb"] / a["peak_rss_mb"]
+            row(f"score {variant}: peak RSS {hi:,}/{lo:,} <= 1.2", rss, rss <= 1.2)
+            row(f"score {variant}: peak RSS at {hi:,} <= 1 GB", b["peak_rss_mb"],
+                b["peak_rss_mb"] <= 1024, "{:,.0f} MB")
+    cat = {n: by.get(("score_pyml", "cat", n)) for n in sizes}
+    flt = {n: by.get(("score_pyml", "float", n)) for n in sizes}
+    for n in sizes:
+        c, f = cat.get(n), flt.get(n)
+        if c and f:
+            rel = c["ratio"] / f["ratio"]
+            row(f"score cat/float ratio {n:,} >= 0.7", rel, rel >= 0.7)
+    return "\n".join(lines)
+
+
 def main() -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 2_000_000, 5_000_000])
     ap.add_argument("--variants", nargs="+", choices=("float", "cat"), default=["float", "cat"])
     ap.add_argument("--batch-size", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=2, help="scoring runs per path (best kept)")
@@ -96,6 +138,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
     print(table(results))
+    print()
+    print(summary(results))
 
 
 if __name__ == "__main__":
