@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo demo-data test lint clean bench bench-quick
+.PHONY: venv demo demo-data test lint clean bench bench-quick bench-serve
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -50,6 +50,11 @@ bench: venv
 ## The same at 1M rows only.
 bench-quick: venv
 	$(BIN)/python -m bench.data_path --rows 1000000 --variants float cat
+
+## HTTP serving benchmark on the demo's churn model (run `make demo` first): a real
+## `pyml serve` under an httpx load at concurrency 1/8/32 against the in-process floor.
+bench-serve: venv
+	$(BIN)/python -m bench.bench_serve --model churn
 
 clean:
 	rm -rf $(VENV) target logs demo.duckdb demo.duckdb.wal .pytest_cache .mypy_cache .ruff_cache

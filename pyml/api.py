@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyml.project import load_project, select_specs
 from pyml.score import ScoreResult
 from pyml.score import score as _score
 from pyml.train import TrainResult
 from pyml.train import train as _train
+
+if TYPE_CHECKING:  # the analysis verbs import their modules (matplotlib, sklearn) lazily
+    from pyml.card import ExportResult
+    from pyml.drift import DriftResult
+    from pyml.explain import ExplainResult
+    from pyml.lifecycle import Change
+    from pyml.profile import ProfileResult
 
 Log = Callable[[str], None]
 PathLike = str | Path | None
@@ -43,3 +51,154 @@ def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
     return _score(project, specs, version=version,
                   output=Path(output) if output is not None else None,
                   batch_size=batch_size, log=log, lock_timeout=lock_timeout)
+
+
+def profile(model: str, *, target_column: str | None = None, project_dir: PathLike = None,
+            profiles_dir: PathLike = None, target: str | None = None, log: Log | None = None,
+            lock_timeout: float = 5.0) -> ProfileResult:
+    """Profile a dbt model (or a pyml model's relation) into ml.profile_<relation>."""
+    from pyml.profile import profile as _profile
+
+    project = load_project(project_dir, profiles_dir, target, log=log)
+    return _profile(project, model, target_column=target_column, lock_timeout=lock_timeout)
+
+
+def explain(models: Sequence[str] = (), *, select: Sequence[str] = (), top_k: int = 5,
+            version: int | None = None, batch_size: int | None = None,
+            project_dir: PathLike = None, profiles_dir: PathLike = None,
+            target: str | None = None, log: Log | None = None,
+            lock_timeout: float = 5.0) -> list[ExplainResult]:
+    """Write the top-K SHAP contributions per row into ml.<model>_explanations."""
+    from pyml.explain import explain as _explain
+
+    project = load_project(project_dir, profiles_dir, target, log=log)
+    specs = select_specs(project, models, select)
+    return _explain(project, specs, top_k=top_k, version=version, batch_size=batch_size,
+                    log=log, lock_timeout=lock_timeout)
+
+
+def drift(models: Sequence[str] = (), *, select: Sequence[str] = (),
+          version: int | None = None, threshold: float | None = None,
+          project_dir: PathLike = None, profiles_dir: PathLike = None,
+          target: str | None = None, log: Log | None = None,
+          lock_timeout: float = 5.0) -> list[DriftResult]:
+    """Compare each model's score relation with its training snapshot; rows go to ml.drift."""
+    from pyml.drift import drift as _drift
+
+    project = load_project(project_dir, profiles_dir, target, log=log)
+    specs = select_specs(project, models, select)
+    return _drift(project, specs, version=version, threshold=threshold, log=log,
+                  lock_timeout=lock_timeout)
+
+
+def report(model: str, *, output: PathLike = None, version: int | None = None,
+           project_dir: PathLike = None, profiles_dir: PathLike = None,
+           target: str | None = None, log: Log | None = None,
+           lock_timeout: float = 5.0) -> Path:
+    """Write a self-contained HTML report of one model version; returns its path."""
+    from pyml.report import report as _report
+
+    project = load_project(project_dir, profiles_dir, target, log=log)
+    specs = select_specs(project, [model])
+    return _report(project, specs[0], output=Path(output) if output is not None else None,
+                   version=version, log=log, lock_timeout=lock_timeout)
+
+
+def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
+         n_trials: int | None = None, timeout: float | None = None,
+         project_dir: PathLike = None, profiles_dir: PathLike = None,
+         target: str | None = None, log: Log | None = None,
+         lock_timeout: float = 5.0) -> list[TrainResult]:
+    """Tune the named models with Optuna, then train a version with the best parameters.
+
+    `n_trials` / `timeout` override the spec's `tune:` budget; a spec without `tune:` gets
+    the task's default search space.
+    """
+    from dataclasses import replace
+
+    from pyml.spec_tune import TuneSpec
+
+    project = load_project(project_dir, profiles_dir, target, log=log)
+    specs = []
+    for spec in select_specs(project, models, select):
+        budget = spec.tune or TuneSpec()
+        if n_trials is not None:
+            budget = replace(budget, n_trials=n_trials)
+        if timeout is not None:
+            budget = replace(budget, timeout=timeout)
+        specs.append(replace(spec, tune=budget))
+    return _train(project, specs, log=log, lock_timeout=lock_timeout, tune=True)
+
+
+def promote(model: str, *, version: int | None = None, reason: str | None = None,
+            project_dir: PathLike = None, profiles_dir: PathLike = None,
+            target: str | None = None, lock_timeout: float = 5.0) -> Change:
+    """Make a version (default: the newest) the champion that score and serve use."""
+    from pyml.db import connect
+    from pyml.lifecycle import promote as _promote
+
+    project = load_project(project_dir, profiles_dir, target)
+    con = connect(project.db_path, lock_timeout=lock_timeout)
+    try:
+        return _promote(con, model, version, reason)
+    finally:
+        con.close()
+
+
+def rollback(model: str, *, reason: str | None = None, project_dir: PathLike = None,
+             profiles_dir: PathLike = None, target: str | None = None,
+             lock_timeout: float = 5.0) -> Change:
+    """Retire the champion and bring back the one it replaced."""
+    from pyml.db import connect
+    from pyml.lifecycle import rollback as _rollback
+
+    project = load_project(project_dir, profiles_dir, target)
+    con = connect(project.db_path, lock_timeout=lock_timeout)
+    try:
+        return _rollback(con, model, reason)
+    finally:
+        con.close()
+
+
+def show(model: str, *, version: int | None = None, project_dir: PathLike = None,
+         profiles_dir: PathLike = None, target: str | None = None,
+         lock_timeout: float = 5.0) -> str:
+    """`pyml show`: versions, status, metrics, data snapshot and events of a model."""
+    from pyml.card import render_show, version_info
+    from pyml.db import connect
+
+    project = load_project(project_dir, profiles_dir, target)
+    con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
+    try:
+        return render_show(version_info(con, model, version))
+    finally:
+        con.close()
+
+
+def export(model: str, output: str | Path, *, version: int | None = None,
+           project_dir: PathLike = None, profiles_dir: PathLike = None,
+           target: str | None = None, lock_timeout: float = 5.0) -> ExportResult:
+    """Write a version (default: the champion) as XGBoost JSON + model card + predict.py."""
+    from pyml.card import export as _export
+    from pyml.db import connect
+
+    project = load_project(project_dir, profiles_dir, target)
+    con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
+    try:
+        return _export(con, model, version, Path(output))
+    finally:
+        con.close()
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.0,
+          max_records: int = 1000, max_body_bytes: int = 1 << 20, access_log: bool = False,
+          project_dir: PathLike = None, profiles_dir: PathLike = None,
+          target: str | None = None, log: Log | None = None,
+          lock_timeout: float = 5.0) -> None:
+    """Serve every model's champion over HTTP until interrupted (see pyml.serve)."""
+    from pyml.serve import serve as _serve
+
+    project = load_project(project_dir, profiles_dir, target, log=log)
+    _serve(project.db_path, host=host, port=port, poll_seconds=poll_seconds,
+           max_records=max_records, max_body_bytes=max_body_bytes, access_log=access_log,
+           lock_timeout=lock_timeout)

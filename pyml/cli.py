@@ -84,7 +84,9 @@ def train(models: tuple[str, ...], select: tuple[str, ...], project_dir: str | N
     """Train models declared in the dbt project; each run stores a new version.
 
     With no MODELS and no --select, every declared model is trained.
-    Results go to ml.models, ml.metrics and ml.feature_importance.
+    Results go to ml.models, ml.metrics and ml.feature_importance. The new version is a
+    challenger; the spec's promote policy (default: auto) may make it the champion.
+    Specs with `tune: {on_train: true}` are tuned first (as `pyml tune`).
 
     Example: pyml train churn --target dev
     """
@@ -99,7 +101,14 @@ def train(models: tuple[str, ...], select: tuple[str, ...], project_dir: str | N
                    f"{r.seconds:.1f}s")
         for m in r.metrics:
             base = "" if m.baseline is None else f"   (baseline {m.baseline:.4f})"
-            click.echo(f"  holdout {m.name:<14} {m.value:.4f}{base}")
+            spread = (f" ± {m.std:.4f} over folds" if m.std is not None else
+                      f" [{m.ci_low:.4f}, {m.ci_high:.4f}]"
+                      if m.ci_low is not None and m.ci_high is not None else "")
+            click.echo(f"  {m.split} {m.name:<17} {m.value:.4f}{spread}{base}")
+        if r.status:
+            click.echo(f"  -> {r.status}: {r.decision}")
+        if r.note:
+            click.echo(f"  note: {r.note}")
 
 
 @cli.command()
@@ -109,11 +118,15 @@ def train(models: tuple[str, ...], select: tuple[str, ...], project_dir: str | N
               help="also write the predictions to a .parquet or .csv file.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="rows per batch (default: the spec's score.batch_size, 100000).")
+@click.option("--explain", "explain_k", type=click.IntRange(min=1), metavar="K",
+              help="also write each row's top K SHAP contributions to "
+                   "ml.<model>_explanations (see `pyml explain`).")
 @project_options
 @handle_errors
 def score(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
-          output: Path | None, batch_size: int | None, project_dir: str | None,
-          profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+          output: Path | None, batch_size: int | None, explain_k: int | None,
+          project_dir: str | None, profiles_dir: str | None, target: str | None,
+          lock_timeout: float) -> None:
     """Score relations with trained models into ml.<model>_predictions.
 
     The table is replaced atomically: readers see the old or the new table.
@@ -130,6 +143,15 @@ def score(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
         extra = f" and {r.output}" if r.output else ""
         click.echo(f"{r.name} v{r.version}: {r.rows:,} rows -> {r.table}{extra} "
                    f"({r.seconds:.1f}s)")
+    if explain_k is not None:
+        from pyml.api import explain as run_explain
+
+        for e in run_explain(models, select=select, top_k=explain_k, version=version,
+                             batch_size=batch_size, project_dir=project_dir,
+                             profiles_dir=profiles_dir, target=target, log=_log,
+                             lock_timeout=lock_timeout):
+            click.echo(f"{e.name} v{e.version}: top {e.top_k} contributions of {e.rows:,} "
+                       f"rows -> {e.table} ({e.seconds:.1f}s)")
 
 
 @cli.command()
@@ -163,6 +185,261 @@ def predictions(model: str, limit: int, project_dir: str | None, profiles_dir: s
 
     project = _load(project_dir, profiles_dir, target)
     click.echo(top_predictions(project, model, limit, lock_timeout=lock_timeout))
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--target-column", help="profile against this column (default: the target of "
+                                      "the pyml spec declared on MODEL).")
+@project_options
+@handle_errors
+def profile(model: str, target_column: str | None, project_dir: str | None,
+            profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+    """Profile a feature relation: column statistics, target association, leak checks.
+
+    MODEL is a dbt model (or a pyml model: its feature relation and target). The result
+    is written to ml.profile_<relation> and printed as a table; warnings name the column.
+
+    Example: pyml profile customer_features --target-column churned_next_90d
+    """
+    from pyml.api import profile as run_profile
+    from pyml.profile import format_profile
+
+    result = run_profile(model, target_column=target_column, project_dir=project_dir,
+                         profiles_dir=profiles_dir, target=target, log=_log,
+                         lock_timeout=lock_timeout)
+    click.echo(format_profile(result))
+
+
+@cli.command()
+@selection_options
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="features kept per row, largest |contribution| first.")
+@click.option("--version", "version", type=int, help="explain this version (default: latest).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="rows per batch (default: the spec's score.batch_size, 100000).")
+@project_options
+@handle_errors
+def explain(models: tuple[str, ...], select: tuple[str, ...], top_k: int, version: int | None,
+            batch_size: int | None, project_dir: str | None, profiles_dir: str | None,
+            target: str | None, lock_timeout: float) -> None:
+    """Write each scored row's top SHAP contributions to ml.<model>_explanations.
+
+    Contributions are exact TreeSHAP values (XGBoost pred_contribs) on the margin
+    (log-odds for binary). Per row: sum(contribution) + other_contribution + bias = margin.
+
+    Example: pyml explain churn --top-k 3
+    """
+    from pyml.api import explain as run_explain
+
+    for e in run_explain(models, select=select, top_k=top_k, version=version,
+                         batch_size=batch_size, project_dir=project_dir,
+                         profiles_dir=profiles_dir, target=target, log=_log,
+                         lock_timeout=lock_timeout):
+        click.echo(f"{e.name} v{e.version}: top {e.top_k} contributions of {e.rows:,} rows "
+                   f"-> {e.table} ({e.seconds:.1f}s)")
+
+
+@cli.command()
+@selection_options
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True),
+              help="PSI above which a feature counts as drifted (default: the spec's "
+                   "drift_threshold, 0.2).")
+@click.option("--version", "version", type=int,
+              help="compare with this version's training snapshot (default: latest).")
+@project_options
+@handle_errors
+def drift(models: tuple[str, ...], select: tuple[str, ...], threshold: float | None,
+          version: int | None, project_dir: str | None, profiles_dir: str | None,
+          target: str | None, lock_timeout: float) -> None:
+    """Compare the relation each model scores with its training data, per feature.
+
+    Reports PSI, the KS statistic (numeric), the share of unseen categories and the null
+    share then and now; appends them to ml.drift. Exits with code 2 when any feature's
+    PSI is above the threshold (code 1 stays for errors).
+
+    Example: pyml drift churn --threshold 0.25
+    """
+    from pyml.api import drift as run_drift
+    from pyml.drift import EXIT_DRIFT, format_drift
+
+    results = run_drift(models, select=select, version=version, threshold=threshold,
+                        project_dir=project_dir, profiles_dir=profiles_dir, target=target,
+                        log=_log, lock_timeout=lock_timeout)
+    for r in results:
+        click.echo(format_drift(r))
+    drifted = [f"{r.name}: {', '.join(f'{f.feature} (PSI {f.psi:.3f})' for f in r.drifted)}"
+               for r in results if r.drifted]
+    if drifted:
+        click.echo(f"Drift above the threshold in {'; '.join(drifted)}", err=True)
+        sys.exit(EXIT_DRIFT)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML file to write (default: <model>_v<version>_report.html).")
+@click.option("--version", "version", type=int, help="report on this version (default: latest).")
+@project_options
+@handle_errors
+def report(model: str, output: Path | None, version: int | None, project_dir: str | None,
+           profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+    """Write one self-contained HTML report of a model version (figures embedded).
+
+    ROC / PR / calibration / lift / confusion matrix (binary) or residuals (regression),
+    metrics with 95% intervals, SHAP summary and dependence plots, drift, the data profile
+    and the spec.
+
+    Example: pyml report churn --output churn_report.html
+    """
+    from pyml.api import report as run_report
+
+    path = run_report(model, output=output, version=version, project_dir=project_dir,
+                      profiles_dir=profiles_dir, target=target, log=_log,
+                      lock_timeout=lock_timeout)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@selection_options
+@click.option("--n-trials", type=click.IntRange(min=1),
+              help="most trials (default: the spec's tune.n_trials, 30).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="stop starting trials after this long (default: tune.timeout, 600).")
+@project_options
+@handle_errors
+def tune(models: tuple[str, ...], select: tuple[str, ...], n_trials: int | None,
+         timeout: float | None, project_dir: str | None, profiles_dir: str | None,
+         target: str | None, lock_timeout: float) -> None:
+    """Search XGBoost parameters with Optuna, then train a version with the best ones.
+
+    Trials train on the train part and stop early on the validation part; the holdout
+    is only used to compare the tuned version with the spec's own parameters (the
+    version's note). Trials go to ml.trials; the new version is a challenger that the
+    spec's promote policy may make champion. Spec key `tune:` sets the budget and space.
+
+    Example: pyml tune churn --n-trials 20 --timeout 60
+    """
+    from pyml.api import tune as run_tune
+
+    results = run_tune(models, select=select, n_trials=n_trials, timeout=timeout,
+                       project_dir=project_dir, profiles_dir=profiles_dir, target=target,
+                       log=_log, lock_timeout=lock_timeout)
+    for r in results:
+        click.echo(f"{r.name} v{r.version} ({r.task}) {r.status}: {r.decision}")
+        if r.note:
+            click.echo(f"  note: {r.note}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--version", "version", type=int, help="version to promote (default: newest).")
+@click.option("--reason", help="why, recorded in ml.model_events.")
+@project_options
+@handle_errors
+def promote(model: str, version: int | None, reason: str | None, project_dir: str | None,
+            profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+    """Make a version the champion: the one `pyml score` and `pyml serve` use.
+
+    The previous champion is retired; `pyml rollback` brings it back.
+
+    Example: pyml promote churn --version 3 --reason "reviewed the holdout lift"
+    """
+    from pyml.api import promote as run_promote
+
+    change = run_promote(model, version=version, reason=reason, project_dir=project_dir,
+                         profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout)
+    click.echo(change.message)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--reason", help="why, recorded in ml.model_events.")
+@project_options
+@handle_errors
+def rollback(model: str, reason: str | None, project_dir: str | None,
+             profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+    """Retire the champion and bring back the champion it replaced.
+
+    Example: pyml rollback churn --reason "v4 over-predicts new customers"
+    """
+    from pyml.api import rollback as run_rollback
+
+    change = run_rollback(model, reason=reason, project_dir=project_dir,
+                          profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout)
+    click.echo(change.message)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--version", "version", type=int, help="version to detail (default: champion).")
+@project_options
+@handle_errors
+def show(model: str, version: int | None, project_dir: str | None, profiles_dir: str | None,
+         target: str | None, lock_timeout: float) -> None:
+    """Show a model: versions with status, metrics, data snapshot, dbt run and events.
+
+    Example: pyml show churn --version 2
+    """
+    from pyml.api import show as run_show
+
+    click.echo(run_show(model, version=version, project_dir=project_dir,
+                        profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout))
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="folder to write model.json, model_card.json and predict.py into.")
+@click.option("--version", "version", type=int, help="version to export (default: champion).")
+@project_options
+@handle_errors
+def export(model: str, output: Path, version: int | None, project_dir: str | None,
+           profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+    """Export a version as XGBoost JSON plus a model card, usable without pyml.
+
+    predict.py in the folder encodes records as the card describes and predicts with
+    plain xgboost.
+
+    Example: pyml export churn --output export/churn
+    """
+    from pyml.api import export as run_export
+
+    result = run_export(model, output, version=version, project_dir=project_dir,
+                        profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout)
+    click.echo(f"{result.name} v{result.version} -> "
+               + ", ".join(str(f) for f in result.files))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="how often to re-read the registry for promotions (also on SIGHUP).")
+@click.option("--max-records", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="most records per request (more: 413).")
+@click.option("--max-body-bytes", default=1 << 20, show_default=True,
+              type=click.IntRange(min=1), help="largest request body (more: 413).")
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="log every request.")
+@project_options
+@handle_errors
+def serve(host: str, port: int, poll_seconds: float, max_records: int, max_body_bytes: int,
+          access_log: bool, project_dir: str | None, profiles_dir: str | None,
+          target: str | None, lock_timeout: float) -> None:
+    """Serve the champion of every model over HTTP (FastAPI; docs at /docs).
+
+    POST /models/NAME/predict takes a JSON list of records and returns one prediction per
+    record, equal to what `pyml score` writes for the same rows. The DuckDB file is only
+    opened for a moment every --poll-seconds, so dbt and pyml can keep writing to it.
+
+    Example: pyml serve --port 8000   (then: curl localhost:8000/models)
+    """
+    from pyml.api import serve as run_serve
+
+    run_serve(host=host, port=port, poll_seconds=poll_seconds, max_records=max_records,
+              max_body_bytes=max_body_bytes, access_log=access_log, project_dir=project_dir,
+              profiles_dir=profiles_dir, target=target, log=_log, lock_timeout=lock_timeout)
 
 
 def main() -> None:

@@ -451,6 +451,33 @@ def write_scaled_duckdb(path: Path, n_customers: int, seed: int, chunk: int = 50
     return counts
 
 
+LEAK_COLUMN = "account_closed_flag"  # the deliberately leaky demo column
+
+
+def add_label_leak(con: duckdb.DuckDBPyConnection, relation: str = "main.customer_features",
+                   target: str = "churned_next_90d", column: str = LEAK_COLUMN,
+                   flip_per_mille: int = 5) -> None:
+    """Add a column copied from the label (flipped for ~0.5% of rows): a deliberate leak.
+
+    It mimics a status field written after the outcome (NULL where the label is unknown, as
+    it would be at scoring time). `pyml profile` must warn about it and `pyml train` must
+    refuse it; the demo tests prove both. Not part of the committed demo.
+    """
+    schema, table = relation.split(".")
+    rel = f'"{schema}"."{table}"'
+    con.execute(f'alter table {rel} add column "{column}" integer')
+    con.execute(f'update {rel} set "{column}" = case when "{target}" is null then null '
+                f'when hash(customer_id, as_of_date) % 1000 < {int(flip_per_mille)} '
+                f'then 1 - "{target}"::integer else "{target}"::integer end')
+
+
+def shift_feature(con: duckdb.DuckDBPyConnection, column: str,
+                  relation: str = "main.customer_features", factor: float = 3.0) -> None:
+    """Multiply one numeric feature by `factor` (a unit change upstream): deliberate drift."""
+    schema, table = relation.split(".")
+    con.execute(f'update "{schema}"."{table}" set "{column}" = "{column}" * ?', [factor])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point: write CSV seeds and/or raw DuckDB tables."""
     parser = argparse.ArgumentParser(prog="python -m pyml.demo_data", description=__doc__,
@@ -460,7 +487,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=int, help="customers for a --duckdb benchmark run")
     parser.add_argument("--duckdb", type=Path, help="DuckDB file to write raw.* tables into")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    parser.add_argument("--leaky", type=Path, metavar="DUCKDB",
+                        help="add the leaky column account_closed_flag to main.customer_features "
+                             "in this built demo database (to see `pyml profile` / `pyml "
+                             "train` catch it)")
     args = parser.parse_args(argv)
+    if args.leaky is not None:
+        with duckdb.connect(str(args.leaky)) as con:
+            add_label_leak(con)
+        print(f"added {LEAK_COLUMN} (a copy of churned_next_90d) to main.customer_features "
+              f"in {args.leaky}")
+        return
     if args.out is None and args.duckdb is None:
         parser.error("give --out DIR and/or --duckdb PATH")
     if args.scale is not None and args.duckdb is None:

@@ -22,6 +22,9 @@ class Metric:
     value: float  # the model's value
     baseline: float | None  # the trivial baseline's value on the same rows
     n_rows: int  # rows it was computed on
+    ci_low: float | None = None  # 95% bootstrap interval of `value` (pyml.bootstrap)
+    ci_high: float | None = None
+    std: float | None = None  # split "cv": standard deviation across folds
 
 
 HEADLINE = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}
@@ -29,6 +32,18 @@ HEADLINE = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}
 
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _best_f1(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) of the cut-off p >= threshold with the highest F1 (highest on ties)."""
+    if not np.any(y == 1):
+        return float("nan"), 0.0
+    precision, recall, thresholds = skm.precision_recall_curve(y, pred)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
+    f1 = f1[:-1][::-1]  # drop the (recall 0) end point; highest threshold first
+    best = int(np.argmax(f1))
+    return float(thresholds[::-1][best]), float(f1[best])
 
 
 def evaluate(task: str, y: np.ndarray, pred: np.ndarray, y_train: np.ndarray,
@@ -43,14 +58,22 @@ def evaluate(task: str, y: np.ndarray, pred: np.ndarray, y_train: np.ndarray,
         base_labels = np.full(n, int(prior >= threshold))
         both = len(np.unique(y)) == 2
         out.append(("auc", skm.roc_auc_score(y, pred) if both else np.nan, 0.5))
+        # A constant score's average precision is the positive rate of the same rows.
+        out.append(("pr_auc", skm.average_precision_score(y, pred) if both else np.nan,
+                    float(np.mean(y))))
         out.append(("log_loss", skm.log_loss(y, pred, labels=[0, 1]),
                     skm.log_loss(y, base, labels=[0, 1])))
+        out.append(("brier", skm.brier_score_loss(y, pred), skm.brier_score_loss(y, base)))
         out.append(("accuracy", skm.accuracy_score(y, labels),
                     skm.accuracy_score(y, base_labels)))
         for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score),
                          ("f1", skm.f1_score)):
             out.append((name, fn(y, labels, zero_division=0),
                         fn(y, base_labels, zero_division=0)))
+        best_threshold, best_f1 = _best_f1(y, pred)
+        # Predicting everything positive is the best a constant can do for F1.
+        out.append(("best_f1", best_f1, 2 * np.mean(y) / (1 + np.mean(y))))
+        out.append(("best_f1_threshold", best_threshold, None))
         out.append(("positive_rate", float(np.mean(y)), prior))
     elif task == "multiclass":
         k = pred.shape[1]
@@ -70,5 +93,8 @@ def evaluate(task: str, y: np.ndarray, pred: np.ndarray, y_train: np.ndarray,
                     float(np.sqrt(skm.mean_squared_error(y, base)))))
         out.append(("mae", skm.mean_absolute_error(y, pred), skm.mean_absolute_error(y, base)))
         out.append(("r2", skm.r2_score(y, pred) if n > 1 else np.nan, 0.0))
+        if np.all(y != 0):  # MAPE is undefined with a zero target
+            out.append(("mape", skm.mean_absolute_percentage_error(y, pred),
+                        skm.mean_absolute_percentage_error(y, base)))
     return [Metric(split, name, float(value), _nan_to_none(b) if b is not None else None, n)
             for name, value, b in out]

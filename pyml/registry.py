@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,7 +74,20 @@ DDL = [
         value double not null,
         primary key (model_name, version, feature, importance_type)
     )""",
+    # Added after the first release: migrate registries created before them.
+    f"alter table {SCHEMA}.metrics add column if not exists ci_low double",
+    f"alter table {SCHEMA}.metrics add column if not exists ci_high double",
+    f"alter table {SCHEMA}.metrics add column if not exists std double",
 ]
+
+
+MODEL_COLUMNS = ("model_name, version, created_at, task, objective, description, "
+                 "feature_model, feature_relation, target, target_type, classes, key_columns, "
+                 "features, spec, params, split, train_rows, validation_rows, test_rows, "
+                 "dropped_null_target_rows, num_trees, best_iteration, dbt_invocation_id, "
+                 "pyml_version, xgboost_version, booster_format, booster")
+# A promotion policy: (con, new version, champion version) -> lifecycle.Decision.
+Decide = Callable[[duckdb.DuckDBPyConnection, int, int], Any]
 
 
 @dataclass(frozen=True)
@@ -100,20 +113,31 @@ class NewVersion:
     dbt_invocation_id: str | None  # dbt run that built the feature model
     metrics: tuple[Metric, ...]  # holdout (and validation) metrics
     importance: tuple[tuple[str, str, float], ...]  # (feature, type, value)
+    note: str | None = None  # why this version exists (e.g. the tuning result)
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the ml schema and registry tables if they are missing."""
     for ddl in DDL:
         con.execute(ddl)
+    from pyml.lifecycle import ensure_lifecycle
+
+    ensure_lifecycle(con)  # status/note columns, ml.model_events; migrates older registries
 
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
-def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion) -> int:
-    """Store a new version in one transaction; returns its number. Nothing is overwritten."""
+def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
+                  extra: Callable[[duckdb.DuckDBPyConnection, int], None] | None = None,
+                  decide: Decide | None = None) -> int:
+    """Store a new version in one transaction; returns its number. Nothing is overwritten.
+
+    `extra(con, version)` writes further per-version rows (evaluation tables, training
+    snapshot) inside the same transaction. The version then gets its status from the
+    promotion policy `decide` (pyml.lifecycle), in the same transaction too.
+    """
     from pyml import __version__
 
     ensure_schema(con)
@@ -124,7 +148,8 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion) -> int:
         version = int(row[0]) if row else 1
         train_rows, valid_rows, test_rows, dropped = new.rows
         con.execute(
-            f"insert into {SCHEMA}.models values "
+            # Columns named: later releases add columns (status, note) at the end.
+            f"insert into {SCHEMA}.models ({MODEL_COLUMNS}) values "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [new.name, version, datetime.now().replace(microsecond=0), new.task, new.objective,
              new.description, new.feature_model, new.feature_relation, new.target,
@@ -138,9 +163,11 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion) -> int:
         )
         if new.metrics:
             con.executemany(
-                f"insert into {SCHEMA}.metrics values (?, ?, ?, ?, ?, ?, ?)",
+                f"insert into {SCHEMA}.metrics (model_name, version, split, metric, value, "
+                "baseline, n_rows, ci_low, ci_high, std) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [[new.name, version, m.split, m.name,
-                  m.value if math.isfinite(m.value) else None, m.baseline, m.n_rows]
+                  m.value if math.isfinite(m.value) else None, m.baseline, m.n_rows,
+                  m.ci_low, m.ci_high, m.std]
                  for m in new.metrics],
             )
         if new.importance:
@@ -148,6 +175,11 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion) -> int:
                 f"insert into {SCHEMA}.feature_importance values (?, ?, ?, ?, ?)",
                 [[new.name, version, f, t, v] for f, t, v in new.importance],
             )
+        if extra is not None:
+            extra(con, version)
+        from pyml.lifecycle import on_version_written
+
+        on_version_written(con, new.name, version, new.note, decide)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -173,10 +205,14 @@ class StoredModel:
 
 def load_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None
                  ) -> StoredModel:
-    """The given version of a model, or its latest."""
+    """The given version of a model, or its champion (its latest when it has none)."""
     if not _has_registry(con):
         raise ModelNotFound(f"no model '{name}' has been trained in this database: "
                             f"run `pyml train {name}` first")
+    if version is None:
+        from pyml.lifecycle import champion_version
+
+        version = champion_version(con, name)
     sql = (f"select version, created_at, task, target_type, classes, key_columns, features, "
            f"spec, feature_relation, booster_format, booster from {SCHEMA}.models "
            "where model_name = ?")

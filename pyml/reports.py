@@ -7,6 +7,7 @@ from typing import Any
 
 from pyml.db import connect, qualified, table_exists
 from pyml.errors import ModelNotFound
+from pyml.lifecycle import statuses
 from pyml.project import Project
 from pyml.registry import SCHEMA, list_versions
 from pyml.score import predictions_table
@@ -35,13 +36,16 @@ def models_table(project: Project, names: Sequence[str] = (), lock_timeout: floa
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
     try:
         rows = list_versions(con, names)
+        status = statuses(con)
     finally:
         con.close()
     if not rows:
         return "No trained models yet: run `pyml train`."
-    headers = ["model", "version", "created_at", "task", "relation", "train_rows",
+    headers = ["model", "version", "status", "created_at", "task", "relation", "train_rows",
                "holdout_rows", "trees", "metric", "value", "baseline"]
-    return text_table(headers, [[r["model_name"], r["version"], r["created_at"], r["task"],
+    return text_table(headers, [[r["model_name"], r["version"],
+                                 status.get((r["model_name"], r["version"]), ""),
+                                 r["created_at"], r["task"],
                                  r["feature_relation"], r["train_rows"], r["test_rows"],
                                  r["num_trees"], r["metric"], r["value"], r["baseline"]]
                                 for r in rows])

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyml.errors import SpecError
+from pyml.spec_tune import PromoteSpec, TuneSpec, parse_promote, parse_tune
 
 TASKS = ("binary", "multiclass", "regression")
-SPLIT_METHODS = ("random", "time")
+SPLIT_METHODS = ("random", "time", "kfold")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 ALLOWED_KEYS = {
@@ -26,15 +27,20 @@ ALLOWED_KEYS = {
     "key": "id column(s) carried into the predictions",
     "features": "feature columns to use (default: every other column)",
     "exclude": "columns never used as features",
-    "split": "{method: random|time, test_fraction, validation_fraction, seed, column}",
+    "split": "{method: random|time|kfold, test_fraction, validation_fraction, seed, column, "
+             "folds}",
     "params": "XGBoost training parameters",
     "num_boost_round": "maximum number of boosting rounds",
     "early_stopping_rounds": "stop when the validation metric has not improved for N rounds",
     "threshold": "probability at or above which a binary prediction is the positive class",
     "positive_class": "the label value that counts as positive (binary)",
     "score": "{relation, batch_size}: what `pyml score` reads",
+    "tune": "{n_trials, timeout, metric, direction, space, on_train, seed}: Optuna search",
+    "promote": "{policy: auto|manual, metric, min_delta}: when a new version becomes champion",
+    "allow_leakage": "true to train although one feature alone predicts the target ~perfectly",
+    "drift_threshold": "PSI above which `pyml drift` reports a feature as drifted (0.2)",
 }
-SPLIT_KEYS = ("method", "test_fraction", "validation_fraction", "seed", "column")
+SPLIT_KEYS = ("method", "test_fraction", "validation_fraction", "seed", "column", "folds")
 SCORE_KEYS = ("relation", "batch_size")
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -55,6 +61,7 @@ class SplitSpec:
     validation_fraction: float = 0.2  # share of the non-holdout rows used for early stopping
     seed: int = 42  # salt of the key hash for the random split
     column: str | None = None  # the time column for method "time"
+    folds: int = 5  # method "kfold": cross-validation folds of the non-holdout rows
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,10 @@ class ModelSpec:
     positive_class: Any = None
     description: str = ""
     score: ScoreSpec = field(default_factory=ScoreSpec)
+    tune: TuneSpec | None = None  # hyperparameter search (`pyml tune`, or train with on_train)
+    promote: PromoteSpec = field(default_factory=PromoteSpec)  # champion/challenger policy
+    allow_leakage: bool = False  # train even if one feature alone predicts the target
+    drift_threshold: float = 0.2  # PSI above which `pyml drift` flags a feature
 
     @property
     def where(self) -> str:
@@ -174,6 +185,13 @@ def _parse_one(
     if positive is not None and task != "binary":
         raise SpecError(f"{where}: positive_class only applies to task: binary")
     description = item.get("description") or ""
+    allow_leakage = item.get("allow_leakage", False)
+    if not isinstance(allow_leakage, bool):
+        raise SpecError(f"{where}: 'allow_leakage' must be true or false, got {allow_leakage!r}")
+    drift_threshold = _float(item, "drift_threshold", where, default=0.2)
+    if drift_threshold <= 0:
+        raise SpecError(f"{where}: drift_threshold must be above 0 (a PSI), "
+                        f"got {drift_threshold}")
     if not isinstance(description, str):
         raise SpecError(f"{where}: 'description' must be text")
     return ModelSpec(
@@ -195,6 +213,10 @@ def _parse_one(
         positive_class=positive,
         description=description.strip(),
         score=_score(item.get("score"), where),
+        tune=parse_tune(item.get("tune"), task, where),
+        promote=parse_promote(item.get("promote"), task, where),
+        allow_leakage=allow_leakage,
+        drift_threshold=drift_threshold,
     )
 
 
@@ -245,7 +267,7 @@ def _split(raw: Any, where: str) -> SplitSpec:
         )
     method = raw.get("method", "random")
     if method not in SPLIT_METHODS:
-        raise SpecError(f"{where}: split.method '{method}' is not one of random, time")
+        raise SpecError(f"{where}: split.method '{method}' is not one of random, time, kfold")
     split_where = f"{where} split"
     test_fraction = _float(raw, "test_fraction", split_where, 0.2)
     validation_fraction = _float(raw, "validation_fraction", split_where, 0.2)
@@ -263,7 +285,12 @@ def _split(raw: Any, where: str) -> SplitSpec:
             raise SpecError(f"{where}: split.method time needs split.column, the time column")
     elif column is not None:
         raise SpecError(f"{where}: split.column only applies to split.method time")
-    return SplitSpec(method, test_fraction, validation_fraction, seed, column)
+    folds = _int(raw, "folds", split_where, 5, minimum=2)
+    if "folds" in raw and method != "kfold":
+        raise SpecError(f"{where}: split.folds only applies to split.method kfold")
+    if folds > 20:
+        raise SpecError(f"{where}: split.folds must be at most 20, got {folds}")
+    return SplitSpec(method, test_fraction, validation_fraction, seed, column, folds)
 
 
 def _score(raw: Any, where: str) -> ScoreSpec:

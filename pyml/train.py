@@ -13,20 +13,17 @@ import numpy as np
 import xgboost as xgb
 
 from pyml import registry
-from pyml.data import (
-    Encoder,
-    Feature,
-    booster_feature_names,
-    encode_target,
-    learn_categories,
-    resolve_features,
-    select_exprs,
-)
-from pyml.db import connect, fetch_arrow, first_row, qualified, quote, relation_columns
+from pyml.checks import check_training
+from pyml.data import booster_feature_names, resolve_features
+from pyml.db import connect, first_row, qualified, quote, relation_columns
 from pyml.errors import DataError, SpecError
-from pyml.metrics import Metric, evaluate
+from pyml.evaluate import evaluate_version
+from pyml.lifecycle import HoldoutPolicy, last_decision
+from pyml.metrics import Metric
 from pyml.project import Project, invocation_for
 from pyml.spec import DEFAULT_PARAMS, ModelSpec
+from pyml.trainset import TrainingSet, learn_categories, learn_target, read_training_set
+from pyml.tune import link_version, run_study, wants_tuning
 
 Log = Callable[[str], None]
 OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob",
@@ -47,6 +44,9 @@ class TrainResult:
     num_trees: int  # boosting rounds kept
     metrics: tuple[Metric, ...]  # holdout metrics with baselines
     seconds: float  # wall time
+    status: str = ""  # champion | challenger, after the promotion policy (pyml.lifecycle)
+    decision: str = ""  # why: the policy's reason
+    note: str | None = None  # ml.models.note (tuning: tuned vs spec params on the holdout)
 
 
 def _noop(_: str) -> None:
@@ -54,12 +54,16 @@ def _noop(_: str) -> None:
 
 
 def train(project: Project, specs: Sequence[ModelSpec], *, log: Log | None = None,
-          lock_timeout: float = 5.0) -> list[TrainResult]:
-    """Train every spec on its feature relation and store a new version of each."""
+          lock_timeout: float = 5.0, tune: bool | None = None) -> list[TrainResult]:
+    """Train every spec on its feature relation and store a new version of each.
+
+    `tune`: True runs an Optuna study first (`pyml tune`); None tunes the specs that say
+    `tune: {on_train: true}`.
+    """
     log = log or _noop
     con = connect(project.db_path, lock_timeout=lock_timeout)
     try:
-        return [train_one(con, project, spec, log=log) for spec in specs]
+        return [train_one(con, project, spec, log=log, tune=tune) for spec in specs]
     finally:
         con.close()
 
@@ -70,9 +74,11 @@ def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str
     sp = spec.split
     record: dict[str, Any] = {"method": sp.method, "test_fraction": sp.test_fraction,
                               "validation_fraction": sp.validation_fraction}
-    if sp.method == "random":
+    if sp.method in ("random", "kfold"):  # kfold: the holdout is drawn as for random
         keys = ", ".join(quote(k) for k in spec.key)
         record["seed"] = sp.seed
+        if sp.method == "kfold":
+            record["folds"] = sp.folds
         # Hashing the key (not drawing row numbers) keeps an entity on the same side of the
         # split whatever order DuckDB returns rows in, and across retrains.
         expr = (f"case when hash({keys}, ?::bigint) % {HASH_BUCKETS} < ? then 2 "
@@ -107,8 +113,8 @@ def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str
             [test_from, valid_from], record)
 
 
-def train_one(con: duckdb.DuckDBPyConnection, project: Project, spec: ModelSpec, *,
-              log: Log = _noop) -> TrainResult:
+def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: ModelSpec, *,
+              log: Log = _noop, tune: bool | None = None) -> TrainResult:
     """Train one spec and store it as a new version."""
     started = time.perf_counter()
     source = qualified(spec.schema, spec.relation)
@@ -125,29 +131,23 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project, spec: ModelSpec,
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
         + (f" ({dropped:,} rows with NULL target skipped)" if dropped else ""))
     part_sql, part_params, split_record = _split_expr(con, spec, source)
-    order = ", ".join(quote(k) for k in spec.key)
-    sql = (f"select {quote(spec.target)} as __pyml_y, {part_sql} as __pyml_part, "
-           f"{', '.join(select_exprs(features))} from {source} "
-           f"where {quote(spec.target)} is not null order by {order}")
-    table = fetch_arrow(con, sql, part_params)
-    y_all, target = encode_target(spec, target_type, table.column(0))
-    part = table.column(1).to_numpy()
-    feature_cols = [table.column(i + 2) for i in range(len(features))]
-    features = learn_categories(features, feature_cols, spec.where)
-    X = Encoder(features).matrix(feature_cols, spec.where)
-    del table, feature_cols
-    idx = [np.flatnonzero(part == p) for p in (0, 1, 2)]
-    rows = (len(idx[0]), len(idx[1]), len(idx[2]), dropped)
+    target = learn_target(con, spec, source, target_type)
+    features = learn_categories(con, spec, source, features)
+    ts = read_training_set(con, spec, source, features, target, part_sql, part_params)
+    rows = (len(ts.train.y), len(ts.valid.y), len(ts.test.y), dropped)
     if rows[0] == 0 or rows[2] == 0:
         raise DataError(f"{spec.where}: the split left {rows[0]} training and {rows[2]} "
                         "holdout rows; adjust split.test_fraction or the data")
     split_record.update(train_rows=rows[0], validation_rows=rows[1], test_rows=rows[2])
     log(f"[{spec.name}] split ({spec.split.method}): {rows[0]:,} train, {rows[1]:,} "
         f"validation, {rows[2]:,} holdout")
-    booster, best, params = _fit(spec, features, target.classes, X, y_all, idx, log)
-    prob = booster.inplace_predict(X[idx[2]])
-    y_test, y_train = y_all[idx[2]], y_all[idx[0]]
-    metrics = evaluate(spec.task, y_test, np.asarray(prob), y_train, spec.threshold)
+    check_training(spec, ts.features, ts.train.X, ts.train.y, ts.target.classes, log)
+    # Tuning searches on the train/validation parts only; the holdout stays unseen.
+    tuning = run_study(con, spec, ts, log) if wants_tuning(spec, tune) else None
+    booster, best, params = _fit(tuning.spec if tuning else spec, ts, log)
+    note = tuning.note(ts.test.y, booster.inplace_predict(ts.test.X)) if tuning else None
+    evaluation = evaluate_version(spec, booster, params, ts, log)
+    metrics = list(evaluation.metrics)
     names = booster_feature_names(features)
     importance = []
     for kind in IMPORTANCE_TYPES:
@@ -156,25 +156,30 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project, spec: ModelSpec,
             value = scores.get(bname, 0.0)
             number = float(value) if isinstance(value, float | int) else 0.0
             importance.append((f.name, kind, number))
+    importance.extend(evaluation.importance)
     version = registry.write_version(con, registry.NewVersion(
         name=spec.name, task=spec.task, objective=OBJECTIVES[spec.task],
         description=spec.description, feature_model=spec.feature_model,
         feature_relation=f"{spec.schema}.{spec.relation}", target=spec.target,
         target_info=target, key=spec.key, features=tuple(features), spec=spec.to_dict(),
         params=params, split=split_record, rows=rows, booster=booster, best_iteration=best,
-        dbt_invocation_id=invocation_for(project, spec.feature_model),
-        metrics=tuple(metrics), importance=tuple(importance),
-    ))
+        dbt_invocation_id=invocation_for(project, spec.feature_model) if project else None,
+        metrics=tuple(metrics), importance=tuple(importance), note=note,
+    ), extra=lambda c, v: evaluation.write(c, spec.name, v),
+       decide=HoldoutPolicy(spec, part_sql, part_params, log))
+    if tuning:
+        link_version(con, tuning.study, version)
+    status, decision = last_decision(con, spec.name, version)
     seconds = time.perf_counter() - started
     log(f"[{spec.name}] stored version {version} ({booster.num_boosted_rounds()} trees, "
         f"{seconds:.1f}s)")
     return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
-                       tuple(metrics), seconds)
+                       tuple(metrics), seconds, status, decision, note)
 
 
-def _fit(spec: ModelSpec, features: Sequence[Feature], classes: tuple[Any, ...],
-         X: np.ndarray, y: np.ndarray, idx: list[np.ndarray], log: Log
+def _fit(spec: ModelSpec, ts: TrainingSet, log: Log
          ) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
+    features, classes = ts.features, ts.target.classes
     params: dict[str, Any] = {**DEFAULT_PARAMS, **spec.params,
                               "objective": OBJECTIVES[spec.task]}
     params.setdefault("eval_metric", EVAL_METRICS[spec.task])
@@ -185,18 +190,18 @@ def _fit(spec: ModelSpec, features: Sequence[Feature], classes: tuple[Any, ...],
     types = ["c" if f.kind == "categorical" else "q" for f in features]
     kwargs: dict[str, Any] = {"feature_names": names, "feature_types": types,
                               "enable_categorical": True}
-    train_idx, valid_idx = idx[0], idx[1]
-    if spec.task != "regression" and len(np.unique(y[train_idx])) < len(classes):
+    train, valid = ts.train, ts.valid
+    if spec.task != "regression" and len(np.unique(train.y)) < len(classes):
         raise DataError(f"{spec.where}: the training part has only "
-                        f"{len(np.unique(y[train_idx]))} of {len(classes)} classes; "
+                        f"{len(np.unique(train.y))} of {len(classes)} classes; "
                         "adjust the split or add data")
     try:
-        dtrain = xgb.QuantileDMatrix(X[train_idx], y[train_idx], **kwargs)
+        dtrain = xgb.QuantileDMatrix(train.X, train.y, **kwargs)
         evals = [(dtrain, "train")]
-        use_valid = len(valid_idx) > 0 and spec.early_stopping_rounds is not None
+        use_valid = len(valid.y) > 0 and spec.early_stopping_rounds is not None
         if use_valid:
-            evals.append((xgb.QuantileDMatrix(X[valid_idx], y[valid_idx], ref=dtrain,
-                                              **kwargs), "validation"))
+            evals.append((xgb.QuantileDMatrix(valid.X, valid.y, ref=dtrain, **kwargs),
+                          "validation"))
         booster = xgb.train(
             params, dtrain, num_boost_round=spec.num_boost_round, evals=evals,
             early_stopping_rounds=spec.early_stopping_rounds if use_valid else None,

@@ -21,7 +21,8 @@ from pyml.model import LoadedModel
 from .conftest import FEATURES, SCHEMA_YML, SPECS, Loans, dbt
 
 N = 3000
-IMPORTANCE_TYPES = {"gain", "total_gain", "cover", "total_cover", "weight"}
+IMPORTANCE_TYPES = {"gain", "total_gain", "cover", "total_cover", "weight",
+                    "mean_abs_shap"}
 
 
 def load(loans: Loans, name: str, version: int | None = None) -> LoadedModel:
@@ -285,9 +286,9 @@ def test_names_and_select_pick_specs(loans: Loans) -> None:
 def test_models_lists_versions(scored: Loans) -> None:
     scored.ok("train", "grade")
     lines = scored.ok("models").output.splitlines()
-    assert lines[0].split() == ["model", "version", "created_at", "task", "relation",
-                                "train_rows", "holdout_rows", "trees", "metric", "value",
-                                "baseline"]
+    assert lines[0].split() == ["model", "version", "status", "created_at", "task",
+                                "relation", "train_rows", "holdout_rows", "trees", "metric",
+                                "value", "baseline"]
     rows = [line.split()[:2] for line in lines[2:]]
     assert rows == [["default_risk", "1"], ["grade", "2"], ["grade", "1"], ["loss_amount", "1"]]
     assert "auc" in lines[2] and "0.5000" in lines[2]

@@ -14,7 +14,8 @@ SOURCE = "models/features/_features__models.yml"
 MODEL = "model.lending.loan_features"
 WHERE = f"{SOURCE}: model 'default_risk' on {MODEL}"
 ALLOWED = ("name, description, task, target, key, features, exclude, split, params, "
-           "num_boost_round, early_stopping_rounds, threshold, positive_class, score")
+           "num_boost_round, early_stopping_rounds, threshold, positive_class, score, "
+           "tune, promote, allow_leakage, drift_threshold")
 
 
 DROP = object()  # as a value in minimal(): leave the key out
@@ -139,11 +140,19 @@ def test_exclude_is_kept() -> None:
     (minimal(split="random"),
      f"{WHERE}: 'split' must be a mapping such as {{method: random, test_fraction: 0.2, "
      "seed: 42}"),
-    (minimal(split={"method": "kfold"}),
-     f"{WHERE}: split.method 'kfold' is not one of random, time"),
+    (minimal(split={"method": "bootstrap"}),
+     f"{WHERE}: split.method 'bootstrap' is not one of random, time, kfold"),
+    (minimal(split={"folds": 5}),
+     f"{WHERE}: split.folds only applies to split.method kfold"),
+    (minimal(split={"method": "kfold", "folds": 1}),
+     f"{WHERE} split: 'folds' must be at least 2, got 1"),
+    (minimal(allow_leakage="yes"),
+     f"{WHERE}: 'allow_leakage' must be true or false, got 'yes'"),
+    (minimal(drift_threshold=0),
+     f"{WHERE}: drift_threshold must be above 0 (a PSI), got 0.0"),
     (minimal(split={"colum": "d"}),
      f"{WHERE}: unknown key 'split.colum'; allowed: method, test_fraction, "
-     "validation_fraction, seed, column"),
+     "validation_fraction, seed, column, folds"),
     (minimal(split={"test_fraction": 1.5}),
      f"{WHERE}: split.test_fraction must be in [0, 1), got 1.5"),
     (minimal(split={"validation_fraction": -0.1}),
@@ -168,3 +177,13 @@ def test_exclude_is_kept() -> None:
 ])
 def test_invalid_spec_message(raw: Any, message: str) -> None:
     assert error_of(raw) == message
+
+
+def test_kfold_split_and_analysis_keys() -> None:
+    (spec,) = parse(minimal(split={"method": "kfold", "folds": 3, "test_fraction": 0.25},
+                            allow_leakage=True, drift_threshold=0.3))
+    assert spec.split == SplitSpec("kfold", 0.25, 0.2, 42, None, 3)
+    assert spec.allow_leakage is True
+    assert spec.drift_threshold == 0.3
+    (default,) = parse(minimal())
+    assert (default.split.folds, default.allow_leakage, default.drift_threshold) == (5, False, 0.2)

@@ -1,0 +1,228 @@
+"""HTTP serving benchmark: `pyml serve` under load against the in-process floor.
+
+    python -m bench.bench_serve [--project-dir .] [--model churn] [--requests 3000]
+
+Needs a trained model (`make demo` first). In one run it measures:
+
+* the floor: the server's whole predict path (`pyml.serve.handle_predict`: JSON decode,
+  validation, Arrow columns, encoder, XGBoost, JSON encode) called in a loop in this process
+  for the same bodies, with no HTTP;
+* a real `pyml serve` (uvicorn on 127.0.0.1, in a child process) driven by an httpx async
+  client at concurrency 1, 8 and 32 with 1-record and 100-record bodies, each run bounded by
+  a request count and a time cap: p50/p95/p99 latency and requests/s, and requests/s as a
+  ratio of the floor's calls/s.
+
+The client runs on the same machine as the server, so its CPU time counts against the
+server's: the numbers are what one box serving and calling itself gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "out"
+TARGET_P99_MS = 10.0  # single record, concurrency 8
+TARGET_RATIO = 0.5  # HTTP requests/s vs the in-process floor's calls/s
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def sample_records(db: Path, model: str, n: int) -> list[dict[str, Any]]:
+    """n rows of the model's feature relation, as the JSON records a client would send."""
+    from pyml.db import connect, qualified
+    from pyml.registry import load_version
+
+    con = connect(db, read_only=True)
+    try:
+        stored = load_version(con, model)
+        schema, name = stored.feature_relation.split(".", 1)
+        rel = con.execute(f"select * from {qualified(schema, name)} limit ?", [n])
+        cols = [d[0] for d in rel.description]
+        return [{c: _jsonable(v) for c, v in zip(cols, row, strict=True)}
+                for row in rel.fetchall()]
+    finally:
+        con.close()
+
+
+def floor(db: Path, model: str, body: bytes, seconds: float) -> dict[str, float]:
+    """Calls/s and per-call latency of the in-process predict path for one body."""
+    from pyml.serve import Champions, handle_predict
+
+    champions = Champions(db)
+    champions.refresh()
+    for _ in range(50):
+        handle_predict(champions, model, body, 0, 10_000)
+    times = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        t = time.perf_counter()
+        handle_predict(champions, model, body, 0, 10_000)
+        times.append(time.perf_counter() - t)
+    wall = time.perf_counter() - started
+    arr = np.asarray(times) * 1000
+    return {"calls": len(times), "calls_per_s": len(times) / wall,
+            "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(project_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """`pyml serve` in a child process; returns once /health answers."""
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "pyml"), "serve", "--port", str(port),
+         "--poll-seconds", "3600", "--project-dir", str(project_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).raise_for_status()
+            return proc
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise SystemExit(f"pyml serve did not start:\n{err[-3000:]}") from None
+            time.sleep(0.2)
+
+
+async def load(url: str, body: bytes, concurrency: int, requests: int, seconds: float
+               ) -> dict[str, float]:
+    """`requests` POSTs (or as many as fit in `seconds`) from `concurrency` workers."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for _ in range(min(100, requests)):  # warm-up: connections, caches
+            (await client.post(url, content=body, headers=headers)).raise_for_status()
+        latencies: list[float] = []
+        errors = 0
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while len(latencies) + errors < requests and time.perf_counter() < deadline:
+                t = time.perf_counter()
+                response = await client.post(url, content=body, headers=headers)
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    arr = np.asarray(latencies) * 1000
+    return {"requests": len(latencies), "errors": errors, "seconds": wall,
+            "req_per_s": len(latencies) / wall,
+            "p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
+            "p99_ms": float(np.percentile(arr, 99))}
+
+
+def machine() -> str:
+    """One line: CPU, cores, Python and library versions."""
+    import fastapi
+    import uvicorn
+    import xgboost
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}, "
+            f"httpx {httpx.__version__}, xgboost {xgboost.__version__}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--project-dir", type=Path, default=Path(__file__).resolve().parents[1])
+    ap.add_argument("--model", default="churn")
+    ap.add_argument("--requests", type=int, default=3000, help="per run (1-record bodies)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="time cap per run")
+    ap.add_argument("--floor-seconds", type=float, default=3.0)
+    args = ap.parse_args()
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+    from pyml.project import load_project
+
+    db = load_project(args.project_dir).db_path
+    records = sample_records(db, args.model, 100)
+    if len(records) < 100:
+        raise SystemExit(f"need 100 rows to build the bodies, the relation has {len(records)}")
+    bodies = {1: json.dumps(records[:1]).encode(), 100: json.dumps(records).encode()}
+    floors = {n: floor(db, args.model, body, args.floor_seconds) for n, body in bodies.items()}
+
+    port = _free_port()
+    server = start_server(args.project_dir, port)
+    url = f"http://127.0.0.1:{port}/models/{args.model}/predict"
+    rows = []
+    try:
+        for n, body in bodies.items():
+            for concurrency in (1, 8, 32):
+                budget = args.requests if n == 1 else max(args.requests // 5, 200)
+                r = asyncio.run(load(url, body, concurrency, budget, args.seconds))
+                r.update(records=n, concurrency=concurrency,
+                         ratio=r["req_per_s"] / floors[n]["calls_per_s"])
+                rows.append(r)
+                print(f"{n:>3} record(s), concurrency {concurrency:>2}: "
+                      f"{r['req_per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
+                      f"p95 {r['p95_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+                      f"({r['ratio']:.2f}x floor)", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    print(f"\nMachine: {machine()}\n")
+    print("| records/request | concurrency | requests | req/s | p50 ms | p95 ms | p99 ms "
+          "| vs in-process |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n in bodies:
+        f = floors[n]
+        print(f"| {n} | in-process floor | {f['calls']:,} | {f['calls_per_s']:,.0f} | "
+              f"{f['p50_ms']:.2f} | | {f['p99_ms']:.2f} | 1.00x |")
+        for r in (r for r in rows if r["records"] == n):
+            print(f"| {n} | {r['concurrency']} | {r['requests']:,} | {r['req_per_s']:,.0f} | "
+                  f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+                  f"{r['ratio']:.2f}x |")
+    p99 = next(r["p99_ms"] for r in rows if r["records"] == 1 and r["concurrency"] == 8)
+    best = {n: max(r["ratio"] for r in rows if r["records"] == n) for n in bodies}
+    print(f"\nsingle-record p99 at concurrency 8: {p99:.2f} ms (target <= {TARGET_P99_MS:g}: "
+          f"{'met' if p99 <= TARGET_P99_MS else 'NOT met'})")
+    for n, ratio in best.items():
+        print(f"best throughput vs in-process, {n}-record bodies: {ratio:.2f}x (target >= "
+              f"{TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "serve.json").write_text(json.dumps({"machine": machine(), "floor": floors,
+                                                "http": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

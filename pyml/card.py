@@ -1,0 +1,280 @@
+"""One version, described: `pyml show` (text) and `pyml export` (XGBoost JSON + a model card).
+
+The exported folder needs nothing of pyml: `model.json` is the booster in XGBoost's JSON
+format, `model_card.json` says how to turn a record into the booster's input row (feature
+order, category codes, float32, missing values) and how to read its output, and `predict.py`
+does exactly that with numpy and xgboost alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pyml.data import booster_feature_names
+from pyml.errors import PymlError
+from pyml.registry import SCHEMA, load_version
+
+CARD_FORMAT = "pyml-model-card/1"
+BOOSTER_FILE = "model.json"
+CARD_FILE = "model_card.json"
+SCRIPT_FILE = "predict.py"
+
+ENCODING = {
+    "row": "one float32 value per feature, in the order of `features`",
+    "numeric": "the value as a number (true/false as 1/0), rounded to float32",
+    "categorical": "the index of the value in the feature's `categories` (0-based); a value "
+                   "not in the list is missing",
+    "missing": "NaN (a null, an absent field or an unseen category)",
+}
+
+
+def version_info(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None
+                 ) -> dict[str, Any]:
+    """Everything the registry holds about one version (the champion by default)."""
+    from pyml.lifecycle import events, statuses
+
+    stored = load_version(con, name, version)
+    rel = con.execute(f"select * exclude (booster) from {SCHEMA}.models "
+                      "where model_name = ? and version = ?", [name, stored.version])
+    cols = [d[0] for d in rel.description]
+    row = dict(zip(cols, rel.fetchone() or (), strict=True))
+    for key in ("classes", "key_columns", "features", "spec", "params", "split"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    rel = con.execute(f"select * from {SCHEMA}.metrics where model_name = ? and version = ? "
+                      "order by split, metric", [name, stored.version])
+    mcols = [d[0] for d in rel.description]
+    metrics = [{k: v for k, v in zip(mcols, r, strict=True) if k not in ("model_name", "version")}
+               for r in rel.fetchall()]
+    all_status = statuses(con)
+    versions = con.execute(
+        f"""select m.version, m.created_at, m.train_rows, m.test_rows, m.num_trees, h.metric,
+                   h.value from {SCHEMA}.models m left join {SCHEMA}.metrics h
+              on h.model_name = m.model_name and h.version = m.version and h.split = 'holdout'
+             and h.metric = case m.task when 'binary' then 'auc'
+                                        when 'multiclass' then 'log_loss' else 'rmse' end
+            where m.model_name = ? order by m.version desc""", [name]).fetchall()
+    notes = dict(con.execute(f"select version, note from {SCHEMA}.models where model_name = ?",
+                             [name]).fetchall()) if "note" in cols else {}
+    return {
+        "stored": stored, "row": row, "metrics": metrics,
+        "status": all_status.get((name, stored.version), "champion"),
+        "versions": [{"version": v, "status": all_status.get((name, v), ""), "created_at": c,
+                      "train_rows": tr, "holdout_rows": te, "trees": t, "metric": m,
+                      "value": val, "note": notes.get(v)}
+                     for v, c, tr, te, t, m, val in versions],
+        "events": events(con, name),
+    }
+
+
+def render_show(info: dict[str, Any]) -> str:
+    """The text of `pyml show`."""
+    from pyml.reports import text_table
+
+    stored, row = info["stored"], info["row"]
+    split = row.get("split") or {}
+    lines = [f"{stored.name}: {row.get('description') or '(no description)'}",
+             f"task {stored.task}, target {row['target']} ({row['target_type']}"
+             + (f", classes {', '.join(map(str, stored.target.classes))}"
+                if stored.target.classes else "") + f"), key {', '.join(stored.key)}", "",
+             "versions:",
+             text_table(["version", "status", "created_at", "train_rows", "holdout_rows",
+                         "trees", "metric", "value"],
+                        [[v["version"], v["status"], v["created_at"], v["train_rows"],
+                          v["holdout_rows"], v["trees"], v["metric"], v["value"]]
+                         for v in info["versions"]]), "",
+             f"v{stored.version} ({info['status']}), trained {row['created_at']} with pyml "
+             f"{row['pyml_version']} / xgboost {row['xgboost_version']}:",
+             f"  data: {row['feature_relation']} (dbt {row['feature_model']}), built by dbt "
+             f"invocation {row.get('dbt_invocation_id') or 'unknown (no run_results.json)'}",
+             f"  rows: {row['train_rows']:,} train / {row['validation_rows']:,} validation / "
+             f"{row['test_rows']:,} holdout; {row['dropped_null_target_rows']:,} with NULL "
+             f"target skipped",
+             "  split: " + ", ".join(f"{k} {v}" for k, v in sorted(split.items())
+                                     if not k.endswith("_rows")),
+             f"  trees: {row['num_trees']} (best iteration {row['best_iteration']})",
+             "  params: " + json.dumps(row.get("params"), sort_keys=True)]
+    if row.get("note"):
+        lines.append(f"  note: {row['note']}")
+    known = ["ci_low", "ci_high"]  # the interval first, then any other column, by name
+    rest = {k for m in info["metrics"] for k in m} - {"split", "metric", "value", "baseline",
+                                                      "n_rows"}
+    extra = [k for k in known if k in rest] + sorted(rest - set(known))
+    lines += ["", "metrics:",
+              text_table(["split", "metric", "value", "baseline", "n_rows", *extra],
+                         [[m["split"], m["metric"], m["value"], m["baseline"], m["n_rows"],
+                           *[m.get(k) for k in extra]] for m in info["metrics"]])]
+    if info["events"]:
+        lines += ["", "events (newest first):"]
+        for e in info["events"]:
+            lines.append(f"  {e['event_at']}  v{e['version']} {e['event']} "
+                         f"({e['from_status'] or '-'} -> {e['to_status'] or '-'}) by "
+                         f"{e['actor']}: {e['reason']}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `pyml export` wrote."""
+
+    name: str  # model name
+    version: int  # exported version
+    files: tuple[Path, ...]  # booster, card, script
+
+
+def model_card(info: dict[str, Any], booster_sha256: str) -> dict[str, Any]:
+    """The JSON model card of a version."""
+    stored, row = info["stored"], info["row"]
+    names = booster_feature_names(stored.features)
+    spec = row.get("spec") or {}
+    outputs: dict[str, str] = {}
+    if stored.task == "binary":
+        outputs = {"raw": "probability of classes[1] (the positive class)",
+                   "prediction": "classes[1] if probability >= threshold else classes[0]"}
+    elif stored.task == "multiclass":
+        outputs = {"raw": "one probability per class, in the order of classes",
+                   "prediction": "the class with the highest probability"}
+    else:
+        outputs = {"raw": "the predicted value", "prediction": "the raw value"}
+    return {
+        "format": CARD_FORMAT,
+        "model": stored.name, "version": stored.version, "status": info["status"],
+        "description": row.get("description") or "",
+        "created_at": str(row["created_at"]),
+        "task": stored.task, "objective": row["objective"],
+        "target": {"column": row["target"], "type": row["target_type"],
+                   "classes": list(stored.target.classes)},
+        "threshold": spec.get("threshold", 0.5) if stored.task == "binary" else None,
+        "key": list(stored.key),
+        "features": [{"name": f.name, "booster_name": b, "kind": f.kind, "dtype": f.dtype,
+                      "categories": list(f.categories)}
+                     for f, b in zip(stored.features, names, strict=True)],
+        "encoding": ENCODING, "outputs": outputs,
+        "metrics": [{k: v for k, v in m.items()} for m in info["metrics"]],
+        "training": {"feature_model": row["feature_model"],
+                     "feature_relation": row["feature_relation"],
+                     "dbt_invocation_id": row.get("dbt_invocation_id"),
+                     "rows": {"train": row["train_rows"], "validation": row["validation_rows"],
+                              "holdout": row["test_rows"],
+                              "null_target_skipped": row["dropped_null_target_rows"]},
+                     "split": row.get("split"), "params": row.get("params"),
+                     "num_trees": row["num_trees"], "best_iteration": row["best_iteration"],
+                     "note": row.get("note")},
+        "spec": spec,
+        "versions": {"pyml": row["pyml_version"], "xgboost": row["xgboost_version"]},
+        "booster_file": BOOSTER_FILE, "booster_sha256": booster_sha256,
+    }
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def export(con: duckdb.DuckDBPyConnection, name: str, version: int | None, output: Path
+           ) -> ExportResult:
+    """Write booster (XGBoost JSON), model card and predict.py into the folder `output`."""
+    out = output.expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise PymlError(f"--output {out} is a file; give a folder to write the model into")
+    if not out.parent.is_dir():
+        raise PymlError(f"--output {out}: folder {out.parent} does not exist")
+    info = version_info(con, name, version)
+    booster = bytes(info["stored"].booster.save_raw("json"))
+    card = model_card(info, hashlib.sha256(booster).hexdigest())
+    try:
+        out.mkdir(exist_ok=True)
+        files = (out / BOOSTER_FILE, out / CARD_FILE, out / SCRIPT_FILE)
+        _write(files[0], booster)
+        _write(files[1], json.dumps(card, indent=2, default=str).encode())
+        _write(files[2], PREDICT_SCRIPT.encode())
+    except OSError as e:
+        raise PymlError(f"cannot write into {out}: {e.strerror}") from e
+    return ExportResult(name, info["stored"].version, files)
+
+
+PREDICT_SCRIPT = '''\
+"""Predict with a model exported by `pyml export`, using only numpy and xgboost.
+
+    python predict.py records.json > predictions.json
+
+records.json is a JSON list of objects with the feature fields by name (a missing field or
+null is a missing value). Each output object holds the key fields present, `prediction`,
+and for classifiers `probability` (and `probability_<class>` for multiclass): the values
+`pyml score` writes for the same rows.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+
+def load(folder):
+    """(card, booster) from an export folder."""
+    folder = Path(folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    booster = xgb.Booster(model_file=str(folder / card["booster_file"]))
+    return card, booster
+
+
+def encode(card, records):
+    """The float32 input matrix: see card["encoding"]."""
+    features = card["features"]
+    X = np.full((len(records), len(features)), np.nan, dtype=np.float32)
+    for j, f in enumerate(features):
+        codes = {c: i for i, c in enumerate(f["categories"])}
+        for i, record in enumerate(records):
+            value = record.get(f["name"])
+            if value is None:
+                continue
+            if f["kind"] == "categorical":
+                X[i, j] = codes.get(str(value), np.nan)
+            else:
+                X[i, j] = float(value)  # float64 -> float32, rounded to nearest
+    return X
+
+
+def predict(card, booster, records):
+    """One output object per record, in input order."""
+    raw = np.asarray(booster.inplace_predict(encode(card, records)), dtype=np.float64)
+    classes = card["target"]["classes"]
+    out = []
+    for i, record in enumerate(records):
+        row = {k: record[k] for k in card["key"] if k in record}
+        if card["task"] == "regression":
+            row["prediction"] = float(raw[i])
+        elif card["task"] == "binary":
+            p = float(raw[i])
+            row["prediction"] = classes[1] if p >= card["threshold"] else classes[0]
+            row["probability"] = p
+        else:
+            k = int(raw[i].argmax())
+            row["prediction"] = classes[k]
+            row["probability"] = float(raw[i][k])
+            for c, p in zip(classes, raw[i]):
+                row[f"probability_{c}"] = float(p)
+        out.append(row)
+    return out
+
+
+if __name__ == "__main__":
+    card, booster = load(Path(__file__).resolve().parent)
+    records = json.loads(Path(sys.argv[1]).read_text() if len(sys.argv) > 1 else sys.stdin.read())
+    json.dump(predict(card, booster, records), sys.stdout)
+'''

@@ -1,0 +1,70 @@
+"""Two models' predictions on the same holdout rows: one metric each, their difference and a
+paired bootstrap interval of that difference.
+
+Used by the promotion policy (challenger vs champion) and by tuning (tuned vs the spec's
+parameters). The interval is paired: each bootstrap replicate draws one set of row weights
+and computes both models' metric on it, so row-to-row noise common to both cancels, which
+two separate per-model intervals would not show. The metric functions are
+`pyml.bootstrap`'s weighted versions, which equal scikit-learn's on the resampled rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pyml.bootstrap import LEVEL, N_BOOT, SEED, metric_function
+from pyml.spec_tune import HIGHER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Model B against model A on the same rows."""
+
+    metric: str  # holdout metric name, as in ml.metrics
+    a: float  # A's value (champion / spec defaults)
+    b: float  # B's value (challenger / tuned)
+    gain: float  # how much better B is (positive = better, whatever the metric's direction)
+    ci_low: float | None  # 95% paired bootstrap interval of `gain`
+    ci_high: float | None
+    n_rows: int  # rows both were evaluated on
+
+    @property
+    def significant(self) -> bool:
+        """The interval of the gain excludes 0."""
+        return self.ci_low is not None and self.ci_high is not None and (
+            self.ci_low > 0 or self.ci_high < 0)
+
+    def describe(self, a_label: str, b_label: str) -> str:
+        """One line: values, gain and interval."""
+        ci = ("" if self.ci_low is None or self.ci_high is None
+              else f", 95% CI [{self.ci_low:+.4f}, {self.ci_high:+.4f}]"
+              + ("" if self.significant else ", not significant"))
+        return (f"holdout {self.metric} {b_label} {self.b:.4f} vs {a_label} {self.a:.4f} on "
+                f"the same {self.n_rows:,} rows (gain {self.gain:+.4f}{ci})")
+
+
+def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
+            threshold_a: float = 0.5, threshold_b: float = 0.5, n_boot: int = N_BOOT,
+            seed: int = SEED) -> Comparison:
+    """Compare two models' raw predictions (probabilities or values) on labels `y`."""
+    n = len(y)
+    fa = metric_function(task, y, pred_a, threshold_a)
+    fb = metric_function(task, y, pred_b, threshold_b)
+    sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
+    ones = np.ones(n)
+    a, b = float(fa(ones)[metric]), float(fb(ones)[metric])
+    gains = []
+    if n >= 2:
+        rng = np.random.default_rng(seed)
+        for _ in range(n_boot):
+            w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+            gains.append(sign * (fb(w)[metric] - fa(w)[metric]))
+    arr = np.asarray(gains, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    lo = hi = None
+    if len(arr) * 2 > n_boot:
+        alpha = (1 - LEVEL) / 2
+        lo, hi = (float(v) for v in np.quantile(arr, [alpha, 1 - alpha]))
+    return Comparison(metric, a, b, sign * (b - a), lo, hi, n)

@@ -1,0 +1,274 @@
+"""Everything `pyml train` learns about a new version besides the booster itself.
+
+Called once per training run, after the fit, on the rows already in memory:
+
+- holdout metrics (scikit-learn) beside their baselines, each with a 95% bootstrap interval;
+- for `split: {method: kfold}`, the mean and standard deviation of each metric over the
+  folds (rows with split 'cv');
+- binary: a calibration table, a cumulative lift table and the ROC / PR curves;
+  regression: a sample of (predicted, residual) pairs;
+- mean |SHAP| per feature on the holdout (beside XGBoost's gain / cover / weight);
+- the training snapshot that `pyml drift` compares with.
+
+All of it is written in the same transaction as the version (see `Evaluation.write`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import xgboost as xgb
+from sklearn import metrics as skm
+
+from pyml import bootstrap
+from pyml.data import Feature, booster_feature_names
+from pyml.drift import Snapshot, snapshot, write_snapshots
+from pyml.explain import mean_abs_shap
+from pyml.metrics import Metric, evaluate
+from pyml.registry import SCHEMA
+from pyml.spec import ModelSpec
+from pyml.trainset import TrainingSet
+
+Log = Callable[[str], None]
+CALIBRATION_BINS = 10  # equal-width probability bins
+LIFT_GROUPS = 10  # deciles of the score
+CURVE_POINTS = 200  # ROC / PR points kept (enough to draw, small to store)
+RESIDUAL_POINTS = 2000  # regression (predicted, residual) pairs kept for the report
+
+DDL = [
+    f"""create table if not exists {SCHEMA}.calibration (
+        model_name varchar not null,
+        version integer not null,
+        bin integer not null,
+        bin_low double not null,
+        bin_high double not null,
+        mean_predicted double not null,
+        observed_rate double not null,
+        count bigint not null,
+        primary key (model_name, version, bin)
+    )""",
+    f"""create table if not exists {SCHEMA}.lift (
+        model_name varchar not null,
+        version integer not null,
+        decile integer not null,
+        n_rows bigint not null,
+        positive_rate double not null,
+        cumulative_capture double not null,
+        lift double not null,
+        primary key (model_name, version, decile)
+    )""",
+    f"""create table if not exists {SCHEMA}.curves (
+        model_name varchar not null,
+        version integer not null,
+        curve varchar not null,
+        point integer not null,
+        x double not null,
+        y double not null,
+        threshold double,
+        primary key (model_name, version, curve, point)
+    )""",
+]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a training run stores besides the model row."""
+
+    metrics: tuple[Metric, ...]  # holdout (with intervals) and cv rows
+    importance: tuple[tuple[str, str, float], ...]  # extra ml.feature_importance rows
+    calibration: tuple[tuple[Any, ...], ...]  # (bin, low, high, mean_pred, observed, count)
+    lift: tuple[tuple[Any, ...], ...]  # (decile, n, positive_rate, cum_capture, lift)
+    curves: tuple[tuple[Any, ...], ...]  # (curve, point, x, y, threshold)
+    snapshots: tuple[Snapshot, ...]  # training distribution per feature
+
+    def write(self, con: duckdb.DuckDBPyConnection, name: str, version: int) -> None:
+        """Insert the tables' rows for `name` v`version` (inside the caller's transaction)."""
+        for ddl in DDL:
+            con.execute(ddl)
+        insert_rows(con, "calibration", [[name, version, *r] for r in self.calibration])
+        insert_rows(con, "lift", [[name, version, *r] for r in self.lift])
+        insert_rows(con, "curves", [[name, version, *r] for r in self.curves])
+        write_snapshots(con, name, version, self.snapshots)
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence[Any]]
+                ) -> None:
+    """Append rows (in the table's column order) to ml.<table> through one Arrow scan.
+
+    `executemany` costs a round trip per row (a second for a couple of thousand curve
+    points); an Arrow table is one statement.
+    """
+    if not rows:
+        return
+    arrow = pa.table({f"c{i}": pa.array([r[i] for r in rows]) for i in range(len(rows[0]))})
+    con.register("__pyml_rows", arrow)
+    try:
+        con.execute(f"insert into {SCHEMA}.{table} select * from __pyml_rows")
+    finally:
+        con.unregister("__pyml_rows")
+
+
+def with_intervals(metrics: Sequence[Metric], task: str, y: np.ndarray, pred: np.ndarray,
+                   threshold: float, n_boot: int = bootstrap.N_BOOT) -> list[Metric]:
+    """The metrics with their 95% percentile bootstrap intervals filled in."""
+    fn = bootstrap.metric_function(task, y, pred, threshold)
+    ci = bootstrap.intervals(fn, len(y), n_boot=n_boot)
+    out = []
+    for m in metrics:
+        lo_hi = ci.get(m.name)
+        if lo_hi is not None and math.isfinite(m.value):
+            m = replace(m, ci_low=lo_hi[0], ci_high=lo_hi[1])
+        out.append(m)
+    return out
+
+
+def _probabilities(raw: Any) -> np.ndarray:
+    """Booster output as float64; multiclass rows renormalised (float32 sums drift by ~1e-7)."""
+    pred = np.asarray(raw, dtype=np.float64)
+    if pred.ndim == 2:
+        pred = pred / pred.sum(axis=1, keepdims=True)
+    return pred
+
+
+def cross_validate(spec: ModelSpec, params: dict[str, Any], features: Sequence[Feature],
+                   X: np.ndarray, y: np.ndarray, rows: np.ndarray, rounds: int,
+                   log: Log) -> list[Metric]:
+    """k-fold metrics on the non-holdout `rows`: mean over folds (value) and std (std).
+
+    Folds are a seeded permutation of `rows` (in canonical order). Each fold's
+    model is fitted with the number of rounds early stopping chose for the final model, so
+    the folds measure that model's recipe; the holdout stays untouched.
+    """
+    k = spec.split.folds
+    fold = np.empty(len(rows), dtype=np.int64)
+    fold[np.random.default_rng(spec.split.seed).permutation(len(rows))] = (
+        np.arange(len(rows)) % k)
+    kwargs: dict[str, Any] = {
+        "feature_names": booster_feature_names(features),
+        "feature_types": ["c" if f.kind == "categorical" else "q" for f in features],
+        "enable_categorical": True}
+    per_fold: dict[str, list[Metric]] = {}
+    for f in range(k):
+        fit, held = rows[fold != f], rows[fold == f]
+        if spec.task != "regression" and len(np.unique(y[fit])) < len(np.unique(y)):
+            continue
+        dtrain = xgb.QuantileDMatrix(X[fit], y[fit], **kwargs)
+        booster = xgb.train(params, dtrain, num_boost_round=max(rounds, 1))
+        pred = _probabilities(booster.inplace_predict(X[held]))
+        for m in evaluate(spec.task, y[held], pred, y[fit], spec.threshold, split="cv"):
+            per_fold.setdefault(m.name, []).append(m)
+        log(f"[{spec.name}] cv fold {f + 1}/{k}: {len(fit):,} fit / {len(held):,} held out")
+    out = []
+    for name, ms in per_fold.items():
+        values = np.array([m.value for m in ms], dtype=np.float64)
+        ok = values[np.isfinite(values)]
+        if len(ok) == 0:
+            continue
+        bases = [m.baseline for m in ms if m.baseline is not None]
+        out.append(Metric("cv", name, float(ok.mean()),
+                          float(np.mean(bases)) if bases else None, len(rows),
+                          std=float(ok.std(ddof=1)) if len(ok) > 1 else None))
+    return out
+
+
+def calibration(y: np.ndarray, p: np.ndarray) -> list[tuple[Any, ...]]:
+    """Equal-width probability bins: mean predicted vs observed positive rate (non-empty)."""
+    b = np.minimum((p * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
+    out = []
+    for i in range(CALIBRATION_BINS):
+        mask = b == i
+        n = int(mask.sum())
+        if n:
+            out.append((i + 1, i / CALIBRATION_BINS, (i + 1) / CALIBRATION_BINS,
+                        float(p[mask].mean()), float(y[mask].mean()), n))
+    return out
+
+
+def lift(y: np.ndarray, p: np.ndarray) -> list[tuple[Any, ...]]:
+    """Deciles by score (highest first): share of all positives captured so far, and lift."""
+    total_pos = float(y.sum())
+    if total_pos == 0 or len(y) < LIFT_GROUPS:
+        return []
+    rate = total_pos / len(y)
+    order = np.argsort(-p, kind="stable")
+    out, seen, captured = [], 0, 0.0
+    for d, part in enumerate(np.array_split(y[order], LIFT_GROUPS), start=1):
+        seen += len(part)
+        captured += float(part.sum())
+        out.append((d, len(part), float(part.mean()), captured / total_pos,
+                    (captured / seen) / rate))
+    return out
+
+
+def _thin(n: int, keep: int) -> np.ndarray:
+    """Indices of at most `keep` points spread evenly over n, first and last included."""
+    if n <= keep:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, keep).round().astype(np.int64))
+
+
+def curves(task: str, y: np.ndarray, pred: np.ndarray) -> list[tuple[Any, ...]]:
+    """ROC and PR points (binary) or a sample of (predicted, residual) pairs (regression)."""
+    out: list[tuple[Any, ...]] = []
+    if task == "binary" and len(np.unique(y)) == 2:
+        fpr, tpr, thr = skm.roc_curve(y, pred)
+        for i, j in enumerate(_thin(len(fpr), CURVE_POINTS)):
+            out.append(("roc", i, float(fpr[j]), float(tpr[j]),
+                        float(thr[j]) if np.isfinite(thr[j]) else None))
+        precision, recall, thr = skm.precision_recall_curve(y, pred)
+        for i, j in enumerate(_thin(len(precision), CURVE_POINTS)):
+            out.append(("pr", i, float(recall[j]), float(precision[j]),
+                        float(thr[j]) if j < len(thr) else None))
+    elif task == "regression":
+        rows = np.arange(len(y))
+        if len(rows) > RESIDUAL_POINTS:
+            rows = np.sort(np.random.default_rng(0).choice(len(y), RESIDUAL_POINTS,
+                                                           replace=False))
+        for i, j in enumerate(rows):
+            out.append(("residuals", i, float(pred[j]), float(y[j] - pred[j]), None))
+    return out
+
+
+def canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A row order that depends on the rows' contents only, not on how they were read.
+
+    Rows arrive in whatever order DuckDB's parallel scan yields them; sorting by a random
+    projection of (X, y) makes the bootstrap, the folds and the samples below reproducible.
+    """
+    if len(y) == 0:
+        return np.arange(0)
+    w = np.random.default_rng(7).standard_normal(X.shape[1] + 1)
+    filled = np.where(np.isnan(X), -1e30, X).astype(np.float64)
+    return np.argsort(filled @ w[:-1] + y * w[-1], kind="stable")
+
+
+def evaluate_version(spec: ModelSpec, booster: xgb.Booster, params: dict[str, Any],
+                     ts: TrainingSet, log: Log) -> Evaluation:
+    """Metrics, intervals, cv, calibration, lift, curves, SHAP importance and the snapshot."""
+    features = ts.features
+    order = canonical_order(ts.test.X, ts.test.y)
+    X_test, y_test = ts.test.X[order], ts.test.y[order]
+    pred = _probabilities(booster.inplace_predict(X_test))
+    metrics = evaluate(spec.task, y_test, pred, ts.train.y, spec.threshold)
+    metrics = with_intervals(metrics, spec.task, y_test, pred, spec.threshold)
+    if spec.split.method == "kfold":
+        X = np.concatenate([ts.train.X, ts.valid.X])
+        y = np.concatenate([ts.train.y, ts.valid.y])
+        rows = canonical_order(X, y)
+        metrics += cross_validate(spec, params, features, X, y, rows,
+                                  booster.num_boosted_rounds(), log)
+    binary = spec.task == "binary"
+    return Evaluation(
+        metrics=tuple(metrics),
+        importance=tuple(mean_abs_shap(booster, features, X_test)),
+        calibration=tuple(calibration(y_test, pred)) if binary else (),
+        lift=tuple(lift(y_test, pred)) if binary else (),
+        curves=tuple(curves(spec.task, y_test, pred)),
+        snapshots=tuple(snapshot(features, ts.train.X)),
+    )

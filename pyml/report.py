@@ -1,0 +1,376 @@
+"""`pyml report`: one self-contained HTML page per model version.
+
+Everything comes from the registry (metrics with intervals, curves, calibration, lift,
+importances, drift, profile), plus SHAP values computed here on a sample of the rows the
+model scores. Figures are PNGs embedded as base64, styles are inline: the file can be mailed,
+attached to a ticket or opened offline. A missing profile or drift check is computed (and
+stored) first, so the report is complete after one command.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import yaml
+
+from pyml import figures
+from pyml.data import select_exprs
+from pyml.db import connect, qualified, quote, table_exists
+from pyml.drift import DDL as DRIFT_DDL
+from pyml.drift import drift_relation
+from pyml.errors import PymlError
+from pyml.explain import margin_contributions
+from pyml.model import LoadedModel
+from pyml.profile import profile_relation, profile_table
+from pyml.project import Project, resolve_relation
+from pyml.registry import SCHEMA, ensure_schema, load_version
+from pyml.spec import ModelSpec
+
+Log = Callable[[str], None]
+SHAP_ROWS = 1000  # rows behind the SHAP summary and dependence plots
+TOP_FEATURES = 12  # features in the SHAP summary
+DEPENDENCE = 3  # dependence plots (top features by mean |SHAP|)
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    rel = con.execute(sql, params)
+    cols = [d[0] for d in rel.description]
+    return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
+
+
+def _table(con: duckdb.DuckDBPyConnection, name: str, sql: str, params: list[Any]
+           ) -> list[dict[str, Any]]:
+    return _rows(con, sql, params) if table_exists(con, SCHEMA, name) else []
+
+
+def _img(data: bytes, alt: str) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return ""
+        if abs(v) >= 10_000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}" if abs(v) < 10 else f"{v:.{digits}g}"
+    return str(v)
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:.1%}"
+
+
+def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+                numeric: Sequence[bool] | None = None) -> str:
+    numeric = numeric or [False] * len(headers)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"num" if n else ""}">{html.escape(_fmt(v))}</td>'
+                         for v, n in zip(r, numeric, strict=True)) + "</tr>"
+        for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _shap_sample(con: duckdb.DuckDBPyConnection, model: LoadedModel,
+                 relation: tuple[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(feature matrix, SHAP values) of up to SHAP_ROWS rows, chosen by a hash of the key."""
+    stored = model.stored
+    keys = ", ".join(quote(k) for k in stored.key)
+    try:
+        table = con.sql(f"select {', '.join(select_exprs(stored.features))} from "
+                        f"{qualified(*relation)} order by hash({keys}) limit {SHAP_ROWS}"
+                        ).to_arrow_table()
+    except duckdb.Error:
+        return None
+    if table is None or table.num_rows == 0:
+        return None
+    X = model.encoder.matrix([table.column(i) for i in range(table.num_columns)],
+                             f"model '{model.name}'")
+    contrib, _ = margin_contributions(model, X)
+    return X.astype(np.float64), contrib[:, :-1].astype(np.float64)
+
+
+def _metrics_section(metrics: list[dict[str, Any]]) -> str:
+    rows = []
+    for m in metrics:
+        ci = (f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
+              if m["ci_low"] is not None else "")
+        spread = f"± {_fmt(m['std'])}" if m.get("std") is not None else ci
+        rows.append([m["split"], m["metric"], m["value"], spread, m["baseline"], m["n_rows"]])
+    return ("<h2>Metrics</h2><p class='note'>Holdout metrics with 95% bootstrap intervals "
+            "(200 resamples); split <code>cv</code> rows are means ± standard deviation "
+            "over folds. The baseline is a model that learned nothing: the training prior "
+            "(classifiers) or mean (regression).</p>"
+            + _html_table(["split", "metric", "value", "95% interval / spread", "baseline",
+                           "rows"], rows, [False, False, True, False, True, True]))
+
+
+def _performance(task: str, metrics: dict[str, dict[str, Any]], curves: list[dict[str, Any]],
+                 cal: list[dict[str, Any]], lift: list[dict[str, Any]],
+                 classes: Sequence[Any], threshold: float) -> list[str]:
+    out = []
+    by: dict[str, list[tuple[float, float]]] = {}
+    for c in curves:
+        by.setdefault(c["curve"], []).append((c["x"], c["y"]))
+    if task == "binary":
+        if by.get("roc"):
+            out.append(_img(figures.roc(by["roc"], metrics.get("auc", {}).get("value")),
+                            "ROC curve with the random-guess baseline"))
+        if by.get("pr"):
+            prevalence = metrics.get("positive_rate", {}).get("value") or 0.0
+            out.append(_img(figures.pr(by["pr"], metrics.get("pr_auc", {}).get("value"),
+                                       prevalence),
+                            "Precision-recall curve with the positive-rate baseline"))
+        if cal:
+            out.append(_img(figures.calibration(
+                [(r["mean_predicted"], r["observed_rate"], r["count"]) for r in cal]),
+                "Calibration: predicted probability vs observed rate"))
+        if lift:
+            out.append(_img(figures.gains(
+                [(r["decile"], r["cumulative_capture"], r["lift"]) for r in lift]),
+                "Cumulative gains by decile, with lift"))
+        need = ("positive_rate", "recall", "accuracy")
+        if all(metrics.get(k, {}).get("value") is not None for k in need):
+            n = int(metrics["accuracy"]["n_rows"])
+            pos = round(metrics["positive_rate"]["value"] * n)
+            tp = round(metrics["recall"]["value"] * pos)
+            tn = round(metrics["accuracy"]["value"] * n) - tp
+            out.append(_img(figures.confusion(tn, n - pos - tn, pos - tp, tp,
+                                              [str(c) for c in classes], threshold),
+                            f"Confusion matrix at threshold {threshold:g}"))
+    elif task == "regression" and by.get("residuals"):
+        pts = np.asarray(by["residuals"])
+        out.append(_img(figures.residuals(pts[:, 0], pts[:, 1]),
+                        "Residuals vs predicted value (holdout sample)"))
+        out.append(_img(figures.predicted_vs_actual(pts[:, 0], pts[:, 0] + pts[:, 1]),
+                        "Actual vs predicted value (holdout sample)"))
+    return out
+
+
+def _explanations(model: LoadedModel, importance: list[dict[str, Any]],
+                  sample: tuple[np.ndarray, np.ndarray] | None) -> list[str]:
+    out = []
+    shap_imp = {r["feature"]: r["value"] for r in importance
+                if r["importance_type"] == "mean_abs_shap"}
+    gain = {r["feature"]: r["value"] for r in importance if r["importance_type"] == "gain"}
+    names = [f.name for f in model.stored.features]
+    values, title, unit = ((shap_imp, "Mean |SHAP| per feature (holdout)",
+                            "mean |SHAP value| (margin units)") if shap_imp
+                           else (gain, "XGBoost gain per feature", "gain"))
+    if values:
+        ranked = sorted(names, key=lambda n: -values.get(n, 0.0))[:TOP_FEATURES]
+        if len(names) > TOP_FEATURES:
+            title = title.replace(" per feature", f": top {TOP_FEATURES} of {len(names)}")
+        out.append(_img(figures.importance_bar(ranked, [values.get(n, 0.0) for n in ranked],
+                                               title, unit), title))
+    if sample is None:
+        return out
+    X, shap = sample
+    order = np.argsort(-np.abs(shap).mean(axis=0))
+    top = order[:TOP_FEATURES]
+    feats = model.stored.features
+    out.append(_img(figures.beeswarm([names[j] for j in top], shap[:, top], X[:, top],
+                                     [feats[j].kind == "categorical" for j in top]),
+                    "SHAP summary: one dot per row and feature, coloured by the value"))
+    for j in order[:DEPENDENCE]:
+        out.append(_img(figures.dependence(names[j], shap[:, j], X[:, j],
+                                           feats[j].categories),
+                        f"SHAP dependence of {names[j]}"))
+    return out
+
+
+def _drift_section(rows: list[dict[str, Any]], threshold: float) -> str:
+    if not rows:
+        return "<h2>Drift</h2><p class='note'>No drift check yet: run <code>pyml drift</code>.</p>"
+    by: dict[str, dict[str, float]] = {}
+    for r in rows:
+        by.setdefault(r["feature"], {})[r["metric"]] = r["value"]
+    names = list(by)
+    psi = [by[n].get("psi", 0.0) for n in names]
+    fig = _img(figures.drift_bars(names, psi, threshold),
+               f"PSI per feature, checked {rows[0]['checked_at']} on {rows[0]['relation']}")
+    def share(v: float | None) -> str:
+        return "" if v is None else f"{v:.1%}"
+
+    table = _html_table(
+        ["feature", "PSI", "KS", "unseen share", "null share (train)", "null share (now)"],
+        [[n, f"{by[n].get('psi', 0.0):.4f}" + (" drift" if by[n].get("psi", 0) > threshold
+                                               else ""),
+          "" if by[n].get("ks") is None else f"{by[n]['ks']:.4f}",
+          share(by[n].get("unseen_share")), share(by[n].get("null_share_train")),
+          share(by[n].get("null_share_now"))] for n in names],
+        [False, True, True, True, True, True])
+    return f"<h2>Drift</h2><div class='grid'>{fig}<div>{table}</div></div>"
+
+
+def _profile_section(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    body = _html_table(
+        ["column", "type", "role", "null rate", "distinct", "mean", "std", "outliers",
+         "top categories", "AUC", "Spearman", "MI", "warnings"],
+        [[r["column_name"], r["data_type"], r["role"], _pct(r["null_rate"]),
+          f"{r['distinct_count']:,}", r["mean"], r["std"], _pct(r["outlier_share"]),
+          r["top_categories"], r["target_auc"],
+          r["target_spearman"], r["mutual_info"], r["warnings"]] for r in rows],
+        [False, False, False, True, True, True, True, True, False, True, True, True, False])
+    return ("<h2>Data profile</h2><p class='note'>From <code>ml.profile_*</code> (pyml "
+            f"profile), profiled {rows[0]['profiled_at']}.</p><div class='wide'>{body}</div>")
+
+
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:0;
+color:#111827;background:#f9fafb}
+main{max-width:1320px;margin:0 auto;padding:24px 32px 48px}
+header{background:#111827;color:#f9fafb;padding:20px 32px}
+header h1{margin:0;font-size:24px}header p{margin:6px 0 0;color:#d1d5db}
+h2{margin:32px 0 8px;font-size:19px;border-bottom:2px solid #e5e7eb;padding-bottom:4px}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin-top:16px}
+.card{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:10px 14px;
+min-width:150px}
+.card b{display:block;font-size:12px;color:#6b7280;font-weight:600;text-transform:uppercase}
+.card span{font-size:17px}
+.grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px;align-items:start}
+figure{margin:0;background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:8px}
+figure img{width:100%;height:auto;display:block}
+figcaption{font-size:12px;color:#6b7280;margin-top:4px}
+table{border-collapse:collapse;background:#fff;font-size:13px;width:100%}
+th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.wide{overflow-x:auto}.note{color:#4b5563;font-size:13px}
+pre{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px;font-size:12px;
+overflow-x:auto}
+"""
+
+
+def render(model_row: dict[str, Any], model: LoadedModel, metrics: list[dict[str, Any]],
+           performance: list[str], explanations: list[str], drift_html: str,
+           profile_html: str) -> str:
+    """The whole HTML page."""
+    spec = json.loads(model_row["spec"]) if isinstance(model_row["spec"], str) else {}
+    holdout = {m["metric"]: m for m in metrics if m["split"] == "holdout"}
+    headline = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}[
+        model.stored.task]
+    h = holdout.get(headline, {})
+    head_value = _fmt(h.get("value"))
+    if h.get("ci_low") is not None:
+        head_value += f" [{_fmt(h['ci_low'])}, {_fmt(h['ci_high'])}]"
+    cards = [("task", model.stored.task), ("trained", model_row["created_at"]),
+             ("relation", model_row["feature_relation"]), ("target", model_row["target"]),
+             ("rows train / valid / holdout",
+              f"{model_row['train_rows']:,} / {model_row['validation_rows']:,} / "
+              f"{model_row['test_rows']:,}"),
+             ("trees", model_row["num_trees"]), (f"holdout {headline}", head_value)]
+    cards_html = "".join(f"<div class='card'><b>{html.escape(k)}</b>"
+                         f"<span>{html.escape(str(v))}</span></div>" for k, v in cards)
+    desc = html.escape(model_row.get("description") or "")
+    spec_text = yaml.safe_dump(spec, sort_keys=False, default_flow_style=False)
+    perf_html = (f"<div class='grid'>{''.join(performance)}</div>" if performance else
+                 "<p class='note'>No curves are stored for this task: see the metrics "
+                 "above.</p>")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>pyml report: {html.escape(model.name)} v{model.version}</title>
+<style>{CSS}</style></head><body>
+<header><h1>pyml report: {html.escape(model.name)} v{model.version}</h1>
+<p>{desc} Generated {datetime.now().replace(microsecond=0)}.</p></header>
+<main><div class="cards">{cards_html}</div>
+{_metrics_section(metrics)}
+<h2>Performance</h2>{perf_html}
+<h2>Explanations</h2><p class="note">Exact TreeSHAP contributions to the margin (log-odds
+for binary, the predicted class's score for multiclass). The summary and dependence plots
+use up to {SHAP_ROWS:,} rows of the scored relation.</p>
+<div class="grid">{''.join(explanations)}</div>
+{drift_html}
+{profile_html}
+<h2>Spec</h2><pre>{html.escape(spec_text)}</pre>
+</main></body></html>
+"""
+
+
+def report(project: Project, spec: ModelSpec, *, output: Path | None = None,
+           version: int | None = None, log: Log | None = None,
+           lock_timeout: float = 5.0) -> Path:
+    """Write the HTML report of a model version (default: the latest); returns the path."""
+    con = connect(project.db_path, lock_timeout=lock_timeout)
+    try:
+        model = LoadedModel(load_version(con, spec.name, version))
+        path = (output or Path(f"{spec.name}_v{model.version}_report.html")
+                ).expanduser().resolve()
+        if not path.parent.is_dir():
+            raise PymlError(f"--output {path}: folder {path.parent} does not exist")
+        page = _build(con, project, spec, model, log)
+    finally:
+        con.close()
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise PymlError(f"cannot write {path}: {e.strerror}") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _build(con: duckdb.DuckDBPyConnection, project: Project, spec: ModelSpec,
+           model: LoadedModel, log: Log | None) -> str:
+    ensure_schema(con)  # older registries gain the interval columns
+    name, version = model.name, model.version
+    key = [name, version]
+    model_row = _rows(con, f"select * from {SCHEMA}.models where model_name = ? and "
+                           "version = ?", key)[0]
+    metrics = _rows(con, f"select split, metric, value, baseline, ci_low, ci_high, std, n_rows "
+                         f"from {SCHEMA}.metrics where model_name = ? and version = ? "
+                         "order by split desc", key)
+    curves = _table(con, "curves", f"select curve, x, y from {SCHEMA}.curves where "
+                    "model_name = ? and version = ? order by curve, point", key)
+    cal = _table(con, "calibration", f"select * from {SCHEMA}.calibration where "
+                 "model_name = ? and version = ? order by bin", key)
+    lift = _table(con, "lift", f"select * from {SCHEMA}.lift where model_name = ? and "
+                  "version = ? order by decile", key)
+    importance = _table(con, "feature_importance", f"select * from {SCHEMA}.feature_importance "
+                        "where model_name = ? and version = ?", key)
+    relation = (resolve_relation(project, spec.score.relation) if spec.score.relation
+                else (spec.schema, spec.relation))
+    drift_sql = (f"select * from {SCHEMA}.drift where model_name = ? and version = ? and "
+                 f"checked_at = (select max(checked_at) from {SCHEMA}.drift where "
+                 "model_name = ? and version = ?)")
+    drift_rows = _table(con, "drift", drift_sql, key + key)
+    if not drift_rows and table_exists(con, SCHEMA, "training_snapshots"):
+        drift_relation(con, name, version, relation, spec.drift_threshold, log=log)
+        drift_rows = _table(con, "drift", drift_sql, key + key)
+    for ddl in DRIFT_DDL:
+        con.execute(ddl)
+    prof = profile_table(spec.relation)
+    profile_sql = f"select * from {qualified(SCHEMA, prof)} where target is not distinct from ?"
+    profile_rows = _table(con, prof, profile_sql, [spec.target])
+    if not profile_rows:
+        if log:
+            log(f"[{name}] profiling {spec.schema}.{spec.relation} for the report")
+        profile_relation(con, (spec.schema, spec.relation), spec, spec.target, spec.key)
+        profile_rows = _table(con, prof, profile_sql, [spec.target])
+    by_metric = {m["metric"]: m for m in metrics if m["split"] == "holdout"}
+    threshold = float(model.stored.spec.get("threshold", 0.5))
+    performance = _performance(model.stored.task, by_metric, curves, cal, lift,
+                               model.stored.target.classes, threshold)
+    explanations = _explanations(model, importance, _shap_sample(con, model, relation))
+    return render(model_row, model, metrics, performance, explanations,
+                  _drift_section(drift_rows, spec.drift_threshold),
+                  _profile_section(profile_rows))

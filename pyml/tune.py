@@ -1,0 +1,283 @@
+"""Hyperparameter search with Optuna, inside `pyml train` (`pyml tune`, or `tune.on_train`).
+
+The study sees only the train and validation parts of train.py's split: each trial trains
+on the train part with early stopping on the validation part, which is also what Optuna's
+pruner watches round by round. The holdout is never looked at while searching, so the
+holdout metrics of the version that the best parameters train stay honest. The same run
+also fits the spec's own parameters on the same parts, and the version's `note` compares the
+two on the holdout with a paired bootstrap interval (pyml.compare).
+
+Every trial is a row of ml.trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import optuna
+import xgboost as xgb
+
+from pyml.compare import compare
+from pyml.data import Feature, booster_feature_names
+from pyml.db import first_row
+from pyml.errors import DataError, SpecError
+from pyml.registry import SCHEMA
+from pyml.spec import DEFAULT_PARAMS, ModelSpec
+from pyml.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
+from pyml.trainset import TrainingSet
+
+Log = Callable[[str], None]
+
+TRIALS_DDL = f"""create table if not exists {SCHEMA}.trials (
+    model_name varchar not null,
+    study varchar not null,
+    trial_number integer not null,
+    version integer,
+    params json not null,
+    metric varchar not null,
+    direction varchar not null,
+    value double,
+    best_round integer,
+    state varchar not null,
+    seconds double not null,
+    started_at timestamp not null,
+    primary key (study, trial_number)
+)"""
+
+# XGBoost's own defaults, so that trial 0 can replay the spec's parameters inside the space.
+XGB_DEFAULTS: dict[str, Any] = {"eta": 0.3, "max_depth": 6, "min_child_weight": 1.0,
+                                "subsample": 1.0, "colsample_bytree": 1.0, "lambda": 1.0,
+                                "alpha": 0.0, "gamma": 0.0, "max_bin": 256}
+TRIAL_EARLY_STOPPING = 30  # rounds, when the spec disables early stopping
+STATES = {optuna.trial.TrialState.COMPLETE: "complete", optuna.trial.TrialState.PRUNED: "pruned",
+          optuna.trial.TrialState.FAIL: "fail"}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """A finished study: the spec to train the version with, and what to compare it to."""
+
+    spec: ModelSpec  # the spec with the best parameters merged into `params`
+    study: str  # study id (ml.trials.study)
+    summary: str  # trials run and the best validation value
+    defaults_holdout: np.ndarray  # holdout predictions of the spec's own parameters
+    threshold: float  # binary threshold of both
+
+    def note(self, y_holdout: np.ndarray, tuned_holdout: np.ndarray) -> str:
+        """The version's note: the study and tuned vs spec parameters on the holdout."""
+        metric = promote_metric(self.spec.promote, self.spec.task)
+        cmp = compare(self.spec.task, metric, y_holdout, self.defaults_holdout,
+                      np.asarray(tuned_holdout, dtype=np.float64), self.threshold,
+                      self.threshold)
+        return f"{self.summary}; {cmp.describe('spec params', 'tuned')}"
+
+
+def wants_tuning(spec: ModelSpec, tune: bool | None) -> bool:
+    """`pyml tune` always tunes; `pyml train` when the spec says tune.on_train."""
+    return tune if tune is not None else bool(spec.tune and spec.tune.on_train)
+
+
+def _base_params(spec: ModelSpec, classes: Sequence[Any], metric: str) -> dict[str, Any]:
+    from pyml.train import OBJECTIVES
+
+    params: dict[str, Any] = {**DEFAULT_PARAMS, **spec.params,
+                              "objective": OBJECTIVES[spec.task], "eval_metric": metric}
+    params.setdefault("nthread", os.cpu_count() or 1)
+    if spec.task == "multiclass":
+        params["num_class"] = len(classes)
+    return params
+
+
+def _suggest(trial: optuna.Trial, r: ParamRange) -> Any:
+    if r.choices:
+        return trial.suggest_categorical(r.name, list(r.choices))
+    assert r.low is not None and r.high is not None
+    if r.integer:
+        return trial.suggest_int(r.name, int(r.low), int(r.high), log=r.log)
+    return trial.suggest_float(r.name, r.low, r.high, log=r.log)
+
+
+def _first_trial(space: Sequence[ParamRange], params: dict[str, Any]) -> dict[str, Any]:
+    """The spec's own values (clipped into the space), so trial 0 is the spec's parameters."""
+    out: dict[str, Any] = {}
+    for r in space:
+        value = params.get(r.name, XGB_DEFAULTS.get(r.name))
+        if value is None or isinstance(value, bool):
+            continue
+        if r.choices:
+            if value in r.choices:
+                out[r.name] = value
+        elif isinstance(value, int | float):
+            assert r.low is not None and r.high is not None
+            clipped = min(max(float(value), r.low), r.high)
+            out[r.name] = round(clipped) if r.integer else clipped
+    return out
+
+
+class _Matrices:
+    """Train/validation QuantileDMatrix, rebuilt only when a trial changes max_bin."""
+
+    def __init__(self, features: Sequence[Feature], ts: TrainingSet) -> None:
+        self.ts = ts
+        self.kwargs: dict[str, Any] = {
+            "feature_names": booster_feature_names(features),
+            "feature_types": ["c" if f.kind == "categorical" else "q" for f in features],
+            "enable_categorical": True}
+        self.cache: dict[int, tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]] = {}
+
+    def get(self, max_bin: int) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
+        if max_bin not in self.cache:
+            t, v = self.ts.train, self.ts.valid
+            dtrain = xgb.QuantileDMatrix(t.X, t.y, max_bin=max_bin, **self.kwargs)
+            dvalid = xgb.QuantileDMatrix(v.X, v.y, ref=dtrain, max_bin=max_bin, **self.kwargs)
+            self.cache = {max_bin: (dtrain, dvalid)}  # keep one pair: memory stays bounded
+        return self.cache[max_bin]
+
+
+def pruner() -> optuna.pruners.BasePruner:
+    """Prunes a trial whose validation metric is in the worst quarter of the earlier trials
+    at the same round.
+
+    Less eager than the median: slow learners (small eta) start behind and would otherwise
+    be cut before they catch up.
+    """
+    # Optuna keeps the best `percentile` percent whatever the direction.
+    return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=20)
+
+
+def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, log: Log
+              ) -> Tuning:
+    """Search the spec's space on train/validation, record the trials, fit the spec's params."""
+    from optuna_integration import XGBoostPruningCallback
+
+    from pyml.train import _fit
+
+    if len(ts.valid.y) == 0:
+        raise DataError(f"{spec.where}: tuning needs a validation part to stop early on and "
+                        "to compare trials: set split.validation_fraction above 0")
+    tspec = spec.tune or TuneSpec()
+    metric, direction = tune_metric(tspec, spec.task)
+    space = tspec.space or default_space(spec.task)
+    base = _base_params(spec, ts.target.classes, metric)
+    mats = _Matrices(ts.features, ts)
+    early = spec.early_stopping_rounds or TRIAL_EARLY_STOPPING
+    study_id = f"{spec.name}-{datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_id,
+        direction=optuna.study.StudyDirection.MAXIMIZE if direction == "maximize"
+        else optuna.study.StudyDirection.MINIMIZE,
+        sampler=optuna.samplers.TPESampler(seed=tspec.seed), pruner=pruner())
+    study.enqueue_trial(_first_trial(space, base))
+    starts: dict[int, tuple[datetime, float]] = {}
+    errors: list[str] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        starts[trial.number] = (datetime.now().replace(microsecond=0), time.perf_counter())
+        params = {**base, **{r.name: _suggest(trial, r) for r in space}}
+        dtrain, dvalid = mats.get(int(params.get("max_bin", 256)))
+        try:
+            booster = xgb.train(
+                params, dtrain, num_boost_round=spec.num_boost_round,
+                evals=[(dvalid, "validation")], early_stopping_rounds=early,
+                verbose_eval=False,
+                callbacks=[XGBoostPruningCallback(trial, f"validation-{metric}")])
+        except xgb.core.XGBoostError as e:
+            errors.append(str(e).strip().splitlines()[0])
+            raise
+        trial.set_user_attr("best_round", int(booster.best_iteration))
+        return float(booster.best_score)
+
+    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = len(study.trials)
+        state = STATES.get(trial.state, trial.state.name.lower())
+        value = f"{metric} {trial.value:.5f}, " if trial.value is not None else ""
+        try:
+            best = f"best {study.best_value:.5f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        log(f"[{spec.name}] trial {done}/{tspec.n_trials}: {value}{state} in "
+            f"{time.perf_counter() - starts[trial.number][1]:.1f}s; {best}")
+
+    log(f"[{spec.name}] tuning: up to {tspec.n_trials} trials"
+        + (f" or {tspec.timeout:g}s" if tspec.timeout else "")
+        + f", {direction} validation {metric} over {', '.join(r.name for r in space)}")
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=tspec.n_trials, timeout=tspec.timeout,
+                   catch=(xgb.core.XGBoostError,), callbacks=[progress])
+    seconds = time.perf_counter() - started
+    _record(con, spec.name, study_id, study, metric, direction, starts)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        detail = f": XGBoost said {errors[0]}" if errors else ""
+        raise SpecError(f"{spec.where}: no tuning trial finished{detail}; fix tune.space or "
+                        "give the study more time (tune.timeout)")
+    best = study.best_trial
+    counts = {s: sum(1 for t in study.trials if STATES.get(t.state) == s) for s in
+              ("complete", "pruned", "fail")}
+    summary = (f"tuned by study {study_id}: {len(study.trials)} trials ({counts['complete']} "
+               f"complete, {counts['pruned']} pruned, {counts['fail']} failed) in "
+               f"{seconds:.0f}s, best validation {metric} {best.value:.5f} (trial "
+               f"{best.number}; trial 0 = spec params"
+               + (f" {study.trials[0].value:.5f}" if study.trials[0].value is not None else "")
+               + f"), params {json.dumps(best.params, sort_keys=True)}")
+    log(f"[{spec.name}] {summary}")
+    tuned = replace(spec, params={**spec.params, **best.params, "eval_metric": metric})
+    quiet: Log = lambda _: None  # noqa: E731
+    defaults, _, _ = _fit(spec, ts, quiet)
+    holdout = np.asarray(defaults.inplace_predict(ts.test.X), dtype=np.float64)
+    return Tuning(tuned, study_id, summary, holdout, spec.threshold)
+
+
+def _record(con: duckdb.DuckDBPyConnection, name: str, study_id: str, study: optuna.Study,
+            metric: str, direction: str, starts: dict[int, tuple[datetime, float]]) -> None:
+    """Every trial of the study as a row of ml.trials (one transaction)."""
+    con.execute(f"create schema if not exists {SCHEMA}")
+    con.execute(TRIALS_DDL)
+    rows = []
+    for t in study.trials:
+        started = starts.get(t.number, (datetime.now().replace(microsecond=0), 0.0))[0]
+        seconds = (t.duration.total_seconds() if t.duration is not None else 0.0)
+        value = t.value if t.state == optuna.trial.TrialState.COMPLETE else (
+            t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
+        rows.append([name, study_id, t.number, json.dumps(t.params, sort_keys=True), metric,
+                     direction, value, t.user_attrs.get("best_round"),
+                     STATES.get(t.state, t.state.name.lower()), seconds, started])
+    con.execute("begin transaction")
+    try:
+        con.executemany(f"insert into {SCHEMA}.trials (model_name, study, trial_number, params, "
+                        "metric, direction, value, best_round, state, seconds, started_at) "
+                        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
+def link_version(con: duckdb.DuckDBPyConnection, study_id: str, version: int) -> None:
+    """Mark the study's trials with the version its best parameters trained."""
+    con.execute(f"update {SCHEMA}.trials set version = ? where study = ?", [version, study_id])
+
+
+def trials(con: duckdb.DuckDBPyConnection, name: str, study: str | None = None
+           ) -> list[dict[str, Any]]:
+    """The trials of a model's latest (or the given) study, in trial order."""
+    if study is None:
+        row = first_row(con, f"select max_by(study, started_at) from {SCHEMA}.trials "
+                             "where model_name = ?", [name])
+        study = str(row[0]) if row and row[0] is not None else None
+    if study is None:
+        return []
+    rel = con.execute(f"select * from {SCHEMA}.trials where study = ? order by trial_number",
+                      [study])
+    cols = [d[0] for d in rel.description]
+    return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]

@@ -1,0 +1,139 @@
+"""Evaluation stored by `pyml train`: metrics with bootstrap intervals, cross-validation,
+calibration, lift, curves and mean |SHAP| importance, on the lending project."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from pyml import bootstrap
+from pyml.evaluate import calibration, lift
+from pyml.metrics import evaluate
+
+from .conftest import FEATURES, SCHEMA_YML, Loans
+
+BINARY = {"auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1",
+          "best_f1", "best_f1_threshold", "positive_rate"}
+
+
+# --- the bootstrap is the metric of the resampled rows ------------------------------------
+
+def _data(n: int = 400) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(3)
+    y = (rng.random(n) < 0.3).astype(float)
+    p = np.round(np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.2, n), 0, 1), 2)  # ties
+    yr = rng.normal(5, 2, n)
+    ym = rng.integers(0, 3, n).astype(float)
+    pm = rng.dirichlet([1, 1, 1], n)
+    return y, p, yr, yr + rng.normal(0, 1, n), ym, pm
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_metrics_equal_sklearn_on_the_resampled_rows(seed: int) -> None:
+    y, p, yr, pr, ym, pm = _data()
+    rows = np.random.default_rng(seed).integers(0, len(y), len(y))
+    w = np.bincount(rows, minlength=len(y)).astype(float)
+    for task, yy, pp in (("binary", y, p), ("regression", yr, pr), ("multiclass", ym, pm)):
+        expected = {m.name: m.value for m in evaluate(task, yy[rows], pp[rows], yy, 0.4)}
+        got = bootstrap.metric_function(task, yy, pp, 0.4)(w)
+        assert set(expected) <= set(got)
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, abs=1e-12), (task, name)
+
+
+def test_intervals_are_seeded_and_cover_the_estimate() -> None:
+    y, p, *_ = _data()
+    fn = bootstrap.binary_metrics(y, p, 0.5)
+    first = bootstrap.intervals(fn, len(y))
+    assert first == bootstrap.intervals(fn, len(y))
+    auc = skm.roc_auc_score(y, p)
+    assert first["auc"][0] < auc < first["auc"][1]
+    assert 0.02 < first["auc"][1] - first["auc"][0] < 0.2
+
+
+def test_calibration_and_lift_tables() -> None:
+    y, p, *_ = _data()
+    bins = calibration(y, p)
+    assert sum(b[5] for b in bins) == len(y)
+    assert all(lo <= mean <= hi for _, lo, hi, mean, _, _ in bins)
+    deciles = lift(y, p)
+    assert [d[0] for d in deciles] == list(range(1, 11))
+    assert deciles[-1][3] == pytest.approx(1.0) and deciles[-1][4] == pytest.approx(1.0)
+    captures = [d[3] for d in deciles]
+    assert captures == sorted(captures)
+
+
+# --- what `pyml train` stores ---------------------------------------------------------------
+
+def test_holdout_metrics_have_intervals_and_baselines(scored: Loans) -> None:
+    rows = scored.sql("select metric, value, baseline, ci_low, ci_high, n_rows from ml.metrics "
+                      "where model_name = 'default_risk' and split = 'holdout'")
+    by = {r[0]: r[1:] for r in rows}
+    assert set(by) == BINARY
+    for name, (value, _, lo, hi, _) in by.items():
+        assert lo is not None and hi is not None, name
+        assert lo <= value + 1e-12 and value <= hi + 1e-12, name
+    assert by["auc"][1] == 0.5 and by["auc"][0] > 0.6
+    assert by["brier"][0] < by["brier"][1]  # beats the prior
+    assert 0 < by["best_f1_threshold"][0] < 1
+    holdout = scored.sql("select test_rows from ml.models where model_name = 'default_risk'")
+    assert {r[5] for r in rows} == {holdout[0][0]}
+    reg = {r[0] for r in scored.sql("select metric from ml.metrics where model_name = "
+                                    "'loss_amount' and ci_low is not null")}
+    assert {"rmse", "mae", "r2"} <= reg
+
+
+def test_calibration_lift_curves_and_shap_importance(scored: Loans) -> None:
+    n = scored.sql("select test_rows from ml.models where model_name = 'default_risk'")[0][0]
+    cal = scored.sql("select sum(count), min(observed_rate), max(observed_rate) from "
+                     "ml.calibration where model_name = 'default_risk' and version = 1")[0]
+    assert cal[0] == n and 0 <= cal[1] <= cal[2] <= 1
+    top = scored.sql("select decile, cumulative_capture, lift from ml.lift where model_name = "
+                     "'default_risk' order by decile")
+    assert len(top) == 10 and top[0][2] > 1.2 and top[-1][1] == pytest.approx(1.0)
+    curves = dict(scored.sql("select curve, count(*) from ml.curves where model_name = "
+                             "'default_risk' group by 1"))
+    assert curves.keys() == {"roc", "pr"} and min(curves.values()) > 10
+    assert scored.sql("select count(*) from ml.calibration where model_name <> "
+                      "'default_risk'") == [(0,)]
+    for name in ("default_risk", "loss_amount", "grade"):
+        shap = dict(scored.sql("select feature, value from ml.feature_importance where "
+                               "model_name = ? and importance_type = 'mean_abs_shap'", [name]))
+        assert set(shap) == set(FEATURES) and min(shap.values()) >= 0
+        assert max(shap.values()) > 0
+
+
+def test_kfold_reports_mean_and_std_over_folds(loans: Loans) -> None:
+    loans.write_schema(SCHEMA_YML.replace(
+        "            exclude: [loss, grade]\n",
+        "            exclude: [loss, grade]\n"
+        "            split: {method: kfold, folds: 3, test_fraction: 0.2}\n", 1))
+    out = loans.ok("train", "default_risk").output
+    assert "cv auc" in out and "over folds" in out
+    cv = {r[0]: r[1:] for r in loans.sql(
+        "select metric, value, std, n_rows from ml.metrics where split = 'cv'")}
+    assert {"auc", "log_loss", "f1"} <= set(cv)
+    auc, std, n = cv["auc"]
+    assert 0.6 < auc < 0.9 and 0 < std < 0.1
+    rows = loans.sql("select train_rows + validation_rows, test_rows, split->>'folds' "
+                     "from ml.models")[0]
+    assert n == rows[0] and rows[2] == "3"
+    holdout = loans.sql("select count(*) from ml.metrics where split = 'holdout' and "
+                        "metric = 'auc' and ci_low is not null")
+    assert holdout == [(1,)]  # the final model is still judged on the holdout
+
+
+def test_old_registry_gains_the_interval_columns(loans: Loans) -> None:
+    loans.sql("create schema ml")
+    loans.sql("""create table ml.metrics (model_name varchar not null, version integer not
+              null, split varchar not null, metric varchar not null, value double,
+              baseline double, n_rows bigint not null,
+              primary key (model_name, version, split, metric))""")
+    loans.sql("insert into ml.metrics values ('old', 1, 'holdout', 'auc', 0.7, 0.5, 10)")
+    loans.ok("train", "loss_amount")
+    assert loans.sql("select ci_low, ci_high from ml.metrics where model_name = 'old'") == [
+        (None, None)]
+    inside = loans.sql("select count(*) from ml.metrics where model_name = 'loss_amount' "
+                       "and ci_low <= value and value <= ci_high")[0][0]
+    assert inside >= 3  # rmse, mae, r2 (and mape where defined)
