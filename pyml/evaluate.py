@@ -114,15 +114,38 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Seque
         con.unregister("__pyml_rows")
 
 
+BOOTSTRAP_MAX_ROWS = 100_000  # above this, bootstrap a seeded sample and rescale (below)
+
+
 def with_intervals(metrics: Sequence[Metric], task: str, y: np.ndarray, pred: np.ndarray,
-                   threshold: float, n_boot: int = bootstrap.N_BOOT) -> list[Metric]:
-    """The metrics with their 95% percentile bootstrap intervals filled in."""
+                   threshold: float, n_boot: int = bootstrap.N_BOOT,
+                   max_rows: int = BOOTSTRAP_MAX_ROWS) -> list[Metric]:
+    """The metrics with their 95% percentile bootstrap intervals filled in.
+
+    On a holdout larger than `max_rows` the replicates are drawn from a seeded random sample
+    of m = max_rows rows, and each interval is rescaled to the full holdout around the full
+    holdout's estimate: theta_n + (q - theta_m) * sqrt(m / n). The spread of these metrics
+    shrinks as 1/sqrt(n), so this keeps the interval honest while training on millions of
+    rows costs seconds, not minutes.
+    """
+    n = len(y)
+    scale = 1.0
+    centre: dict[str, float] = {}
+    if n > max_rows:
+        rows = np.sort(np.random.default_rng(bootstrap.SEED).choice(n, max_rows, replace=False))
+        y, pred = y[rows], pred[rows]
+        scale = math.sqrt(max_rows / n)
     fn = bootstrap.metric_function(task, y, pred, threshold)
+    if scale != 1.0:
+        centre = fn(np.ones(len(y)))
     ci = bootstrap.intervals(fn, len(y), n_boot=n_boot)
     out = []
     for m in metrics:
         lo_hi = ci.get(m.name)
         if lo_hi is not None and math.isfinite(m.value):
+            if scale != 1.0 and math.isfinite(centre.get(m.name, math.nan)):
+                c = centre[m.name]
+                lo_hi = (m.value + (lo_hi[0] - c) * scale, m.value + (lo_hi[1] - c) * scale)
             m = replace(m, ci_low=lo_hi[0], ci_high=lo_hi[1])
         out.append(m)
     return out

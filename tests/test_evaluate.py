@@ -137,3 +137,27 @@ def test_old_registry_gains_the_interval_columns(loans: Loans) -> None:
     inside = loans.sql("select count(*) from ml.metrics where model_name = 'loss_amount' "
                        "and ci_low <= value and value <= ci_high")[0][0]
     assert inside >= 3  # rmse, mae, r2 (and mape where defined)
+
+
+def test_large_holdout_interval_is_a_rescaled_sample_bootstrap() -> None:
+    """Above max_rows the interval comes from a sample and is rescaled by sqrt(m/n): it stays
+    centred on the full estimate and about as wide as the full bootstrap's."""
+    import numpy as np
+
+    from pyml.evaluate import with_intervals
+    from pyml.metrics import evaluate
+
+    rng = np.random.default_rng(5)
+    n = 40_000
+    y = (rng.random(n) < 0.3).astype(float)
+    p = np.clip(0.3 + 0.25 * (y - 0.3) + rng.normal(0, 0.2, n), 0.001, 0.999)
+    metrics = evaluate("binary", y, p, y, 0.5)
+    full = {m.name: m for m in with_intervals(metrics, "binary", y, p, 0.5, max_rows=n)}
+    fast = {m.name: m for m in with_intervals(metrics, "binary", y, p, 0.5, max_rows=10_000)}
+    for name in ("auc", "log_loss", "brier"):
+        f, s = full[name], fast[name]
+        assert s.ci_low is not None and s.ci_high is not None
+        assert f.ci_low is not None and f.ci_high is not None
+        assert s.ci_low < s.value < s.ci_high
+        width_full, width_fast = f.ci_high - f.ci_low, s.ci_high - s.ci_low
+        assert 0.7 < width_fast / width_full < 1.4, (name, width_full, width_fast)
