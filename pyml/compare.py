@@ -47,7 +47,7 @@ class Comparison:
 
 def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
             threshold_a: float = 0.5, threshold_b: float = 0.5, n_boot: int = N_BOOT,
-            seed: int = SEED) -> Comparison:
+            seed: int = SEED, max_rows: int = 100_000) -> Comparison:
     """Compare two models' raw predictions (probabilities or values) on labels `y`."""
     n = len(y)
     fa = metric_function(task, y, pred_a, threshold_a)
@@ -55,16 +55,28 @@ def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: n
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     ones = np.ones(n)
     a, b = float(fa(ones)[metric]), float(fb(ones)[metric])
+    gain = sign * (b - a)
+    # Large holdouts: replicate on a seeded sample of m rows and rescale the spread by
+    # sqrt(m / n) around the full gain (as pyml.evaluate.with_intervals does).
+    m, centre, scale = n, gain, 1.0
+    if n > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+        fa = metric_function(task, y[rows], pred_a[rows], threshold_a)
+        fb = metric_function(task, y[rows], pred_b[rows], threshold_b)
+        m, scale = max_rows, float(np.sqrt(max_rows / n))
+        w1 = np.ones(m)
+        centre = sign * (fb(w1)[metric] - fa(w1)[metric])
     gains = []
-    if n >= 2:
+    if m >= 2:
         rng = np.random.default_rng(seed)
         for _ in range(n_boot):
-            w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+            w = np.bincount(rng.integers(0, m, m), minlength=m).astype(np.float64)
             gains.append(sign * (fb(w)[metric] - fa(w)[metric]))
     arr = np.asarray(gains, dtype=np.float64)
     arr = arr[np.isfinite(arr)]
     lo = hi = None
     if len(arr) * 2 > n_boot:
         alpha = (1 - LEVEL) / 2
-        lo, hi = (float(v) for v in np.quantile(arr, [alpha, 1 - alpha]))
-    return Comparison(metric, a, b, sign * (b - a), lo, hi, n)
+        q_lo, q_hi = (float(v) for v in np.quantile(arr, [alpha, 1 - alpha]))
+        lo, hi = gain + (q_lo - centre) * scale, gain + (q_hi - centre) * scale
+    return Comparison(metric, a, b, gain, lo, hi, n)

@@ -36,7 +36,7 @@ from pyml.spec import ModelSpec
 
 Log = Callable[[str], None]
 DEFAULT_TOP_K = 5
-SHAP_IMPORTANCE_ROWS = 10_000  # holdout rows behind mean |SHAP| (a seeded sample above that)
+SHAP_IMPORTANCE_ROWS = 2_000  # holdout rows behind mean |SHAP| (a seeded sample above that)
 
 
 def _noop(_: str) -> None:
