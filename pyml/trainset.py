@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pyml.data import (
-    MAX_CATEGORIES,
     Encoder,
     Feature,
     Target,
@@ -29,6 +28,7 @@ from pyml.data import (
     matrix_sql,
     range_error,
 )
+from pyml.data import learn_categories as data_learn_categories
 from pyml.db import first_row, quote, stream_arrow
 from pyml.errors import DataError
 from pyml.spec import ModelSpec
@@ -90,25 +90,21 @@ def learn_target(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
 
 def learn_categories(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                      features: Sequence[Feature]) -> list[Feature]:
-    """Each categorical feature's mapping: its sorted distinct values among labelled rows."""
-    out = []
+    """Each categorical feature's mapping: its sorted distinct values among labelled rows.
+
+    DuckDB computes the distinct values; `pyml.data.learn_categories` sorts and checks them.
+    """
     y = quote(spec.target)
+    columns = []
     for f in features:
-        if f.kind != "categorical":
-            out.append(f)
-            continue
-        table = con.sql(f"select distinct cast({quote(f.name)} as varchar) from {source} "
-                        f"where {y} is not null and {quote(f.name)} is not null").to_arrow_table()
-        assert table is not None
-        cats = sorted(str(v) for v in table.column(0).to_pylist())
-        if len(cats) > MAX_CATEGORIES:
-            raise DataError(
-                f"{spec.where}: categorical feature '{f.name}' has {len(cats)} distinct values "
-                f"(more than {MAX_CATEGORIES}); it looks like an id: add it to 'exclude' or "
-                "bucket it in SQL"
-            )
-        out.append(Feature(f.name, f.kind, f.dtype, tuple(cats)))
-    return out
+        if f.kind == "categorical":
+            table = con.sql(f"select distinct cast({quote(f.name)} as varchar) from {source} "
+                            f"where {y} is not null").to_arrow_table()
+            assert table is not None
+            columns.append(table.column(0))
+        else:
+            columns.append(pa.chunked_array([], pa.string()))
+    return data_learn_categories(features, columns, spec.where)
 
 
 def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
