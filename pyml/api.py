@@ -202,3 +202,24 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.
     _serve(project.db_path, host=host, port=port, poll_seconds=poll_seconds,
            max_records=max_records, max_body_bytes=max_body_bytes, access_log=access_log,
            lock_timeout=lock_timeout)
+
+
+def sql(model: str, *, version: int | None = None, dialect: str = "duckdb",
+        dbt_model: bool = False, project_dir: PathLike = None, profiles_dir: PathLike = None,
+        target: str | None = None, lock_timeout: float = 5.0) -> str:
+    """SQL that scores a model exactly like `pyml score` (see pyml.sqlgen).
+
+    The version defaults to the one `pyml score` uses (the champion, else the latest). With
+    `dbt_model`, the SQL is a dbt model reading `{{ ref('<feature model>') }}`.
+    """
+    from pyml.db import connect
+    from pyml.registry import load_version
+    from pyml.sqlgen import scoring_sql
+
+    project = load_project(project_dir, profiles_dir, target)
+    con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
+    try:
+        stored = load_version(con, model, version)
+    finally:
+        con.close()
+    return scoring_sql(stored, dialect=dialect, dbt_model=dbt_model)

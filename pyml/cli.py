@@ -442,6 +442,43 @@ def serve(host: str, port: int, poll_seconds: float, max_records: int, max_body_
               profiles_dir=profiles_dir, target=target, log=_log, lock_timeout=lock_timeout)
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--version", "version", type=int,
+              help="version to translate (default: the one `pyml score` uses).")
+@click.option("--dialect", default="duckdb", show_default=True,
+              help="SQL dialect: duckdb, postgres, snowflake, bigquery or sqlite.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="write a dbt model (.sql) that scores inside `dbt build` instead of printing.")
+@project_options
+@handle_errors
+def sql(model: str, version: int | None, dialect: str, output: Path | None,
+        project_dir: str | None, profiles_dir: str | None, target: str | None,
+        lock_timeout: float) -> None:
+    """Print a SELECT that scores MODEL in pure SQL, equal to `pyml score`.
+
+    The query reads the model's feature relation and returns its key columns with the
+    columns of ml.<MODEL>_predictions; it is generated from the stored model (trees,
+    category mappings, threshold) and matches XGBoost to float32 precision. With --output
+    it is written as a dbt model that reads the feature model with ref(), so `dbt build`
+    scores and downstream models can ref it.
+
+    Example: pyml sql churn --output models/ml/churn_scored_sql.sql
+    """
+    from pyml.api import sql as run_sql
+    from pyml.sqlgen import write_model_file
+
+    text = run_sql(model, version=version, dialect=dialect, dbt_model=output is not None,
+                   project_dir=project_dir, profiles_dir=profiles_dir, target=target,
+                   lock_timeout=lock_timeout)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    path = write_model_file(output, text)
+    click.echo(f"{model}: {dialect} scoring SQL -> {path} (build it with `dbt build --select "
+               f"{path.stem}`)")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="pyml")

@@ -206,7 +206,7 @@ def on_version_written(con: duckdb.DuckDBPyConnection, name: str, version: int,
                 "where model_name = ? and version = ?", [note, name, version])
     champion = _champion(con, name)
     if champion is None:
-        decision = Decision(True, "promoted", "first version of the model: champion")
+        decision = Decision(True, "promoted", "first version of the model")
     elif decide is None:
         decision = Decision(False, "registered", f"challenger to v{champion}; "
                             f"`pyml promote {name}` makes it the champion")

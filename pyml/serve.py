@@ -5,11 +5,12 @@ Champions are loaded into memory once. The server never keeps the DuckDB file op
 of each model is the champion, loads the ones that changed and closes it again, so
 `pyml score`, `pyml train` and `dbt build` can take the write lock in between.
 
-A request body is a JSON list of records. Each record's feature fields become Arrow columns
-with the types `pyml score` reads from DuckDB (DOUBLE for numeric features, VARCHAR for
-categorical ones), and go through the model's own Encoder, so a record gets exactly the
-prediction `pyml score` writes for the same row. A missing field or null is a missing value,
-fields that are not features are ignored and key columns present are echoed back.
+A request body is a JSON list of records. Each record becomes the float32 input row that
+`pyml score` builds from DuckDB for the same values (numbers read as DOUBLE and rounded to
+float32, categories coded by the training mapping, NULL or unseen -> NaN), and the outputs
+come from `LoadedModel.predict_matrix`, as in `pyml score`; the tests check the two agree on
+every row. A missing field or null is a missing value, fields that are not features are
+ignored and key columns present are echoed back.
 """
 
 from __future__ import annotations
@@ -413,12 +414,16 @@ def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
 
         thread = threading.Thread(target=loop, name="pyml-serve-poll", daemon=True)
         thread.start()
+        hup = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError,
-                                 AttributeError):
+                                 AttributeError):  # no SIGHUP (Windows) or not main thread
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, wake.set)
+            hup = True
         try:
             yield
         finally:
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             stop.set()
             wake.set()
             thread.join(timeout=5)

@@ -44,7 +44,7 @@ def test_first_version_of_each_model_is_champion(scored: Loans) -> None:
     assert [e[:5] for e in ev] == [(n, 1, "promoted", "challenger", "champion")
                                    for n in ("default_risk", "grade", "loss_amount")]
     assert {e[5] for e in ev} == {lifecycle.actor()}
-    assert {e[6] for e in ev} == {"first version of the model: champion"}
+    assert {e[6] for e in ev} == {"first version of the model"}
 
 
 def test_auto_promotes_a_challenger_that_is_not_worse(scored: Loans) -> None:

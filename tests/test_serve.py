@@ -258,3 +258,26 @@ def test_real_uvicorn_process(scored: Loans) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_encoding_matches_the_encoder_pyml_score_uses(client: TestClient) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from pyml.serve import encode
+
+    served = client.app.state.champions.models["default_risk"]  # type: ignore[attr-defined]
+    tricky = [0.1, 1e-45, 3.4e38, -0.0, 16777217, 2**60, 1 / 3, None, 123456.789]
+    records = [{"region": region, "amount": x, "income": y, "term_months": z}
+               for region, x, y, z in zip(["north", "atlantis", None, "east", "west", "south",
+                                           "", "north", "east"], tricky, tricky[::-1],
+                                          tricky[3:] + tricky[:3], strict=True)]
+    features = served.model.stored.features
+    # What DuckDB hands the encoder: DOUBLE (an integer cast to the nearest double) or VARCHAR.
+    columns = [pa.array([float(r[f.name]) if isinstance(r[f.name], int) else r[f.name]
+                         for r in records],
+                        pa.float64() if f.kind == "numeric" else pa.string()) for f in features]
+    expected = served.model.encoder.matrix(columns, "test")
+    got = encode(served, records)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert np.array_equal(got, expected, equal_nan=True)
