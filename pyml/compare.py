@@ -47,7 +47,7 @@ class Comparison:
 
 def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
             threshold_a: float = 0.5, threshold_b: float = 0.5, n_boot: int = N_BOOT,
-            seed: int = SEED, max_rows: int = 100_000) -> Comparison:
+            seed: int = SEED, max_rows: int = 20_000) -> Comparison:
     """Compare two models' raw predictions (probabilities or values) on labels `y`."""
     n = len(y)
     fa = metric_function(task, y, pred_a, threshold_a)

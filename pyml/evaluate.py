@@ -114,7 +114,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Seque
         con.unregister("__pyml_rows")
 
 
-BOOTSTRAP_MAX_ROWS = 100_000  # above this, bootstrap a seeded sample and rescale (below)
+BOOTSTRAP_MAX_ROWS = 20_000  # above this, bootstrap a seeded sample and rescale (below)
 
 
 def with_intervals(metrics: Sequence[Metric], task: str, y: np.ndarray, pred: np.ndarray,
