@@ -45,6 +45,9 @@ class ScoreResult:
     output: Path | None  # file written with --output, if any
 
 
+SCORE_MEMORY_LIMIT = "256MB"  # DuckDB buffer pool while scoring (see score_relation)
+
+
 def _noop(_: str) -> None:
     pass
 
@@ -143,6 +146,10 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
                         f"({', '.join(stored.key)}); make the key unique in the dbt model")
     target_table = predictions_table(model.name)
     _drop_leftovers(con, target_table)
+    # DuckDB would otherwise keep every block it reads or writes cached, up to 80% of RAM,
+    # so the process would grow with the table; a bounded buffer pool keeps scoring's
+    # memory flat (it spills, and the scan is sequential anyway).
+    con.execute(f"set memory_limit = '{SCORE_MEMORY_LIMIT}'")
     tmp = f"__pyml_tmp_{target_table}_{uuid.uuid4().hex[:8]}"
     reader_con = con.cursor()
     writer = con.cursor()
@@ -185,6 +192,7 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     finally:
         reader_con.close()
         writer.close()
+        con.execute("reset memory_limit")
     if output is not None:
         write_file(con, qualified(SCHEMA, target_table), output)
     seconds = time.perf_counter() - started
