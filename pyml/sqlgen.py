@@ -260,8 +260,8 @@ def _fence(plan: _Plan) -> str:
     """`materialized ` where a CTE must be computed once.
 
     PostgreSQL inlines CTEs that are used once and then copies an expression into every
-    place its column is used: without a fence each input column and each margin would be
-    recomputed many times per row. DuckDB keeps projections apart and needs no fence.
+    place its column is used: without a fence each input column would be recomputed for
+    every split that reads it. DuckDB keeps projections apart and needs no fence here.
     """
     return "" if plan.dialect == "duckdb" else "materialized "
 
@@ -290,8 +290,11 @@ def _native_margin_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
         current = {g: _m(g, level + 1) for g in range(forest.num_groups)}
         prev = name
     outs = [f"{current[g]} as __pyml_m{g}" for g in range(forest.num_groups)]
+    # A fence: wrapped in another query (an aggregate, a filter, a dbt view), the optimizer
+    # would otherwise fold the tree projections into the outer expressions, which takes
+    # DuckDB minutes on a large model; materialized, only keys and margins are kept.
     ctes.append(("__pyml_scores", "    select\n        " + ",\n        ".join(
-        [*plan.keys, *outs]) + f"\n    from {prev}", _fence(plan)))
+        [*plan.keys, *outs]) + f"\n    from {prev}", "materialized "))
     return ctes
 
 
