@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo demo-data test lint clean bench bench-quick bench-serve
+.PHONY: venv demo demo-data test lint clean bench bench-quick bench-serve bench-sql
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -55,6 +55,12 @@ bench-quick: venv
 ## `pyml serve` under an httpx load at concurrency 1/8/32 against the in-process floor.
 bench-serve: venv
 	$(BIN)/python -m bench.bench_serve --model churn
+
+## Pure-SQL scoring benchmark: `pyml sql` in DuckDB (2 threads) vs pyml's Python scoring path,
+## 1M rows x 20 features, 100 trees of depth 6. With ORBITAL_SITE=DIR (a folder made by
+## `pip install --target DIR orbital`) it adds orbital's row as a reference.
+bench-sql: venv
+	$(BIN)/python -m bench.bench_sql $(if $(ORBITAL_SITE),--orbital-site $(ORBITAL_SITE))
 
 clean:
 	rm -rf $(VENV) target logs demo.duckdb demo.duckdb.wal .pytest_cache .mypy_cache .ruff_cache

@@ -113,7 +113,8 @@ def train(models: tuple[str, ...], select: tuple[str, ...], project_dir: str | N
 
 @cli.command()
 @selection_options
-@click.option("--version", "version", type=int, help="score with this version (default: latest).")
+@click.option("--version", "version", type=int,
+              help="score with this version (default: the champion).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="also write the predictions to a .parquet or .csv file.")
 @click.option("--batch-size", type=click.IntRange(min=1),
@@ -215,7 +216,8 @@ def profile(model: str, target_column: str | None, project_dir: str | None,
 @selection_options
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True,
               help="features kept per row, largest |contribution| first.")
-@click.option("--version", "version", type=int, help="explain this version (default: latest).")
+@click.option("--version", "version", type=int,
+              help="explain this version (default: the champion).")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="rows per batch (default: the spec's score.batch_size, 100000).")
 @project_options
@@ -246,7 +248,7 @@ def explain(models: tuple[str, ...], select: tuple[str, ...], top_k: int, versio
               help="PSI above which a feature counts as drifted (default: the spec's "
                    "drift_threshold, 0.2).")
 @click.option("--version", "version", type=int,
-              help="compare with this version's training snapshot (default: latest).")
+              help="compare with this version's training snapshot (default: the champion).")
 @project_options
 @handle_errors
 def drift(models: tuple[str, ...], select: tuple[str, ...], threshold: float | None,
@@ -279,7 +281,8 @@ def drift(models: tuple[str, ...], select: tuple[str, ...], threshold: float | N
 @click.argument("model")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="HTML file to write (default: <model>_v<version>_report.html).")
-@click.option("--version", "version", type=int, help="report on this version (default: latest).")
+@click.option("--version", "version", type=int,
+              help="report on this version (default: the champion).")
 @project_options
 @handle_errors
 def report(model: str, output: Path | None, version: int | None, project_dir: str | None,

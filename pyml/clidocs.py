@@ -28,7 +28,7 @@ def render() -> str:
         for name in sorted(cli.list_commands(ctx)):
             command = cli.get_command(ctx, name)
             assert command is not None
-            with click.Context(command, info_name=f"pyml {name}", parent=ctx,
+            with click.Context(command, info_name=name, parent=ctx,
                                **settings) as sub:
                 parts.append(f"## pyml {name}\n\n```\n{command.get_help(sub)}\n```\n")
     return "\n".join(parts)

@@ -41,6 +41,7 @@ from pyml.sqlgen_trees import (
     Forest,
     Tree,
     label_cut,
+    model_json,
     read_forest,
     split_bound,
     tree_sql,
@@ -74,6 +75,7 @@ class _Plan:
     source: str  # relation SQL to read
     keys: tuple[str, ...]  # quoted key columns
     literal: Callable[[str], str]  # a string literal in the target dialect
+    cut: float | None  # binary: smallest float32 margin labelled positive (None: unknown)
 
 
 def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool = False
@@ -86,14 +88,18 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     if dialect not in DIALECTS:
         raise PymlError(f"unknown --dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
     where = f"model '{stored.name}' v{stored.version}"
-    forest = read_forest(stored.booster, len(stored.features), where)
+    raw = model_json(stored.booster, where)
+    forest = read_forest(raw, len(stored.features), where)
     expected = TASK_OBJECTIVE.get(stored.task)
     if expected != forest.objective:
         raise PymlError(f"{where}: task '{stored.task}' does not match the booster's objective "
                         f"'{forest.objective}'; retrain the model")
     source = DBT_SOURCE if dbt_model else _relation(stored)
+    threshold = float(stored.spec.get("threshold", 0.5))
+    cut = (label_cut(raw, len(stored.features), threshold) if stored.task == "binary"
+           else None)
     plan = _Plan(stored, forest, dialect, dialect in NATIVE_FLOAT32, source,
-                 tuple(quote(k) for k in stored.key), _literal(dialect))
+                 tuple(quote(k) for k in stored.key), _literal(dialect), cut)
     ctes = _input_ctes(plan) + (_native_margin_ctes(plan) if plan.native
                                 else _emulated_margin_ctes(plan))
     ctes += _output_ctes(plan)
@@ -158,13 +164,13 @@ def _class_literal(value: object) -> str:
     return _str(str(value))
 
 
-def _feature_sql(f: Feature) -> str:
-    """The feature as DOUBLE exactly as pyml selects it, NaN turned into NULL (missing)."""
+def _feature_sql(f: Feature, nan_is_missing: bool = True) -> str:
+    """The feature as DOUBLE exactly as pyml selects it; NaN made NULL (missing) if asked."""
     col = quote(f.name)
     if f.dtype.upper() == "BOOLEAN":
         return f"cast(cast({col} as integer) as double)"
     value = f"cast({col} as double)"
-    if _NAN_TYPES.match(f.dtype.strip()):
+    if nan_is_missing and _NAN_TYPES.match(f.dtype.strip()):
         return f"case when isnan({value}) then null else {value} end"
     return value
 
@@ -177,29 +183,41 @@ Condition = Callable[[Tree, int], "tuple[str, bool] | None"]
 
 
 def _condition(features: Sequence[Feature], column: Callable[[int, str], str],
-               literal: Callable[[str], str]) -> Condition:
+               literal: Callable[[str], str], or_lists: bool) -> Condition:
     """Split conditions on the input columns (`column(j, side)` names them)."""
+    def member(col: str, values: list[str]) -> str:
+        if len(values) == 1:
+            return f"{col} = {literal(values[0])}"
+        if len(values) >= 5 and or_lists:
+            # DuckDB turns each IN list of five or more constants into a join; with
+            # thousands of splits that costs seconds before the first row.
+            return "(" + " or ".join(f"{col} = {literal(v)}" for v in values) + ")"
+        return f"{col} in ({', '.join(map(literal, values))})"
+
     def condition(tree: Tree, node: int) -> tuple[str, bool] | None:
         j = tree.feature[node]
         if node in tree.right_codes:
+            # The input column holds known categories only (NULL otherwise), so a split can
+            # name whichever side is shorter: the missing rows are NULL on both sides.
             cats = features[j].categories
-            right = tree.right_codes[node]
-            if tree.default_left[node]:
-                # Right only for the listed known values; unknown values and NULL go left.
-                values = [cats[c] for c in sorted(right) if c < len(cats)]
-                true_is_left = False
-            else:
-                # Left only for known values outside the set; unknown values and NULL go right.
-                values = [c for i, c in enumerate(cats) if i not in right]
-                true_is_left = True
-            if not values:
-                return None
-            if len(values) == 1:  # a plain comparison is cheaper than an IN list in DuckDB
-                return f"{column(j, 'c')} = {literal(values[0])}", true_is_left
-            return f"{column(j, 'c')} in ({', '.join(map(literal, values))})", true_is_left
+            right = [c for i, c in enumerate(cats) if i in tree.right_codes[node]]
+            left = [c for i, c in enumerate(cats) if i not in tree.right_codes[node]]
+            default, other = (left, right) if tree.default_left[node] else (right, left)
+            if not other:
+                return None  # every row takes the default branch
+            col = column(j, "c")
+            to_left = not tree.default_left[node]  # "in other" leads away from the default
+            if not default:
+                return f"{col} is null", not to_left
+            if len(default) + 1 < len(other):
+                return f"({col} is null or {member(col, default)})", not to_left
+            return member(col, other), to_left
         bound, inclusive = split_bound(tree.value[node])
         side = "l" if tree.default_left[node] else "r"
-        return f"{column(j, side)} {'<=' if inclusive else '<'} {_num(bound)}", True
+        text = _num(bound)
+        if bound == float("-inf"):  # no value is below -inf: only missing ones may go left
+            text, inclusive = MISSING_LEFT, tree.default_left[node]
+        return f"{column(j, side)} {'<=' if inclusive else '<'} {text}", True
     return condition
 
 
@@ -210,14 +228,29 @@ def _tree_case(plan: _Plan, tree: Tree, leaf_ids: bool = False,
     def leaf(t: Tree, node: int) -> str:
         return str(ids[node]) if leaf_ids else _num(t.value[node])
 
-    return tree_sql(tree, _condition(plan.stored.features, column, plan.literal), leaf)
+    return tree_sql(tree, _condition(plan.stored.features, column, plan.literal,
+                                     plan.dialect == "duckdb"), leaf)
 
 
 def _input_sql(f: Feature, side: str) -> str:
-    """The input column expression: a feature with its missing stand-in, or its string."""
+    """The input column expression: a feature with its missing stand-in, or its string
+    (NULL when it is not one of the training categories: missing, as in `pyml score`)."""
     if side == "c":
-        return f"cast({quote(f.name)} as varchar)"
-    return f"coalesce({_feature_sql(f)}, {MISSING_LEFT if side == 'l' else MISSING_RIGHT})"
+        value = f"cast({quote(f.name)} as varchar)"
+        if not f.categories:
+            return "cast(null as varchar)"
+        return (f"case when {value} in ({', '.join(map(_str, f.categories))}) "
+                f"then {value} end")
+    if side == "r":
+        # NaN already goes right: every dialect with NaN finds `NaN < bound` false.
+        return f"coalesce({_feature_sql(f, nan_is_missing=False)}, {MISSING_RIGHT})"
+    return f"coalesce({_feature_sql(f)}, {MISSING_LEFT})"
+
+
+def _sort_sql(f: Feature, side: str) -> str:
+    """The raw column, for the row-ordering key only (any deterministic key will do)."""
+    return quote(f.name) if f.dtype.upper() != "BOOLEAN" or side == "c" else \
+        f"cast({quote(f.name)} as integer)"
 
 
 def _input_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
@@ -239,7 +272,7 @@ def _input_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
         # the others; processed together, they let DuckDB skip the CASE branches no row of
         # a vector takes (about half the work on a typical model).
         leaf0 = _tree_case(plan, plan.forest.trees[0], leaf_ids=True,
-                           column=lambda j, side: _input_sql(features[j], side))
+                           column=lambda j, side: _sort_sql(features[j], side))
         ctes.append(("__pyml_ordered", f"    select * from __pyml_source\n    order by {leaf0}",
                      ""))
         prev = "__pyml_ordered"
@@ -264,7 +297,6 @@ def _fence(plan: _Plan) -> str:
     every split that reads it. DuckDB keeps projections apart and needs no fence here.
     """
     return "" if plan.dialect == "duckdb" else "materialized "
-
 
 
 def _m(group: int, step: int | str) -> str:
@@ -343,7 +375,7 @@ def _output_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
     if stored.task == "binary":
         threshold = float(stored.spec.get("threshold", 0.5))
         prob = "1.0 / (1.0 + exp(least(-cast(__pyml_m0 as double), 88.7)))"
-        cut = label_cut(stored.booster, len(stored.features), threshold)
+        cut = plan.cut
         if cut is None:
             test = f"{prob} >= {_num(threshold)}"
         elif cut == float("inf"):
@@ -404,7 +436,7 @@ def _transpile(sql: str, dialect: str) -> str:
             node.set("materialized", None)  # neither accepts MATERIALIZED
         return node
 
-    return tree.transform(fix, copy=False).sql(dialect=dialect, pretty=False) + "\n"
+    return tree.transform(fix, copy=False).sql(dialect=dialect, pretty=True) + "\n"
 
 
 def _dbt_wrap(stored: StoredModel, header: str, body: str) -> str:

@@ -73,14 +73,24 @@ class Forest:
     trees: tuple[Tree, ...]  # in the order XGBoost adds them
 
 
-def read_forest(booster: xgb.Booster, n_features: int, where: str) -> Forest:
-    """Parse a stored booster; a PymlError names anything the SQL cannot reproduce."""
+def model_json(booster: xgb.Booster, where: str) -> dict[str, Any]:
+    """The booster as XGBoost's JSON document (parsed once, shared by the readers below)."""
     try:
-        model = json.loads(bytes(booster.save_raw("json")))["learner"]
+        raw: dict[str, Any] = json.loads(bytes(booster.save_raw("json")))
+    except (TypeError, ValueError, xgb.core.XGBoostError) as e:
+        raise RegistryError(f"{where}: the stored booster cannot be read as an XGBoost "
+                            "JSON model; retrain it") from e
+    return raw
+
+
+def read_forest(raw: dict[str, Any], n_features: int, where: str) -> Forest:
+    """Parse a booster's JSON; a PymlError names anything the SQL cannot reproduce."""
+    try:
+        model = raw["learner"]
         objective = str(model["objective"]["name"])
         gbm = model["gradient_booster"]
         param = model["learner_model_param"]
-    except (KeyError, TypeError, ValueError, xgb.core.XGBoostError) as e:
+    except (KeyError, TypeError) as e:
         raise RegistryError(f"{where}: the stored booster cannot be read as an XGBoost "
                             "JSON model; retrain it") from e
     if objective not in OBJECTIVES:
@@ -178,7 +188,7 @@ def split_bound(threshold: float) -> tuple[float, bool]:
     return mid, bool(odd)
 
 
-def label_cut(booster: xgb.Booster, n_features: int, threshold: float) -> float | None:
+def label_cut(raw: dict[str, Any], n_features: int, threshold: float) -> float | None:
     """Smallest float32 margin m with ``float(float32 sigmoid(m)) >= threshold``.
 
     The sigmoid is evaluated by XGBoost itself (a copy of the model with no trees scores its
@@ -187,13 +197,15 @@ def label_cut(booster: xgb.Booster, n_features: int, threshold: float) -> float 
     and None when XGBoost cannot be asked (the caller then compares probabilities).
     """
     try:
-        raw = json.loads(bytes(booster.save_raw("json")))
-        model = raw["learner"]["gradient_booster"]["model"]
-        model["trees"], model["tree_info"] = [], []
-        model["iteration_indptr"] = [0]
-        model["gbtree_model_param"]["num_trees"] = "0"
+        learner = raw["learner"]
+        booster = learner["gradient_booster"]
+        model = {**booster["model"], "trees": [], "tree_info": [], "iteration_indptr": [0],
+                 "gbtree_model_param": {**booster["model"]["gbtree_model_param"],
+                                        "num_trees": "0"}}
+        empty_json = {**raw, "learner": {**learner,
+                                         "gradient_booster": {**booster, "model": model}}}
         empty = xgb.Booster()
-        empty.load_model(bytearray(json.dumps(raw).encode()))
+        empty.load_model(bytearray(json.dumps(empty_json).encode()))
     except (KeyError, TypeError, ValueError, xgb.core.XGBoostError):
         return None
     zeros = np.zeros((1, n_features), dtype=np.float32)

@@ -101,6 +101,32 @@ def test_demo_end_to_end(demo: Path) -> None:
     assert "churn" in _pyml(demo, "models")
 
 
+def test_demo_churn_scores_in_pure_sql_inside_dbt_build(demo: Path) -> None:
+    """Issue 5's acceptance: `pyml sql churn --output` makes a dbt model that `dbt build`
+    runs, whose rows match ml.churn_predictions to 1e-6 (every row, same labels)."""
+    if "churn v" not in _pyml(demo, "models"):
+        _pyml(demo, "train", "churn")
+    _pyml(demo, "score", "churn")
+    target = demo / "models" / "ml" / "churn_scored_sql.sql"
+    target.parent.mkdir(exist_ok=True)
+    _pyml(demo, "sql", "churn", "--output", str(target))
+    assert "{{ ref('customer_features') }}" in target.read_text()
+    _dbt(demo, "build", "--select", "churn_scored_sql")
+    con = duckdb.connect(str(demo / "demo.duckdb"))
+    try:
+        rows, matched, worst, labels = con.execute(
+            "select (select count(*) from ml.churn_predictions), count(*), "
+            "max(abs(s.probability - p.probability)), "
+            "count(*) filter (where s.prediction = p.prediction) "
+            "from main.churn_scored_sql s join ml.churn_predictions p "
+            "using (customer_id, as_of_date)").fetchall()[0]
+        n_sql = con.execute("select count(*) from main.churn_scored_sql").fetchall()[0][0]
+    finally:
+        con.close()
+    assert rows == matched == n_sql == labels > 1000
+    assert worst <= 1e-6
+
+
 def test_seeds_are_reproducible(tmp_path: Path) -> None:
     """The committed seeds are exactly what the seeded generator writes."""
     subprocess.run([sys.executable, "-m", "pyml.demo_data", "--out", str(tmp_path)],

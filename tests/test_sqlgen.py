@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from pyml.data import Encoder, Feature
 from pyml.errors import PymlError
 from pyml.sqlgen import DIALECTS, scoring_sql
-from pyml.sqlgen_trees import margins32, read_forest, split_bound
+from pyml.sqlgen_trees import margins32, model_json, read_forest, split_bound
 from tests.conftest import Loans, dbt
 from tests.sql_support import (
     CATEGORIES,
@@ -275,18 +275,17 @@ def test_random_forests_match_xgboost(task: str, trees: int, depth: int, paralle
 
 @pytest.mark.slow
 def test_a_thousand_depth_8_trees_compile_and_run() -> None:
+    """~100,000 tree nodes: generated, prepared and run by DuckDB in well under a minute."""
     con = duckdb.connect()
     features = make_table(con, 3000)
     booster = random_booster(np.random.default_rng(5), "binary", features, trees=1000, depth=8,
                              thresholds=list(np.linspace(-3, 60, 200)))
     stored = stored_model(booster, "binary", features)
     started = time.perf_counter()
-    sql = scoring_sql(stored)
-    con.execute(f"explain {sql}")
-    compiled = time.perf_counter() - started
-    errors = max_errors(reference(con, stored), run_duckdb(con, sql), "binary")
-    assert errors["probability"] <= TOL
-    assert compiled < 120, f"generate + prepare took {compiled:.0f}s"
+    got = run_duckdb(con, scoring_sql(stored))
+    seconds = time.perf_counter() - started
+    assert max_errors(reference(con, stored), got, "binary")["probability"] <= TOL
+    assert seconds < 120, f"generate + prepare + run took {seconds:.0f}s"
 
 
 # -- dialects, errors, safety ------------------------------------------------------------------
@@ -427,7 +426,7 @@ def test_float32_margins_are_xgboosts_bit_for_bit(
     float32 in tree order give XGBoost's own margins, bit for bit."""
     con, features = big
     stored = train(con, task, features, rounds=20, depth=5, rows=5000)
-    forest = read_forest(stored.booster, len(features), "test")
+    forest = read_forest(model_json(stored.booster, "test"), len(features), "test")
     X = Encoder(features).matrix(fetch_inputs(con, "features", features), "test")[:20_000]
     d = xgb.DMatrix(X, feature_names=[f.name for f in features],
                     feature_types=["q", "q", "q", "c", "q"], enable_categorical=True)
