@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from pyml.project import load_project, select_specs
 from pyml.score import ScoreResult
 from pyml.score import score as _score
+from pyml.spec import parse_size
 from pyml.train import TrainResult
 from pyml.train import train as _train
 
@@ -33,11 +34,19 @@ PathLike = str | Path | None
 def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
           project_dir: PathLike = None, profiles_dir: PathLike = None,
           target: str | None = None, log: Log | None = None,
-          lock_timeout: float = 5.0) -> list[TrainResult]:
-    """Train the named (or dbt-selected, or all) models; each gets a new version."""
+          lock_timeout: float = 5.0, max_memory: int | str | None = None,
+          external: bool | None = None) -> list[TrainResult]:
+    """Train the named (or dbt-selected, or all) models; each gets a new version.
+
+    `max_memory` (bytes or a size such as "2GB") overrides the specs' budget: a training set
+    that would not fit it trains from disk with XGBoost external memory; `external=True`
+    trains from disk whatever the size.
+    """
+    budget = None if max_memory is None else parse_size(max_memory, "--max-memory")
     project = load_project(project_dir, profiles_dir, target, log=log)
     specs = select_specs(project, models, select)
-    return _train(project, specs, log=log, lock_timeout=lock_timeout)
+    return _train(project, specs, log=log, lock_timeout=lock_timeout, max_memory=budget,
+                  external=external)
 
 
 def score(models: Sequence[str] = (), *, select: Sequence[str] = (),

@@ -77,10 +77,17 @@ def cli() -> None:
 
 @cli.command()
 @selection_options
+@click.option("--max-memory", metavar="SIZE",
+              help="memory budget, e.g. 2GB (default: the spec's max_memory, else none); a "
+                   "training set that would not fit trains from disk (XGBoost external "
+                   "memory).")
+@click.option("--external-memory", "external", is_flag=True, default=None,
+              help="train from disk (external memory) whatever the size.")
 @project_options
 @handle_errors
-def train(models: tuple[str, ...], select: tuple[str, ...], project_dir: str | None,
-          profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | None,
+          external: bool | None, project_dir: str | None, profiles_dir: str | None,
+          target: str | None, lock_timeout: float) -> None:
     """Train models declared in the dbt project; each run stores a new version.
 
     With no MODELS and no --select, every declared model is trained.
@@ -94,7 +101,8 @@ def train(models: tuple[str, ...], select: tuple[str, ...], project_dir: str | N
 
     results = run_train(models, select=select, project_dir=project_dir,
                         profiles_dir=profiles_dir, target=target, log=_log,
-                        lock_timeout=lock_timeout)
+                        lock_timeout=lock_timeout, max_memory=max_memory,
+                        external=external or None)
     for r in results:
         click.echo(f"{r.name} v{r.version} ({r.task}): {r.rows[0]:,} train / {r.rows[1]:,} "
                    f"validation / {r.rows[2]:,} holdout rows, {r.num_trees} trees, "

@@ -30,7 +30,7 @@ from pyml import bootstrap
 from pyml.data import Feature, booster_feature_names
 from pyml.drift import Snapshot, snapshot, write_snapshots
 from pyml.explain import mean_abs_shap
-from pyml.metrics import Metric, evaluate
+from pyml.metrics import Metric, evaluate, label_base
 from pyml.registry import SCHEMA
 from pyml.spec import ModelSpec
 from pyml.trainset import TrainingSet
@@ -151,7 +151,7 @@ def with_intervals(metrics: Sequence[Metric], task: str, y: np.ndarray, pred: np
     return out
 
 
-def _probabilities(raw: Any) -> np.ndarray:
+def probabilities(raw: Any) -> np.ndarray:
     """Booster output as float64; multiclass rows renormalised (float32 sums drift by ~1e-7)."""
     pred = np.asarray(raw, dtype=np.float64)
     if pred.ndim == 2:
@@ -183,8 +183,9 @@ def cross_validate(spec: ModelSpec, params: dict[str, Any], features: Sequence[F
             continue
         dtrain = xgb.QuantileDMatrix(X[fit], y[fit], **kwargs)
         booster = xgb.train(params, dtrain, num_boost_round=max(rounds, 1))
-        pred = _probabilities(booster.inplace_predict(X[held]))
-        for m in evaluate(spec.task, y[held], pred, y[fit], spec.threshold, split="cv"):
+        pred = probabilities(booster.inplace_predict(X[held]))
+        base = label_base(spec.task, y[fit], pred.shape[1] if pred.ndim == 2 else 2)
+        for m in evaluate(spec.task, y[held], pred, base, spec.threshold, split="cv"):
             per_fold.setdefault(m.name, []).append(m)
         log(f"[{spec.name}] cv fold {f + 1}/{k}: {len(fit):,} fit / {len(held):,} held out")
     out = []
@@ -274,24 +275,45 @@ def canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 def evaluate_version(spec: ModelSpec, booster: xgb.Booster, params: dict[str, Any],
                      ts: TrainingSet, log: Log) -> Evaluation:
     """Metrics, intervals, cv, calibration, lift, curves, SHAP importance and the snapshot."""
-    features = ts.features
     order = canonical_order(ts.test.X, ts.test.y)
     X_test, y_test = ts.test.X[order], ts.test.y[order]
-    pred = _probabilities(booster.inplace_predict(X_test))
-    metrics = evaluate(spec.task, y_test, pred, ts.train.y, spec.threshold)
-    metrics = with_intervals(metrics, spec.task, y_test, pred, spec.threshold)
+    pred = probabilities(booster.inplace_predict(X_test))
+    cv: list[Metric] = []
     if spec.split.method == "kfold":
         X = np.concatenate([ts.train.X, ts.valid.X])
         y = np.concatenate([ts.train.y, ts.valid.y])
         rows = canonical_order(X, y)
-        metrics += cross_validate(spec, params, features, X, y, rows,
-                                  booster.num_boosted_rounds(), log)
+        cv = cross_validate(spec, params, ts.features, X, y, rows,
+                            booster.num_boosted_rounds(), log)
+    base = label_base(spec.task, ts.train.y, len(ts.target.classes))
+    return evaluate_predictions(spec, booster, ts.features, y_test, pred, base, X_test,
+                                ts.train.X, cv)
+
+
+def evaluate_predictions(spec: ModelSpec, booster: xgb.Booster, features: Sequence[Feature],
+                         y_test: np.ndarray, pred: np.ndarray, base: np.ndarray,
+                         shap_rows: np.ndarray, train_rows: np.ndarray,
+                         cv: Sequence[Metric] = ()) -> Evaluation:
+    """Everything stored about a version from its holdout labels and predictions (in a
+    canonical order), the training labels' `base` (pyml.metrics.label_base), holdout rows
+    for mean |SHAP| and training rows for the drift snapshot."""
+    metrics = evaluate(spec.task, y_test, pred, base, spec.threshold)
+    metrics = with_intervals(metrics, spec.task, y_test, pred, spec.threshold)
     binary = spec.task == "binary"
     return Evaluation(
-        metrics=tuple(metrics),
-        importance=tuple(mean_abs_shap(booster, features, X_test)),
+        metrics=tuple(metrics) + tuple(cv),
+        importance=tuple(mean_abs_shap(booster, features, shap_rows)),
         calibration=tuple(calibration(y_test, pred)) if binary else (),
         lift=tuple(lift(y_test, pred)) if binary else (),
         curves=tuple(curves(spec.task, y_test, pred)),
-        snapshots=tuple(snapshot(features, ts.train.X)),
+        snapshots=tuple(snapshot(features, train_rows)),
     )
+
+
+def prediction_order(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """A canonical row order from labels and predictions alone (for a holdout that was
+    streamed, not kept): rows equal in both are interchangeable, so the order of the
+    resulting arrays does not depend on the order DuckDB returned the rows in."""
+    keys = [y] + ([pred[:, j] for j in range(pred.shape[1] - 1, -1, -1)] if pred.ndim == 2
+                  else [pred])
+    return np.lexsort(keys)

@@ -46,13 +46,22 @@ def _best_f1(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return float(thresholds[::-1][best]), float(f1[best])
 
 
-def evaluate(task: str, y: np.ndarray, pred: np.ndarray, y_train: np.ndarray,
+def label_base(task: str, y_train: np.ndarray, n_classes: int) -> np.ndarray:
+    """What the constant baselines need from the training labels: each class's share
+    (classifiers) or the mean (regression, a one-element array)."""
+    if task == "regression":
+        return np.array([float(np.mean(y_train))])
+    return np.bincount(y_train.astype(int), minlength=n_classes) / max(len(y_train), 1)
+
+
+def evaluate(task: str, y: np.ndarray, pred: np.ndarray, base: np.ndarray,
              threshold: float = 0.5, split: str = "holdout") -> list[Metric]:
-    """Metrics of `pred` (probabilities, or values for regression) against labels `y`."""
+    """Metrics of `pred` (probabilities, or values for regression) against labels `y`, each
+    with the score of a constant baseline built from `base` (see `label_base`)."""
     n = len(y)
     out: list[tuple[str, float, float | None]] = []
     if task == "binary":
-        prior = float(np.mean(y_train))
+        prior = float(base[1])
         base = np.full(n, prior)
         labels = (pred >= threshold).astype(int)
         base_labels = np.full(n, int(prior >= threshold))
@@ -77,7 +86,7 @@ def evaluate(task: str, y: np.ndarray, pred: np.ndarray, y_train: np.ndarray,
         out.append(("positive_rate", float(np.mean(y)), prior))
     elif task == "multiclass":
         k = pred.shape[1]
-        priors = np.bincount(y_train.astype(int), minlength=k) / len(y_train)
+        priors = base
         base_p = np.tile(priors, (n, 1))
         labels = pred.argmax(axis=1)
         majority = np.full(n, int(priors.argmax()))
@@ -87,7 +96,7 @@ def evaluate(task: str, y: np.ndarray, pred: np.ndarray, y_train: np.ndarray,
         out.append(("f1_macro", skm.f1_score(y, labels, average="macro", zero_division=0),
                     skm.f1_score(y, majority, average="macro", zero_division=0)))
     else:
-        mean = float(np.mean(y_train))
+        mean = float(base[0])
         base = np.full(n, mean)
         out.append(("rmse", float(np.sqrt(skm.mean_squared_error(y, pred))),
                     float(np.sqrt(skm.mean_squared_error(y, base)))))

@@ -39,7 +39,12 @@ ALLOWED_KEYS = {
     "promote": "{policy: auto|manual, metric, min_delta}: when a new version becomes champion",
     "allow_leakage": "true to train although one feature alone predicts the target ~perfectly",
     "drift_threshold": "PSI above which `pyml drift` reports a feature as drifted (0.2)",
+    "max_memory": "memory budget of `pyml train`, e.g. 2GB: bigger training sets train from "
+                  "disk (XGBoost external memory)",
 }
+MIN_MEMORY = 512 << 20  # the smallest max_memory: pyml and its libraries take ~400 MB
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
 SPLIT_KEYS = ("method", "test_fraction", "validation_fraction", "seed", "column", "folds")
 SCORE_KEYS = ("relation", "batch_size")
 
@@ -98,6 +103,7 @@ class ModelSpec:
     promote: PromoteSpec = field(default_factory=PromoteSpec)  # champion/challenger policy
     allow_leakage: bool = False  # train even if one feature alone predicts the target
     drift_threshold: float = 0.2  # PSI above which `pyml drift` flags a feature
+    max_memory: int | None = None  # bytes `pyml train` may use (None: no budget)
 
     @property
     def where(self) -> str:
@@ -194,6 +200,7 @@ def _parse_one(
                         f"got {drift_threshold}")
     if not isinstance(description, str):
         raise SpecError(f"{where}: 'description' must be text")
+    max_memory = item.get("max_memory")
     return ModelSpec(
         name=name,
         task=task,
@@ -217,7 +224,25 @@ def _parse_one(
         promote=parse_promote(item.get("promote"), task, where),
         allow_leakage=allow_leakage,
         drift_threshold=drift_threshold,
+        max_memory=None if max_memory is None else parse_size(max_memory, f"{where}: max_memory"),
     )
+
+
+def parse_size(value: Any, what: str) -> int:
+    """Bytes from `2GB`, `512MiB`, `1.5 GB` or a whole number of bytes, at least MIN_MEMORY."""
+    size = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", value, re.IGNORECASE)
+        if match and match.group(2).upper() in _UNITS:
+            size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if size is None:
+        raise SpecError(f"{what} must be a size such as 2GB or 512MB, got {value!r}")
+    if size < MIN_MEMORY:
+        raise SpecError(f"{what} {value} is too small: pyml and its libraries take about "
+                        f"400MB before any data; give at least {MIN_MEMORY >> 20}MiB")
+    return size
 
 
 def _str(item: Mapping[str, Any], key: str, where: str) -> str:

@@ -12,17 +12,31 @@ import duckdb
 import numpy as np
 import xgboost as xgb
 
-from pyml import registry
+from pyml import extmem, registry
 from pyml.checks import check_training
-from pyml.data import booster_feature_names, resolve_features
+from pyml.data import Feature, Target, booster_feature_names, resolve_features
 from pyml.db import connect, first_row, qualified, quote, relation_columns
 from pyml.errors import DataError, SpecError
-from pyml.evaluate import evaluate_version
+from pyml.evaluate import (
+    Evaluation,
+    evaluate_predictions,
+    evaluate_version,
+    prediction_order,
+    probabilities,
+)
 from pyml.lifecycle import HoldoutPolicy, last_decision
 from pyml.metrics import Metric
 from pyml.project import Project, invocation_for
 from pyml.spec import DEFAULT_PARAMS, ModelSpec
-from pyml.trainset import TrainingSet, learn_categories, learn_target, read_training_set
+from pyml.trainset import (
+    HASH_BUCKETS,
+    TrainingSet,
+    learn_categories,
+    learn_target,
+    part_sizes,
+    read_training_set,
+    train_label_base,
+)
 from pyml.tune import link_version, run_study, wants_tuning
 
 Log = Callable[[str], None]
@@ -30,7 +44,6 @@ OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob",
               "regression": "reg:squarederror"}
 EVAL_METRICS = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
 IMPORTANCE_TYPES = ("gain", "total_gain", "cover", "total_cover", "weight")
-HASH_BUCKETS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -54,16 +67,18 @@ def _noop(_: str) -> None:
 
 
 def train(project: Project, specs: Sequence[ModelSpec], *, log: Log | None = None,
-          lock_timeout: float = 5.0, tune: bool | None = None) -> list[TrainResult]:
+          lock_timeout: float = 5.0, tune: bool | None = None, max_memory: int | None = None,
+          external: bool | None = None) -> list[TrainResult]:
     """Train every spec on its feature relation and store a new version of each.
 
     `tune`: True runs an Optuna study first (`pyml tune`); None tunes the specs that say
-    `tune: {on_train: true}`.
+    `tune: {on_train: true}`. `max_memory` and `external`: see `train_one`.
     """
     log = log or _noop
     con = connect(project.db_path, lock_timeout=lock_timeout)
     try:
-        return [train_one(con, project, spec, log=log, tune=tune) for spec in specs]
+        return [train_one(con, project, spec, log=log, tune=tune, max_memory=max_memory,
+                          external=external) for spec in specs]
     finally:
         con.close()
 
@@ -113,9 +128,27 @@ def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str
             [test_from, valid_from], record)
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    """A fitted booster and what was measured about it, before it is registered."""
+
+    booster: xgb.Booster
+    best: int | None  # early stopping's best round
+    params: dict[str, Any]
+    evaluation: Evaluation
+    sizes: tuple[int, int, int]  # train, validation, test rows
+    note: str | None  # tuning note
+    tuning: Any  # pyml.tune's study result, or None
+
+
 def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: ModelSpec, *,
-              log: Log = _noop, tune: bool | None = None) -> TrainResult:
-    """Train one spec and store it as a new version."""
+              log: Log = _noop, tune: bool | None = None, max_memory: int | None = None,
+              external: bool | None = None) -> TrainResult:
+    """Train one spec and store it as a new version.
+
+    `max_memory` (bytes; default the spec's `max_memory`) is the budget: a training set that
+    would not fit it in memory trains from disk (pyml.extmem). `external` forces that choice.
+    """
     started = time.perf_counter()
     source = qualified(spec.schema, spec.relation)
     columns = relation_columns(con, spec.schema, spec.relation)
@@ -128,25 +161,25 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         raise DataError(f"{spec.where}: {spec.schema}.{spec.relation} {what}; "
                         "nothing to train on (did `dbt build` run?)")
     dropped = total - labelled
+    budget = max_memory if max_memory is not None else spec.max_memory
+    on_disk = external if external is not None else (
+        budget is not None and extmem.in_memory_bytes(labelled, len(features)) > budget)
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
-        + (f" ({dropped:,} rows with NULL target skipped)" if dropped else ""))
+        + (f" ({dropped:,} rows with NULL target skipped)" if dropped else "")
+        + (" to train from disk (external memory)" if on_disk else ""))
     part_sql, part_params, split_record = _split_expr(con, spec, source)
     target = learn_target(con, spec, source, target_type)
     features = learn_categories(con, spec, source, features)
-    ts = read_training_set(con, spec, source, features, target, part_sql, part_params)
-    rows = (len(ts.train.y), len(ts.valid.y), len(ts.test.y), dropped)
-    if rows[0] == 0 or rows[2] == 0:
-        raise DataError(f"{spec.where}: the split left {rows[0]} training and {rows[2]} "
-                        "holdout rows; adjust split.test_fraction or the data")
+    if on_disk:
+        fitted = _train_on_disk(con, spec, source, tuple(features), target, part_sql,
+                                part_params, extmem.Budget(budget or (4 << 30)),
+                                wants_tuning(spec, tune), log)
+    else:
+        fitted = _train_in_memory(con, spec, source, features, target, part_sql, part_params,
+                                  tune, log)
+    rows = (*fitted.sizes, dropped)
+    booster, evaluation = fitted.booster, fitted.evaluation
     split_record.update(train_rows=rows[0], validation_rows=rows[1], test_rows=rows[2])
-    log(f"[{spec.name}] split ({spec.split.method}): {rows[0]:,} train, {rows[1]:,} "
-        f"validation, {rows[2]:,} holdout")
-    check_training(spec, ts.features, ts.train.X, ts.train.y, ts.target.classes, log)
-    # Tuning searches on the train/validation parts only; the holdout stays unseen.
-    tuning = run_study(con, spec, ts, log) if wants_tuning(spec, tune) else None
-    booster, best, params = _fit(tuning.spec if tuning else spec, ts, log)
-    note = tuning.note(ts.test.y, booster.inplace_predict(ts.test.X)) if tuning else None
-    evaluation = evaluate_version(spec, booster, params, ts, log)
     metrics = list(evaluation.metrics)
     names = booster_feature_names(features)
     importance = []
@@ -162,46 +195,129 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         description=spec.description, feature_model=spec.feature_model,
         feature_relation=f"{spec.schema}.{spec.relation}", target=spec.target,
         target_info=target, key=spec.key, features=tuple(features), spec=spec.to_dict(),
-        params=params, split=split_record, rows=rows, booster=booster, best_iteration=best,
+        params=fitted.params, split=split_record, rows=rows, booster=booster,
+        best_iteration=fitted.best,
         dbt_invocation_id=invocation_for(project, spec.feature_model) if project else None,
-        metrics=tuple(metrics), importance=tuple(importance), note=note,
+        metrics=tuple(metrics), importance=tuple(importance), note=fitted.note,
     ), extra=lambda c, v: evaluation.write(c, spec.name, v),
        decide=HoldoutPolicy(spec, part_sql, part_params, log))
-    if tuning:
-        link_version(con, tuning.study, version)
+    if fitted.tuning:
+        link_version(con, fitted.tuning.study, version)
     status, decision = last_decision(con, spec.name, version)
     seconds = time.perf_counter() - started
     log(f"[{spec.name}] stored version {version} ({booster.num_boosted_rounds()} trees, "
         f"{seconds:.1f}s)")
     return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
-                       tuple(metrics), seconds, status, decision, note)
+                       tuple(metrics), seconds, status, decision, fitted.note)
 
 
-def _fit(spec: ModelSpec, ts: TrainingSet, log: Log
-         ) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
-    features, classes = ts.features, ts.target.classes
+def _check_split(spec: ModelSpec, sizes: Sequence[int]) -> None:
+    if sizes[0] == 0 or sizes[2] == 0:
+        raise DataError(f"{spec.where}: the split left {sizes[0]} training and {sizes[2]} "
+                        "holdout rows; adjust split.test_fraction or the data")
+
+
+def _log_split(spec: ModelSpec, sizes: Sequence[int], log: Log) -> None:
+    log(f"[{spec.name}] split ({spec.split.method}): {sizes[0]:,} train, {sizes[1]:,} "
+        f"validation, {sizes[2]:,} holdout")
+
+
+def _train_in_memory(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
+                     features: Sequence[Feature], target: Target, part_sql: str,
+                     part_params: list[Any], tune: bool | None, log: Log) -> _Fitted:
+    """Read the parts into float32 arrays in one pass, check, tune, fit and evaluate."""
+    ts = read_training_set(con, spec, source, features, target, part_sql, part_params)
+    sizes = (len(ts.train.y), len(ts.valid.y), len(ts.test.y))
+    _check_split(spec, sizes)
+    _log_split(spec, sizes, log)
+    check_training(spec, ts.features, ts.train.X, ts.train.y, ts.target.classes, log)
+    # Tuning searches on the train/validation parts only; the holdout stays unseen.
+    tuning = run_study(con, spec, ts, log) if wants_tuning(spec, tune) else None
+    booster, best, params = fit_in_memory(tuning.spec if tuning else spec, ts, log)
+    note = tuning.note(ts.test.y, booster.inplace_predict(ts.test.X)) if tuning else None
+    evaluation = evaluate_version(spec, booster, params, ts, log)
+    return _Fitted(booster, best, params, evaluation, sizes, note, tuning)
+
+
+def fit_in_memory(spec: ModelSpec, ts: TrainingSet, log: Log
+                  ) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
+    """Fit on the in-memory train part (early stopping on the validation part)."""
+    seen = len(np.unique(ts.train.y)) if spec.task != "regression" else 0
+
+    def data(kwargs: dict[str, Any], use_valid: bool) -> tuple[xgb.DMatrix, xgb.DMatrix | None]:
+        dtrain = xgb.QuantileDMatrix(ts.train.X, ts.train.y, **kwargs)
+        dvalid = (xgb.QuantileDMatrix(ts.valid.X, ts.valid.y, ref=dtrain, **kwargs)
+                  if use_valid else None)
+        return dtrain, dvalid
+
+    return _fit(spec, ts.features, len(ts.target.classes), seen, len(ts.valid.y) > 0, data,
+                log)
+
+
+def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
+                   features: tuple[Feature, ...], target: Target, part_sql: str,
+                   part_params: list[Any], budget: extmem.Budget, tuning: bool, log: Log
+                   ) -> _Fitted:
+    """The same steps with XGBoost external memory: see pyml.extmem."""
+    if tuning:
+        raise SpecError(f"{spec.where}: tuning needs the training set in memory, and it "
+                        "does not fit max_memory; tune on a smaller relation (e.g. a sampled "
+                        "dbt model) or raise max_memory")
+    if spec.split.method == "kfold":
+        raise SpecError(f"{spec.where}: split.method kfold needs the training set in memory, "
+                        "and it does not fit max_memory; use method random or time, or raise "
+                        "max_memory")
+    n_train, n_valid, n_test = part_sizes(con, spec, source, part_sql, part_params)
+    sizes = (n_train, n_valid, n_test)
+    _check_split(spec, sizes)
+    _log_split(spec, sizes, log)
+    base = train_label_base(con, spec, source, target, part_sql, part_params)
+    cursor = con.cursor()
+    with extmem.duckdb_memory(con, budget.duckdb_limit()), extmem.cache_folder() as folder:
+        parts = extmem.ExternalSet(cursor, spec, source, features, target, part_sql,
+                                   part_params, sizes, budget, folder,
+                                   log)
+        sample = parts.sample()
+        check_training(spec, features, sample.X, sample.y, target.classes, log)
+        seen = int(np.count_nonzero(base)) if spec.task != "regression" else 0
+
+        def data(kwargs: dict[str, Any], use_valid: bool
+                 ) -> tuple[xgb.DMatrix, xgb.DMatrix | None]:
+            dtrain = parts.dmatrix(0, None, **kwargs)
+            return dtrain, parts.dmatrix(1, dtrain, **kwargs) if use_valid else None
+
+        booster, best, params = _fit(spec, features, len(target.classes), seen, sizes[1] > 0,
+                                     data, log)
+        y_test, raw, shap_rows = parts.holdout(booster)
+    pred = probabilities(raw)
+    order = prediction_order(y_test, pred)
+    evaluation = evaluate_predictions(spec, booster, features, y_test[order], pred[order],
+                                      base, shap_rows, sample.X)
+    return _Fitted(booster, best, params, evaluation, sizes, None, None)
+
+
+def _fit(spec: ModelSpec, features: Sequence[Feature], n_classes: int, seen_classes: int,
+         has_valid: bool,
+         data: Callable[[dict[str, Any], bool], tuple[xgb.DMatrix, xgb.DMatrix | None]],
+         log: Log) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
+    """Fit the booster on `data(kwargs, use_valid)`'s train (and validation) DMatrix."""
     params: dict[str, Any] = {**DEFAULT_PARAMS, **spec.params,
                               "objective": OBJECTIVES[spec.task]}
     params.setdefault("eval_metric", EVAL_METRICS[spec.task])
     params.setdefault("nthread", os.cpu_count() or 1)
     if spec.task == "multiclass":
-        params["num_class"] = len(classes)
+        params["num_class"] = n_classes
     names = booster_feature_names(features)
     types = ["c" if f.kind == "categorical" else "q" for f in features]
     kwargs: dict[str, Any] = {"feature_names": names, "feature_types": types,
                               "enable_categorical": True}
-    train, valid = ts.train, ts.valid
-    if spec.task != "regression" and len(np.unique(train.y)) < len(classes):
-        raise DataError(f"{spec.where}: the training part has only "
-                        f"{len(np.unique(train.y))} of {len(classes)} classes; "
-                        "adjust the split or add data")
+    if spec.task != "regression" and seen_classes < n_classes:
+        raise DataError(f"{spec.where}: the training part has only {seen_classes} of "
+                        f"{n_classes} classes; adjust the split or add data")
+    use_valid = has_valid and spec.early_stopping_rounds is not None
     try:
-        dtrain = xgb.QuantileDMatrix(train.X, train.y, **kwargs)
-        evals = [(dtrain, "train")]
-        use_valid = len(valid.y) > 0 and spec.early_stopping_rounds is not None
-        if use_valid:
-            evals.append((xgb.QuantileDMatrix(valid.X, valid.y, ref=dtrain, **kwargs),
-                          "validation"))
+        dtrain, dvalid = data(kwargs, use_valid)
+        evals = [(dtrain, "train")] + ([(dvalid, "validation")] if dvalid is not None else [])
         booster = xgb.train(
             params, dtrain, num_boost_round=spec.num_boost_round, evals=evals,
             early_stopping_rounds=spec.early_stopping_rounds if use_valid else None,

@@ -34,6 +34,7 @@ from pyml.errors import DataError
 from pyml.spec import ModelSpec
 
 BATCH_ROWS = 262_144
+HASH_BUCKETS = 1_000_000  # resolution of the hashed-key split and samples
 PARTS = ("train", "validation", "holdout")
 
 
@@ -107,15 +108,39 @@ def learn_categories(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
     return data_learn_categories(features, columns, spec.where)
 
 
+def part_sizes(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str, part_sql: str,
+               part_params: list[Any]) -> list[int]:
+    """Labelled rows in the train, validation and holdout parts."""
+    counts = dict(con.execute(
+        f"select part, count(*) from (select {part_sql} as part from {source} "
+        f"where {quote(spec.target)} is not null) group by part", part_params).fetchall())
+    return [int(counts.get(p, 0)) for p in (0, 1, 2)]
+
+
+def train_label_base(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
+                     target: Target, part_sql: str, part_params: list[Any]) -> np.ndarray:
+    """`pyml.metrics.label_base` of the train part, computed in SQL (nothing row-sized in
+    memory): each class's share, or the mean for regression."""
+    y = quote(spec.target)
+    where = f"from {source} where {y} is not null and ({part_sql}) = 0"
+    if not target.classes:
+        row = first_row(con, f"select avg(cast({y} as double)) {where}", part_params)
+        return np.array([float(row[0]) if row and row[0] is not None else np.nan])
+    table = con.sql(f"select {y}, count(*) {where} group by 1", params=part_params or None
+                    ).to_arrow_table()
+    assert table is not None
+    counts = np.zeros(len(target.classes))
+    index = labels(table.column(0), pa.array(list(target.classes))).astype(int)
+    counts[index] = table.column(1).to_numpy()
+    return counts / max(counts.sum(), 1.0)
+
+
 def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                       features: Sequence[Feature], target: Target, part_sql: str,
                       part_params: list[Any], batch_rows: int = BATCH_ROWS) -> TrainingSet:
     """Stream the labelled rows once into preallocated float32 parts."""
     y = quote(spec.target)
-    counts = dict(con.execute(
-        f"select part, count(*) from (select {part_sql} as part from {source} "
-        f"where {y} is not null) group by part", part_params).fetchall())
-    sizes = [int(counts.get(p, 0)) for p in (0, 1, 2)]
+    sizes = part_sizes(con, spec, source, part_sql, part_params)
     k = len(features)
     parts = tuple(Part(np.empty((n, k), np.float32), np.empty(n, np.float64)) for n in sizes)
     encoder = Encoder(features)
@@ -132,6 +157,15 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
     return TrainingSet(tuple(features), target, (parts[0], parts[1], parts[2]))
 
 
+def labels(column: pa.Array | pa.ChunkedArray, classes: pa.Array | None) -> np.ndarray:
+    """XGBoost labels of a batch: class indexes (classifiers) or the values, as float64."""
+    if classes is not None:
+        y = pc.index_in(column, value_set=classes).to_numpy(zero_copy_only=False)
+    else:
+        y = column.to_numpy(zero_copy_only=False)
+    return np.asarray(y, dtype=np.float64)
+
+
 def _fill(reader: pa.RecordBatchReader, parts: tuple[Part, ...], sizes: list[int],
           encoder: Encoder, classes: pa.Array | None, where: str, source: str) -> None:
     """Copy each batch's rows into the preallocated part arrays."""
@@ -139,12 +173,7 @@ def _fill(reader: pa.RecordBatchReader, parts: tuple[Part, ...], sizes: list[int
     for batch in reader:
         part = batch.column(1).to_numpy()
         X = encoder.from_fixed(batch.column(2), where)
-        ycol = batch.column(0)
-        if classes is not None:
-            yb = pc.index_in(ycol, value_set=classes).to_numpy(zero_copy_only=False)
-        else:
-            yb = ycol.to_numpy(zero_copy_only=False)
-        yb = yb.astype(np.float64, copy=False)
+        yb = labels(batch.column(0), classes)
         for p in (0, 1, 2):
             mask = part == p
             n = int(np.count_nonzero(mask))

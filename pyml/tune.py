@@ -159,7 +159,7 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     """Search the spec's space on train/validation, record the trials, fit the spec's params."""
     from optuna_integration import XGBoostPruningCallback
 
-    from pyml.train import _fit
+    from pyml.train import fit_in_memory
 
     if len(ts.valid.y) == 0:
         raise DataError(f"{spec.where}: tuning needs a validation part to stop early on and "
@@ -233,7 +233,7 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     log(f"[{spec.name}] {summary}")
     tuned = replace(spec, params={**spec.params, **best.params, "eval_metric": metric})
     quiet: Log = lambda _: None  # noqa: E731
-    defaults, _, _ = _fit(spec, ts, quiet)
+    defaults, _, _ = fit_in_memory(spec, ts, quiet)
     holdout = np.asarray(defaults.inplace_predict(ts.test.X), dtype=np.float64)
     return Tuning(tuned, study_id, summary, holdout, spec.threshold)
 

@@ -9,7 +9,7 @@ from sklearn import metrics as skm
 
 from pyml import bootstrap
 from pyml.evaluate import calibration, lift
-from pyml.metrics import evaluate
+from pyml.metrics import evaluate, label_base
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
 
@@ -35,7 +35,8 @@ def test_weighted_metrics_equal_sklearn_on_the_resampled_rows(seed: int) -> None
     rows = np.random.default_rng(seed).integers(0, len(y), len(y))
     w = np.bincount(rows, minlength=len(y)).astype(float)
     for task, yy, pp in (("binary", y, p), ("regression", yr, pr), ("multiclass", ym, pm)):
-        expected = {m.name: m.value for m in evaluate(task, yy[rows], pp[rows], yy, 0.4)}
+        expected = {m.name: m.value for m in evaluate(task, yy[rows], pp[rows],
+                                                         label_base(task, yy, 3), 0.4)}
         got = bootstrap.metric_function(task, yy, pp, 0.4)(w)
         assert set(expected) <= set(got)
         for name, value in expected.items():
@@ -151,7 +152,7 @@ def test_large_holdout_interval_is_a_rescaled_sample_bootstrap() -> None:
     n = 40_000
     y = (rng.random(n) < 0.3).astype(float)
     p = np.clip(0.3 + 0.25 * (y - 0.3) + rng.normal(0, 0.2, n), 0.001, 0.999)
-    metrics = evaluate("binary", y, p, y, 0.5)
+    metrics = evaluate("binary", y, p, label_base("binary", y, 2), 0.5)
     full = {m.name: m for m in with_intervals(metrics, "binary", y, p, 0.5, max_rows=n)}
     fast = {m.name: m for m in with_intervals(metrics, "binary", y, p, 0.5, max_rows=10_000)}
     for name in ("auc", "log_loss", "brier"):
