@@ -11,6 +11,9 @@ float32, categories coded by the training mapping, NULL or unseen -> NaN), and t
 come from `LoadedModel.predict_matrix`, as in `pyml score`; the tests check the two agree on
 every row. A missing field or null is a missing value, fields that are not features are
 ignored and key columns present are echoed back.
+
+`POST /models/{name}/predict` is answered by `PredictRoute`, a plain ASGI layer in front of
+FastAPI's router; FastAPI serves everything else and documents the predict route too.
 """
 
 from __future__ import annotations
@@ -29,12 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 import numpy as np
 import xgboost as xgb
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pyml.data import F32_MAX
 from pyml.db import connect, table_exists
@@ -185,18 +192,14 @@ class Champions:
 
 def parse_body(body: bytes, max_records: int) -> list[dict[str, Any]]:
     """The JSON list of records, or a RequestError saying what is wrong with it."""
-    def no_constants(token: str) -> Any:
-        raise ValueError(f"{token} is not a JSON number")
-
     try:
-        data = json.loads(body, parse_constant=no_constants)
-    except UnicodeDecodeError:
-        raise RequestError(422, "body is not UTF-8 encoded JSON") from None
-    except json.JSONDecodeError as e:
-        raise RequestError(422, f"body is not valid JSON: {e.msg} at line {e.lineno} "
-                                f"column {e.colno}") from None
-    except ValueError as e:
-        raise RequestError(422, f"body is not valid JSON: {e}") from None
+        # msgspec decodes 3x faster than the stdlib (77 KB, 100 records: 0.18 vs 0.52 ms) to
+        # the same values (floats bit for bit, big integers exact). What it refuses goes to
+        # the stdlib, which accepts a few things msgspec does not (a BOM, UTF-16, 1e400, lone
+        # surrogates) and whose messages are the ones clients get.
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        data = _stdlib_loads(body)
     if not isinstance(data, list):
         raise RequestError(422, "body must be a JSON list of records (objects), got "
                                 f"{_type_name(data)}")
@@ -208,6 +211,21 @@ def parse_body(body: bytes, max_records: int) -> list[dict[str, Any]]:
             raise RequestError(422, f"record {i} must be a JSON object of field: value, "
                                     f"got {_type_name(rec)}")
     return data
+
+
+def _stdlib_loads(body: bytes) -> Any:
+    def no_constants(token: str) -> Any:
+        raise ValueError(f"{token} is not a JSON number")
+
+    try:
+        return json.loads(body, parse_constant=no_constants)
+    except UnicodeDecodeError:
+        raise RequestError(422, "body is not UTF-8 encoded JSON") from None
+    except json.JSONDecodeError as e:
+        raise RequestError(422, f"body is not valid JSON: {e.msg} at line {e.lineno} "
+                                f"column {e.colno}") from None
+    except ValueError as e:
+        raise RequestError(422, f"body is not valid JSON: {e}") from None
 
 
 def encode(served: Served, records: list[dict[str, Any]]) -> np.ndarray:
@@ -275,8 +293,15 @@ def respond(served: Served, records: list[dict[str, Any]], columns: list[list[An
         for row, contrib in zip(predictions, explain_rows(served.model, X, explain),
                                 strict=True):
             row["explanation"] = contrib
-    return json.dumps({"model": served.model.name, "version": served.model.version,
-                       "predictions": predictions}).encode()
+    body = {"model": served.model.name, "version": served.model.version,
+            "predictions": predictions}
+    try:
+        # 8x faster than json.dumps for 100 predictions (0.012 vs 0.099 ms). A key field
+        # that is not valid UTF-8 (a lone surrogate the client sent) goes through the stdlib,
+        # which escapes it, as before.
+        return msgspec.json.encode(body)
+    except UnicodeEncodeError:
+        return json.dumps(body).encode()
 
 
 def explain_rows(model: LoadedModel, X: np.ndarray, k: int) -> Iterator[dict[str, Any]]:
@@ -394,6 +419,87 @@ def explain_param(raw: str | None) -> int:
     return int(raw)
 
 
+class Predictor:
+    """POST /models/{name}/predict from the ASGI request to the response body."""
+
+    def __init__(self, champions: Champions, max_records: int, max_body_bytes: int) -> None:
+        self.champions = champions
+        self.max_records, self.max_body_bytes = max_records, max_body_bytes
+        self.batcher = Batcher()
+
+    async def answer(self, name: str, scope: Scope, receive: Receive) -> bytes:
+        """The response body; RequestError for a request the client must fix."""
+        query = scope.get("query_string", b"")
+        explain = explain_param(QueryParams(query).get("explain") if query else None)
+        body = await self.read_body(scope, receive)
+        served = _served(self.champions, name)
+        records = parse_body(body, self.max_records)
+        X = encode(served, records)
+        columns = await self.batcher.submit(served, X) if len(X) else outputs(served, X)
+        return respond(served, records, columns, X, explain)
+
+    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The body, refused (413) as soon as it is known to exceed the limit."""
+        limit = self.max_body_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    raise RequestError(413, f"body is {int(value)} bytes; the limit is "
+                                            f"{limit} (pyml serve --max-body-bytes)")
+                break
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body is over {limit} bytes, the limit "
+                                        "(pyml serve --max-body-bytes)")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _predict_route_name(scope: Scope) -> str | None:
+    """The model name of a POST /models/{name}/predict request, else None."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    parts = scope["path"].split("/")
+    if len(parts) == 4 and not parts[0] and parts[1] == "models" and parts[2] \
+            and parts[3] == "predict":
+        return str(parts[2])
+    return None
+
+
+class PredictRoute:
+    """Answers POST /models/{name}/predict before FastAPI's router and Request see it.
+
+    They cost more than a single-record predict: with them the server spent ~0.33 ms of CPU
+    per 1-record request at concurrency 8, without them ~0.14 ms (docs/benchmarks.md).
+    Responses are the same: a RequestError becomes its status and {"detail": message},
+    anything else goes on to the app's 500 handler, and every other request to the app.
+    """
+
+    def __init__(self, app: ASGIApp, predictor: Predictor) -> None:
+        self.app, self.predictor = app, predictor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = _predict_route_name(scope)
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            response: Response = Response(await self.predictor.answer(name, scope, receive),
+                                          media_type="application/json")
+        except RequestError as e:
+            response = _error(e.status, e.message)
+        except ClientDisconnect:
+            return  # nobody left to answer
+        await response(scope, receive, send)
+
+
 def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
                max_records: int = MAX_RECORDS, max_body_bytes: int = MAX_BODY_BYTES,
                lock_timeout: float = 5.0) -> FastAPI:
@@ -431,7 +537,8 @@ def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
     app = FastAPI(title="pyml", lifespan=lifespan,
                   description="Predictions from the champion version of each pyml model.")
     app.state.champions = champions
-    batcher = Batcher()
+    predictor = Predictor(champions, max_records, max_body_bytes)
+    app.add_middleware(PredictRoute, predictor=predictor)
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -481,27 +588,11 @@ def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
     @app.post("/models/{name}/predict", summary="Predict a list of records",
               openapi_extra={"requestBody": PREDICT_BODY, "parameters": PREDICT_PARAMS})
     async def predict(request: Request) -> Response:
-        # Parameters are read by hand: FastAPI's dependency solving cost more per request
-        # than the single-record predict itself (measured ~170 us of ~510 us).
-        name = str(request.path_params["name"])
-        explain = explain_param(request.query_params.get("explain"))
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            raise RequestError(413, f"body is {int(length)} bytes; the limit is "
-                                    f"{max_body_bytes} (pyml serve --max-body-bytes)")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                raise RequestError(413, f"body is over {max_body_bytes} bytes, the limit "
-                                        "(pyml serve --max-body-bytes)")
-            chunks.append(chunk)
-        served = _served(champions, name)
-        records = parse_body(b"".join(chunks), max_records)
-        X = encode(served, records)
-        columns = await batcher.submit(served, X) if len(X) else outputs(served, X)
-        return Response(respond(served, records, columns, X, explain),
-                        media_type="application/json")
+        # PredictRoute answers these requests; this route documents them and serves the ones
+        # it does not match (a path under a root_path) the same way.
+        body = await predictor.answer(str(request.path_params["name"]), request.scope,
+                                      request.receive)
+        return Response(body, media_type="application/json")
 
     return app
 
