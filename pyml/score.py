@@ -168,6 +168,9 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
         log(f"[{model.name}] scoring {total:,} rows of {label} with version {model.version}")
         try:
             writer.register("__pyml_scored", stream)
+            # Built inside the swap's transaction: a process killed at any moment before
+            # the swap commits leaves no temporary table behind (bench/crash.py).
+            writer.execute("begin transaction")
             # Constant columns are added by DuckDB, not built row by row in Python.
             writer.execute(f"create table {qualified(SCHEMA, tmp)} as select *, "
                            "cast(? as integer) as model_version, "
@@ -181,11 +184,14 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
                 raise batches.error from None
             raise
         finally:
-            writer.unregister("__pyml_scored")
+            # After a failure the transaction is aborted (unregister then raises) and
+            # closing the writer below rolls it back.
+            with contextlib.suppress(duckdb.Error):
+                writer.unregister("__pyml_scored")
         if batches.rows != total:
             raise DataError(f"{where}: wrote {batches.rows} rows but {label} has {total}; "
                             "the relation changed while scoring, rerun")
-        _swap(writer, tmp, target_table)
+        _swap(writer, tmp, target_table, begin=False)
     except BaseException:
         _drop_quietly(con, tmp)
         raise
@@ -202,9 +208,11 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
                        output)
 
 
-def _swap(con: duckdb.DuckDBPyConnection, tmp: str, target: str) -> None:
+def _swap(con: duckdb.DuckDBPyConnection, tmp: str, target: str, begin: bool = True) -> None:
     # One short transaction: concurrent readers see either the old table or the new one.
-    con.execute("begin transaction")
+    # begin=False: the caller's open transaction (which built `tmp`) commits with the swap.
+    if begin:
+        con.execute("begin transaction")
     try:
         con.execute(f"drop table if exists {qualified(SCHEMA, target)}")
         con.execute(f"alter table {qualified(SCHEMA, tmp)} rename to {quote(target)}")
