@@ -24,12 +24,14 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def run_path(path: str, db: Path, variant: str, batch_size: int,
-             max_memory: int | None = None) -> dict[str, Any]:
+             max_memory: int | None = None, rounds: int | None = None) -> dict[str, Any]:
     """Run one path in a fresh interpreter and return its JSON result."""
     cmd = [sys.executable, "-m", "bench.paths", path, "--db", str(db), "--variant", variant,
            "--batch-size", str(batch_size)]
     if max_memory:
         cmd += ["--max-memory", str(max_memory)]
+    if rounds:
+        cmd += ["--rounds", str(rounds)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           cwd=Path(__file__).resolve().parents[1])

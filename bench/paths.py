@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from bench.synth import TABLE, feature_names
+from bench.synth import TABLE, VARIANTS, feature_names
 from pyml.spec import ModelSpec, SplitSpec
 
 MODEL = "bench"
@@ -118,20 +118,21 @@ def train_naive(db: Path, variant: str, batch_size: int) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "rows": len(df), "auc": float(auc)}
 
 
-def train_pyml(db: Path, variant: str, batch_size: int,
-               max_memory: int | None = None) -> dict[str, Any]:
-    """pyml's training path end to end (read + matrix + train + evaluate + register)."""
+def train_pyml(db: Path, variant: str, batch_size: int, max_memory: int | None = None,
+               rounds: int = ROUNDS) -> dict[str, Any]:
+    """pyml's training path end to end (read + matrix + train + evaluate + register); with
+    `max_memory`, the budget decides between memory and disk (external memory)."""
     from pyml.train import train_one
 
     started = time.perf_counter()
     con = duckdb.connect(str(db))
-    spec = bench_spec()
-    kwargs: dict[str, Any] = {"max_memory": max_memory} if max_memory else {}
-    result = train_one(con, None, spec, **kwargs)
+    logged: list[str] = []
+    result = train_one(con, None, bench_spec(rounds), max_memory=max_memory,
+                       log=logged.append)
     con.close()
     auc = next(m.value for m in result.metrics if m.name == "auc")
     return {"seconds": time.perf_counter() - started, "rows": sum(result.rows[:3]),
-            "auc": auc}
+            "auc": auc, "on_disk": any("from disk" in line for line in logged)}
 
 
 def train_sample(db: Path, variant: str, batch_size: int) -> dict[str, Any]:
@@ -164,12 +165,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("path", choices=sorted(PATHS))
     ap.add_argument("--db", type=Path, required=True)
-    ap.add_argument("--variant", choices=("float", "cat"), default="float")
+    ap.add_argument("--variant", choices=VARIANTS, default="float")
     ap.add_argument("--batch-size", type=int, default=100_000)
     ap.add_argument("--max-memory", type=int, help="bytes (train_pyml only)")
+    ap.add_argument("--rounds", type=int, help=f"boosting rounds (train_pyml; {ROUNDS})")
     args = ap.parse_args()
     fn = PATHS[args.path]
-    extra = {"max_memory": args.max_memory} if args.max_memory else {}
+    extra: dict[str, Any] = {"max_memory": args.max_memory} if args.max_memory else {}
+    if args.rounds:
+        extra["rounds"] = args.rounds
     result = fn(args.db, args.variant, args.batch_size, **extra)
     result.update(path=args.path, peak_rss_mb=round(_peak_mb(), 1))
     print(json.dumps(result))

@@ -1,5 +1,7 @@
 """Synthetic benchmark tables in DuckDB: N rows x 20 DOUBLE features (5% NULL) and a binary
-target with signal, optionally plus 4 string categorical columns (cardinality 10..1000).
+target with signal, optionally plus 4 string categorical columns (cardinality 10..1000)
+(variant `cat`), or with 100 DOUBLE features instead of 20 (variant `wide`, for the
+bigger-than-memory training benchmark).
 
     python -m bench.synth --rows 1000000 --variant cat --db bench/out/synth_1m_cat.duckdb
 """
@@ -13,13 +15,15 @@ from pathlib import Path
 import duckdb
 
 N_FLOAT = 20
+N_WIDE = 100
+VARIANTS = ("float", "cat", "wide")
 CARDINALITIES = (10, 100, 500, 1000)
 TABLE = "synth"
 
 
 def feature_names(variant: str) -> list[str]:
     """Feature columns of a variant, in table order."""
-    names = [f"x{i}" for i in range(N_FLOAT)]
+    names = [f"x{i}" for i in range(N_WIDE if variant == "wide" else N_FLOAT)]
     if variant == "cat":
         names += [f"c{i}" for i in range(len(CARDINALITIES))]
     return names
@@ -35,8 +39,9 @@ def generate(db: Path, rows: int, variant: str) -> float:
         def u(i: int) -> str:
             return f"(hash(range, {i}) % 1000003) / 1000003.0"
 
+        n_floats = N_WIDE if variant == "wide" else N_FLOAT
         floats = [f"case when {u(100 + i)} < 0.05 then null else "
-                  f"({u(i)} * 2 - 1) * {1 + i % 4} end as x{i}" for i in range(N_FLOAT)]
+                  f"({u(i)} * 2 - 1) * {1 + i % 4} end as x{i}" for i in range(n_floats)]
         cats = []
         if variant == "cat":
             cats = [f"case when {u(300 + i)} < 0.05 then null else "
@@ -64,7 +69,7 @@ def main() -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--variant", choices=("float", "cat"), default="float")
+    ap.add_argument("--variant", choices=VARIANTS, default="float")
     ap.add_argument("--db", type=Path, required=True)
     args = ap.parse_args()
     seconds = generate(args.db, args.rows, args.variant)

@@ -11,7 +11,8 @@ training set whose in-memory footprint would not fit it, nothing row-sized is he
   chosen by hashing the key (so it is the same whatever order DuckDB returns rows in);
 - the holdout is streamed once more after training: each batch is predicted and only its
   labels and predictions are kept (plus a small hashed sample of rows for mean |SHAP|);
-- DuckDB's buffer pool and the batch size are cut down to fractions of the budget.
+- DuckDB streams on one thread, and its buffer pool and the batch size are cut down to
+  fractions of the budget (see `Budget.duckdb`).
 
 What remains in memory grows with the row count only through XGBoost's per-row state
 (labels, gradients, the prediction cache: about 24 bytes a row) and the holdout's labels and
@@ -58,9 +59,19 @@ class Budget:
 
     total: int  # bytes
 
-    def duckdb_limit(self) -> str:
-        """DuckDB's buffer pool: an eighth of the budget (it spills beyond that)."""
-        return f"{max(64 << 20, self.total // 8) >> 20}MB"
+    def duckdb(self) -> dict[str, str]:
+        """DuckDB settings while training from disk (`duckdb_settings`):
+
+        - memory_limit, a quarter of the budget: the buffer pool would otherwise cache every
+          block of the table it reads (a scan of a wide table pins a row group of every
+          column, so not much less);
+        - threads = 1: a parallel scan runs ahead of a consumer slower than it (XGBoost
+          quantising a batch) and buffers its output until it hits the memory limit;
+        - preserve_insertion_order = false: no buffering to keep row order either (pyml
+          needs none: samples are hashed and the holdout is put in a canonical order).
+        """
+        return {"memory_limit": f"{max(128 << 20, self.total // 4) >> 20}MB", "threads": "1",
+                "preserve_insertion_order": "false"}
 
     def batch_rows(self, n_features: int) -> int:
         """Rows per Arrow batch: the batch and its copy inside XGBoost stay under 1/32."""
@@ -68,16 +79,18 @@ class Budget:
 
 
 @contextmanager
-def duckdb_memory(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
-    """Run with DuckDB's memory_limit lowered, restoring the previous value afterwards."""
-    rows = con.execute("select current_setting('memory_limit')").fetchall()
-    before = str(rows[0][0]) if rows else None
-    con.execute(f"set memory_limit = '{limit}'")
+def duckdb_settings(con: duckdb.DuckDBPyConnection, settings: dict[str, str]
+                    ) -> Iterator[None]:
+    """Run with DuckDB `settings` changed (`set name = 'value'`), restoring them afterwards."""
+    before = {name: str(con.execute(f"select current_setting('{name}')").fetchall()[0][0])
+              for name in settings}
+    for name, value in settings.items():
+        con.execute(f"set {name} = '{value}'")
     try:
         yield
     finally:
-        if before:
-            con.execute(f"set memory_limit = '{before}'")
+        for name, value in before.items():
+            con.execute(f"set {name} = '{value}'")
 
 
 class _PartIter(xgb.DataIter):
@@ -177,14 +190,14 @@ class ExternalSet:
                        os.path.join(self.cache_dir, what), progress, meta)
         try:
             return xgb.ExtMemQuantileDMatrix(it, ref=ref, **kwargs)
-        except (duckdb.Error, pa.ArrowException) as e:
+        except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self._read_error(e) from None
         except xgb.core.XGBoostError as e:
             # XGBoost wraps what the iterator raised; a PymlError keeps its own message.
             cause = e.__cause__ or e.__context__
             if isinstance(cause, PymlError):
                 raise cause from None
-            if isinstance(cause, duckdb.Error | pa.ArrowException):
+            if isinstance(cause, duckdb.Error | pa.ArrowException | OSError):
                 raise self._read_error(cause) from None
             raise _disk_error(self.spec, self.cache_dir, e) from None
 
@@ -235,7 +248,7 @@ class ExternalSet:
         try:
             yield from stream_arrow(self.con, sql, self.budget.batch_rows(len(self.features)),
                                     params)
-        except (duckdb.Error, pa.ArrowException) as e:
+        except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self._read_error(e) from None
 
 

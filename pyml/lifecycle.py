@@ -27,13 +27,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pyml.compare import Comparison, compare
-from pyml.data import check_schema, select_exprs
-from pyml.db import fetch_arrow, first_row, qualified, quote, relation_columns, table_exists
+from pyml.data import check_schema, matrix_sql
+from pyml.db import (
+    abort_transaction,
+    first_row,
+    qualified,
+    quote,
+    relation_columns,
+    stream_arrow,
+    table_exists,
+)
 from pyml.errors import ModelNotFound, PymlError, SchemaMismatch
 from pyml.model import LoadedModel
 from pyml.registry import SCHEMA, load_version
 from pyml.spec import ModelSpec
 from pyml.spec_tune import promote_metric
+from pyml.trainset import labels
+
+COMPARE_BATCH_ROWS = 100_000  # holdout rows per batch when champion and challenger compete
 
 Log = Callable[[str], None]
 STATUSES = ("champion", "challenger", "retired")
@@ -122,7 +133,7 @@ def ensure_lifecycle(con: duckdb.DuckDBPyConnection) -> None:
                             "where model_name = ? and status is null", [name])
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        abort_transaction(con)
         raise
 
 
@@ -284,33 +295,34 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
     except SchemaMismatch as e:
         raise _CannotCompare(str(e).split(": ", 1)[-1]) from e
     target = quote(spec.target)
-    n_old = len(old.stored.features)
-    exprs = [f"{target} as __pyml_y", *select_exprs(old.stored.features),
-             *select_exprs(new.stored.features)]
     source = qualified(spec.schema, spec.relation)
-    table = fetch_arrow(con, f"select {', '.join(exprs)} from {source} "
-                             f"where {target} is not null and ({holdout_sql}) = 2",
-                        holdout_params)
-    if table.num_rows == 0:
-        raise _CannotCompare("the holdout is empty")
-    cols = [table.column(i) for i in range(1, table.num_columns)]
-    p_old = _raw(old, cols[:n_old])
-    p_new = _raw(new, cols[n_old:])
-    y_col = table.column(0)
-    if spec.task == "regression":
-        y = y_col.to_numpy().astype(np.float64)
-    else:
-        codes = pc.index_in(y_col, value_set=pa.array(list(new.stored.target.classes)))
-        if codes.null_count:
+    # Streamed in batches, keeping only labels and the two predictions: the holdout may be
+    # far bigger than memory (pyml.extmem).
+    reader = stream_arrow(con, f"select {target} as __pyml_y, "
+                               f"{matrix_sql(old.stored.features)} as __pyml_old, "
+                               f"{matrix_sql(new.stored.features)} as __pyml_new "
+                               f"from {source} where {target} is not null and "
+                               f"({holdout_sql}) = 2", COMPARE_BATCH_ROWS, holdout_params)
+    classes = (pa.array(list(new.stored.target.classes)) if spec.task != "regression"
+               else None)
+    ys, olds, news = [], [], []
+    for batch in reader:
+        y_col = batch.column(0)
+        if classes is not None and pc.index_in(y_col, value_set=classes).null_count:
+            reader.close()
             raise _CannotCompare("the holdout has labels outside the trained classes")
-        y = codes.to_numpy(zero_copy_only=False).astype(np.float64)
-    return compare(spec.task, metric, y, p_old, p_new,
-                   float(old.stored.spec.get("threshold", 0.5)),
+        ys.append(labels(y_col, classes))
+        olds.append(_raw(old, batch.column(1)))
+        news.append(_raw(new, batch.column(2)))
+    if not ys:
+        raise _CannotCompare("the holdout is empty")
+    return compare(spec.task, metric, np.concatenate(ys), np.concatenate(olds),
+                   np.concatenate(news), float(old.stored.spec.get("threshold", 0.5)),
                    float(new.stored.spec.get("threshold", 0.5)))
 
 
-def _raw(model: LoadedModel, cols: list[Any]) -> np.ndarray:
-    X = model.encoder.matrix(cols, f"model '{model.name}' v{model.version}")
+def _raw(model: LoadedModel, column: pa.Array) -> np.ndarray:
+    X = model.encoder.from_fixed(column, f"model '{model.name}' v{model.version}")
     return np.asarray(model.stored.booster.inplace_predict(X), dtype=np.float64)
 
 
@@ -360,7 +372,7 @@ def promote(con: duckdb.DuckDBPyConnection, name: str, version: int | None = Non
         _make_champion(con, name, target, from_status, "promoted", why, metrics)
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        abort_transaction(con)
         raise
     was = f" (was v{current})" if current is not None else ""
     return Change(name, target, current, f"{name}: v{target} is now the champion{was}")
@@ -400,7 +412,7 @@ def rollback(con: duckdb.DuckDBPyConnection, name: str, reason: str | None = Non
                        retire_event="rolled_back")
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        abort_transaction(con)
         raise
     return Change(name, previous, current,
                   f"{name}: rolled back from v{current} to v{previous}")

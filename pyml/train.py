@@ -43,6 +43,10 @@ Log = Callable[[str], None]
 OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob",
               "regression": "reg:squarederror"}
 EVAL_METRICS = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
+# DuckDB's buffer pool while training in memory: it would otherwise keep every block of the
+# relation it reads cached (up to 80% of RAM) next to pyml's float32 copy of the rows.
+TRAIN_MEMORY_LIMIT = "256MB"
+DEFAULT_DISK_BUDGET = 4 << 30  # --external-memory without a budget
 IMPORTANCE_TYPES = ("gain", "total_gain", "cover", "total_cover", "weight")
 
 
@@ -167,48 +171,51 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
         + (f" ({dropped:,} rows with NULL target skipped)" if dropped else "")
         + (" to train from disk (external memory)" if on_disk else ""))
-    part_sql, part_params, split_record = _split_expr(con, spec, source)
-    target = learn_target(con, spec, source, target_type)
-    features = learn_categories(con, spec, source, features)
-    if on_disk:
-        fitted = _train_on_disk(con, spec, source, tuple(features), target, part_sql,
-                                part_params, extmem.Budget(budget or (4 << 30)),
-                                wants_tuning(spec, tune), log)
-    else:
-        fitted = _train_in_memory(con, spec, source, features, target, part_sql, part_params,
-                                  tune, log)
-    rows = (*fitted.sizes, dropped)
-    booster, evaluation = fitted.booster, fitted.evaluation
-    split_record.update(train_rows=rows[0], validation_rows=rows[1], test_rows=rows[2])
-    metrics = list(evaluation.metrics)
-    names = booster_feature_names(features)
-    importance = []
-    for kind in IMPORTANCE_TYPES:
-        scores = booster.get_score(importance_type=kind)
-        for bname, f in zip(names, features, strict=True):
-            value = scores.get(bname, 0.0)
-            number = float(value) if isinstance(value, float | int) else 0.0
-            importance.append((f.name, kind, number))
-    importance.extend(evaluation.importance)
-    version = registry.write_version(con, registry.NewVersion(
-        name=spec.name, task=spec.task, objective=OBJECTIVES[spec.task],
-        description=spec.description, feature_model=spec.feature_model,
-        feature_relation=f"{spec.schema}.{spec.relation}", target=spec.target,
-        target_info=target, key=spec.key, features=tuple(features), spec=spec.to_dict(),
-        params=fitted.params, split=split_record, rows=rows, booster=booster,
-        best_iteration=fitted.best,
-        dbt_invocation_id=invocation_for(project, spec.feature_model) if project else None,
-        metrics=tuple(metrics), importance=tuple(importance), note=fitted.note,
-    ), extra=lambda c, v: evaluation.write(c, spec.name, v),
-       decide=HoldoutPolicy(spec, part_sql, part_params, log))
-    if fitted.tuning:
-        link_version(con, fitted.tuning.study, version)
-    status, decision = last_decision(con, spec.name, version)
-    seconds = time.perf_counter() - started
-    log(f"[{spec.name}] stored version {version} ({booster.num_boosted_rounds()} trees, "
-        f"{seconds:.1f}s)")
-    return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
-                       tuple(metrics), seconds, status, decision, fitted.note)
+    settings = (extmem.Budget(budget or DEFAULT_DISK_BUDGET).duckdb() if on_disk
+                else {"memory_limit": TRAIN_MEMORY_LIMIT})
+    with extmem.duckdb_settings(con, settings):
+        part_sql, part_params, split_record = _split_expr(con, spec, source)
+        target = learn_target(con, spec, source, target_type)
+        features = learn_categories(con, spec, source, features)
+        if on_disk:
+            fitted = _train_on_disk(con, spec, source, tuple(features), target, part_sql,
+                                    part_params, extmem.Budget(budget or DEFAULT_DISK_BUDGET),
+                                    wants_tuning(spec, tune), log)
+        else:
+            fitted = _train_in_memory(con, spec, source, features, target, part_sql, part_params,
+                                      tune, log)
+        rows = (*fitted.sizes, dropped)
+        booster, evaluation = fitted.booster, fitted.evaluation
+        split_record.update(train_rows=rows[0], validation_rows=rows[1], test_rows=rows[2])
+        metrics = list(evaluation.metrics)
+        names = booster_feature_names(features)
+        importance = []
+        for kind in IMPORTANCE_TYPES:
+            scores = booster.get_score(importance_type=kind)
+            for bname, f in zip(names, features, strict=True):
+                value = scores.get(bname, 0.0)
+                number = float(value) if isinstance(value, float | int) else 0.0
+                importance.append((f.name, kind, number))
+        importance.extend(evaluation.importance)
+        version = registry.write_version(con, registry.NewVersion(
+            name=spec.name, task=spec.task, objective=OBJECTIVES[spec.task],
+            description=spec.description, feature_model=spec.feature_model,
+            feature_relation=f"{spec.schema}.{spec.relation}", target=spec.target,
+            target_info=target, key=spec.key, features=tuple(features), spec=spec.to_dict(),
+            params=fitted.params, split=split_record, rows=rows, booster=booster,
+            best_iteration=fitted.best,
+            dbt_invocation_id=invocation_for(project, spec.feature_model) if project else None,
+            metrics=tuple(metrics), importance=tuple(importance), note=fitted.note,
+        ), extra=lambda c, v: evaluation.write(c, spec.name, v),
+           decide=HoldoutPolicy(spec, part_sql, part_params, log))
+        if fitted.tuning:
+            link_version(con, fitted.tuning.study, version)
+        status, decision = last_decision(con, spec.name, version)
+        seconds = time.perf_counter() - started
+        log(f"[{spec.name}] stored version {version} ({booster.num_boosted_rounds()} trees, "
+            f"{seconds:.1f}s)")
+        return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
+                           tuple(metrics), seconds, status, decision, fitted.note)
 
 
 def _check_split(spec: ModelSpec, sizes: Sequence[int]) -> None:
@@ -273,7 +280,7 @@ def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
     _log_split(spec, sizes, log)
     base = train_label_base(con, spec, source, target, part_sql, part_params)
     cursor = con.cursor()
-    with extmem.duckdb_memory(con, budget.duckdb_limit()), extmem.cache_folder() as folder:
+    with extmem.cache_folder() as folder:
         parts = extmem.ExternalSet(cursor, spec, source, features, target, part_sql,
                                    part_params, sizes, budget, folder,
                                    log)
