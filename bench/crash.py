@@ -288,7 +288,7 @@ def check(db: Path, base: Base, command: str, clean_run: bool = False) -> tuple[
         return "", [f"the file does not open: {e}"]
     try:
         outcome = _check_predictions(con, base, command, problems)
-        versions = _check_registry(con, problems)
+        versions = check_registry(con, problems)
         if command == "train":
             count = versions.get(MODEL, 0)
             if count == base.versions:
@@ -298,7 +298,7 @@ def check(db: Path, base: Base, command: str, clean_run: bool = False) -> tuple[
             else:
                 problems.append(f"{count} versions of {MODEL}; expected {base.versions} or "
                                 f"{base.versions + 1}")
-        _check_no_temp_tables(con, problems)
+        check_no_temp_tables(con, problems)
     except duckdb.Error as e:
         problems.append(f"query failed: {e}")
         outcome = ""
@@ -307,6 +307,26 @@ def check(db: Path, base: Base, command: str, clean_run: bool = False) -> tuple[
     if clean_run and outcome != "new":
         problems.append(f"a clean run left the {outcome or 'broken'} state")
     return (outcome if not problems else ""), problems
+
+
+def whole(db: Path, rows: int) -> list[str]:
+    """The checks that need no known-good checksum (for runs that end on their own): the
+    file opens read-write, the predictions table has `rows` rows, every version is whole,
+    no temporary table is left. Returns the problems found."""
+    problems: list[str] = []
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.Error as e:
+        return [f"the file does not open: {e}"]
+    try:
+        found, _ = predictions_state(con)
+        if found != rows:
+            problems.append(f"{PREDICTIONS} has {found} rows; expected {rows}")
+        check_registry(con, problems)
+        check_no_temp_tables(con, problems)
+    finally:
+        con.close()
+    return problems
 
 
 def _check_predictions(con: duckdb.DuckDBPyConnection, base: Base, command: str,
@@ -327,7 +347,7 @@ def _check_predictions(con: duckdb.DuckDBPyConnection, base: Base, command: str,
     return ""
 
 
-def _check_registry(con: duckdb.DuckDBPyConnection, problems: list[str]) -> dict[str, int]:
+def check_registry(con: duckdb.DuckDBPyConnection, problems: list[str]) -> dict[str, int]:
     """Checks every version is whole; returns model name -> number of versions."""
     models = con.execute("select model_name, version, num_trees, booster_format, booster, "
                          "status from ml.models order by 1, 2").fetchall()
@@ -359,7 +379,7 @@ def _check_registry(con: duckdb.DuckDBPyConnection, problems: list[str]) -> dict
     return dict(counts)
 
 
-def _check_no_temp_tables(con: duckdb.DuckDBPyConnection, problems: list[str]) -> None:
+def check_no_temp_tables(con: duckdb.DuckDBPyConnection, problems: list[str]) -> None:
     left = con.execute("select table_schema, table_name from information_schema.tables "
                        "where starts_with(table_name, '__pyml')").fetchall()
     problems.extend(f"temporary table {s}.{t} left behind" for s, t in left)
@@ -380,7 +400,7 @@ def _recover(db: Path, base: Base, problems: list[str]) -> None:
         (champion,), = con.execute("select version from ml.models where model_name = ? "
                                    "and status = 'champion'", [MODEL]).fetchall()
         after: list[str] = []
-        _check_no_temp_tables(con, after)
+        check_no_temp_tables(con, after)
     finally:
         con.close()
     if rows != base.rows:
@@ -615,7 +635,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {t:6.2f}s {line[:100]}", file=sys.stderr)
         results = run_all(base, plan(base, args.runs, args.seed), work, progress=True,
                           keep=args.keep is not None)
-    print(f"{args.runs} SIGKILLs, {base.rows:,} rows, seed {args.seed}, "
+        for point in INJECTED:
+            run = injected_run(base, point, work / f"at-{point.replace(' ', '-')}")
+            print(f"killed exactly {point}: {run.outcome or '-'}, "
+                  f"{'WAL' if run.wal else 'no WAL'}: "
+                  + ("ok" if run.survived else "FAILED: " + "; ".join(run.problems)),
+                  file=sys.stderr)
+            results.append(run)
+    print(f"{args.runs} SIGKILLs at random moments + {len(INJECTED)} at exact ones "
+          f"(the swap, the commit), {base.rows:,} rows, seed {args.seed}, "
           f"{time.monotonic() - started:.0f}s")
     print(table(results))
     failed = [r for r in results if not r.survived]
