@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyml.db import write_errors
 from pyml.project import load_project, select_specs
 from pyml.score import ScoreResult
 from pyml.score import score as _score
@@ -31,6 +32,7 @@ Log = Callable[[str], None]
 PathLike = str | Path | None
 
 
+@write_errors
 def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
           project_dir: PathLike = None, profiles_dir: PathLike = None,
           target: str | None = None, log: Log | None = None,
@@ -49,6 +51,7 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
                   external=external)
 
 
+@write_errors
 def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
           version: int | None = None, output: PathLike = None,
           batch_size: int | None = None, project_dir: PathLike = None,
@@ -62,6 +65,7 @@ def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
                   batch_size=batch_size, log=log, lock_timeout=lock_timeout)
 
 
+@write_errors
 def profile(model: str, *, target_column: str | None = None, project_dir: PathLike = None,
             profiles_dir: PathLike = None, target: str | None = None, log: Log | None = None,
             lock_timeout: float = 5.0) -> ProfileResult:
@@ -72,6 +76,7 @@ def profile(model: str, *, target_column: str | None = None, project_dir: PathLi
     return _profile(project, model, target_column=target_column, lock_timeout=lock_timeout)
 
 
+@write_errors
 def explain(models: Sequence[str] = (), *, select: Sequence[str] = (), top_k: int = 5,
             version: int | None = None, batch_size: int | None = None,
             project_dir: PathLike = None, profiles_dir: PathLike = None,
@@ -86,6 +91,7 @@ def explain(models: Sequence[str] = (), *, select: Sequence[str] = (), top_k: in
                     log=log, lock_timeout=lock_timeout)
 
 
+@write_errors
 def drift(models: Sequence[str] = (), *, select: Sequence[str] = (),
           version: int | None = None, threshold: float | None = None,
           project_dir: PathLike = None, profiles_dir: PathLike = None,
@@ -113,6 +119,7 @@ def report(model: str, *, output: PathLike = None, version: int | None = None,
                    version=version, log=log, lock_timeout=lock_timeout)
 
 
+@write_errors
 def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
          n_trials: int | None = None, timeout: float | None = None,
          project_dir: PathLike = None, profiles_dir: PathLike = None,
@@ -139,6 +146,7 @@ def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
     return _train(project, specs, log=log, lock_timeout=lock_timeout, tune=True)
 
 
+@write_errors
 def promote(model: str, *, version: int | None = None, reason: str | None = None,
             project_dir: PathLike = None, profiles_dir: PathLike = None,
             target: str | None = None, lock_timeout: float = 5.0) -> Change:
@@ -154,6 +162,7 @@ def promote(model: str, *, version: int | None = None, reason: str | None = None
         con.close()
 
 
+@write_errors
 def rollback(model: str, *, reason: str | None = None, project_dir: PathLike = None,
              profiles_dir: PathLike = None, target: str | None = None,
              lock_timeout: float = 5.0) -> Change:

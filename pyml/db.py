@@ -6,10 +6,13 @@ Identifiers that come from YAML, the command line or HTTP reach SQL only through
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -17,6 +20,8 @@ import pyarrow as pa
 from pyml.errors import DatabaseError, DatabaseLocked, RelationNotFound
 
 _PID_RE = re.compile(r"PID (\d+)")
+_FILE_RE = re.compile(r'file "([^"]+)"')
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def quote(name: str) -> str:
@@ -42,6 +47,9 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 5.0
             f"database file {path} does not exist: run `dbt build` first, or check the "
             "path in your dbt profile (--profiles-dir / --target)"
         )
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a folder, not a DuckDB database file: fix the path in "
+                            "your dbt profile")
     delay, deadline = 0.05, time.monotonic() + lock_timeout
     while True:
         try:
@@ -75,8 +83,60 @@ def _io_message(path: Path, text: str) -> str:
     if "not a valid DuckDB database" in text or "is not a valid" in text:
         return f"{path} is not a DuckDB database file: fix the path in your dbt profile"
     if "Permission denied" in text or "read-only" in text.lower():
-        return f"cannot write to {path}: the file or its folder is read-only ({first})"
+        return _read_only_message(path)
+    if "Corrupt database file" in text:
+        return f"{path} is corrupt ({first}); restore it from a backup or rebuild it with dbt"
     return f"cannot open {path}: {first}"
+
+
+def _read_only_message(path: Path | str) -> str:
+    return (f"cannot write to {path}: permission denied (the file or its folder is "
+            "read-only); make both writable and retry")
+
+
+def write_error(error: duckdb.Error) -> DatabaseError | None:
+    """The one-line error for a write the OS refused (disk full, file too large, read-only
+    file or folder), or None when `error` is something else.
+
+    DuckDB reports these as I/O or commit errors naming the file it could not write (the
+    database or its `.wal`); the transaction is rolled back, so nothing was changed.
+    """
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    named = _FILE_RE.search(first)
+    if named is None or not any(s in first for s in ("Could not write", "Cannot open file",
+                                                     "Could not open", "Could not truncate")):
+        return None
+    path = named.group(1).removesuffix(".wal")
+    reason = first.rsplit(": ", 1)[-1].strip()
+    if "Permission denied" in reason or "Read-only file system" in reason:
+        return DatabaseError(_read_only_message(path))
+    return DatabaseError(f"cannot write to {path}: {reason}; free disk space and retry (the "
+                         "failed write was rolled back)")
+
+
+def write_errors(func: F) -> F:
+    """Decorate a library verb so a write the OS refused is a DatabaseError (one line)."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except duckdb.Error as e:
+            error = write_error(e)
+            if error is None:
+                raise
+            raise error from e
+    return wrapper  # type: ignore[return-value]
+
+
+def abort_transaction(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if any.
+
+    A COMMIT that fails (disk full) has already rolled back; a second ROLLBACK would raise
+    'no transaction is active' and hide the error that matters.
+    """
+    with contextlib.suppress(duckdb.Error):
+        con.execute("rollback")
 
 
 def relation_columns(con: duckdb.DuckDBPyConnection, schema: str, name: str

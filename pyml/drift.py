@@ -26,7 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pyml.data import Feature, check_schema, select_exprs
-from pyml.db import connect, qualified, relation_columns, stream_arrow, table_exists
+from pyml.db import (
+    abort_transaction,
+    connect,
+    qualified,
+    relation_columns,
+    stream_arrow,
+    table_exists,
+)
 from pyml.errors import ModelNotFound
 from pyml.project import Project, resolve_relation
 from pyml.registry import SCHEMA, load_version
@@ -301,7 +308,7 @@ def _write(con: duckdb.DuckDBPyConnection, result: DriftResult) -> None:
         con.executemany(f"insert into {SCHEMA}.drift values (?, ?, ?, ?, ?, ?, ?)", rows)
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        abort_transaction(con)
         raise
 
 

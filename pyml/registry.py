@@ -18,7 +18,7 @@ import duckdb
 import xgboost as xgb
 
 from pyml.data import Feature, Target
-from pyml.db import first_row
+from pyml.db import abort_transaction, first_row
 from pyml.errors import ModelNotFound, RegistryError
 from pyml.metrics import Metric
 
@@ -182,7 +182,7 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
         on_version_written(con, new.name, version, new.note, decide)
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        abort_transaction(con)
         raise
     return version
 
@@ -239,18 +239,37 @@ def load_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None 
             f"model '{name}' version {ver}: the stored booster is not a valid XGBoost "
             f"{fmt} model; retrain it with `pyml train {name}`"
         ) from e
-    return StoredModel(
-        name=name,
-        version=int(ver),
-        created_at=created,
-        task=task,
-        target=Target(ttype, tuple(json.loads(classes)) if classes else ()),
-        key=tuple(json.loads(key)),
-        features=tuple(Feature.from_dict(f) for f in json.loads(feats)),
-        spec=json.loads(spec),
-        feature_relation=relation,
-        booster=booster,
-    )
+    try:
+        return StoredModel(
+            name=name,
+            version=int(ver),
+            created_at=created,
+            task=task,
+            target=Target(ttype, tuple(_decode(classes, list, "classes")) if classes else ()),
+            key=tuple(_decode(key, list, "key_columns")),
+            features=tuple(Feature.from_dict(f) for f in _decode(feats, list, "features")),
+            spec=_decode(spec, dict, "spec"),
+            feature_relation=relation,
+            booster=booster,
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        column = e.args[0] if isinstance(e, _Corrupt) else "features"
+        raise RegistryError(f"model '{name}' version {ver}: its ml.models row is corrupt "
+                            f"({column}); retrain it with `pyml train {name}`") from e
+
+
+class _Corrupt(ValueError):
+    """A JSON column of ml.models that does not hold what pyml wrote there."""
+
+
+def _decode(text: str, kind: type, column: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise _Corrupt(column) from None
+    if not isinstance(value, kind):
+        raise _Corrupt(column)
+    return value
 
 
 def _has_registry(con: duckdb.DuckDBPyConnection) -> bool:
