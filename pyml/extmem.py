@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from pyml.data import Encoder, Feature, Target, is_range_error, matrix_sql, rang
 from pyml.db import quote, stream_arrow
 from pyml.errors import DataError, PymlError
 from pyml.spec import ModelSpec
-from pyml.trainset import HASH_BUCKETS, Part, labels
+from pyml.trainset import HASH_BUCKETS, Part, ReadProgress, labels
 
 Log = Callable[[str], None]
 
@@ -98,7 +97,7 @@ class _PartIter(xgb.DataIter):
 
     def __init__(self, con: duckdb.DuckDBPyConnection, sql: str, params: list[Any],
                  encoder: Encoder, classes: pa.Array | None, batch_rows: int,
-                 cache_prefix: str, progress: _Progress, meta: dict[str, Any]) -> None:
+                 cache_prefix: str, progress: ReadProgress, meta: dict[str, Any]) -> None:
         self.con, self.sql, self.params, self.meta = con, sql, params, meta
         self.encoder, self.classes, self.batch_rows = encoder, classes, batch_rows
         self.progress = progress
@@ -122,29 +121,6 @@ class _PartIter(xgb.DataIter):
         input_data(data=X, label=labels(batch.column(0), self.classes), **self.meta)
         self.progress.add(len(X))
         return True
-
-
-class _Progress:
-    """Rows read per pass over a part, logged every ~10% with the rate."""
-
-    def __init__(self, where: str, name: str, what: str, rows: int, log: Log) -> None:
-        self.where, self.name, self.what, self.rows, self.log = where, name, what, rows, log
-        self.passes, self.done, self.next_at = 0, 0, 0
-        self.started = time.perf_counter()
-
-    def next_pass(self) -> None:
-        if self.done:
-            self.passes += 1
-        self.done, self.next_at = 0, max(1, self.rows // 10)
-        self.started = time.perf_counter()
-
-    def add(self, n: int) -> None:
-        self.done += n
-        if self.done >= self.next_at or self.done == self.rows:
-            self.next_at += max(1, self.rows // 10)
-            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
-            self.log(f"[{self.name}] {self.what} pass {self.passes + 1}: {self.done:,}/"
-                     f"{self.rows:,} rows ({rate:,.0f} rows/s)")
 
 
 @dataclass
@@ -183,7 +159,7 @@ class ExternalSet:
         meta = {k: kwargs.pop(k) for k in ("feature_names", "feature_types") if k in kwargs}
         sql, params = self._query(part)
         what = ("train", "validation")[part]
-        progress = _Progress(self.spec.where, self.spec.name, f"{what} part",
+        progress = ReadProgress(self.spec.where, self.spec.name, f"{what} part",
                              self.sizes[part], self.log)
         it = _PartIter(self.con, sql, params, Encoder(self.features), self._classes(),
                        self.budget.batch_rows(len(self.features)),
@@ -229,7 +205,7 @@ class ExternalSet:
         sql, params = self._query(2, extra=f", {self._pick(fraction, 13)} as __pyml_pick")
         encoder, classes = Encoder(self.features), self._classes()
         ys, preds, picked = [], [], []
-        progress = _Progress(self.spec.where, self.spec.name, "holdout", self.sizes[2],
+        progress = ReadProgress(self.spec.where, self.spec.name, "holdout", self.sizes[2],
                              self.log)
         progress.next_pass()
         for batch in self._stream(sql, params):

@@ -233,7 +233,8 @@ def _train_in_memory(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
                      features: Sequence[Feature], target: Target, part_sql: str,
                      part_params: list[Any], tune: bool | None, log: Log) -> _Fitted:
     """Read the parts into float32 arrays in one pass, check, tune, fit and evaluate."""
-    ts = read_training_set(con, spec, source, features, target, part_sql, part_params)
+    ts = read_training_set(con, spec, source, features, target, part_sql, part_params,
+                           log=log)
     sizes = (len(ts.train.y), len(ts.valid.y), len(ts.test.y))
     _check_split(spec, sizes)
     _log_split(spec, sizes, log)
@@ -324,7 +325,9 @@ def _fit(spec: ModelSpec, features: Sequence[Feature], n_classes: int, seen_clas
     use_valid = has_valid and spec.early_stopping_rounds is not None
     try:
         dtrain, dvalid = data(kwargs, use_valid)
-        evals = [(dtrain, "train")] + ([(dvalid, "validation")] if dvalid is not None else [])
+        # Only the validation part is evaluated each round (early stopping, progress): a
+        # metric over the whole train part every round costs time and tells little.
+        evals = [(dvalid, "validation")] if dvalid is not None else []
         booster = xgb.train(
             params, dtrain, num_boost_round=spec.num_boost_round, evals=evals,
             early_stopping_rounds=spec.early_stopping_rounds if use_valid else None,

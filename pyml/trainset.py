@@ -10,7 +10,8 @@ own quantised copy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pyml.data import (
+    F32_MAX,
     Encoder,
     Feature,
     Target,
@@ -36,6 +38,32 @@ from pyml.spec import ModelSpec
 BATCH_ROWS = 262_144
 HASH_BUCKETS = 1_000_000  # resolution of the hashed-key split and samples
 PARTS = ("train", "validation", "holdout")
+
+
+class ReadProgress:
+    """Rows read per pass over a part, logged every ~10% with the rate."""
+
+    def __init__(self, where: str, name: str, what: str, rows: int, log: Callable[[str], None],
+                 passes: bool = True) -> None:
+        self.where, self.name, self.what, self.rows, self.log = where, name, what, rows, log
+        self.show_passes = passes
+        self.passes, self.done, self.next_at = 0, 0, 0
+        self.started = time.perf_counter()
+
+    def next_pass(self) -> None:
+        if self.done:
+            self.passes += 1
+        self.done, self.next_at = 0, max(1, self.rows // 10)
+        self.started = time.perf_counter()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.done >= self.next_at or self.done == self.rows:
+            self.next_at += max(1, self.rows // 10)
+            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+            which = f" pass {self.passes + 1}" if self.show_passes else ""
+            self.log(f"[{self.name}] {self.what}{which}: {self.done:,}/{self.rows:,} rows "
+                     f"({rate:,.0f} rows/s)")
 
 
 @dataclass
@@ -77,11 +105,14 @@ def learn_target(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
     if spec.task == "regression":
         # Type check first (same message as for in-memory labels), then finiteness in SQL.
         encode_target(spec, dtype, pa.chunked_array([pa.array([], pa.float64())]))
-        bad = first_row(con, f"select count(*) filter (where not isfinite(cast({y} as double)))"
-                             f" from {source} where {y} is not null")
+        # XGBoost keeps labels as float32: a finite DOUBLE beyond its range is infinite there.
+        bad = first_row(con, f"select count(*) filter (where not isfinite(cast({y} as double)) "
+                             f"or abs(cast({y} as double)) > ?) from {source} "
+                             f"where {y} is not null", [F32_MAX])
         if bad and bad[0]:
-            raise DataError(f"{spec.where}: target '{spec.target}' has {bad[0]} NaN or "
-                            "infinite values; NULL or clean them in the dbt model")
+            raise DataError(f"{spec.where}: target '{spec.target}' has {bad[0]} NaN, infinite "
+                            f"or out-of-range values (|x| > {F32_MAX:.3g}); NULL or clean them "
+                            "in the dbt model")
         return Target(dtype)
     table = con.sql(f"select distinct {y} from {source} where {y} is not null").to_arrow_table()
     assert table is not None
@@ -137,7 +168,8 @@ def train_label_base(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
 
 def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                       features: Sequence[Feature], target: Target, part_sql: str,
-                      part_params: list[Any], batch_rows: int = BATCH_ROWS) -> TrainingSet:
+                      part_params: list[Any], batch_rows: int = BATCH_ROWS,
+                      log: Callable[[str], None] | None = None) -> TrainingSet:
     """Stream the labelled rows once into preallocated float32 parts."""
     y = quote(spec.target)
     sizes = part_sizes(con, spec, source, part_sql, part_params)
@@ -145,15 +177,24 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
     parts = tuple(Part(np.empty((n, k), np.float32), np.empty(n, np.float64)) for n in sizes)
     encoder = Encoder(features)
     classes = pa.array(list(target.classes)) if target.classes else None
-    reader = stream_arrow(
-        con, f"select {y} as __pyml_y, {part_sql} as __pyml_part, {matrix_sql(features)} "
-             f"from {source} where {y} is not null", batch_rows, part_params)
-    try:
-        _fill(reader, parts, sizes, encoder, classes, spec.where, source)
+    reader = None
+    try:  # the first batch is computed when the reader is made: a range error can come here
+        reader = stream_arrow(
+            con, f"select {y} as __pyml_y, {part_sql} as __pyml_part, {matrix_sql(features)} "
+                 f"from {source} where {y} is not null", batch_rows, part_params)
+        progress = ReadProgress(spec.where, spec.name, "read", sum(sizes),
+                                log or (lambda _: None), passes=False)
+        progress.next_pass()
+        _fill(reader, parts, sizes, encoder, classes, spec.where, source, progress)
     except (duckdb.Error, pa.ArrowException, OSError) as e:
         if is_range_error(e):
             raise range_error(con, source, features, spec.where) from None
         raise
+    finally:
+        if reader is not None:
+            # An open reader keeps the database open (and locked) for as long as the
+            # exception's traceback lives, e.g. in a notebook after an error.
+            reader.close()
     return TrainingSet(tuple(features), target, (parts[0], parts[1], parts[2]))
 
 
@@ -167,7 +208,8 @@ def labels(column: pa.Array | pa.ChunkedArray, classes: pa.Array | None) -> np.n
 
 
 def _fill(reader: pa.RecordBatchReader, parts: tuple[Part, ...], sizes: list[int],
-          encoder: Encoder, classes: pa.Array | None, where: str, source: str) -> None:
+          encoder: Encoder, classes: pa.Array | None, where: str, source: str,
+          progress: ReadProgress) -> None:
     """Copy each batch's rows into the preallocated part arrays."""
     filled = [0, 0, 0]
     for batch in reader:
@@ -185,5 +227,6 @@ def _fill(reader: pa.RecordBatchReader, parts: tuple[Part, ...], sizes: list[int
             np.compress(mask, X, axis=0, out=parts[p].X[lo:hi])
             np.compress(mask, yb, out=parts[p].y[lo:hi])
             filled[p] = hi
+        progress.add(len(X))
     if filled != sizes:
         raise DataError(f"{where}: {source} changed while it was read; rerun")
