@@ -23,7 +23,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pyml.data import check_schema, is_range_error, matrix_sql, range_error
-from pyml.db import connect, first_row, qualified, quote, relation_columns, stream_arrow
+from pyml.db import (
+    abort_transaction,
+    connect,
+    first_row,
+    qualified,
+    quote,
+    relation_columns,
+    stream_arrow,
+)
 from pyml.errors import DataError, PymlError
 from pyml.model import LoadedModel, key_types
 from pyml.project import Project, resolve_relation
@@ -153,10 +161,16 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     tmp = f"__pyml_tmp_{target_table}_{uuid.uuid4().hex[:8]}"
     reader_con = con.cursor()
     writer = con.cursor()
+    reader = None
     try:
         exprs = [quote(k) for k in stored.key] + [matrix_sql(stored.features)]
-        reader = stream_arrow(reader_con, f"select {', '.join(exprs)} from {source}",
-                              batch_size)
+        try:  # the first batch is computed here: a value beyond float32 fails already
+            reader = stream_arrow(reader_con, f"select {', '.join(exprs)} from {source}",
+                                  batch_size)
+        except duckdb.Error as e:
+            if is_range_error(e):
+                raise range_error(con, source, stored.features, where) from None
+            raise
         key_fields = [reader.schema.field(i).with_name(k) for i, k in enumerate(stored.key)]
         out_schema = pa.schema(
             key_fields
@@ -191,16 +205,21 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
         if batches.rows != total:
             raise DataError(f"{where}: wrote {batches.rows} rows but {label} has {total}; "
                             "the relation changed while scoring, rerun")
+        if output is not None:
+            # Before the swap: a file that cannot be written leaves the table as it was.
+            write_file(writer, qualified(SCHEMA, tmp), output)
         _swap(writer, tmp, target_table, begin=False)
     except BaseException:
         _drop_quietly(con, tmp)
         raise
     finally:
+        if reader is not None:
+            # An open reader keeps the database open (and locked) for as long as an
+            # exception's traceback lives, e.g. in a notebook after an error.
+            reader.close()
         reader_con.close()
         writer.close()
         con.execute("reset memory_limit")
-    if output is not None:
-        write_file(con, qualified(SCHEMA, target_table), output)
     seconds = time.perf_counter() - started
     log(f"[{model.name}] wrote {SCHEMA}.{target_table}: {total:,} rows in {seconds:.1f}s "
         f"({total / max(seconds, 1e-9):,.0f} rows/s)")
@@ -218,7 +237,7 @@ def _swap(con: duckdb.DuckDBPyConnection, tmp: str, target: str, begin: bool = T
         con.execute(f"alter table {qualified(SCHEMA, tmp)} rename to {quote(target)}")
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        abort_transaction(con)
         raise
 
 
@@ -240,14 +259,17 @@ def _drop_leftovers(con: duckdb.DuckDBPyConnection, target: str) -> None:
 
 
 def write_file(con: duckdb.DuckDBPyConnection, table_sql: str, path: Path) -> None:
-    """Stream a table into a Parquet or CSV file, atomically (temp file + rename)."""
+    """Stream a table into a Parquet or CSV file, atomically (temp file + rename).
+
+    The table is read through `con` itself, so it may be one that `con`'s open transaction
+    has not committed yet.
+    """
     path = path.expanduser().resolve()
     if not path.parent.is_dir():
         raise PymlError(f"--output {path}: folder {path.parent} does not exist")
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    cur = con.cursor()
+    reader = stream_arrow(con, f"select * from {table_sql}", 100_000)
     try:
-        reader = stream_arrow(cur, f"select * from {table_sql}", 100_000)
         if path.suffix.lower() == ".parquet":
             with pq.ParquetWriter(tmp, reader.schema) as pw:
                 for batch in reader:
@@ -260,6 +282,6 @@ def write_file(con: duckdb.DuckDBPyConnection, table_sql: str, path: Path) -> No
     except OSError as e:
         raise PymlError(f"cannot write {path}: {e.strerror}") from e
     finally:
-        cur.close()
+        reader.close()
         if tmp.exists():
             tmp.unlink()
