@@ -198,8 +198,10 @@ def parse_body(body: bytes, max_records: int) -> list[dict[str, Any]]:
         # the stdlib, which accepts a few things msgspec does not (a BOM, UTF-16, 1e400, lone
         # surrogates) and whose messages are the ones clients get.
         data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # bad UTF-8 in a string: the latter
         data = _stdlib_loads(body)
+    except RecursionError:  # both parsers recurse per nesting level; records are flat
+        raise RequestError(422, "body is nested too deeply to be a list of records") from None
     if not isinstance(data, list):
         raise RequestError(422, "body must be a JSON list of records (objects), got "
                                 f"{_type_name(data)}")
@@ -221,6 +223,8 @@ def _stdlib_loads(body: bytes) -> Any:
         return json.loads(body, parse_constant=no_constants)
     except UnicodeDecodeError:
         raise RequestError(422, "body is not UTF-8 encoded JSON") from None
+    except RecursionError:
+        raise RequestError(422, "body is nested too deeply to be a list of records") from None
     except json.JSONDecodeError as e:
         raise RequestError(422, f"body is not valid JSON: {e.msg} at line {e.lineno} "
                                 f"column {e.colno}") from None
