@@ -90,9 +90,19 @@ def _read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ProjectError(f"{path} is not valid YAML: {e}; fix the file and retry") from e
+        raise ProjectError(f"{path} is not valid YAML: {_yaml_problem(e)}; fix the file and "
+                           "retry") from e
     except OSError as e:
         raise ProjectError(f"cannot read {path}: {e.strerror}") from e
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's several-line report as one line: the problem and where it is."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{error.problem}{where}"
+    return " ".join(str(error).split())
 
 
 def _render_profile(raw: dict[str, Any]) -> dict[str, Any]:
