@@ -23,6 +23,13 @@ SEED = 20240601  # fixed so that retraining the same data gives the same interva
 WeightedMetrics = Callable[[np.ndarray], dict[str, float]]
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """A dot product without BLAS: OpenBLAS splits long vectors across threads, and on a
+    busy machine waking them costs milliseconds per call (measured: 9 ms instead of 0.01 ms
+    for 20,000 rows), which a bootstrap pays hundreds of times."""
+    return float(np.multiply(a, b).sum())
+
+
 def _div(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -56,15 +63,15 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> WeightedMe
         total = n_pos + n_neg
         both = n_pos > 0 and n_neg > 0
         out = {"positive_rate": _div(n_pos, total),
-               "log_loss": _div(float(w @ row_ll), total),
-               "brier": _div(float(w @ row_brier), total)}
+               "log_loss": _div(_dot(w, row_ll), total),
+               "brier": _div(_dot(w, row_brier), total)}
         # A positive beats every negative scored lower and ties half of those scored equal.
-        out["auc"] = (float(pos @ (n_neg - fp + 0.5 * neg)) / (n_pos * n_neg)
+        out["auc"] = (_dot(pos, n_neg - fp + 0.5 * neg) / (n_pos * n_neg)
                       if both else float("nan"))
         with np.errstate(divide="ignore", invalid="ignore"):
             precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
             f1 = np.where(tp + fp + n_pos > 0, 2 * tp / (tp + fp + n_pos), 0.0)
-        out["pr_auc"] = float(pos @ precision) / n_pos if both else float("nan")
+        out["pr_auc"] = _dot(pos, precision) / n_pos if both else float("nan")
         best = int(np.argmax(f1))  # first maximum = the highest threshold among ties
         out["best_f1"] = float(f1[best])
         out["best_f1_threshold"] = float(values[best])
@@ -88,12 +95,12 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> WeightedMetrics:
 
     def compute(w: np.ndarray) -> dict[str, float]:
         total = float(w.sum())
-        mean = _div(float(w @ y), total)
-        ss_res, ss_tot = float(w @ sq), float(w @ (y - mean) ** 2)
-        out = {"rmse": float(np.sqrt(_div(ss_res, total))), "mae": _div(float(w @ ab), total),
+        mean = _div(_dot(w, y), total)
+        ss_res, ss_tot = _dot(w, sq), _dot(w, (y - mean) ** 2)
+        out = {"rmse": float(np.sqrt(_div(ss_res, total))), "mae": _div(_dot(w, ab), total),
                "r2": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")}
         if ape is not None:
-            out["mape"] = _div(float(w @ ape), total)
+            out["mape"] = _div(_dot(w, ape), total)
         return out
 
     return compute
@@ -118,8 +125,8 @@ def multiclass_metrics(y: np.ndarray, prob: np.ndarray) -> WeightedMetrics:
         present = (actual + predicted) > 0  # sklearn averages over labels seen in y or pred
         with np.errstate(divide="ignore", invalid="ignore"):
             f1 = np.where(actual + predicted > 0, 2 * tp / (actual + predicted), 0.0)
-        return {"log_loss": _div(float(w @ row_ll), total),
-                "accuracy": _div(float(w @ correct), total),
+        return {"log_loss": _div(_dot(w, row_ll), total),
+                "accuracy": _div(_dot(w, correct), total),
                 "f1_macro": float(f1[present].mean()) if present.any() else float("nan")}
 
     return compute

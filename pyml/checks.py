@@ -27,7 +27,7 @@ LEAK_AUC = 0.98  # univariate AUC >= this (or <= 1 - this) is a near-perfect sin
 LEAK_CORR = 0.98  # |Spearman| >= this with a numeric target
 KEY_COPY = 0.98  # share equal to / |Spearman| with the key above which a column copies it
 MIN_MINORITY = 0.01  # minority class share below which a classifier target is suspicious
-CHECK_ROWS = 200_000  # rows behind the univariate statistics (a seeded sample above that)
+CHECK_ROWS = 50_000  # rows behind the univariate statistics (a seeded sample above that)
 SMOOTHING = 10.0  # prior weight of the out-of-fold category means
 
 
