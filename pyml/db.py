@@ -65,7 +65,9 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 5.0
                     f"database {path} is locked by another process{holder}: close the other "
                     "DuckDB client (dbt, a notebook, a BI tool, another pyml) and retry"
                 ) from e
-            time.sleep(delay)
+            # The last wait ends at the deadline, where one more try is made: the backoff
+            # would otherwise overshoot --lock-timeout by up to a second.
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
         except duckdb.ConnectionException as e:
             if read_only and "different configuration" in str(e):

@@ -277,6 +277,21 @@ def test_load_model_retries_then_names_the_writer(scored: Loans) -> None:
     holder.wait()
 
 
+def test_the_lock_wait_ends_at_the_timeout(scored: Loans) -> None:
+    # The backoff used to sleep past the deadline: --lock-timeout 2 waited ~2.6 s.
+    from pyml.db import connect
+
+    holder = hold(scored.db, 60)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseLocked):
+            connect(scored.db, read_only=True, lock_timeout=2.0)
+        assert 2.0 <= time.monotonic() - started < 2.4
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # --- two writers at once ------------------------------------------------------------------
 
 WRITERS = {
@@ -339,6 +354,7 @@ class Client:
                 r = http.post(f"{self.base}/models/default_risk/predict", json=[self.record])
                 version = r.json().get("version") if r.status_code == 200 else None
                 self.answers.append((time.monotonic(), r.status_code, version))
+                time.sleep(0.01)  # a steady load, not one that takes the writers' CPU
 
     def during(self, proc: Proc) -> int:
         """Answers received while `proc` ran."""
