@@ -1,0 +1,772 @@
+"""The bad-input catalogue: every way we know to hand pyml something wrong, and what it says.
+
+Each case breaks one thing in its own copy of the lending project (tests/conftest.py) and runs
+the real command (CliRunner, or the `pyml` executable where a signal, a permission or a file
+size limit has to reach a real process). A CLI case must exit with code 1, print exactly one
+`Error:` line (the last line of output) naming the thing and the fix, and show no traceback;
+an HTTP case must get a 4xx with a JSON `{"detail": ...}` body. Every case then checks that
+every table and view in the DuckDB file (all schemas: row count, an order-free hash of the rows
+and the column types) and every project file are exactly as they were.
+
+A few inputs look wrong but are legal (column names with spaces, quotes, unicode or SQL
+keywords; NaN features; a class never seen in training): those cases assert that they work.
+docs/reliability.md ("Bad inputs") summarises the catalogue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from pyml.serve import create_app
+from pyml.spec import ALLOWED_KEYS
+
+from .conftest import DB_ENV, SCHEMA_YML, Loans
+
+with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+Setup = Callable[[Loans], object]
+
+WHERE = "models/schema.yml: model 'default_risk' on model.loans.loan_features"
+LOSS = "models/schema.yml: model 'loss_amount' on model.loans.loan_features"
+GRADE = "models/schema.yml: model 'grade' on model.loans.loan_features"
+COLUMNS = "loan_id, region, amount, income, term_months, grade, defaulted, loss"
+RANGE = "infinite or out-of-range values (|x| > 3.4e+38)"
+EXCLUDE = "            exclude: [loss, grade]\n"
+PYML = str(Path(sys.executable).parent / "pyml")
+
+
+# --- what "unchanged" means -----------------------------------------------------------------
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def db_state(db: Path) -> Any:
+    """Every table and view of the file: (type, columns, row count, order-free row hash).
+
+    A file DuckDB cannot open is compared byte for byte instead.
+    """
+    if not db.exists():
+        return "missing"
+    if db.is_dir():
+        return "folder"
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return "sha256 " + hashlib.sha256(db.read_bytes()).hexdigest()
+    try:
+        state: dict[str, Any] = {}
+        for schema, name, kind in con.execute(
+                "select table_schema, table_name, table_type from information_schema.tables "
+                "where table_catalog = current_database() order by 1, 2").fetchall():
+            columns = con.execute(
+                "select column_name, data_type from information_schema.columns where "
+                "table_catalog = current_database() and table_schema = ? and table_name = ? "
+                "order by ordinal_position", [schema, name]).fetchall()
+            rows: Any
+            try:
+                rows = con.execute(f"select count(*), coalesce(sum(hash(t)), 0)::varchar "
+                                   f"from {_ident(schema)}.{_ident(name)} t").fetchone()
+            except duckdb.Error as e:  # a view over something dropped still has a state
+                rows = str(e).splitlines()[0]
+            state[f"{schema}.{name}"] = (kind, tuple(columns), rows)
+        return state
+    finally:
+        con.close()
+
+
+def files_state(root: Path, db: Path) -> dict[str, str]:
+    """Project files by content.
+
+    Not target/ and logs/ (dbt's own), nor the database and its WAL: `db_state` compares
+    what they hold (a WAL left by a refused write is discarded by DuckDB's next open).
+    """
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if (rel.parts[0] in ("target", "logs") or not path.is_file()
+                or path.name.startswith(db.name)):
+            continue
+        out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def state(project: Loans) -> tuple[Any, dict[str, str]]:
+    """The database's tables and the project's files, to compare before and after."""
+    return db_state(project.db), files_state(project.dir, project.db)
+
+
+def error_line(output: str, exit_code: int) -> str:
+    """The one `Error:` line of a failed command (which must also be its last line)."""
+    assert exit_code == 1, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], output
+    return errors[0][len("Error: "):]
+
+
+def same(message: str, expected: str) -> bool:
+    """Equality, where each '...' in `expected` stands for any text (a checksum, a path)."""
+    first, *middle, last = expected.split("...") if "..." in expected else (expected, None)
+    if last is None:
+        return message == expected
+    if not (message.startswith(first) and message.endswith(last)):
+        return False
+    at = len(first)
+    for piece in middle:
+        at = message.find(piece, at)
+        if at < 0:
+            return False
+        at += len(piece)
+    return at <= len(message) - len(last)
+
+
+# --- setups -----------------------------------------------------------------------------------
+
+def nothing(_: Loans) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A setup that only rewrites models/schema.yml (pyml then re-parses the project)."""
+
+    text: str  # the whole new file
+
+    def __call__(self, project: Loans) -> None:
+        project.write_schema(self.text)
+
+
+def yaml(old: str, new: str) -> Setup:
+    """Replace one piece of models/schema.yml."""
+    assert old in SCHEMA_YML, old
+    return Schema(SCHEMA_YML.replace(old, new, 1))
+
+
+def spec(*lines: str) -> Setup:
+    """Add keys to the default_risk spec."""
+    return yaml(EXCLUDE, EXCLUDE + "".join(f"            {line}\n" for line in lines))
+
+
+def sql(*statements: str) -> Setup:
+    def run(p: Loans) -> None:
+        for statement in statements:
+            p.sql(statement)
+    return run
+
+
+def features(select: str) -> Setup:
+    return lambda p: p.replace_features(select)
+
+
+def write(rel: str, data: bytes | None) -> Setup:
+    """Overwrite (or, with None, delete) a file of the project."""
+    def run(p: Loans) -> None:
+        path = p.dir / rel
+        if data is None:
+            path.unlink()
+        else:
+            path.write_bytes(data)
+    return run
+
+
+def db_folder(p: Loans) -> None:
+    p.db.unlink()
+    p.db.mkdir()
+
+
+def new_unbuilt_model(p: Loans) -> None:
+    (p.dir / "models" / "new_loans.sql").write_text("select * from {{ ref('loan_features') }}\n")
+    p.write_schema(SCHEMA_YML + "  - name: new_loans\n    config:\n      meta:\n        pyml:\n"
+                   "          - name: new_risk\n            task: binary\n"
+                   "            target: defaulted\n            key: loan_id\n"
+                   "            exclude: [loss, grade]\n")
+
+
+def a_file(p: Loans) -> None:
+    (p.dir / "card.json").write_text("{}")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: how to break the project, the command, and the exact message."""
+
+    id: str
+    setup: Setup
+    argv: tuple[str, ...]
+    message: str  # the text after `Error: `; <DB>, <DIR> and <KEYS> are filled in
+    trained: bool = True  # start from the trained and scored project (else only built)
+
+
+CASES = [
+    # The spec in YAML.
+    Case("yaml-syntax-error", Schema(SCHEMA_YML + "  - name: [unclosed\n"),
+         ("train",), "`dbt parse` failed: Parsing Error Error reading loans: schema.yml - "
+                     "Runtime Error Syntax error near line 26..."),
+    Case("yaml-spec-not-a-mapping",
+         yaml("          - name: default_risk\n            description: Probability that a "
+              "loan defaults.\n            task: binary\n            target: defaulted\n"
+              "            key: loan_id\n" + EXCLUDE, "          - default_risk\n"),
+         ("train",), "models/schema.yml: model.loans.loan_features meta.pyml[0]: a pyml spec "
+                     "must be a mapping with keys name, task, target, key; got str"),
+    Case("spec-unknown-key", yaml("target: defaulted", "targt: defaulted"), ("train",),
+         f"{WHERE}: unknown key 'targt'; allowed keys are <KEYS>"),
+    Case("spec-missing-key", yaml("            key: loan_id\n", ""), ("train",),
+         f"{WHERE}: missing required key 'key' (id column(s) carried into the predictions)"),
+    Case("spec-threshold-text", spec("threshold: high"), ("train", "default_risk"),
+         f"{WHERE}: 'threshold' must be a number, got 'high'"),
+    Case("spec-threshold-out-of-range", spec("threshold: 1.5"), ("score", "default_risk"),
+         f"{WHERE}: threshold must be between 0 and 1 (exclusive), got 1.5"),
+    Case("spec-features-not-a-list", yaml(EXCLUDE, "            features: {amount: 1}\n"),
+         ("train",), f"{WHERE}: 'features' must be a column name or a list of column names"),
+    Case("spec-features-and-exclude", spec("features: [amount]"), ("train",),
+         f"{WHERE}: give either 'features' or 'exclude', not both"),
+    Case("spec-task-unknown", yaml("task: binary", "task: classifier"), ("train",),
+         f"{WHERE}: task 'classifier' is not one of binary, multiclass, regression"),
+    Case("spec-name-not-an-identifier", yaml("name: default_risk", "name: Default Risk"),
+         ("train",), "models/schema.yml: model 'Default Risk' on model.loans.loan_features: "
+                     "name 'Default Risk' is not a valid model name; use lower-case letters, "
+                     "digits and underscores, starting with a letter (at most 63 characters)"),
+    Case("spec-params-not-a-mapping", spec("params: [1, 2]"), ("train",),
+         f"{WHERE}: 'params' must be a mapping of XGBoost parameter names to values"),
+    Case("spec-params-objective", spec("params: {objective: 'reg:logistic'}"), ("train",),
+         f"{WHERE}: params.objective is set by pyml from 'task'; remove it from params"),
+    Case("spec-params-rejected-by-xgboost", spec("params: {max_depth: -1}"),
+         ("train", "default_risk"),
+         f"{WHERE}: XGBoost rejected the training parameters: ..."),
+    Case("spec-rounds-text", spec("num_boost_round: many"), ("train",),
+         f"{WHERE}: 'num_boost_round' must be an integer, got 'many'"),
+    Case("spec-split-method", spec("split: {method: stratified}"), ("train",),
+         f"{WHERE}: split.method 'stratified' is not one of random, time, kfold"),
+    Case("spec-split-unknown-key", spec("split: {frac: 0.2}"), ("train",),
+         f"{WHERE}: unknown key 'split.frac'; allowed: method, test_fraction, "
+         "validation_fraction, seed, column, folds"),
+    Case("spec-batch-size-zero", spec("score: {batch_size: 0}"), ("score", "default_risk"),
+         f"{WHERE} score: 'batch_size' must be at least 1, got 0"),
+    Case("spec-duplicate-name", yaml("name: grade", "name: default_risk"), ("train",),
+         f"{WHERE}: model name 'default_risk' is already declared in {WHERE}; model names "
+         "must be unique"),
+    Case("spec-positive-class-not-a-label", spec("positive_class: 'yes'"),
+         ("train", "default_risk"),
+         f"{WHERE}: positive_class 'yes' is not a value of the target (values: [False, True])"),
+    Case("cli-model-name-unknown", nothing, ("train", "Default Risk"),
+         "no pyml model named 'Default Risk'; declared models: default_risk, grade, "
+         "loss_amount"),
+    # Columns the spec names.
+    Case("target-column-missing", yaml("target: defaulted", "target: is_defaulted"),
+         ("train", "default_risk"),
+         f"{WHERE}: target column 'is_defaulted' is not in main.loan_features; columns are: "
+         f"{COLUMNS}"),
+    Case("key-column-missing", yaml("key: loan_id", "key: loan"), ("train", "default_risk"),
+         f"{WHERE}: key column 'loan' is not in main.loan_features; columns are: {COLUMNS}"),
+    Case("feature-column-missing", yaml(EXCLUDE, "            features: [amount, incme]\n"),
+         ("train", "default_risk"),
+         f"{WHERE}: feature 'incme' is not in main.loan_features; columns are: {COLUMNS}"),
+    Case("feature-type-unsupported",
+         features("select *, date '2024-01-31' as opened_date"), ("train", "default_risk"),
+         f"{WHERE}: column 'opened_date' of main.loan_features has type DATE, which pyml "
+         "cannot use as a feature; derive a number or a string from it in SQL, or add it to "
+         "'exclude'"),
+    # The rows: labels.
+    Case("target-all-null", sql("update main.loan_features set loss = null"),
+         ("train", "loss_amount"),
+         f"{LOSS}: main.loan_features has no rows with a non-NULL 'loss'; nothing to train "
+         "on (did `dbt build` run?)"),
+    Case("target-one-class", sql("update main.loan_features set defaulted = true"),
+         ("train", "default_risk"),
+         f"{WHERE}: target 'defaulted' has only one class (True) among labelled rows; a "
+         "binary model needs at least two"),
+    # Loan 1 falls in the validation part of the seeded split: its class never reaches the
+    # booster, which would then not know it exists.
+    Case("target-class-only-outside-the-training-part",
+         sql("update main.loan_features set grade = 'D' where loan_id = 1"),
+         ("train", "grade"),
+         f"{GRADE}: the training part has only 3 of 4 classes; adjust the split or add data"),
+    Case("target-nan-class-label",
+         features("select * replace (case when loan_id = 5 then 'nan'::double "
+                  "else defaulted::int::double end as defaulted)"), ("train", "default_risk"),
+         f"{WHERE}: target 'defaulted' has NaN or infinite values; clean them in the dbt "
+         "model"),
+    Case("target-nan-regression",
+         sql("update main.loan_features set loss = 'nan' where loan_id in (5, 9)"),
+         ("train", "loss_amount"),
+         f"{LOSS}: target 'loss' has 2 NaN, {RANGE}; NULL or clean them in the dbt model"),
+    Case("target-infinite-regression",
+         sql("update main.loan_features set loss = '-inf' where loan_id = 5"),
+         ("train", "loss_amount"),
+         f"{LOSS}: target 'loss' has 1 NaN, {RANGE}; NULL or clean them in the dbt model"),
+    Case("target-beyond-float32", sql("update main.loan_features set loss = 1e300 "
+                                      "where loan_id in (5, 9, 11)"), ("train", "loss_amount"),
+         f"{LOSS}: target 'loss' has 3 NaN, {RANGE}; NULL or clean them in the dbt model"),
+    # The rows: features.
+    Case("feature-infinite-at-train",
+         sql("update main.loan_features set income = 'inf' where loan_id in (5, 9)"),
+         ("train", "default_risk"),
+         f"{WHERE}: feature 'income' has 2 {RANGE}; clean them in the dbt model (e.g. NULL "
+         "them) and retry"),
+    Case("feature-beyond-float32-at-train",
+         sql("update main.loan_features set income = -3.5e38 where loan_id = 9"),
+         ("train", "default_risk"),
+         f"{WHERE}: feature 'income' has 1 {RANGE}; clean them in the dbt model (e.g. NULL "
+         "them) and retry"),
+    Case("feature-infinite-at-score",
+         sql("update main.loan_features set amount = '-inf' where loan_id = 5"),
+         ("score", "default_risk"),
+         f"model 'default_risk': feature 'amount' has 1 {RANGE}; clean them in the dbt model "
+         "(e.g. NULL them) and retry"),
+    Case("feature-huge-at-score",
+         sql("update main.loan_features set income = 1e300 where loan_id in (5, 9)"),
+         ("score", "default_risk"),
+         f"model 'default_risk' v1: feature 'income' has 2 {RANGE}; clean them in the dbt "
+         "model (e.g. NULL them) and retry"),
+    Case("feature-missing-at-score", features("select * exclude (income)"),
+         ("score", "default_risk"),
+         "model 'default_risk' v1: feature 'income' is missing from main.loan_features; add "
+         "it back to the dbt model or retrain the model without it"),
+    Case("feature-number-became-text",
+         features("select * replace (cast(amount as varchar) as amount)"),
+         ("score", "loss_amount"),
+         "model 'loss_amount' v1: feature 'amount' was DOUBLE (numeric) at training but is "
+         "VARCHAR in main.loan_features; cast it back in the dbt model or retrain"),
+    Case("feature-text-became-number",
+         features("select * replace (length(region) as region)"), ("score", "default_risk"),
+         "model 'default_risk' v1: feature 'region' was VARCHAR (categorical) at training but "
+         "is BIGINT in main.loan_features; cast it back in the dbt model or retrain"),
+    Case("key-missing-at-score", features("select * exclude (loan_id)"), ("score", "grade"),
+         "model 'grade' v1: key column 'loan_id' is missing from main.loan_features; keys are "
+         "carried into the predictions table"),
+    # The relation.
+    Case("relation-empty-at-train", sql("delete from main.loan_features"),
+         ("train", "default_risk"),
+         f"{WHERE}: main.loan_features is empty; nothing to train on (did `dbt build` run?)"),
+    Case("relation-empty-at-score", sql("delete from main.loan_features"),
+         ("score", "default_risk"),
+         "model 'default_risk' v1: main.loan_features is empty; nothing to score (did `dbt "
+         "build` run?)"),
+    Case("relation-dropped", sql("drop table main.loan_features"), ("train", "grade"),
+         "relation main.loan_features does not exist in the database: build it with `dbt "
+         "build --select loan_features` first"),
+    Case("dbt-model-not-built-yet", new_unbuilt_model, ("train", "new_risk"),
+         "relation main.new_loans does not exist in the database: build it with `dbt build "
+         "--select new_loans` first"),
+    Case("score-relation-table-missing", spec("score: {relation: main.loans_2025}"),
+         ("score", "default_risk"),
+         "relation main.loans_2025 does not exist in the database: build it with `dbt build "
+         "--select loans_2025` first"),
+    Case("score-relation-unknown", spec("score: {relation: loans_2025}"),
+         ("score", "default_risk"),
+         "score.relation 'loans_2025' is neither a dbt model in this project nor schema.table"),
+    Case("duplicate-keys-at-score", sql("insert into main.loan_features select * from "
+                                        "main.loan_features where loan_id <= 3"),
+         ("score", "grade"),
+         "model 'grade' v1: main.loan_features has 3 duplicate keys (loan_id); make the key "
+         "unique in the dbt model"),
+    Case("null-keys-at-score",
+         sql("update main.loan_features set loan_id = null where loan_id in (4, 8)"),
+         ("score", "grade"),
+         "model 'grade' v1: main.loan_features has 2 rows with a NULL key (loan_id); filter or "
+         "fill them in the dbt model"),
+    # The database file.
+    Case("database-missing", lambda p: p.db.unlink(), ("train",),
+         "database file <DB> does not exist: run `dbt build` first, or check the path in your "
+         "dbt profile (--profiles-dir / --target)"),
+    Case("database-not-duckdb", lambda p: p.db.write_bytes(b"not a database" * 100),
+         ("score",), "<DB> is not a DuckDB database file: fix the path in your dbt profile"),
+    Case("database-empty-file", lambda p: p.db.write_bytes(b""), ("models",),
+         "<DB> is not a DuckDB database file: fix the path in your dbt profile"),
+    Case("database-corrupt", lambda p: p.db.write_bytes(b"DUCK" * 10_000), ("score",),
+         "<DB> is corrupt (Corrupt database file: computed checksum ...); restore it from a "
+         "backup or rebuild it with dbt"),
+    Case("database-is-a-folder", db_folder, ("models",),
+         "<DB> is a folder, not a DuckDB database file: fix the path in your dbt profile"),
+    # The dbt project, profile and manifest.
+    Case("profiles-yml-missing", write("profiles.yml", None), ("train",),
+         "no profiles.yml in <DIR>: pass --profiles-dir or set DBT_PROFILES_DIR"),
+    Case("profile-missing", write("profiles.yml", b"other:\n  target: dev\n  outputs: {}\n"),
+         ("train",), "profile 'loans' (named in dbt_project.yml) is not in <DIR>/profiles.yml: "
+                     "add it or fix `profile:` in dbt_project.yml"),
+    Case("profiles-yml-invalid", write("profiles.yml", b"loans: [unclosed\n"), ("train",),
+         "<DIR>/profiles.yml is not valid YAML: ..."),
+    Case("target-missing", nothing, ("train", "--target", "nope"),
+         "target 'nope' is not in profile 'loans' (<DIR>/profiles.yml); available targets: "
+         "dev"),
+    Case("target-not-duckdb",
+         write("profiles.yml", b"loans:\n  target: dev\n  outputs:\n    dev:\n"
+                               b"      type: postgres\n      host: localhost\n"),
+         ("score",), "target 'dev' of profile 'loans' is of type 'postgres'; pyml works on "
+                     "DuckDB targets (type: duckdb)"),
+    Case("dbt-project-missing", write("dbt_project.yml", None), ("models",),
+         "no dbt_project.yml in <DIR>: pass --project-dir pointing at your dbt project"),
+    Case("manifest-corrupt", write("target/manifest.json", b"{not json"), ("train",),
+         "cannot read the dbt manifest <DIR>/target/manifest.json: Expecting property name "
+         "enclosed in double quotes: line 1 column 2 (char 1); delete it and rerun (pyml runs "
+         "`dbt parse` to rebuild it)"),
+    Case("manifest-not-a-manifest", write("target/manifest.json", b"[]"), ("score",),
+         "<DIR>/target/manifest.json is not a dbt manifest; delete it and rerun (pyml runs "
+         "`dbt parse` to rebuild it)"),
+    # The registry.
+    Case("booster-blob-corrupt", sql("update ml.models set booster = 'not a model'::blob "
+                                     "where model_name = 'default_risk'"),
+         ("score", "default_risk"),
+         "model 'default_risk' version 1: the stored booster is not a valid XGBoost ubj "
+         "model; retrain it with `pyml train default_risk`"),
+    Case("registry-features-corrupt", sql("update ml.models set features = '{\"x\": 1}' "
+                                          "where model_name = 'grade'"),
+         ("score", "grade"),
+         "model 'grade' version 1: its ml.models row is corrupt (features); retrain it with "
+         "`pyml train grade`"),
+    Case("score-before-any-train", nothing, ("score", "grade"),
+         "no model 'grade' has been trained in this database: run `pyml train grade` first",
+         trained=False),
+    Case("predictions-before-score", nothing, ("predictions", "grade"),
+         "ml.grade_predictions does not exist: run `pyml score grade`", trained=False),
+    Case("score-version-missing", nothing, ("score", "grade", "--version", "99"),
+         "model 'grade' has no version 99: `pyml models` lists the versions"),
+    Case("promote-version-missing", nothing, ("promote", "grade", "--version", "99"),
+         "model 'grade' has no version 99: `pyml show grade` lists the versions"),
+    Case("promote-the-champion", nothing, ("promote", "grade", "--version", "1"),
+         "model 'grade' v1 is already the champion; `pyml show grade` lists the versions"),
+    Case("rollback-nothing-to-roll-back", nothing, ("rollback", "grade"),
+         "model 'grade' has no earlier champion to roll back to (v1 is the only champion it "
+         "has had); `pyml promote grade --version N` picks a version by hand"),
+    Case("sql-version-missing", nothing, ("sql", "grade", "--version", "99"),
+         "model 'grade' has no version 99: `pyml models` lists the versions"),
+    Case("sql-model-unknown", nothing, ("sql", "nope"),
+         "model 'nope' has not been trained yet: run `pyml train nope` first"),
+    Case("sql-dialect-unknown", nothing, ("sql", "grade", "--dialect", "oracle"),
+         "unknown --dialect 'oracle'; choose one of duckdb, postgres, snowflake, bigquery, "
+         "sqlite"),
+    Case("export-version-missing", nothing,
+         ("export", "grade", "--version", "99", "--output", "<DIR>/export"),
+         "model 'grade' has no version 99: `pyml models` lists the versions"),
+    Case("export-output-is-a-file", a_file, ("export", "grade", "--output", "<DIR>/card.json"),
+         "--output <DIR>/card.json is a file; give a folder to write the model into"),
+    # Output files.
+    Case("score-output-suffix", nothing, ("score", "grade", "--output", "<DIR>/grade.xlsx"),
+         "--output <DIR>/grade.xlsx: use a .parquet or .csv file name"),
+    Case("score-output-folder-missing", nothing,
+         ("score", "grade", "--output", "<DIR>/nowhere/grade.csv"),
+         "--output <DIR>/nowhere/grade.csv: folder <DIR>/nowhere does not exist"),
+]
+
+
+def _fill(text: str, project: Loans) -> str:
+    return (text.replace("<DB>", str(project.db)).replace("<DIR>", str(project.dir))
+            .replace("<KEYS>", ", ".join(ALLOWED_KEYS)))
+
+
+@pytest.fixture(scope="module")
+def shared(trained_loans: Path, tmp_path_factory: pytest.TempPathFactory) -> Loans:
+    """One trained copy for the cases that only rewrite the YAML or pass bad arguments.
+
+    dbt re-parses one project incrementally in a fraction of the time a fresh copy takes to
+    parse in full. Each case still proves it changed nothing, and the YAML is put back after.
+    """
+    root = tmp_path_factory.mktemp("shared") / "loans"
+    shutil.copytree(trained_loans, root)
+    return Loans(root, root / "loans.duckdb")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, request: pytest.FixtureRequest,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    if case.trained and (isinstance(case.setup, Schema) or case.setup is nothing):
+        project: Loans = request.getfixturevalue("shared")
+        monkeypatch.setenv(DB_ENV, str(project.db))
+        request.addfinalizer(lambda: project.write_schema(SCHEMA_YML))
+    else:
+        project = request.getfixturevalue("scored" if case.trained else "loans")
+    case.setup(project)
+    before = state(project)
+    result = project.pyml(*[_fill(a, project) for a in case.argv])
+    message = error_line(result.output, result.exit_code)
+    assert same(message, _fill(case.message, project)), message
+    assert state(project) == before
+
+
+def test_cases_are_unique() -> None:
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+# --- cases that need a real process, a permission or a file-system failure --------------------
+
+def cli(project: Loans, *args: str, preexec: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed `pyml` executable on the project."""
+    return subprocess.run(
+        [PYML, *args, "--project-dir", str(project.dir), "--profiles-dir", str(project.dir)],
+        env={**os.environ, DB_ENV: str(project.db), **(env or {})}, capture_output=True,
+        text=True, preexec_fn=preexec, check=False)
+
+
+def _without_root_override() -> None:
+    """In the child, before exec: root loses the power to ignore file permissions.
+
+    Dropping CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set makes the
+    exec'd program's root subject to mode bits, as any user is (prctl PR_CAPBSET_DROP).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def _read_only_preexec() -> Callable[[], None] | None:
+    if os.geteuid() != 0:
+        return None
+    probe = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_without_root_override,
+                           check=False, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("running as root without CAP_SETPCAP: cannot make a file read-only to it")
+    return _without_root_override
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_database_read_only(scored: Loans, what: str) -> None:
+    """chmod 0444 the file (or 0555 its folder, so no WAL can be created): writers fail with
+    one line, readers still work."""
+    preexec = _read_only_preexec()
+    before = state(scored)
+    target = scored.db if what == "file" else scored.dir
+    mode = target.stat().st_mode
+    target.chmod(0o444 if what == "file" else 0o555)
+    try:
+        done = cli(scored, "train" if what == "file" else "score", "grade", preexec=preexec)
+        assert error_line(done.stdout + done.stderr, done.returncode) == (
+            f"cannot write to {scored.db}: permission denied (the file or its folder is "
+            "read-only); make both writable and retry")
+        if what == "file":
+            done = cli(scored, "models", preexec=preexec)
+            assert done.returncode == 0 and "default_risk" in done.stdout, done.stderr
+    finally:
+        target.chmod(mode)
+    assert state(scored) == before
+
+
+HOLD_LOCK = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_database_locked_by_another_writer(scored: Loans) -> None:
+    before = state(scored)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(scored.db)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        result = scored.pyml("score", "default_risk", "--lock-timeout", "0.3")
+        assert error_line(result.output, result.exit_code) == (
+            f"database {scored.db} is locked by another process (PID {holder.pid}): close the "
+            "other DuckDB client (dbt, a notebook, a BI tool, another pyml) and retry")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert state(scored) == before
+
+
+def test_disk_full_writing_the_output_file(scored: Loans, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """The file system refuses the --output file: clear line, and the predictions table is
+    not replaced (the file is written before the table is swapped in)."""
+    before = state(scored)
+    out = scored.dir / "grade.parquet"
+
+    def full(src: Any, dst: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    monkeypatch.setattr(os, "replace", full)
+    result = scored.pyml("score", "grade", "--output", str(out))
+    monkeypatch.undo()
+    assert error_line(result.output, result.exit_code) == (
+        f"cannot write {out}: No space left on device")
+    assert not out.exists() and state(scored) == before
+
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Every file write of this process past `limit` bytes fails (EFBIG), as on a full disk.
+
+    RLIMIT_FSIZE is the kernel's own per-process limit: DuckDB's writes fail exactly where a
+    full disk would fail them, without touching DuckDB.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize("args", [("score", "default_risk"), ("train", "grade")],
+                         ids=["score", "train"])
+def test_disk_full_writing_the_database(scored: Loans, args: tuple[str, ...]) -> None:
+    before = state(scored)
+    with file_size_limit(4096):
+        result = scored.pyml(*args)
+    assert error_line(result.output, result.exit_code) == (
+        f"cannot write to {scored.db}: File too large; free disk space and retry (the failed "
+        "write was rolled back)")
+    assert state(scored) == before
+    scored.ok(*args)  # with room again, the same command works
+
+
+def test_ctrl_c_during_training(scored: Loans) -> None:
+    """SIGINT while XGBoost is boosting: exit 130, one line, the registry untouched."""
+    scored.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + "            num_boost_round: "
+                                           "1000000\n            early_stopping_rounds: null\n",
+                                           1))
+    before = state(scored)
+    proc = subprocess.Popen(
+        [PYML, "train", "default_risk", "--project-dir", str(scored.dir), "--profiles-dir",
+         str(scored.dir)], env={**os.environ, DB_ENV: str(scored.db)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    try:
+        seen: list[str] = []
+        while not seen or "split (random)" not in seen[-1]:  # reading done, boosting begins
+            line = proc.stdout.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output = "".join(seen) + proc.stdout.read()
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code == 130, output
+    assert "Traceback" not in output
+    assert output.splitlines()[-1] == "Interrupted: nothing was written."
+    assert state(scored) == before
+
+
+# --- odd but legal: these must work -------------------------------------------------------------
+
+def test_odd_column_names_work(loans: Loans) -> None:
+    """Spaces, quotes, brackets, unicode and SQL keywords in column names are just names."""
+    scored = loans
+    scored.replace_features(
+        'select loan_id as "order", region as "région", amount as "loan amount", '
+        'income as "in""come [%] <1", term_months as "select", grade, defaulted, loss')
+    scored.write_schema(SCHEMA_YML.replace("key: loan_id", "key: order", 1))
+    scored.ok("train", "default_risk")
+    scored.ok("score", "default_risk")
+    (features,), = scored.sql("select features from ml.models where model_name = "
+                              "'default_risk'")
+    assert [f["name"] for f in json.loads(features)] == [
+        "région", "loan amount", 'in"come [%] <1', "select"]
+    rows = scored.sql('select count(*), count(distinct "order"), min(probability), '
+                      "max(probability) from ml.default_risk_predictions")
+    assert rows[0][:2] == (3000, 3000) and 0 < rows[0][2] < rows[0][3] < 1
+
+
+def test_class_never_seen_in_training_is_scored(scored: Loans) -> None:
+    """Scoring reads no label: rows whose (new) grade is D get one of the trained classes."""
+    scored.sql("update main.loan_features set grade = 'D' where loan_id % 10 = 0")
+    scored.ok("score", "grade")
+    assert scored.sql("select prediction, count(*) from ml.grade_predictions group by 1 "
+                      "order by 1")[-1][0] == "C"
+    assert scored.sql("select count(*) from ml.grade_predictions where prediction not in "
+                      "('A', 'B', 'C')") == [(0,)]
+    assert scored.sql("select count(*) from ml.grade_predictions") == [(3000,)]
+
+
+def test_nan_feature_is_a_missing_value(scored: Loans) -> None:
+    """NaN in a DOUBLE feature is XGBoost's missing value, like NULL (both train and score)."""
+    scored.sql("insert into main.loan_features select * replace (loan_id + 100000 as loan_id, "
+               "null as income) from main.loan_features where loan_id = 5")
+    scored.sql("update main.loan_features set income = 'nan' where loan_id = 5")
+    scored.ok("train", "default_risk")
+    scored.ok("score", "default_risk")
+    rows = scored.sql("select probability from ml.default_risk_predictions "
+                      "where loan_id in (5, 100005) order by loan_id")
+    assert len(rows) == 2 and rows[0] == rows[1]
+
+
+# --- HTTP: pyml serve ---------------------------------------------------------------------------
+
+MAX_BODY = 4096
+
+
+@pytest.fixture(scope="module")
+def server(trained_loans: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[TestClient, Loans]]:
+    """One server (at most 3 records and 4 KiB a request) over a private trained copy."""
+    root = tmp_path_factory.mktemp("served") / "loans"
+    shutil.copytree(trained_loans, root)
+    project = Loans(root, root / "loans.duckdb")
+    app = create_app(project.db, poll_seconds=3600, max_records=3, max_body_bytes=MAX_BODY)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, project
+
+
+HTTP_CASES = [
+    ("not-json", "default_risk", b"[{", 422,
+     "body is not valid JSON: Expecting property name enclosed in double quotes at line 1 "
+     "column 3"),
+    ("empty-body", "default_risk", b"", 422,
+     "body is not valid JSON: Expecting value at line 1 column 1"),
+    ("not-utf8", "default_risk", b"[\xff]", 422, "body is not UTF-8 encoded JSON"),
+    ("not-utf8-in-a-string", "grade", b'[{"region": "\xc3\x28"}]', 422,
+     "body is not UTF-8 encoded JSON"),
+    ("object-not-list", "default_risk", b'{"amount": 1}', 422,
+     "body must be a JSON list of records (objects), got object"),
+    ("list-of-numbers", "default_risk", b"[1, 2]", 422,
+     "record 0 must be a JSON object of field: value, got number"),
+    ("text-for-a-number", "default_risk", b'[{}, {"amount": "12.5"}]', 422,
+     'record 1: field \'amount\' must be a number or null, got string "12.5"'),
+    ("number-for-a-category", "grade", b'[{"region": 3}]', 422,
+     "record 0: field 'region' must be a string (a category) or null, got number 3"),
+    ("nan-token", "default_risk", b'[{"income": NaN}]', 422,
+     "body is not valid JSON: NaN is not a JSON number"),
+    ("beyond-float32", "loss_amount", b'[{"income": -1e39}]', 422,
+     "record 0: field 'income' is -1e+39, outside the float32 range the model reads"),
+    ("nested-too-deep", "default_risk", b"[" * 2000 + b"]" * 2000, 422,
+     "body is nested too deeply to be a list of records"),
+    ("too-many-records", "default_risk", b"[{}, {}, {}, {}]", 413,
+     "body has 4 records; the limit is 3 per request (pyml serve --max-records)"),
+    ("too-large", "default_risk", b"[" + b" " * MAX_BODY + b"]", 413,
+     f"body is {MAX_BODY + 2} bytes; the limit is {MAX_BODY} (pyml serve --max-body-bytes)"),
+    ("unknown-model", "nope", b"[]", 404,
+     "no model 'nope' is served; served models: default_risk, grade, loss_amount"),
+]
+
+
+@pytest.mark.parametrize(("model", "body", "status", "detail"),
+                         [c[1:] for c in HTTP_CASES], ids=[c[0] for c in HTTP_CASES])
+def test_bad_request(server: tuple[TestClient, Loans], model: str, body: bytes, status: int,
+                     detail: str) -> None:
+    client, project = server
+    before = state(project)
+    response = client.post(f"/models/{model}/predict", content=body)
+    assert (response.status_code, response.json()) == (status, {"detail": detail})
+    assert "Traceback" not in response.text and str(project.dir) not in response.text
+    assert state(project) == before
