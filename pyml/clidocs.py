@@ -15,7 +15,8 @@ Generated from `pyml --help` and each command's `--help` by `python -m pyml.clid
 (a test fails when this file and the commands disagree). Every command takes dbt's
 `--project-dir`, `--profiles-dir` and `--target`, and `--lock-timeout` for DuckDB's
 single-writer lock. Exit codes: 0 success, 1 a user error (one line naming the thing and the
-fix), 2 drift above the threshold (`pyml drift`).
+fix), 2 drift above the threshold (`pyml drift`), 130 interrupted (Ctrl-C: `Interrupted:
+nothing was written.`, the transaction in progress is rolled back).
 """
 
 
