@@ -65,7 +65,8 @@ def test_spec_with_unknown_key(scored: Loans) -> None:
     fails(scored, ["train"],
           f"{WHERE}: unknown key 'targt'; allowed keys are name, description, task, target, "
           "key, features, exclude, split, params, num_boost_round, early_stopping_rounds, "
-          "threshold, positive_class, score, tune, promote, allow_leakage, drift_threshold")
+          "threshold, positive_class, score, tune, promote, allow_leakage, drift_threshold, "
+          "max_memory")
     assert snapshot(scored) == before
 
 
