@@ -41,7 +41,7 @@ def run_path(path: str, db: Path, variant: str, batch_size: int,
 
 
 def bench_one(rows: int, variant: str, batch_size: int, repeat: int,
-              score_only: bool = False) -> list[dict[str, Any]]:
+              score_only: bool = False, train_only: bool = False) -> list[dict[str, Any]]:
     """All paths on one table; returns result rows with ratios filled in."""
     db = OUT / f"synth_{rows}_{variant}.duckdb"
     if not db.exists():
@@ -54,6 +54,8 @@ def bench_one(rows: int, variant: str, batch_size: int, repeat: int,
         # The model that scoring uses, trained on a 200k-row sample; not a measured path.
         run_path("train_sample", db, variant, batch_size)
         paths = paths[2:]
+    elif train_only:
+        paths = paths[:2]
     for path in paths:
         best = None
         for _ in range(repeat if path.startswith("score") else 1):
@@ -66,7 +68,8 @@ def bench_one(rows: int, variant: str, batch_size: int, repeat: int,
         results.append(best)
     by = {r["path"]: r for r in results}
     for r in results:
-        base = by["score_limit"] if r["path"].startswith("score") else by.get("train_naive", r)
+        base = (by["score_limit"] if r["path"].startswith("score")
+                else by.get("train_naive", r))
         if r["path"].startswith("score"):
             r["ratio"] = base["seconds"] / r["seconds"]  # throughput relative to the limit
         else:
@@ -140,11 +143,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="scoring runs per path (best kept)")
     ap.add_argument("--score-only", action="store_true",
                     help="only the scoring paths (the model is trained on a 200k-row sample)")
+    ap.add_argument("--train-only", action="store_true", help="only the training paths")
     args = ap.parse_args()
     results = []
     for variant in args.variants:
         for rows in args.rows:
-            results += bench_one(rows, variant, args.batch_size, args.repeat, args.score_only)
+            results += bench_one(rows, variant, args.batch_size, args.repeat, args.score_only,
+                                 args.train_only)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
     print(table(results))
