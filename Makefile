@@ -68,7 +68,8 @@ bench-extmem: venv
 	$(BIN)/python -m bench.bench_extmem --rows 6200000 --budget-mb 768 --rounds 20
 
 ## Crash safety: 50 SIGKILLs of `pyml score` / `pyml train` at random moments on a 500k-row
-## copy of the tests' lending project; checks the file after each (about 15 minutes).
+## copy of the tests' lending project, and 4 at the swap and the commit; checks the file after
+## each (about 20 minutes on a busy 2-core machine).
 bench-crash: venv
 	$(BIN)/python -m bench.crash --runs 50
 
