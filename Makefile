@@ -52,7 +52,7 @@ bench-quick: venv
 	$(BIN)/python -m bench.data_path --rows 1000000 --variants float cat
 
 ## HTTP serving benchmark on the demo's churn model (run `make demo` first): a real
-## `pyml serve` under an httpx load at concurrency 1/8/32 against the in-process floor.
+## `pyml serve` under a lean asyncio load at concurrency 1/8/32 against the in-process floor.
 bench-serve: venv
 	$(BIN)/python -m bench.bench_serve --model churn
 

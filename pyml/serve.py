@@ -480,8 +480,9 @@ def _predict_route_name(scope: Scope) -> str | None:
 class PredictRoute:
     """Answers POST /models/{name}/predict before FastAPI's router and Request see it.
 
-    They cost more than a single-record predict: with them the server spent ~0.33 ms of CPU
-    per 1-record request at concurrency 8, without them ~0.14 ms (docs/benchmarks.md).
+    Per request they cost more than a record's share of a batched XGBoost call: with them the
+    server spent a median 0.24 ms of CPU per 1-record request at concurrency 8, without them
+    0.17 ms (0.21 and 0.10 ms at concurrency 32; docs/benchmarks.md, "HTTP serving").
     Responses are the same: a RequestError becomes its status and {"detail": message},
     anything else goes on to the app's 500 handler, and every other request to the app.
     """
