@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -280,11 +281,10 @@ def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
     _check_split(spec, sizes)
     _log_split(spec, sizes, log)
     base = train_label_base(con, spec, source, target, part_sql, part_params)
-    cursor = con.cursor()
-    with extmem.cache_folder() as folder:
+    # The iterators stream from a cursor of their own, closed however training ends.
+    with contextlib.closing(con.cursor()) as cursor, extmem.cache_folder() as folder:
         parts = extmem.ExternalSet(cursor, spec, source, features, target, part_sql,
-                                   part_params, sizes, budget, folder,
-                                   log)
+                                   part_params, sizes, budget, folder, log)
         sample = parts.sample()
         check_training(spec, features, sample.X, sample.y, target.classes, log)
         seen = int(np.count_nonzero(base)) if spec.task != "regression" else 0
