@@ -644,10 +644,14 @@ def test_ctrl_c_during_training(scored: Loans) -> None:
                                            "1000000\n            early_stopping_rounds: null\n",
                                            1))
     before = state(scored)
+    # A shell that starts the suite in the background makes its children ignore SIGINT (and
+    # Python then installs no KeyboardInterrupt handler): give pyml the default disposition
+    # a terminal's Ctrl-C meets.
     proc = subprocess.Popen(
         [PYML, "train", "default_risk", "--project-dir", str(scored.dir), "--profiles-dir",
          str(scored.dir)], env={**os.environ, DB_ENV: str(scored.db)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     try:
         seen: list[str] = []
@@ -657,8 +661,9 @@ def test_ctrl_c_during_training(scored: Loans) -> None:
             seen.append(line)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        output = "".join(seen) + proc.stdout.read()
-        code = proc.wait(timeout=60)
+        rest, _ = proc.communicate(timeout=120)
+        output = "".join(seen) + rest
+        code = proc.returncode
     finally:
         proc.kill()
         proc.wait()
