@@ -129,10 +129,11 @@ def test_tune_records_trials_and_trains_the_best(scored: Loans,
     (n_train, n_valid, n_test), = scored.sql("select train_rows, validation_rows, test_rows "
                                              "from ml.models where model_name = "
                                              "'default_risk' and version = 2")
-    trial_calls = [c for c in spy.calls if c[1] == [n_valid]]
-    assert len(trial_calls) == 6
-    assert all(c[0] == n_train for c in spy.calls)
-    assert all(n_test not in c[1] for c in spy.calls)
+    # 6 trials, the fit with the spec's own params (for the note) and the final fit: each on
+    # the train part, each evaluated on the validation part and nothing else.
+    assert len(spy.calls) == 8
+    assert all(c == (n_train, [n_valid]) for c in spy.calls)
+    assert n_test not in (n_train, n_valid)
 
 
 class _PruneAllButFirst(optuna.pruners.BasePruner):
