@@ -26,8 +26,8 @@ from typing import Any
 import duckdb
 import xgboost as xgb
 
-from bench.data_path import OUT, run_path
-from bench.synth import N_WIDE, generate
+from bench.data_path import run_path
+from bench.synth import N_WIDE, OUT, synth_db
 
 MB = 1 << 20
 
@@ -42,10 +42,7 @@ def main() -> None:
     ap.add_argument("--skip-in-memory", action="store_true",
                     help="only the budgeted run (the in-memory one is the slow reference)")
     args = ap.parse_args()
-    db = OUT / f"synth_{args.rows}_wide.duckdb"
-    if not db.exists():
-        print(f"generating {args.rows:,} rows (wide) ...", file=sys.stderr)
-        generate(db, args.rows, "wide")
+    db = synth_db(args.rows, "wide")
     matrix_mb = args.rows * N_WIDE * 4 / MB
     budget = args.budget_mb * MB
     runs: list[tuple[str, dict[str, Any]]] = []

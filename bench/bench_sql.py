@@ -35,14 +35,13 @@ import numpy as np
 import sqlglot
 import xgboost as xgb
 
-from bench.synth import TABLE, feature_names, generate
+from bench.synth import OUT, TABLE, feature_names, synth_db
 from pyml import sqlgen
 from pyml.data import Encoder, Feature, Target, select_exprs
 from pyml.model import LoadedModel
 from pyml.registry import StoredModel
 from pyml.score import score_relation
 
-OUT = Path(__file__).resolve().parent / "out"
 SAMPLE = 200_000
 
 
@@ -170,10 +169,7 @@ def main() -> None:
                         help="folder with orbital installed (pip install --target DIR orbital)")
     args = parser.parse_args()
 
-    db = OUT / f"synth_{args.rows}_float.duckdb"
-    if not db.exists():
-        print(f"generating {args.rows:,} rows ...", file=sys.stderr)
-        generate(db, args.rows, "float")
+    db = synth_db(args.rows, "float")
     con = duckdb.connect(str(db))
     con.execute(f"set threads = {args.threads}")
     stored = train_model(con, args.trees, args.depth, args.threads)

@@ -18,9 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.synth import generate
-
-OUT = Path(__file__).resolve().parent / "out"
+from bench.synth import synth_db
 
 
 def run_path(path: str, db: Path, variant: str, batch_size: int,
@@ -43,10 +41,7 @@ def run_path(path: str, db: Path, variant: str, batch_size: int,
 def bench_one(rows: int, variant: str, batch_size: int, repeat: int,
               score_only: bool = False, train_only: bool = False) -> list[dict[str, Any]]:
     """All paths on one table; returns result rows with ratios filled in."""
-    db = OUT / f"synth_{rows}_{variant}.duckdb"
-    if not db.exists():
-        print(f"generating {rows:,} rows ({variant}) ...", file=sys.stderr)
-        generate(db, rows, variant)
+    db = synth_db(rows, variant)
     results = []
     # pyml trains first: it also stores the model every scoring path uses.
     paths = ["train_pyml", "train_naive", "score_limit", "score_naive", "score_pyml"]

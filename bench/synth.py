@@ -9,6 +9,7 @@ bigger-than-memory training benchmark).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ N_WIDE = 100
 VARIANTS = ("float", "cat", "wide")
 CARDINALITIES = (10, 100, 500, 1000)
 TABLE = "synth"
+OUT = Path(__file__).resolve().parent / "out"  # benchmark files (git-ignored)
 
 
 def feature_names(variant: str) -> list[str]:
@@ -63,6 +65,15 @@ def generate(db: Path, rows: int, variant: str) -> float:
     finally:
         con.close()
     return time.perf_counter() - started
+
+
+def synth_db(rows: int, variant: str) -> Path:
+    """bench/out/synth_<rows>_<variant>.duckdb, generated the first time it is asked for."""
+    db = OUT / f"synth_{rows}_{variant}.duckdb"
+    if not db.exists():
+        print(f"generating {rows:,} rows ({variant}) ...", file=sys.stderr)
+        generate(db, rows, variant)
+    return db
 
 
 def main() -> None:
