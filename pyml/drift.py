@@ -320,7 +320,7 @@ def drift(project: Project, specs: Sequence[ModelSpec], *, version: int | None =
     try:
         out = []
         for spec in specs:
-            relation = (resolve_relation(project, spec.score.relation)
+            relation = (resolve_relation(project, spec.score.relation, spec.where)
                         if spec.score.relation else (spec.schema, spec.relation))
             limit = threshold if threshold is not None else spec.drift_threshold
             out.append(drift_relation(con, spec.name, version, relation, limit,

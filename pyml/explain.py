@@ -238,7 +238,7 @@ def explain(project: Project, specs: Sequence[ModelSpec], *, top_k: int = DEFAUL
     try:
         out = []
         for spec in specs:
-            relation = (resolve_relation(project, spec.score.relation)
+            relation = (resolve_relation(project, spec.score.relation, spec.where)
                         if spec.score.relation else (spec.schema, spec.relation))
             model = LoadedModel(load_version(con, spec.name, version))
             out.append(explain_relation(con, model, relation, top_k=top_k,

@@ -302,16 +302,20 @@ def _dbt_ls(project: Project, select: Sequence[str]) -> set[str]:
     return {json.loads(r)["unique_id"] for r in rows}
 
 
-def resolve_relation(project: Project, ref: str) -> tuple[str, str]:
-    """A `score.relation` value -> (schema, identifier): a dbt model name or schema.table."""
+def resolve_relation(project: Project, ref: str, where: str | None = None) -> tuple[str, str]:
+    """A `score.relation` value -> (schema, identifier): a dbt model name or schema.table.
+
+    `where` (the spec's location) prefixes the error when it is neither."""
     for node in project.manifest["nodes"].values():
         if node.get("resource_type") in ("model", "seed", "snapshot") and node["name"] == ref:
             return str(node["schema"]), str(node.get("alias") or node["name"])
     if ref.count(".") == 1:
         schema, name = ref.split(".")
         return schema, name
+    prefix = f"{where}: " if where else ""
     raise SpecError(
-        f"score.relation '{ref}' is neither a dbt model in this project nor schema.table"
+        f"{prefix}score.relation '{ref}' is neither a dbt model in this project nor "
+        "schema.table; name a model that `dbt ls` lists, or write schema.table"
     )
 
 

@@ -347,7 +347,7 @@ def _build(con: duckdb.DuckDBPyConnection, project: Project, spec: ModelSpec,
                   "version = ? order by decile", key)
     importance = _table(con, "feature_importance", f"select * from {SCHEMA}.feature_importance "
                         "where model_name = ? and version = ?", key)
-    relation = (resolve_relation(project, spec.score.relation) if spec.score.relation
+    relation = (resolve_relation(project, spec.score.relation, spec.where) if spec.score.relation
                 else (spec.schema, spec.relation))
     drift_sql = (f"select * from {SCHEMA}.drift where model_name = ? and version = ? and "
                  f"checked_at = (select max(checked_at) from {SCHEMA}.drift where "

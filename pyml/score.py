@@ -85,7 +85,7 @@ def score(project: Project, specs: Sequence[ModelSpec], *, version: int | None =
     try:
         results = []
         for spec in specs:
-            relation = (resolve_relation(project, spec.score.relation)
+            relation = (resolve_relation(project, spec.score.relation, spec.where)
                         if spec.score.relation else (spec.schema, spec.relation))
             model = LoadedModel(load_version(con, spec.name, version))
             results.append(score_relation(

@@ -377,7 +377,8 @@ CASES = [
          "--select loans_2025` first"),
     Case("score-relation-unknown", spec("score: {relation: loans_2025}"),
          ("score", "default_risk"),
-         "score.relation 'loans_2025' is neither a dbt model in this project nor schema.table"),
+         f"{WHERE}: score.relation 'loans_2025' is neither a dbt model in this project nor "
+         "schema.table; name a model that `dbt ls` lists, or write schema.table"),
     Case("duplicate-keys-at-score", sql("insert into main.loan_features select * from "
                                         "main.loan_features where loan_id <= 3"),
          ("score", "grade"),

@@ -129,7 +129,9 @@ def test_score_relation_unknown(scored: Loans) -> None:
         "            exclude: [defaulted, loss]\n",
         "            exclude: [defaulted, loss]\n            score: {relation: loans_2025}\n"))
     fails(scored, ["score", "grade"],
-          "score.relation 'loans_2025' is neither a dbt model in this project nor schema.table")
+          f"{WHERE.replace('default_risk', 'grade')}: score.relation 'loans_2025' is neither a "
+          "dbt model in this project nor schema.table; name a model that `dbt ls` lists, or "
+          "write schema.table")
     assert snapshot(scored) == before
 
 
