@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import duckdb
 
 from pyml.data import booster_feature_names
 from pyml.errors import PymlError
+from pyml.files import replacing
 from pyml.registry import SCHEMA, load_version
 
 CARD_FORMAT = "pyml-model-card/1"
@@ -175,13 +174,8 @@ def model_card(info: dict[str, Any], booster_sha256: str) -> dict[str, Any]:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with replacing(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def export(con: duckdb.DuckDBPyConnection, name: str, version: int | None, output: Path

@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ from pyml.drift import DDL as DRIFT_DDL
 from pyml.drift import drift_relation
 from pyml.errors import PymlError
 from pyml.explain import margin_contributions
+from pyml.files import replacing
 from pyml.model import LoadedModel
 from pyml.profile import profile_relation, profile_table
 from pyml.project import Project, resolve_relation
@@ -317,15 +316,11 @@ def report(project: Project, spec: ModelSpec, *, output: Path | None = None,
         page = _build(con, project, spec, model, log)
     finally:
         con.close()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            tmp.write_text(page, encoding="utf-8")
     except OSError as e:
         raise PymlError(f"cannot write {path}: {e.strerror}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -9,7 +9,6 @@ new one, never a half-written one, and a failure leaves the old one in place.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 import time
@@ -36,6 +35,7 @@ from pyml.db import (
     stream_arrow,
 )
 from pyml.errors import DataError, PymlError
+from pyml.files import replacing
 from pyml.model import LoadedModel, key_types
 from pyml.project import Project, resolve_relation
 from pyml.registry import SCHEMA, load_version
@@ -314,21 +314,18 @@ def write_file(con: duckdb.DuckDBPyConnection, table_sql: str, path: Path) -> No
     path = path.expanduser().resolve()
     if not path.parent.is_dir():
         raise PymlError(f"--output {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     reader = stream_arrow(con, f"select * from {table_sql}", 100_000)
     try:
-        if path.suffix.lower() == ".parquet":
-            with pq.ParquetWriter(tmp, reader.schema) as pw:
-                for batch in reader:
-                    pw.write_batch(batch)
-        else:
-            with pacsv.CSVWriter(tmp, reader.schema) as cw:
-                for batch in reader:
-                    cw.write_batch(batch)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            if path.suffix.lower() == ".parquet":
+                with pq.ParquetWriter(tmp, reader.schema) as pw:
+                    for batch in reader:
+                        pw.write_batch(batch)
+            else:
+                with pacsv.CSVWriter(tmp, reader.schema) as cw:
+                    for batch in reader:
+                        cw.write_batch(batch)
     except OSError as e:
         raise PymlError(f"cannot write {path}: {e.strerror}") from e
     finally:
         reader.close()
-        if tmp.exists():
-            tmp.unlink()

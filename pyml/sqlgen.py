@@ -23,9 +23,7 @@ threshold) and reads like a dbt model: import CTE -> inputs -> trees -> margins 
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from sqlglot import exp
 from pyml.data import Feature
 from pyml.db import quote
 from pyml.errors import PymlError
+from pyml.files import replacing
 from pyml.registry import StoredModel
 from pyml.sqlgen_trees import (
     Forest,
@@ -466,13 +465,9 @@ def write_model_file(path: Path, text: str) -> Path:
     if not path.parent.is_dir():
         raise PymlError(f"--output {path}: folder {path.parent} does not exist; create it "
                         "(inside your dbt project's models/) and retry")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            tmp.write_text(text)
     except OSError as e:
         raise PymlError(f"cannot write {path}: {e.strerror}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
