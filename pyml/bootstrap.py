@@ -12,6 +12,7 @@ interval comes from here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 N_BOOT = 200  # resamples; percentile intervals need a couple of hundred to be stable
 LEVEL = 0.95  # two-sided coverage of the interval
 SEED = 20240601  # fixed so that retraining the same data gives the same intervals
+MAX_ROWS = 20_000  # above this many rows, replicate a seeded sample and rescale (`sample`)
 
 WeightedMetrics = Callable[[np.ndarray], dict[str, float]]
 
@@ -140,6 +142,21 @@ def metric_function(task: str, y: np.ndarray, pred: np.ndarray,
     if task == "multiclass":
         return multiclass_metrics(y, pred)
     return regression_metrics(y, pred)
+
+
+def sample(n: int, max_rows: int = MAX_ROWS, seed: int = SEED
+           ) -> tuple[np.ndarray | None, float]:
+    """Rows to replicate when a holdout is large, and how to rescale what they give.
+
+    Above `max_rows` rows: a seeded sample of `max_rows` row indexes (sorted) and the factor
+    sqrt(max_rows / n) that carries an interval from the sample to all n rows around the full
+    estimate, theta_n + (q - theta_m) * factor (the spread of these metrics shrinks as
+    1/sqrt(n)). Otherwise (None, 1.0): replicate every row.
+    """
+    if n <= max_rows:
+        return None, 1.0
+    rows = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    return rows, math.sqrt(max_rows / n)
 
 
 def intervals(fn: WeightedMetrics, n: int, n_boot: int = N_BOOT, seed: int = SEED,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyml.bootstrap import LEVEL, N_BOOT, SEED, metric_function
+from pyml.bootstrap import MAX_ROWS, N_BOOT, SEED, intervals, metric_function, sample
 from pyml.spec_tune import HIGHER_IS_BETTER
 
 
@@ -47,7 +47,7 @@ class Comparison:
 
 def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
             threshold_a: float = 0.5, threshold_b: float = 0.5, n_boot: int = N_BOOT,
-            seed: int = SEED, max_rows: int = 20_000) -> Comparison:
+            seed: int = SEED, max_rows: int = MAX_ROWS) -> Comparison:
     """Compare two models' raw predictions (probabilities or values) on labels `y`."""
     n = len(y)
     fa = metric_function(task, y, pred_a, threshold_a)
@@ -56,27 +56,19 @@ def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: n
     ones = np.ones(n)
     a, b = float(fa(ones)[metric]), float(fb(ones)[metric])
     gain = sign * (b - a)
-    # Large holdouts: replicate on a seeded sample of m rows and rescale the spread by
-    # sqrt(m / n) around the full gain (as pyml.evaluate.with_intervals does).
-    m, centre, scale = n, gain, 1.0
-    if n > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    # Large holdouts: replicate a seeded sample and rescale around the full gain, as
+    # pyml.evaluate.with_intervals does.
+    rows, scale = sample(n, max_rows, seed)
+    m, centre = n, gain
+    if rows is not None:
         fa = metric_function(task, y[rows], pred_a[rows], threshold_a)
         fb = metric_function(task, y[rows], pred_b[rows], threshold_b)
-        m, scale = max_rows, float(np.sqrt(max_rows / n))
-        w1 = np.ones(m)
+        m, w1 = len(rows), np.ones(len(rows))
         centre = sign * (fb(w1)[metric] - fa(w1)[metric])
-    gains = []
-    if m >= 2:
-        rng = np.random.default_rng(seed)
-        for _ in range(n_boot):
-            w = np.bincount(rng.integers(0, m, m), minlength=m).astype(np.float64)
-            gains.append(sign * (fb(w)[metric] - fa(w)[metric]))
-    arr = np.asarray(gains, dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
+    ci = intervals(lambda w: {"gain": sign * (fb(w)[metric] - fa(w)[metric])}, m,
+                   n_boot=n_boot, seed=seed)
     lo = hi = None
-    if len(arr) * 2 > n_boot:
-        alpha = (1 - LEVEL) / 2
-        q_lo, q_hi = (float(v) for v in np.quantile(arr, [alpha, 1 - alpha]))
+    if "gain" in ci:
+        q_lo, q_hi = ci["gain"]
         lo, hi = gain + (q_lo - centre) * scale, gain + (q_hi - centre) * scale
     return Comparison(metric, a, b, gain, lo, hi, n)

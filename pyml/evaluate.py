@@ -114,12 +114,11 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Seque
         con.unregister("__pyml_rows")
 
 
-BOOTSTRAP_MAX_ROWS = 20_000  # above this, bootstrap a seeded sample and rescale (below)
 
 
 def with_intervals(metrics: Sequence[Metric], task: str, y: np.ndarray, pred: np.ndarray,
                    threshold: float, n_boot: int = bootstrap.N_BOOT,
-                   max_rows: int = BOOTSTRAP_MAX_ROWS) -> list[Metric]:
+                   max_rows: int = bootstrap.MAX_ROWS) -> list[Metric]:
     """The metrics with their 95% percentile bootstrap intervals filled in.
 
     On a holdout larger than `max_rows` the replicates are drawn from a seeded random sample
@@ -128,13 +127,10 @@ def with_intervals(metrics: Sequence[Metric], task: str, y: np.ndarray, pred: np
     shrinks as 1/sqrt(n), so this keeps the interval honest while training on millions of
     rows costs seconds, not minutes.
     """
-    n = len(y)
-    scale = 1.0
-    centre: dict[str, float] = {}
-    if n > max_rows:
-        rows = np.sort(np.random.default_rng(bootstrap.SEED).choice(n, max_rows, replace=False))
+    rows, scale = bootstrap.sample(len(y), max_rows)
+    if rows is not None:
         y, pred = y[rows], pred[rows]
-        scale = math.sqrt(max_rows / n)
+    centre: dict[str, float] = {}
     fn = bootstrap.metric_function(task, y, pred, threshold)
     if scale != 1.0:
         centre = fn(np.ones(len(y)))
