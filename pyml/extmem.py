@@ -98,8 +98,9 @@ class _PartIter(xgb.DataIter):
 
     def __init__(self, con: duckdb.DuckDBPyConnection, sql: str, params: list[Any],
                  encoder: Encoder, classes: pa.Array | None, batch_rows: int,
-                 cache_prefix: str, progress: ReadProgress, meta: dict[str, Any]) -> None:
-        self.con, self.sql, self.params, self.meta = con, sql, params, meta
+                 cache_prefix: str, progress: ReadProgress, meta: dict[str, Any],
+                 where: str) -> None:
+        self.con, self.sql, self.params, self.meta, self.where = con, sql, params, meta, where
         self.encoder, self.classes, self.batch_rows = encoder, classes, batch_rows
         self.progress = progress
         self.reader: pa.RecordBatchReader | None = None
@@ -118,7 +119,7 @@ class _PartIter(xgb.DataIter):
             batch = self.reader.read_next_batch()
         except StopIteration:
             return False
-        X = self.encoder.from_fixed(batch.column(1), self.progress.where)
+        X = self.encoder.from_fixed(batch.column(1), self.where)
         input_data(data=X, label=labels(batch.column(0), self.classes), **self.meta)
         self.progress.add(len(X))
         return True
@@ -160,11 +161,11 @@ class ExternalSet:
         meta = {k: kwargs.pop(k) for k in ("feature_names", "feature_types") if k in kwargs}
         sql, params = self._query(part)
         what = ("train", "validation")[part]
-        progress = ReadProgress(self.spec.where, self.spec.name, f"{what} part",
-                             self.sizes[part], self.log)
+        progress = ReadProgress(self.spec.name, f"{what} part",
+                                self.sizes[part], self.log)
         it = _PartIter(self.con, sql, params, Encoder(self.features), self._classes(),
                        self.budget.batch_rows(len(self.features)),
-                       os.path.join(self.cache_dir, what), progress, meta)
+                       os.path.join(self.cache_dir, what), progress, meta, self.spec.where)
         try:
             return xgb.ExtMemQuantileDMatrix(it, ref=ref, **kwargs)
         except (duckdb.Error, pa.ArrowException, OSError) as e:
@@ -206,8 +207,8 @@ class ExternalSet:
         sql, params = self._query(2, extra=f", {self._pick(fraction, 13)} as __pyml_pick")
         encoder, classes = Encoder(self.features), self._classes()
         ys, preds, picked = [], [], []
-        progress = ReadProgress(self.spec.where, self.spec.name, "holdout", self.sizes[2],
-                             self.log)
+        progress = ReadProgress(self.spec.name, "holdout", self.sizes[2],
+                                self.log)
         progress.next_pass()
         for batch in self._stream(sql, params):
             X = encoder.from_fixed(batch.column(1), self.spec.where)

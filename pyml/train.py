@@ -172,16 +172,15 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
         + (f" ({dropped:,} rows with NULL target skipped)" if dropped else "")
         + (" to train from disk (external memory)" if on_disk else ""))
-    settings = (extmem.Budget(budget or DEFAULT_DISK_BUDGET).duckdb() if on_disk
-                else {"memory_limit": TRAIN_MEMORY_LIMIT})
+    disk = extmem.Budget(budget or DEFAULT_DISK_BUDGET)
+    settings = disk.duckdb() if on_disk else {"memory_limit": TRAIN_MEMORY_LIMIT}
     with extmem.duckdb_settings(con, settings):
         part_sql, part_params, split_record = _split_expr(con, spec, source)
         target = learn_target(con, spec, source, target_type)
         features = learn_categories(con, spec, source, features)
         if on_disk:
             fitted = _train_on_disk(con, spec, source, tuple(features), target, part_sql,
-                                    part_params, extmem.Budget(budget or DEFAULT_DISK_BUDGET),
-                                    wants_tuning(spec, tune), log)
+                                    part_params, disk, wants_tuning(spec, tune), log)
         else:
             fitted = _train_in_memory(con, spec, source, features, target, part_sql, part_params,
                                       tune, log)

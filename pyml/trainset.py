@@ -43,9 +43,9 @@ PARTS = ("train", "validation", "holdout")
 class ReadProgress:
     """Rows read per pass over a part, logged every ~10% with the rate."""
 
-    def __init__(self, where: str, name: str, what: str, rows: int, log: Callable[[str], None],
+    def __init__(self, name: str, what: str, rows: int, log: Callable[[str], None],
                  passes: bool = True) -> None:
-        self.where, self.name, self.what, self.rows, self.log = where, name, what, rows, log
+        self.name, self.what, self.rows, self.log = name, what, rows, log
         self.show_passes = passes
         self.passes, self.done, self.next_at = 0, 0, 0
         self.started = time.perf_counter()
@@ -182,7 +182,7 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
         reader = stream_arrow(
             con, f"select {y} as __pyml_y, {part_sql} as __pyml_part, {matrix_sql(features)} "
                  f"from {source} where {y} is not null", batch_rows, part_params)
-        progress = ReadProgress(spec.where, spec.name, "read", sum(sizes),
+        progress = ReadProgress(spec.name, "read", sum(sizes),
                                 log or (lambda _: None), passes=False)
         progress.next_pass()
         _fill(reader, parts, sizes, encoder, classes, spec.where, source, progress)
