@@ -412,7 +412,7 @@ def export(model: str, output: Path, version: int | None, project_dir: str | Non
     predict.py in the folder encodes records as the card describes and predicts with
     plain xgboost.
 
-    Example: pyml export churn --output export/churn
+    Example: pyml export churn --output churn_export
     """
     from pyml.api import export as run_export
 
