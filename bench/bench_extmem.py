@@ -4,7 +4,7 @@
 
 One DuckDB table (`bench/synth.py`, variant `wide`: 100 DOUBLE features, 5% NULL, so its
 float32 matrix is rows x 400 bytes: 1.8 GB at 4.5M rows), trained twice by
-`pyml.train.train_one`, each in its own child process (`bench.paths train_pyml`) so each
+`pyml.verbs.train.train_one`, each in its own child process (`bench.paths train_pyml`) so each
 peak RSS (`ru_maxrss`) is its own:
 
 - `in memory`: no budget (the float32 parts + XGBoost's QuantileDMatrix);

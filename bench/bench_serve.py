@@ -4,7 +4,7 @@
 
 Needs a trained model (`make demo` first). In one run it measures:
 
-* the floor: the server's whole predict path (`pyml.serve.handle_predict`: JSON decode,
+* the floor: the server's whole predict path (`pyml.serve.app.handle_predict`: JSON decode,
   validation, Arrow columns, encoder, XGBoost, JSON encode) called in a loop in this process
   for the same bodies, with no HTTP;
 * a real `pyml serve` (uvicorn on 127.0.0.1, in a child process) under load at concurrency
@@ -53,8 +53,8 @@ def _jsonable(value: Any) -> Any:
 
 def sample_records(db: Path, model: str, n: int) -> list[dict[str, Any]]:
     """n rows of the model's feature relation, as the JSON records a client would send."""
-    from pyml.db import connect, qualified
-    from pyml.registry import load_version
+    from pyml.engines.duckdb import connect, qualified
+    from pyml.store.registry import load_version
 
     con = connect(db, read_only=True)
     try:
@@ -70,7 +70,7 @@ def sample_records(db: Path, model: str, n: int) -> list[dict[str, Any]]:
 
 def floor(db: Path, model: str, body: bytes, seconds: float) -> dict[str, float]:
     """Calls/s and per-call latency of the in-process predict path for one body."""
-    from pyml.serve import Champions, handle_predict
+    from pyml.serve.app import Champions, handle_predict
 
     champions = Champions(db)
     champions.refresh()
@@ -236,8 +236,8 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 
+    from pyml.dbt.project import load_project
     from pyml.errors import PymlError
-    from pyml.project import load_project
 
     try:
         db = load_project(args.project_dir).db_path

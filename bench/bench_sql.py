@@ -5,7 +5,7 @@
 
 One run, one DuckDB file (bench/out/synth_<rows>_float.duckdb: 20 DOUBLE features, 5% NULL),
 one XGBoost model (binary, trained on a 200k-row sample). The baseline is measured in the
-same run: `pyml.score.score_relation` with a LoadedModel (DuckDB -> Arrow -> XGBoost -> a
+same run: `pyml.verbs.score.score_relation` with a LoadedModel (DuckDB -> Arrow -> XGBoost -> a
 new table), against `create table ... as <pyml sql>` (the same rows into a table, in SQL
 only). Both use `--threads` DuckDB threads (and XGBoost threads); best of `--repeat`.
 
@@ -36,11 +36,11 @@ import sqlglot
 import xgboost as xgb
 
 from bench.synth import OUT, TABLE, feature_names, synth_db
-from pyml import sqlgen
-from pyml.data import Encoder, Feature, Target, select_exprs
-from pyml.model import LoadedModel
-from pyml.registry import StoredModel
-from pyml.score import score_relation
+from pyml.data.encode import Encoder, Feature, Target, select_exprs
+from pyml.modelling.model import LoadedModel
+from pyml.sqlgen import compile as sqlgen
+from pyml.store.registry import StoredModel
+from pyml.verbs.score import score_relation
 
 SAMPLE = 200_000
 

@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 
 from bench.synth import TABLE, VARIANTS, feature_names
-from pyml.spec import ModelSpec, SplitSpec
+from pyml.dbt.spec import ModelSpec, SplitSpec
 
 MODEL = "bench"
 ROUNDS = 100
@@ -42,8 +42,8 @@ def _peak_mb() -> float:
 
 
 def _load(db: Path) -> Any:
-    from pyml.model import LoadedModel
-    from pyml.registry import load_version
+    from pyml.modelling.model import LoadedModel
+    from pyml.store.registry import load_version
 
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -56,7 +56,7 @@ def score_limit(db: Path, variant: str, batch_size: int) -> dict[str, Any]:
     """Physical limit: inplace_predict on the rows already in memory as float32."""
     model = _load(db)
     con = duckdb.connect(str(db), read_only=True)
-    from pyml.data import select_exprs
+    from pyml.data.encode import select_exprs
 
     table = con.sql(f"select {', '.join(select_exprs(model.stored.features))} "
                     f"from {TABLE}").to_arrow_table()
@@ -88,7 +88,7 @@ def score_naive(db: Path, variant: str, batch_size: int) -> dict[str, Any]:
 
 def score_pyml(db: Path, variant: str, batch_size: int) -> dict[str, Any]:
     """pyml's scoring path end to end (library call): table -> predictions table."""
-    from pyml.score import score_relation
+    from pyml.verbs.score import score_relation
 
     model = _load(db)
     started = time.perf_counter()
@@ -122,7 +122,7 @@ def train_pyml(db: Path, variant: str, batch_size: int, max_memory: int | None =
                rounds: int = ROUNDS) -> dict[str, Any]:
     """pyml's training path end to end (read + matrix + train + evaluate + register); with
     `max_memory`, the budget decides between memory and disk (external memory)."""
-    from pyml.train import train_one
+    from pyml.verbs.train import train_one
 
     started = time.perf_counter()
     con = duckdb.connect(str(db))
@@ -139,7 +139,7 @@ def train_sample(db: Path, variant: str, batch_size: int) -> dict[str, Any]:
     """Store the benchmark model trained on a 200k-row sample (scoring-only runs)."""
     from dataclasses import replace
 
-    from pyml.train import train_one
+    from pyml.verbs.train import train_one
 
     started = time.perf_counter()
     con = duckdb.connect(str(db))

@@ -13,20 +13,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyml.db import write_errors
-from pyml.project import load_project, select_specs
-from pyml.score import ScoreResult
-from pyml.score import score as _score
-from pyml.spec import parse_size
-from pyml.train import TrainResult
-from pyml.train import train as _train
+from pyml.dbt.project import load_project, select_specs
+from pyml.dbt.spec import parse_size
+from pyml.engines.duckdb import write_errors
+from pyml.verbs.score import ScoreResult
+from pyml.verbs.score import score as _score
+from pyml.verbs.train import TrainResult
+from pyml.verbs.train import train as _train
 
 if TYPE_CHECKING:  # the analysis verbs import their modules (matplotlib, sklearn) lazily
-    from pyml.card import ExportResult
-    from pyml.drift import DriftResult
-    from pyml.explain import ExplainResult
-    from pyml.lifecycle import Change
-    from pyml.profile import ProfileResult
+    from pyml.export import ExportResult
+    from pyml.store.lifecycle import Change
+    from pyml.verbs.drift import DriftResult
+    from pyml.verbs.explain import ExplainResult
+    from pyml.verbs.profile import ProfileResult
 
 Log = Callable[[str], None]
 PathLike = str | Path | None
@@ -70,7 +70,7 @@ def profile(model: str, *, target_column: str | None = None, project_dir: PathLi
             profiles_dir: PathLike = None, target: str | None = None, log: Log | None = None,
             lock_timeout: float = 5.0) -> ProfileResult:
     """Profile a dbt model (or a pyml model's relation) into ml.profile_<relation>."""
-    from pyml.profile import profile as _profile
+    from pyml.verbs.profile import profile as _profile
 
     project = load_project(project_dir, profiles_dir, target, log=log)
     return _profile(project, model, target_column=target_column, lock_timeout=lock_timeout)
@@ -83,7 +83,7 @@ def explain(models: Sequence[str] = (), *, select: Sequence[str] = (), top_k: in
             target: str | None = None, log: Log | None = None,
             lock_timeout: float = 5.0) -> list[ExplainResult]:
     """Write the top-K SHAP contributions per row into ml.<model>_explanations."""
-    from pyml.explain import explain as _explain
+    from pyml.verbs.explain import explain as _explain
 
     project = load_project(project_dir, profiles_dir, target, log=log)
     specs = select_specs(project, models, select)
@@ -98,7 +98,7 @@ def drift(models: Sequence[str] = (), *, select: Sequence[str] = (),
           target: str | None = None, log: Log | None = None,
           lock_timeout: float = 5.0) -> list[DriftResult]:
     """Compare each model's score relation with its training snapshot; rows go to ml.drift."""
-    from pyml.drift import drift as _drift
+    from pyml.verbs.drift import drift as _drift
 
     project = load_project(project_dir, profiles_dir, target, log=log)
     specs = select_specs(project, models, select)
@@ -111,7 +111,7 @@ def report(model: str, *, output: PathLike = None, version: int | None = None,
            target: str | None = None, log: Log | None = None,
            lock_timeout: float = 5.0) -> Path:
     """Write a self-contained HTML report of one model version; returns its path."""
-    from pyml.report import report as _report
+    from pyml.report.html import report as _report
 
     project = load_project(project_dir, profiles_dir, target, log=log)
     specs = select_specs(project, [model])
@@ -132,7 +132,7 @@ def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
     """
     from dataclasses import replace
 
-    from pyml.spec_tune import TuneSpec
+    from pyml.dbt.spec_tune import TuneSpec
 
     project = load_project(project_dir, profiles_dir, target, log=log)
     specs = []
@@ -151,8 +151,8 @@ def promote(model: str, *, version: int | None = None, reason: str | None = None
             project_dir: PathLike = None, profiles_dir: PathLike = None,
             target: str | None = None, lock_timeout: float = 5.0) -> Change:
     """Make a version (default: the newest) the champion that score and serve use."""
-    from pyml.db import connect
-    from pyml.lifecycle import promote as _promote
+    from pyml.engines.duckdb import connect
+    from pyml.store.lifecycle import promote as _promote
 
     project = load_project(project_dir, profiles_dir, target)
     con = connect(project.db_path, lock_timeout=lock_timeout)
@@ -167,8 +167,8 @@ def rollback(model: str, *, reason: str | None = None, project_dir: PathLike = N
              profiles_dir: PathLike = None, target: str | None = None,
              lock_timeout: float = 5.0) -> Change:
     """Retire the champion and bring back the one it replaced."""
-    from pyml.db import connect
-    from pyml.lifecycle import rollback as _rollback
+    from pyml.engines.duckdb import connect
+    from pyml.store.lifecycle import rollback as _rollback
 
     project = load_project(project_dir, profiles_dir, target)
     con = connect(project.db_path, lock_timeout=lock_timeout)
@@ -182,8 +182,8 @@ def show(model: str, *, version: int | None = None, project_dir: PathLike = None
          profiles_dir: PathLike = None, target: str | None = None,
          lock_timeout: float = 5.0) -> str:
     """`pyml show`: versions, status, metrics, data snapshot and events of a model."""
-    from pyml.card import render_show, version_info
-    from pyml.db import connect
+    from pyml.engines.duckdb import connect
+    from pyml.export import render_show, version_info
 
     project = load_project(project_dir, profiles_dir, target)
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
@@ -197,8 +197,8 @@ def export(model: str, output: str | Path, *, version: int | None = None,
            project_dir: PathLike = None, profiles_dir: PathLike = None,
            target: str | None = None, lock_timeout: float = 5.0) -> ExportResult:
     """Write a version (default: the champion) as XGBoost JSON + model card + predict.py."""
-    from pyml.card import export as _export
-    from pyml.db import connect
+    from pyml.engines.duckdb import connect
+    from pyml.export import export as _export
 
     project = load_project(project_dir, profiles_dir, target)
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
@@ -214,7 +214,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.
           target: str | None = None, log: Log | None = None,
           lock_timeout: float = 5.0) -> None:
     """Serve every model's champion over HTTP until interrupted (see pyml.serve)."""
-    from pyml.serve import serve as _serve
+    from pyml.serve.app import serve as _serve
 
     project = load_project(project_dir, profiles_dir, target, log=log)
     _serve(project.db_path, host=host, port=port, poll_seconds=poll_seconds,
@@ -230,9 +230,9 @@ def sql(model: str, *, version: int | None = None, dialect: str = "duckdb",
     The version defaults to the one `pyml score` uses (the champion, else the latest). With
     `dbt_model`, the SQL is a dbt model reading `{{ ref('<feature model>') }}`.
     """
-    from pyml.db import connect
-    from pyml.registry import load_version
-    from pyml.sqlgen import scoring_sql
+    from pyml.engines.duckdb import connect
+    from pyml.sqlgen.compile import scoring_sql
+    from pyml.store.registry import load_version
 
     project = load_project(project_dir, profiles_dir, target)
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)

@@ -58,7 +58,7 @@ def handle_errors(func: F) -> F:
 
 
 def _load(project_dir: str | None, profiles_dir: str | None, target: str | None) -> Any:
-    from pyml.project import load_project
+    from pyml.dbt.project import load_project
 
     return load_project(project_dir, profiles_dir, target, log=_log)
 
@@ -173,7 +173,7 @@ def models(models: tuple[str, ...], project_dir: str | None, profiles_dir: str |
 
     Example: pyml models churn
     """
-    from pyml.reports import models_table
+    from pyml.report.text import models_table
 
     project = _load(project_dir, profiles_dir, target)
     click.echo(models_table(project, models, lock_timeout=lock_timeout))
@@ -190,7 +190,7 @@ def predictions(model: str, limit: int, project_dir: str | None, profiles_dir: s
 
     Example: pyml predictions churn --limit 20
     """
-    from pyml.reports import top_predictions
+    from pyml.report.text import top_predictions
 
     project = _load(project_dir, profiles_dir, target)
     click.echo(top_predictions(project, model, limit, lock_timeout=lock_timeout))
@@ -212,7 +212,7 @@ def profile(model: str, target_column: str | None, project_dir: str | None,
     Example: pyml profile customer_features --target-column churned_next_90d
     """
     from pyml.api import profile as run_profile
-    from pyml.profile import format_profile
+    from pyml.verbs.profile import format_profile
 
     result = run_profile(model, target_column=target_column, project_dir=project_dir,
                          profiles_dir=profiles_dir, target=target, log=_log,
@@ -271,7 +271,7 @@ def drift(models: tuple[str, ...], select: tuple[str, ...], threshold: float | N
     Example: pyml drift churn --threshold 0.25
     """
     from pyml.api import drift as run_drift
-    from pyml.drift import EXIT_DRIFT, format_drift
+    from pyml.verbs.drift import EXIT_DRIFT, format_drift
 
     results = run_drift(models, select=select, version=version, threshold=threshold,
                         project_dir=project_dir, profiles_dir=profiles_dir, target=target,
@@ -477,7 +477,7 @@ def sql(model: str, version: int | None, dialect: str, output: Path | None,
     Example: pyml sql churn --output models/ml/churn_scored_sql.sql
     """
     from pyml.api import sql as run_sql
-    from pyml.sqlgen import write_model_file
+    from pyml.sqlgen.compile import write_model_file
 
     text = run_sql(model, version=version, dialect=dialect, dbt_model=output is not None,
                    project_dir=project_dir, profiles_dir=profiles_dir, target=target,

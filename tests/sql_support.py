@@ -20,10 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import xgboost as xgb
 
-from pyml.data import Encoder, Feature, Target, learn_categories, select_exprs
-from pyml.db import quote
-from pyml.model import LoadedModel
-from pyml.registry import StoredModel
+from pyml.data.encode import Encoder, Feature, Target, learn_categories, select_exprs
+from pyml.engines.duckdb import quote
+from pyml.modelling.model import LoadedModel
+from pyml.store.registry import StoredModel
 
 OBJECTIVE = {"binary": "binary:logistic", "multiclass": "multi:softprob",
              "regression": "reg:squarederror"}

@@ -36,8 +36,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from pyml.serve import create_app
-from pyml.spec import ALLOWED_KEYS
+from pyml.dbt.spec import ALLOWED_KEYS
+from pyml.serve.app import create_app
 
 from .conftest import DB_ENV, SCHEMA_YML, Loans
 

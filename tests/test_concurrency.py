@@ -84,8 +84,8 @@ cli(sys.argv[1:], prog_name="pyml")
 # `pyml ARGS`, printing how long each open of the database took (lock waits included).
 TIMED_PYML = """\
 import sys, time
-import pyml.db
-real = pyml.db.connect
+import pyml.engines.duckdb
+real = pyml.engines.duckdb.connect
 
 def timed(*args, **kwargs):
     started = time.monotonic()
@@ -94,7 +94,7 @@ def timed(*args, **kwargs):
           flush=True)
     return con
 
-pyml.db.connect = timed
+pyml.engines.duckdb.connect = timed
 for name in ("pyml.score", "pyml.train"):
     __import__(name)
     sys.modules[name].connect = timed
@@ -302,7 +302,7 @@ def test_load_model_retries_then_names_the_writer(scored: Loans) -> None:
 
 def test_the_lock_wait_ends_at_the_timeout(scored: Loans) -> None:
     # The backoff used to sleep past the deadline: --lock-timeout 2 waited ~2.6 s.
-    from pyml.db import connect
+    from pyml.engines.duckdb import connect
 
     holder = hold(scored.db, 60)
     try:

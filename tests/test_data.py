@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pyml.data import (
+from pyml.data.encode import (
     Encoder,
     Feature,
     check_schema,
@@ -19,9 +19,9 @@ from pyml.data import (
     learn_categories,
     resolve_features,
 )
-from pyml.db import qualified, quote, relation_columns
+from pyml.dbt.spec import ModelSpec, parse_specs
+from pyml.engines.duckdb import qualified, quote, relation_columns
 from pyml.errors import DataError, RelationNotFound, SchemaMismatch, SpecError
-from pyml.spec import ModelSpec, parse_specs
 
 SOURCE = "models/schema.yml"
 WHERE = f"{SOURCE}: model 'm' on model.loans.loans"

@@ -7,7 +7,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from pyml.data import Encoder, Feature, matrix_sql, range_error, select_exprs
+from pyml.data.encode import Encoder, Feature, matrix_sql, range_error, select_exprs
 from pyml.errors import DataError
 
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 
 import pyml
 from pyml.cli import cli
-from pyml.data import select_exprs
+from pyml.data.encode import select_exprs
 from pyml.demo_data import LEAK_COLUMN, add_label_leak, shift_feature
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pyml.data import Feature
-from pyml.drift import _Counter, psi, snapshot
+from pyml.data.encode import Feature
+from pyml.verbs.drift import _Counter, psi, snapshot
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from pyml import bootstrap
-from pyml.evaluate import calibration, lift
-from pyml.metrics import evaluate, label_base
+from pyml.modelling import bootstrap
+from pyml.modelling.evaluate import calibration, lift
+from pyml.modelling.metrics import evaluate, label_base
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
 
@@ -145,8 +145,8 @@ def test_large_holdout_interval_is_a_rescaled_sample_bootstrap() -> None:
     centred on the full estimate and about as wide as the full bootstrap's."""
     import numpy as np
 
-    from pyml.evaluate import with_intervals
-    from pyml.metrics import evaluate
+    from pyml.modelling.evaluate import with_intervals
+    from pyml.modelling.metrics import evaluate
 
     rng = np.random.default_rng(5)
     n = 40_000

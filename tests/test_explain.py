@@ -8,7 +8,7 @@ import pytest
 import xgboost as xgb
 
 import pyml
-from pyml.model import LoadedModel
+from pyml.modelling.model import LoadedModel
 
 from .conftest import FEATURES, Loans
 

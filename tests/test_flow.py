@@ -15,8 +15,8 @@ import pytest
 
 import pyml
 from pyml.cli import cli
-from pyml.db import quote
-from pyml.model import LoadedModel
+from pyml.engines.duckdb import quote
+from pyml.modelling.model import LoadedModel
 
 from .conftest import FEATURES, SCHEMA_YML, SPECS, Loans, dbt
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pyml import lifecycle
+from pyml.store import lifecycle
 
 from .conftest import SCHEMA_YML, Loans
 

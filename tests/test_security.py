@@ -22,7 +22,7 @@ import pytest
 import pyml
 from pyml.cli import cli
 from pyml.errors import RegistryError
-from pyml.serve import MAX_BODY_BYTES, MAX_RECORDS, create_app
+from pyml.serve.app import MAX_BODY_BYTES, MAX_RECORDS, create_app
 
 from .conftest import SCHEMA_YML, Loans
 from .test_bad_inputs import EXCLUDE, WHERE, error_line, state
@@ -225,7 +225,7 @@ def test_serve_binds_localhost_by_default() -> None:
     import inspect
 
     from pyml import api
-    from pyml import serve as serve_module
+    from pyml.serve import app as serve_module
 
     options = {p.name: p for p in cli.commands["serve"].params}
     assert options["host"].default == "127.0.0.1"

@@ -21,7 +21,7 @@ import duckdb
 import httpx
 import pytest
 
-from pyml.serve import create_app
+from pyml.serve.app import create_app
 
 from .conftest import DB_ENV, FEATURES, Loans
 
@@ -264,7 +264,7 @@ def test_encoding_matches_the_encoder_pyml_score_uses(client: TestClient) -> Non
     import numpy as np
     import pyarrow as pa
 
-    from pyml.serve import encode
+    from pyml.serve.app import encode
 
     served = client.app.state.champions.models["default_risk"]  # type: ignore[attr-defined]
     tricky = [0.1, 1e-45, 3.4e38, -0.0, 16777217, 2**60, 1 / 3, None, 123456.789]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec, ScoreSpec, SplitSpec, parse_specs
 from pyml.errors import SpecError
-from pyml.spec import DEFAULT_PARAMS, ModelSpec, ScoreSpec, SplitSpec, parse_specs
 
 SOURCE = "models/features/_features__models.yml"
 MODEL = "model.lending.loan_features"

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyml.data import Feature
-from pyml.db import quote
-from pyml.sqlgen import scoring_sql
+from pyml.data.encode import Feature
+from pyml.engines.duckdb import quote
+from pyml.sqlgen.compile import scoring_sql
 from tests.sql_support import (
     make_table,
     max_errors,

@@ -20,10 +20,10 @@ import xgboost as xgb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyml.data import Encoder, Feature
+from pyml.data.encode import Encoder, Feature
 from pyml.errors import PymlError
-from pyml.sqlgen import DIALECTS, scoring_sql
-from pyml.sqlgen_trees import margins32, model_json, read_forest, split_bound
+from pyml.sqlgen.compile import DIALECTS, scoring_sql
+from pyml.sqlgen.trees import margins32, model_json, read_forest, split_bound
 from tests.conftest import Loans, dbt
 from tests.sql_support import (
     CATEGORIES,

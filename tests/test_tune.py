@@ -11,10 +11,10 @@ import optuna
 import pytest
 import xgboost as xgb
 
-from pyml import tune as tune_module
+from pyml.dbt.spec import parse_specs
+from pyml.dbt.spec_tune import default_space
 from pyml.errors import SpecError
-from pyml.spec import parse_specs
-from pyml.spec_tune import default_space
+from pyml.modelling import tune as tune_module
 
 from .conftest import SCHEMA_YML, Loans
 

@@ -33,11 +33,11 @@ import numpy as np
 import pyarrow as pa
 import xgboost as xgb
 
-from pyml.data import Encoder, Feature, Target, is_range_error, matrix_sql, range_error
-from pyml.db import quote, stream_arrow
+from pyml.data.encode import Encoder, Feature, Target, is_range_error, matrix_sql, range_error
+from pyml.data.trainset import HASH_BUCKETS, Part, ReadProgress, labels
+from pyml.dbt.spec import ModelSpec
+from pyml.engines.duckdb import quote, stream_arrow
 from pyml.errors import DataError, PymlError
-from pyml.spec import ModelSpec
-from pyml.trainset import HASH_BUCKETS, Part, ReadProgress, labels
 
 Log = Callable[[str], None]
 

@@ -25,14 +25,14 @@ import numpy as np
 import pyarrow as pa
 import xgboost as xgb
 
-from pyml.data import Feature, check_schema, select_exprs
-from pyml.db import connect, first_row, qualified, quote, relation_columns, stream_arrow
+from pyml.data.encode import Feature, check_schema, select_exprs
+from pyml.dbt.project import Project, resolve_relation
+from pyml.dbt.spec import ModelSpec
+from pyml.engines.duckdb import connect, first_row, qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError
-from pyml.model import LoadedModel, key_types
-from pyml.project import Project, resolve_relation
-from pyml.registry import SCHEMA, load_version
-from pyml.score import _drop_leftovers, _drop_quietly, _swap
-from pyml.spec import ModelSpec
+from pyml.modelling.model import LoadedModel, key_types
+from pyml.store.registry import SCHEMA, load_version
+from pyml.verbs.score import _drop_leftovers, _drop_quietly, _swap
 
 Log = Callable[[str], None]
 DEFAULT_TOP_K = 5

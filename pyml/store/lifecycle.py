@@ -26,9 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pyml.compare import Comparison, compare
-from pyml.data import check_schema, matrix_sql
-from pyml.db import (
+from pyml.data.encode import check_schema, matrix_sql
+from pyml.data.trainset import labels
+from pyml.dbt.spec import ModelSpec
+from pyml.dbt.spec_tune import promote_metric
+from pyml.engines.duckdb import (
     abort_transaction,
     first_row,
     qualified,
@@ -38,11 +40,9 @@ from pyml.db import (
     table_exists,
 )
 from pyml.errors import ModelNotFound, PymlError, SchemaMismatch
-from pyml.model import LoadedModel
-from pyml.registry import SCHEMA, load_version
-from pyml.spec import ModelSpec
-from pyml.spec_tune import promote_metric
-from pyml.trainset import labels
+from pyml.modelling.compare import Comparison, compare
+from pyml.modelling.model import LoadedModel
+from pyml.store.registry import SCHEMA, load_version
 
 COMPARE_BATCH_ROWS = 100_000  # holdout rows per batch when champion and challenger compete
 

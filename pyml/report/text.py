@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pyml.db import connect, qualified, table_exists
+from pyml.dbt.project import Project
+from pyml.engines.duckdb import connect, qualified, table_exists
 from pyml.errors import ModelNotFound
-from pyml.lifecycle import statuses
-from pyml.project import Project
-from pyml.registry import SCHEMA, list_versions
-from pyml.score import predictions_table
+from pyml.store.lifecycle import statuses
+from pyml.store.registry import SCHEMA, list_versions
+from pyml.verbs.score import predictions_table
 
 
 def _fmt(value: Any) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 
 import duckdb
 
-from pyml.data import booster_feature_names
+from pyml.data.encode import booster_feature_names
 from pyml.errors import PymlError
 from pyml.files import replacing
-from pyml.registry import SCHEMA, load_version
+from pyml.store.registry import SCHEMA, load_version
 
 CARD_FORMAT = "pyml-model-card/1"
 BOOSTER_FILE = "model.json"
@@ -38,7 +38,7 @@ ENCODING = {
 def version_info(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None
                  ) -> dict[str, Any]:
     """Everything the registry holds about one version (the champion by default)."""
-    from pyml.lifecycle import events, statuses
+    from pyml.store.lifecycle import events, statuses
 
     stored = load_version(con, name, version)
     rel = con.execute(f"select * exclude (booster) from {SCHEMA}.models "
@@ -76,7 +76,7 @@ def version_info(con: duckdb.DuckDBPyConnection, name: str, version: int | None 
 
 def render_show(info: dict[str, Any]) -> str:
     """The text of `pyml show`."""
-    from pyml.reports import text_table
+    from pyml.report.text import text_table
 
     stored, row = info["stored"], info["row"]
     split = row.get("split") or {}

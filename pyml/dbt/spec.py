@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pyml.dbt.spec_tune import PromoteSpec, TuneSpec, parse_promote, parse_tune
 from pyml.errors import SpecError
-from pyml.spec_tune import PromoteSpec, TuneSpec, parse_promote, parse_tune
 
 TASKS = ("binary", "multiclass", "regression")
 SPLIT_METHODS = ("random", "time", "kfold")

@@ -6,7 +6,7 @@ At train time each feature's distribution over the training rows is stored in
 sees and compares, per feature: PSI, the KS statistic (numeric), the share of categories never
 seen in training (categorical) and the null share then and now.
 
-Both sides bin values after the float32 rounding XGBoost applies (`pyml.data.Encoder`), so a
+Both sides bin values after the float32 rounding XGBoost applies (`pyml.data.encode.Encoder`), so a
 relation compared with its own training rows has a PSI of exactly 0.
 """
 
@@ -25,8 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pyml.data import Feature, check_schema, select_exprs
-from pyml.db import (
+from pyml.data.encode import Feature, check_schema, select_exprs
+from pyml.dbt.project import Project, resolve_relation
+from pyml.dbt.spec import ModelSpec
+from pyml.engines.duckdb import (
     abort_transaction,
     connect,
     qualified,
@@ -35,9 +37,7 @@ from pyml.db import (
     table_exists,
 )
 from pyml.errors import ModelNotFound
-from pyml.project import Project, resolve_relation
-from pyml.registry import SCHEMA, load_version
-from pyml.spec import ModelSpec
+from pyml.store.registry import SCHEMA, load_version
 
 Log = Callable[[str], None]
 DEFAULT_THRESHOLD = 0.2  # PSI above 0.2 is the usual "significant shift" rule of thumb
@@ -233,7 +233,7 @@ class _Counter:
             known = codes.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
             self.counts += np.bincount(known, minlength=len(self.counts))
             return
-        # The same float32 rounding as the training matrix (pyml.data.Encoder).
+        # The same float32 rounding as the training matrix (pyml.data.encode.Encoder).
         values = col.drop_null().to_numpy(zero_copy_only=False).astype(np.float32)
         values = values[~np.isnan(values)]
         self.counts += np.bincount(np.searchsorted(self.edges, values, side="left"),
@@ -332,7 +332,7 @@ def drift(project: Project, specs: Sequence[ModelSpec], *, version: int | None =
 
 def format_drift(result: DriftResult) -> str:
     """The table `pyml drift` prints: one line per feature, drifted ones marked."""
-    from pyml.reports import text_table
+    from pyml.report.text import text_table
 
     def num(v: float | None, fmt: str) -> str:
         return "" if v is None else format(v, fmt)

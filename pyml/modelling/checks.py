@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from pyml.data import Feature
+from pyml.data.encode import Feature
+from pyml.dbt.spec import ModelSpec
 from pyml.errors import DataError
-from pyml.spec import ModelSpec
 
 Log = Callable[[str], None]
 LEAK_AUC = 0.98  # univariate AUC >= this (or <= 1 - this) is a near-perfect single feature

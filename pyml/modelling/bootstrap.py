@@ -6,7 +6,7 @@ sorted once by score. That is exactly the metric of the resampled rows (the test
 against scikit-learn on the resampled rows), but costs a few vectorised passes per replicate
 instead of a sort, so 200+ replicates stay cheap on a million-row holdout.
 
-The point estimates themselves come from scikit-learn (`pyml.metrics.evaluate`); only the
+The point estimates themselves come from scikit-learn (`pyml.modelling.metrics.evaluate`); only the
 interval comes from here.
 """
 

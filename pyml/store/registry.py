@@ -17,10 +17,10 @@ from typing import Any
 import duckdb
 import xgboost as xgb
 
-from pyml.data import Feature, Target
-from pyml.db import abort_transaction, first_row
+from pyml.data.encode import Feature, Target
+from pyml.engines.duckdb import abort_transaction, first_row
 from pyml.errors import ModelNotFound, RegistryError
-from pyml.metrics import Metric
+from pyml.modelling.metrics import Metric
 
 SCHEMA = "ml"
 
@@ -120,7 +120,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the ml schema and registry tables if they are missing."""
     for ddl in DDL:
         con.execute(ddl)
-    from pyml.lifecycle import ensure_lifecycle
+    from pyml.store.lifecycle import ensure_lifecycle
 
     ensure_lifecycle(con)  # status/note columns, ml.model_events; migrates older registries
 
@@ -177,7 +177,7 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
             )
         if extra is not None:
             extra(con, version)
-        from pyml.lifecycle import on_version_written
+        from pyml.store.lifecycle import on_version_written
 
         on_version_written(con, new.name, version, new.note, decide)
         con.execute("commit")
@@ -210,7 +210,7 @@ def load_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None 
         raise ModelNotFound(f"no model '{name}' has been trained in this database: "
                             f"run `pyml train {name}` first")
     if version is None:
-        from pyml.lifecycle import champion_version
+        from pyml.store.lifecycle import champion_version
 
         version = champion_version(con, name)
     sql = (f"select version, created_at, task, target_type, classes, key_columns, features, "
@@ -273,7 +273,7 @@ def _decode(text: str, kind: type, column: str) -> Any:
 
 
 def _has_registry(con: duckdb.DuckDBPyConnection) -> bool:
-    from pyml.db import table_exists
+    from pyml.engines.duckdb import table_exists
 
     return table_exists(con, SCHEMA, "models")
 

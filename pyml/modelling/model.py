@@ -16,10 +16,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from pyml.data import Encoder, check_schema, is_range_error, matrix_sql, range_error
-from pyml.db import connect, fetch_arrow, quote
+from pyml.data.encode import Encoder, check_schema, is_range_error, matrix_sql, range_error
+from pyml.engines.duckdb import connect, fetch_arrow, quote
 from pyml.errors import SchemaMismatch
-from pyml.registry import StoredModel, load_version
+from pyml.store.registry import StoredModel, load_version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,7 +124,7 @@ def load_model(name: str, version: int | None = None, *, project_dir: str | Path
                profiles_dir: str | Path | None = None, target: str | None = None,
                lock_timeout: float = 5.0) -> LoadedModel:
     """Load a trained model for notebooks: `pyml.load_model("churn").predict(df)`."""
-    from pyml.project import load_project
+    from pyml.dbt.project import load_project
 
     project = load_project(project_dir, profiles_dir, target)
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)

@@ -21,19 +21,19 @@ import duckdb
 import numpy as np
 import yaml
 
-from pyml import figures
-from pyml.data import select_exprs
-from pyml.db import connect, qualified, quote, table_exists
-from pyml.drift import DDL as DRIFT_DDL
-from pyml.drift import drift_relation
+from pyml.data.encode import select_exprs
+from pyml.dbt.project import Project, resolve_relation
+from pyml.dbt.spec import ModelSpec
+from pyml.engines.duckdb import connect, qualified, quote, table_exists
 from pyml.errors import PymlError
-from pyml.explain import margin_contributions
 from pyml.files import replacing
-from pyml.model import LoadedModel
-from pyml.profile import profile_relation, profile_table
-from pyml.project import Project, resolve_relation
-from pyml.registry import SCHEMA, ensure_schema, load_version
-from pyml.spec import ModelSpec
+from pyml.modelling.model import LoadedModel
+from pyml.report import figures
+from pyml.store.registry import SCHEMA, ensure_schema, load_version
+from pyml.verbs.drift import DDL as DRIFT_DDL
+from pyml.verbs.drift import drift_relation
+from pyml.verbs.explain import margin_contributions
+from pyml.verbs.profile import profile_relation, profile_table
 
 Log = Callable[[str], None]
 SHAP_ROWS = 1000  # rows behind the SHAP summary and dependence plots

@@ -24,14 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
-from pyml import checks
-from pyml.data import kind_of
-from pyml.db import connect, first_row, qualified, quote, relation_columns
+from pyml.data.encode import kind_of
+from pyml.dbt.project import Project, all_specs, resolve_relation
+from pyml.dbt.spec import ModelSpec
+from pyml.engines.duckdb import connect, first_row, qualified, quote, relation_columns
 from pyml.errors import SelectionError
-from pyml.project import Project, all_specs, resolve_relation
-from pyml.registry import SCHEMA
-from pyml.score import _drop_leftovers, _drop_quietly, _swap
-from pyml.spec import ModelSpec
+from pyml.modelling import checks
+from pyml.store.registry import SCHEMA
+from pyml.verbs.score import _drop_leftovers, _drop_quietly, _swap
 
 MI_ROWS = 5_000  # mutual information (k-NN estimator) on a seeded sample of this many rows
 TOP_CATEGORIES = 5  # categories listed per text column
@@ -408,7 +408,7 @@ def _num(value: float | None, fmt: str = "") -> str:
 
 def format_profile(result: ProfileResult) -> str:
     """The compact text table `pyml profile` prints, warnings underneath."""
-    from pyml.reports import text_table
+    from pyml.report.text import text_table
 
     assoc = "auc" if result.task == "binary" else "spearman"
     headers = ["column", "type", "role", "null", "distinct", "mean / top", "std", "outliers",

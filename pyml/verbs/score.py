@@ -24,8 +24,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pyml.data import check_schema, is_range_error, matrix_sql, range_error
-from pyml.db import (
+from pyml.data.encode import check_schema, is_range_error, matrix_sql, range_error
+from pyml.dbt.project import Project, resolve_relation
+from pyml.dbt.spec import ModelSpec
+from pyml.engines.duckdb import (
     abort_transaction,
     connect,
     first_row,
@@ -36,10 +38,8 @@ from pyml.db import (
 )
 from pyml.errors import DataError, PymlError
 from pyml.files import replacing
-from pyml.model import LoadedModel, key_types
-from pyml.project import Project, resolve_relation
-from pyml.registry import SCHEMA, load_version
-from pyml.spec import ModelSpec
+from pyml.modelling.model import LoadedModel, key_types
+from pyml.store.registry import SCHEMA, load_version
 
 Log = Callable[[str], None]
 

@@ -6,7 +6,7 @@ threshold) and reads like a dbt model: import CTE -> inputs -> trees -> margins 
 * **inputs** delivers each numeric feature as DOUBLE (as pyml feeds XGBoost), once with NULL
   and NaN standing in as -1e308 (for splits whose missing values go left) and once as +1e308
   (missing goes right), so a split is one comparison against a double bound that agrees with
-  XGBoost's float32 comparison (:func:`pyml.sqlgen_trees.split_bound`). Categorical features
+  XGBoost's float32 comparison (:func:`pyml.sqlgen.trees.split_bound`). Categorical features
   stay strings: a split is ``col in ('a', 'b')`` on the values, and a value outside the
   training mapping, or NULL, takes the default branch as in `pyml score`.
 * **trees** holds one nested CASE per tree (a column each, so DuckDB binds and optimizes a
@@ -31,12 +31,11 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from pyml.data import Feature
-from pyml.db import quote
+from pyml.data.encode import Feature
+from pyml.engines.duckdb import quote
 from pyml.errors import PymlError
 from pyml.files import replacing
-from pyml.registry import StoredModel
-from pyml.sqlgen_trees import (
+from pyml.sqlgen.trees import (
     Forest,
     Tree,
     label_cut,
@@ -46,6 +45,7 @@ from pyml.sqlgen_trees import (
     tree_sql,
     used_sides,
 )
+from pyml.store.registry import StoredModel
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "sqlite")
 # Dialects with a float32 type whose + rounds like C's float addition.

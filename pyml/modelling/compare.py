@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyml.bootstrap import MAX_ROWS, N_BOOT, SEED, intervals, metric_function, sample
-from pyml.spec_tune import HIGHER_IS_BETTER
+from pyml.dbt.spec_tune import HIGHER_IS_BETTER
+from pyml.modelling.bootstrap import MAX_ROWS, N_BOOT, SEED, intervals, metric_function, sample
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: n
     a, b = float(fa(ones)[metric]), float(fb(ones)[metric])
     gain = sign * (b - a)
     # Large holdouts: replicate a seeded sample and rescale around the full gain, as
-    # pyml.evaluate.with_intervals does.
+    # pyml.modelling.evaluate.with_intervals does.
     rows, scale = sample(n, max_rows, seed)
     m, centre = n, gain
     if rows is not None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from pyml.dbt.spec import ModelSpec, parse_specs
 from pyml.errors import ProjectError, SelectionError, SpecError
-from pyml.spec import ModelSpec, parse_specs
 
 Log = Callable[[str], None]
 

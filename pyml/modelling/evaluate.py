@@ -26,14 +26,14 @@ import pyarrow as pa
 import xgboost as xgb
 from sklearn import metrics as skm
 
-from pyml import bootstrap
-from pyml.data import Feature, booster_feature_names
-from pyml.drift import Snapshot, snapshot, write_snapshots
-from pyml.explain import mean_abs_shap
-from pyml.metrics import Metric, evaluate, label_base
-from pyml.registry import SCHEMA
-from pyml.spec import ModelSpec
-from pyml.trainset import TrainingSet
+from pyml.data.encode import Feature, booster_feature_names
+from pyml.data.trainset import TrainingSet
+from pyml.dbt.spec import ModelSpec
+from pyml.modelling import bootstrap
+from pyml.modelling.metrics import Metric, evaluate, label_base
+from pyml.store.registry import SCHEMA
+from pyml.verbs.drift import Snapshot, snapshot, write_snapshots
+from pyml.verbs.explain import mean_abs_shap
 
 Log = Callable[[str], None]
 CALIBRATION_BINS = 10  # equal-width probability bins
@@ -291,7 +291,7 @@ def evaluate_predictions(spec: ModelSpec, booster: xgb.Booster, features: Sequen
                          shap_rows: np.ndarray, train_rows: np.ndarray,
                          cv: Sequence[Metric] = ()) -> Evaluation:
     """Everything stored about a version from its holdout labels and predictions (in a
-    canonical order), the training labels' `base` (pyml.metrics.label_base), holdout rows
+    canonical order), the training labels' `base` (pyml.modelling.metrics.label_base), holdout rows
     for mean |SHAP| and training rows for the drift snapshot."""
     metrics = evaluate(spec.task, y_test, pred, base, spec.threshold)
     metrics = with_intervals(metrics, spec.task, y_test, pred, spec.threshold)

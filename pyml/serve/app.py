@@ -43,11 +43,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pyml.data import F32_MAX
-from pyml.db import connect, table_exists
+from pyml.data.encode import F32_MAX
+from pyml.engines.duckdb import connect, table_exists
 from pyml.errors import DatabaseLocked, PymlError
-from pyml.model import LoadedModel
-from pyml.registry import SCHEMA, load_version
+from pyml.modelling.model import LoadedModel
+from pyml.store.registry import SCHEMA, load_version
 
 MAX_RECORDS = 1000  # records per request
 MAX_BODY_BYTES = 1 << 20  # bytes per request body
@@ -102,7 +102,7 @@ def load_served(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Serv
         r = dict(zip(cols, row, strict=True))
         metrics.setdefault(str(r.pop("split")), {})[str(r.pop("metric"))] = {
             k: v for k, v in r.items() if k not in ("model_name", "version")}
-    from pyml.lifecycle import statuses
+    from pyml.store.lifecycle import statuses
 
     feats = stored.features
     info = {
@@ -131,7 +131,7 @@ def load_served(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Serv
 
 def champion_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """model name -> the version that serves (its champion, else its latest)."""
-    from pyml.lifecycle import statuses
+    from pyml.store.lifecycle import statuses
 
     if not table_exists(con, SCHEMA, "models"):
         return {}
@@ -237,7 +237,7 @@ def encode(served: Served, records: list[dict[str, Any]]) -> np.ndarray:
 
     Numbers are read as DOUBLE and rounded to float32 (true/false as 1/0 for BOOLEAN
     features), a category becomes its code in the training mapping, and a null, an absent
-    field or an unseen category is NaN: the rules of `pyml.data.Encoder` and of the SQL
+    field or an unseen category is NaN: the rules of `pyml.data.encode.Encoder` and of the SQL
     that `pyml score` runs. Rows are built as lists and converted once, which for the
     small bodies a server sees costs a fraction of one Arrow column per feature.
     """

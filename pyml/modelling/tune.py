@@ -26,14 +26,14 @@ import numpy as np
 import optuna
 import xgboost as xgb
 
-from pyml.compare import compare
-from pyml.data import Feature, booster_feature_names
-from pyml.db import first_row
+from pyml.data.encode import Feature, booster_feature_names
+from pyml.data.trainset import TrainingSet
+from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec
+from pyml.dbt.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
+from pyml.engines.duckdb import first_row
 from pyml.errors import DataError, SpecError
-from pyml.registry import SCHEMA
-from pyml.spec import DEFAULT_PARAMS, ModelSpec
-from pyml.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
-from pyml.trainset import TrainingSet
+from pyml.modelling.compare import compare
+from pyml.store.registry import SCHEMA
 
 Log = Callable[[str], None]
 
@@ -87,7 +87,7 @@ def wants_tuning(spec: ModelSpec, tune: bool | None) -> bool:
 
 
 def _base_params(spec: ModelSpec, classes: Sequence[Any], metric: str) -> dict[str, Any]:
-    from pyml.train import OBJECTIVES
+    from pyml.verbs.train import OBJECTIVES
 
     params: dict[str, Any] = {**DEFAULT_PARAMS, **spec.params,
                               "objective": OBJECTIVES[spec.task], "eval_metric": metric}
@@ -159,7 +159,7 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     """Search the spec's space on train/validation, record the trials, fit the spec's params."""
     from optuna_integration import XGBoostPruningCallback
 
-    from pyml.train import fit_in_memory
+    from pyml.verbs.train import fit_in_memory
 
     if len(ts.valid.y) == 0:
         raise DataError(f"{spec.where}: tuning needs a validation part to stop early on and "

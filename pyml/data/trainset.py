@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pyml.data import (
+from pyml.data.encode import (
     F32_MAX,
     Encoder,
     Feature,
@@ -30,10 +30,10 @@ from pyml.data import (
     matrix_sql,
     range_error,
 )
-from pyml.data import learn_categories as data_learn_categories
-from pyml.db import first_row, quote, stream_arrow
+from pyml.data.encode import learn_categories as data_learn_categories
+from pyml.dbt.spec import ModelSpec
+from pyml.engines.duckdb import first_row, quote, stream_arrow
 from pyml.errors import DataError
-from pyml.spec import ModelSpec
 
 BATCH_ROWS = 262_144
 HASH_BUCKETS = 1_000_000  # resolution of the hashed-key split and samples
@@ -124,7 +124,7 @@ def learn_categories(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
                      features: Sequence[Feature]) -> list[Feature]:
     """Each categorical feature's mapping: its sorted distinct values among labelled rows.
 
-    DuckDB computes the distinct values; `pyml.data.learn_categories` sorts and checks them.
+    DuckDB computes the distinct values; `pyml.data.encode.learn_categories` sorts and checks them.
     """
     y = quote(spec.target)
     columns = []
@@ -150,7 +150,7 @@ def part_sizes(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str, par
 
 def train_label_base(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                      target: Target, part_sql: str, part_params: list[Any]) -> np.ndarray:
-    """`pyml.metrics.label_base` of the train part, computed in SQL (nothing row-sized in
+    """`pyml.modelling.metrics.label_base` of the train part, computed in SQL (nothing row-sized in
     memory): each class's share, or the mean for regression."""
     y = quote(spec.target)
     where = f"from {source} where {y} is not null and ({part_sql}) = 0"

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pyml.db import quote
+from pyml.dbt.spec import ModelSpec
+from pyml.engines.duckdb import quote
 from pyml.errors import DataError, SchemaMismatch, SpecError
-from pyml.spec import ModelSpec
 
 _NUMERIC = re.compile(
     r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT"

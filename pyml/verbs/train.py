@@ -13,23 +13,9 @@ import duckdb
 import numpy as np
 import xgboost as xgb
 
-from pyml import extmem, registry
-from pyml.checks import check_training
-from pyml.data import Feature, Target, booster_feature_names, resolve_features
-from pyml.db import connect, first_row, qualified, quote, relation_columns
-from pyml.errors import DataError, SpecError
-from pyml.evaluate import (
-    Evaluation,
-    evaluate_predictions,
-    evaluate_version,
-    prediction_order,
-    probabilities,
-)
-from pyml.lifecycle import HoldoutPolicy, last_decision
-from pyml.metrics import Metric
-from pyml.project import Project, invocation_for
-from pyml.spec import DEFAULT_PARAMS, ModelSpec
-from pyml.trainset import (
+from pyml.data import extmem
+from pyml.data.encode import Feature, Target, booster_feature_names, resolve_features
+from pyml.data.trainset import (
     HASH_BUCKETS,
     TrainingSet,
     learn_categories,
@@ -38,7 +24,22 @@ from pyml.trainset import (
     read_training_set,
     train_label_base,
 )
-from pyml.tune import link_version, run_study, wants_tuning
+from pyml.dbt.project import Project, invocation_for
+from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec
+from pyml.engines.duckdb import connect, first_row, qualified, quote, relation_columns
+from pyml.errors import DataError, SpecError
+from pyml.modelling.checks import check_training
+from pyml.modelling.evaluate import (
+    Evaluation,
+    evaluate_predictions,
+    evaluate_version,
+    prediction_order,
+    probabilities,
+)
+from pyml.modelling.metrics import Metric
+from pyml.modelling.tune import link_version, run_study, wants_tuning
+from pyml.store import registry
+from pyml.store.lifecycle import HoldoutPolicy, last_decision
 
 Log = Callable[[str], None]
 OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob",
