@@ -72,7 +72,7 @@ con.close()
 # reaches the database within milliseconds of the moment a test picks.
 WARM_PYML = """\
 import sys
-import pyml.api, pyml.reports, pyml.score, pyml.train
+import pyml.api, pyml.report.text, pyml.verbs.score, pyml.verbs.train
 from dbt.config.renderer import ProfileRenderer
 from pyml.cli import cli
 print("ready", flush=True)
@@ -95,7 +95,7 @@ def timed(*args, **kwargs):
     return con
 
 pyml.engines.duckdb.connect = timed
-for name in ("pyml.score", "pyml.train"):
+for name in ("pyml.verbs.score", "pyml.verbs.train"):
     __import__(name)
     sys.modules[name].connect = timed
 from pyml.cli import cli
