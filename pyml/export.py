@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from pyml.data.encode import booster_feature_names
-from pyml.errors import PymlError
+from pyml.errors import OutputError
 from pyml.files import replacing
 from pyml.store.registry import SCHEMA, load_version
 
@@ -183,9 +183,10 @@ def export(con: duckdb.DuckDBPyConnection, name: str, version: int | None, outpu
     """Write booster (XGBoost JSON), model card and predict.py into the folder `output`."""
     out = output.expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise PymlError(f"--output {out} is a file; give a folder to write the model into")
+        raise OutputError(f"output folder {out} is a file; give a folder to write the model "
+                          "into")
     if not out.parent.is_dir():
-        raise PymlError(f"--output {out}: folder {out.parent} does not exist")
+        raise OutputError(f"output folder {out}: folder {out.parent} does not exist")
     info = version_info(con, name, version)
     booster = bytes(info["stored"].booster.save_raw("json"))
     card = model_card(info, hashlib.sha256(booster).hexdigest())
@@ -196,7 +197,7 @@ def export(con: duckdb.DuckDBPyConnection, name: str, version: int | None, outpu
         _write(files[1], json.dumps(card, indent=2, default=str).encode())
         _write(files[2], PREDICT_SCRIPT.encode())
     except OSError as e:
-        raise PymlError(f"cannot write into {out}: {e.strerror}") from e
+        raise OutputError(f"cannot write into {out}: {e.strerror}") from e
     return ExportResult(name, info["stored"].version, files)
 
 

@@ -457,19 +457,19 @@ CASES = [
     Case("sql-model-unknown", nothing, ("sql", "nope"),
          "model 'nope' has not been trained yet: run `pyml train nope` first"),
     Case("sql-dialect-unknown", nothing, ("sql", "grade", "--dialect", "oracle"),
-         "unknown --dialect 'oracle'; choose one of duckdb, postgres, snowflake, bigquery, "
+         "unknown dialect 'oracle'; choose one of duckdb, postgres, snowflake, bigquery, "
          "sqlite"),
     Case("export-version-missing", nothing,
          ("export", "grade", "--version", "99", "--output", "<DIR>/export"),
          "model 'grade' has no version 99: `pyml models` lists the versions"),
     Case("export-output-is-a-file", a_file, ("export", "grade", "--output", "<DIR>/card.json"),
-         "--output <DIR>/card.json is a file; give a folder to write the model into"),
+         "output folder <DIR>/card.json is a file; give a folder to write the model into"),
     # Output files.
     Case("score-output-suffix", nothing, ("score", "grade", "--output", "<DIR>/grade.xlsx"),
-         "--output <DIR>/grade.xlsx: use a .parquet or .csv file name"),
+         "output file <DIR>/grade.xlsx: use a .parquet or .csv file name"),
     Case("score-output-folder-missing", nothing,
          ("score", "grade", "--output", "<DIR>/nowhere/grade.csv"),
-         "--output <DIR>/nowhere/grade.csv: folder <DIR>/nowhere does not exist"),
+         "output file <DIR>/nowhere/grade.csv: folder <DIR>/nowhere does not exist"),
 ]
 
 

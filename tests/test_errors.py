@@ -361,11 +361,11 @@ def test_score_a_missing_version(scored: Loans) -> None:
 def test_output_needs_one_model_and_a_known_suffix(scored: Loans, tmp_path: Path) -> None:
     before = snapshot(scored)
     fails(scored, ["score", "--output", str(tmp_path / "all.parquet")],
-          "--output writes one file: select a single model to score")
+          "an output file holds one model's predictions: select a single model to score")
     fails(scored, ["score", "grade", "--output", str(tmp_path / "grade.xlsx")],
-          f"--output {tmp_path / 'grade.xlsx'}: use a .parquet or .csv file name")
+          f"output file {tmp_path / 'grade.xlsx'}: use a .parquet or .csv file name")
     missing = tmp_path / "nowhere" / "grade.csv"
     fails(scored, ["score", "grade", "--output", str(missing)],
-          f"--output {missing}: folder {missing.parent} does not exist")
+          f"output file {missing}: folder {missing.parent} does not exist")
     # The folder is checked before scoring: the predictions table was not replaced.
     assert snapshot(scored) == before

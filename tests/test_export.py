@@ -107,11 +107,11 @@ def test_export_errors(scored: Loans, tmp_path: Path) -> None:
     afile = tmp_path / "file.txt"
     afile.write_text("x")
     result = scored.pyml("export", "grade", "-o", str(afile))
-    assert result.output == (f"Error: --output {afile} is a file; give a folder to write the "
+    assert result.output == (f"Error: output folder {afile} is a file; give a folder to write the "
                              "model into\n")
     missing = tmp_path / "no" / "such"
     result = scored.pyml("export", "grade", "-o", str(missing))
-    assert result.output == (f"Error: --output {missing}: folder {missing.parent} does not "
+    assert result.output == (f"Error: output folder {missing}: folder {missing.parent} does not "
                              "exist\n")
     result = scored.pyml("export", "grade", "--version", "4", "-o", str(tmp_path / "g"))
     assert result.output == ("Error: model 'grade' has no version 4: `pyml models` lists the "

@@ -71,7 +71,7 @@ def test_max_memory_in_the_spec_and_its_errors(loans: Loans) -> None:
     assert "max_memory must be a size such as 2GB or 512MB, got 'lots'" in result.output
     result = loans.pyml("train", "default_risk", "--max-memory", "100MB")
     assert result.exit_code == 1
-    assert "--max-memory 100MB is too small" in result.output
+    assert "memory budget 100MB is too small" in result.output
     loans.write_schema(schema.replace(line, line + "            max_memory: 1.5GB\n", 1))
     loans.ok("train", "default_risk")
     stored = loans.sql("select spec from ml.models where model_name = 'default_risk'")

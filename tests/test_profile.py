@@ -43,7 +43,7 @@ def test_several_targets_need_a_choice(loans: Loans) -> None:
     assert result.exit_code == 1
     assert result.output.strip() == (
         "Error: main.loan_features declares pyml models with different targets "
-        "(default_risk: defaulted, loss_amount: loss, grade: grade); pass --target-column, "
+        "(default_risk: defaulted, loss_amount: loss, grade: grade); give a target column, "
         "or name one pyml model (e.g. `pyml profile default_risk`)")
     out = loans.ok("profile", "loan_features", "--target-column", "loss").output
     assert "against 'loss' (regression)" in out and "spearman" in out.splitlines()[2]

@@ -143,7 +143,7 @@ CLI_CASES = [
     (("rollback", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` "
                          "first"),
     (("sql", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` first"),
-    (("sql", "grade", "--dialect", DROP), f"unknown --dialect '{DROP}'; choose one of duckdb, "
+    (("sql", "grade", "--dialect", DROP), f"unknown dialect '{DROP}'; choose one of duckdb, "
                                           "postgres, snowflake, bigquery, sqlite"),
     (("models", DROP), None),  # a filter: lists nothing, changes nothing
     (("profile", DROP_RELATION), f"relation {DROP_RELATION} does not exist in the database: "

@@ -319,7 +319,7 @@ def test_an_unsupported_objective_is_named() -> None:
         "model 'm' v1: objective 'reg:pseudohubererror' is not supported by `pyml sql` "
         "(supported: binary:logistic, multi:softprob, reg:squarederror); score it with "
         "`pyml score` instead")
-    with pytest.raises(PymlError, match="unknown --dialect 'oracle'; choose one of duckdb, "):
+    with pytest.raises(PymlError, match="unknown dialect 'oracle'; choose one of duckdb, "):
         scoring_sql(stored_model(booster, "regression", features), dialect="oracle")
 
 
@@ -415,7 +415,7 @@ def test_pyml_sql_errors_are_one_clear_line(scored: Loans, tmp_path: Path) -> No
     result = scored.pyml("sql", "default_risk", "--output", str(tmp_path / "m.txt"))
     assert "a dbt model file must end in .sql" in result.output
     result = scored.pyml("sql", "default_risk", "--dialect", "oracle")
-    assert "unknown --dialect 'oracle'" in result.output
+    assert "unknown dialect 'oracle'" in result.output
     assert not list(tmp_path.glob(".*.tmp"))
 
 

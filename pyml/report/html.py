@@ -25,11 +25,12 @@ from pyml.data.encode import select_exprs
 from pyml.dbt.project import Project, resolve_relation
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import connect, qualified, quote, table_exists
-from pyml.errors import PymlError
+from pyml.errors import OutputError
 from pyml.files import replacing
 from pyml.modelling.model import LoadedModel
 from pyml.report import figures
 from pyml.store.registry import SCHEMA, ensure_schema, load_version
+from pyml.tasks import HEADLINE_METRIC
 from pyml.verbs.drift import DDL as DRIFT_DDL
 from pyml.verbs.drift import drift_relation
 from pyml.verbs.explain import margin_contributions
@@ -263,8 +264,7 @@ def render(model_row: dict[str, Any], model: LoadedModel, metrics: list[dict[str
     """The whole HTML page."""
     spec = json.loads(model_row["spec"]) if isinstance(model_row["spec"], str) else {}
     holdout = {m["metric"]: m for m in metrics if m["split"] == "holdout"}
-    headline = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}[
-        model.stored.task]
+    headline = HEADLINE_METRIC[model.stored.task]
     h = holdout.get(headline, {})
     head_value = _fmt(h.get("value"))
     if h.get("ci_low") is not None:
@@ -312,7 +312,7 @@ def report(project: Project, spec: ModelSpec, *, output: Path | None = None,
         path = (output or Path(f"{spec.name}_v{model.version}_report.html")
                 ).expanduser().resolve()
         if not path.parent.is_dir():
-            raise PymlError(f"--output {path}: folder {path.parent} does not exist")
+            raise OutputError(f"output file {path}: folder {path.parent} does not exist")
         page = _build(con, project, spec, model, log)
     finally:
         con.close()
@@ -320,7 +320,7 @@ def report(project: Project, spec: ModelSpec, *, output: Path | None = None,
         with replacing(path) as tmp:
             tmp.write_text(page, encoding="utf-8")
     except OSError as e:
-        raise PymlError(f"cannot write {path}: {e.strerror}") from e
+        raise OutputError(f"cannot write {path}: {e.strerror}") from e
     return path
 
 

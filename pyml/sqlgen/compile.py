@@ -33,7 +33,7 @@ from sqlglot import exp
 
 from pyml.data.encode import Feature
 from pyml.engines.duckdb import quote
-from pyml.errors import PymlError
+from pyml.errors import InternalError, OutputError, RegistryError, SqlGenError, UsageError
 from pyml.files import replacing
 from pyml.sqlgen.trees import (
     Forest,
@@ -85,13 +85,13 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     probability, probability_<class>) and model_version.
     """
     if dialect not in DIALECTS:
-        raise PymlError(f"unknown --dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
+        raise UsageError(f"unknown dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
     where = f"model '{stored.name}' v{stored.version}"
     raw = model_json(stored.booster, where)
     forest = read_forest(raw, len(stored.features), where)
     expected = TASK_OBJECTIVE.get(stored.task)
     if expected != forest.objective:
-        raise PymlError(f"{where}: task '{stored.task}' does not match the booster's objective "
+        raise RegistryError(f"{where}: task '{stored.task}' does not match the booster's objective "
                         f"'{forest.objective}'; retrain the model")
     source = DBT_SOURCE if dbt_model else _relation(stored)
     threshold = float(stored.spec.get("threshold", 0.5))
@@ -420,7 +420,7 @@ def _transpile(sql: str, dialect: str) -> str:
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.ParseError as e:  # a bug in pyml, not the user's to fix
-        raise PymlError(f"internal error: sqlglot cannot parse the generated SQL: {e}") from e
+        raise InternalError(f"sqlglot cannot parse the generated SQL: {e}") from e
 
     def fix(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.IsNan):
@@ -442,13 +442,13 @@ def _dbt_wrap(stored: StoredModel, header: str, body: str) -> str:
     """A dbt model: config, the ref to the feature model, the rest kept out of Jinja."""
     feature_model = str(stored.spec.get("feature_model") or "").split(".")[-1]
     if not _DBT_NAME.match(feature_model):
-        raise PymlError(f"model '{stored.name}' v{stored.version}: stored feature model "
+        raise SqlGenError(f"model '{stored.name}' v{stored.version}: stored feature model "
                         f"'{feature_model}' is not a dbt model name; retrain the model")
     before, found, after = body.partition(DBT_SOURCE)
     if not found:
-        raise PymlError("internal error: the generated SQL lost its source relation")
+        raise InternalError("the generated SQL lost its source relation")
     if _ENDRAW.search(before + after):
-        raise PymlError(f"model '{stored.name}': a column name, category or class contains "
+        raise SqlGenError(f"model '{stored.name}': a column name, category or class contains "
                         "'{% endraw', which cannot be written into a dbt model; rename it")
     return ("{{ config(materialized='table') }}\n"
             "-- noqa: disable=all\n" + header
@@ -461,13 +461,13 @@ def write_model_file(path: Path, text: str) -> Path:
     """Write a dbt model file atomically (temp file + rename) into an existing folder."""
     path = path.expanduser().resolve()
     if path.suffix.lower() != ".sql":
-        raise PymlError(f"--output {path}: a dbt model file must end in .sql")
+        raise OutputError(f"output file {path}: a dbt model file must end in .sql")
     if not path.parent.is_dir():
-        raise PymlError(f"--output {path}: folder {path.parent} does not exist; create it "
+        raise OutputError(f"output file {path}: folder {path.parent} does not exist; create it "
                         "(inside your dbt project's models/) and retry")
     try:
         with replacing(path) as tmp:
             tmp.write_text(text)
     except OSError as e:
-        raise PymlError(f"cannot write {path}: {e.strerror}") from e
+        raise OutputError(f"cannot write {path}: {e.strerror}") from e
     return path

@@ -99,7 +99,7 @@ def _choose(project: Project, name: str, target_column: str | None
         listed = ", ".join(f"{s.name}: {s.target}" for s in on)
         raise SelectionError(
             f"{relation[0]}.{relation[1]} declares pyml models with different targets "
-            f"({listed}); pass --target-column, or name one pyml model "
+            f"({listed}); give a target column, or name one pyml model "
             f"(e.g. `pyml profile {on[0].name}`)")
     return relation, (on[0] if on else None), on, (targets[0] if targets else None)
 
