@@ -70,6 +70,14 @@ def booster_feature_names(features: Sequence[Feature]) -> list[str]:
     return names
 
 
+def dmatrix_kwargs(features: Sequence[Feature]) -> dict[str, Any]:
+    """The feature arguments every DMatrix pyml builds takes: names, types ('c' categorical,
+    'q' numeric) and categorical support, so the booster splits on category codes."""
+    return {"feature_names": booster_feature_names(features),
+            "feature_types": ["c" if f.kind == "categorical" else "q" for f in features],
+            "enable_categorical": True}
+
+
 def resolve_features(spec: ModelSpec, columns: Sequence[tuple[str, str]]) -> list[Feature]:
     """The spec's feature columns with their kinds, checked against the relation's columns."""
     types = dict(columns)

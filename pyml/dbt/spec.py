@@ -14,8 +14,8 @@ from typing import Any
 
 from pyml.dbt.spec_tune import PromoteSpec, TuneSpec, parse_promote, parse_tune
 from pyml.errors import SpecError
+from pyml.tasks import TASKS
 
-TASKS = ("binary", "multiclass", "regression")
 SPLIT_METHODS = ("random", "time", "kfold")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -47,6 +47,9 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
 SPLIT_KEYS = ("method", "test_fraction", "validation_fraction", "seed", "column", "folds")
 SCORE_KEYS = ("relation", "batch_size")
+# Rows per Arrow batch when pyml streams a relation (score, explain, drift, the champion's
+# re-scoring): large enough that per-batch overheads vanish, small enough to bound memory.
+DEFAULT_BATCH_ROWS = 100_000
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "tree_method": "hist",
@@ -74,7 +77,7 @@ class ScoreSpec:
     """What `pyml score` reads."""
 
     relation: str | None = None  # dbt model name or schema.table; None = the feature model
-    batch_size: int = 100_000  # rows per batch when streaming
+    batch_size: int = DEFAULT_BATCH_ROWS  # rows per batch when streaming
 
 
 @dataclass(frozen=True)
@@ -331,5 +334,5 @@ def _score(raw: Any, where: str) -> ScoreSpec:
     relation = raw.get("relation")
     if relation is not None and (not isinstance(relation, str) or not relation):
         raise SpecError(f"{where}: score.relation must be a dbt model name or schema.table")
-    batch_size = _int(raw, "batch_size", f"{where} score", 100_000, minimum=1)
+    batch_size = _int(raw, "batch_size", f"{where} score", DEFAULT_BATCH_ROWS, minimum=1)
     return ScoreSpec(relation, batch_size)

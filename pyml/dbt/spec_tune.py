@@ -1,8 +1,8 @@
 """The `tune:` and `promote:` keys of a model spec: search budget, search space and the
 promotion policy, validated once into frozen dataclasses that `spec.ModelSpec` carries.
 
-Kept out of `spec.py` so that the tuning and lifecycle vocabulary (metric names, directions,
-default search spaces) lives in one place.
+Kept out of `spec.py` so that the tuning and lifecycle keys live together; the metric names
+and directions per task are pyml.tasks'.
 """
 
 from __future__ import annotations
@@ -12,31 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyml.errors import SpecError
+from pyml.tasks import (
+    DEFAULT_TUNE_METRIC,
+    HEADLINE_METRIC,
+    MAXIMIZED_XGB,
+    PROMOTE_METRICS,
+    TUNE_METRICS,
+)
 
 TUNE_KEYS = ("n_trials", "timeout", "metric", "direction", "space", "on_train", "seed")
 PROMOTE_KEYS = ("policy", "metric", "min_delta")
 POLICIES = ("auto", "manual")
 DIRECTIONS = ("minimize", "maximize")
-
-# XGBoost evaluation metrics a study may optimise on the validation part, per task.
-TUNE_METRICS = {
-    "binary": ("logloss", "auc", "aucpr", "error"),
-    "multiclass": ("mlogloss", "merror", "auc"),
-    "regression": ("rmse", "mae", "rmsle", "mape", "mphe"),
-}
-MAXIMIZED_XGB = {"auc", "aucpr"}
-
-# Holdout metrics (as in ml.metrics) a promotion may compare, per task.
-PROMOTE_METRICS = {
-    "binary": ("auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1",
-               "best_f1"),
-    "multiclass": ("log_loss", "accuracy", "f1_macro"),
-    "regression": ("rmse", "mae", "r2", "mape"),
-}
-HIGHER_IS_BETTER = {"auc", "pr_auc", "accuracy", "precision", "recall", "f1", "best_f1",
-                    "f1_macro", "r2"}
-HEADLINE = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}
-DEFAULT_TUNE_METRIC = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +69,7 @@ def tune_metric(spec_tune: TuneSpec, task: str) -> tuple[str, str]:
 
 def promote_metric(promote: PromoteSpec, task: str) -> str:
     """The holdout metric a promotion compares."""
-    return promote.metric or HEADLINE[task]
+    return promote.metric or HEADLINE_METRIC[task]
 
 
 def default_space(task: str) -> tuple[ParamRange, ...]:

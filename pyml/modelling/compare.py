@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyml.dbt.spec_tune import HIGHER_IS_BETTER
 from pyml.modelling.bootstrap import MAX_ROWS, N_BOOT, SEED, intervals, metric_function, sample
+from pyml.tasks import HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)

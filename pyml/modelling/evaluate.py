@@ -26,14 +26,14 @@ import pyarrow as pa
 import xgboost as xgb
 from sklearn import metrics as skm
 
-from pyml.data.encode import Feature, booster_feature_names
+from pyml.data.encode import Feature, dmatrix_kwargs
 from pyml.data.trainset import TrainingSet
 from pyml.dbt.spec import ModelSpec
 from pyml.modelling import bootstrap
 from pyml.modelling.metrics import Metric, evaluate, label_base
+from pyml.modelling.shap import mean_abs_shap
 from pyml.store.registry import SCHEMA
 from pyml.verbs.drift import Snapshot, snapshot, write_snapshots
-from pyml.verbs.explain import mean_abs_shap
 
 Log = Callable[[str], None]
 CALIBRATION_BINS = 10  # equal-width probability bins
@@ -168,10 +168,7 @@ def cross_validate(spec: ModelSpec, params: dict[str, Any], features: Sequence[F
     fold = np.empty(len(rows), dtype=np.int64)
     fold[np.random.default_rng(spec.split.seed).permutation(len(rows))] = (
         np.arange(len(rows)) % k)
-    kwargs: dict[str, Any] = {
-        "feature_names": booster_feature_names(features),
-        "feature_types": ["c" if f.kind == "categorical" else "q" for f in features],
-        "enable_categorical": True}
+    kwargs = dmatrix_kwargs(features)
     per_fold: dict[str, list[Metric]] = {}
     for f in range(k):
         fit, held = rows[fold != f], rows[fold == f]

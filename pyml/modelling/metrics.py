@@ -27,9 +27,6 @@ class Metric:
     std: float | None = None  # split "cv": standard deviation across folds
 
 
-HEADLINE = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}
-
-
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 

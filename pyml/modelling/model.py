@@ -20,6 +20,7 @@ from pyml.data.encode import Encoder, check_schema, is_range_error, matrix_sql, 
 from pyml.engines.duckdb import connect, fetch_arrow, quote
 from pyml.errors import SchemaMismatch
 from pyml.store.registry import StoredModel, load_version
+from pyml.tasks import output_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 class OutputColumn:
     """One column that a prediction adds next to the keys."""
 
-    name: str  # column name in ml.<model>_predictions
-    type: pa.DataType  # Arrow type
+    name: str  # column name in ml.<model>_predictions (pyml.tasks.output_columns)
+    type: pa.DataType  # Arrow type: the target's own for the class, else float64
 
 
 class LoadedModel:
@@ -59,16 +60,9 @@ class LoadedModel:
 
     def output_columns(self) -> list[OutputColumn]:
         """The prediction columns this model's task produces."""
-        task = self.stored.task
-        if task == "regression":
-            return [OutputColumn("prediction", pa.float64())]
-        assert self._classes is not None
-        cols = [OutputColumn("prediction", self._classes.type),
-                OutputColumn("probability", pa.float64())]
-        if task == "multiclass":
-            cols += [OutputColumn(f"probability_{c}", pa.float64())
-                     for c in self.stored.target.classes]
-        return cols
+        label = self._classes.type if self._classes is not None else pa.float64()
+        return [OutputColumn(c.name, label if c.holds == "class" else pa.float64())
+                for c in output_columns(self.stored.task, self.stored.target.classes)]
 
     def predict_columns(self, columns: Sequence[pa.Array | pa.ChunkedArray],
                         where: str) -> list[pa.Array]:

@@ -13,7 +13,6 @@ Every trial is a row of ml.trials.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,13 +25,14 @@ import numpy as np
 import optuna
 import xgboost as xgb
 
-from pyml.data.encode import Feature, booster_feature_names
+from pyml.data.encode import Feature, dmatrix_kwargs
 from pyml.data.trainset import TrainingSet
-from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec
+from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
 from pyml.engines.duckdb import first_row
 from pyml.errors import DataError, SpecError
 from pyml.modelling.compare import compare
+from pyml.modelling.fit import fit_in_memory, spec_params
 from pyml.store.registry import SCHEMA
 
 Log = Callable[[str], None]
@@ -86,17 +86,6 @@ def wants_tuning(spec: ModelSpec, tune: bool | None) -> bool:
     return tune if tune is not None else bool(spec.tune and spec.tune.on_train)
 
 
-def _base_params(spec: ModelSpec, classes: Sequence[Any], metric: str) -> dict[str, Any]:
-    from pyml.verbs.train import OBJECTIVES
-
-    params: dict[str, Any] = {**DEFAULT_PARAMS, **spec.params,
-                              "objective": OBJECTIVES[spec.task], "eval_metric": metric}
-    params.setdefault("nthread", os.cpu_count() or 1)
-    if spec.task == "multiclass":
-        params["num_class"] = len(classes)
-    return params
-
-
 def _suggest(trial: optuna.Trial, r: ParamRange) -> Any:
     if r.choices:
         return trial.suggest_categorical(r.name, list(r.choices))
@@ -128,10 +117,7 @@ class _Matrices:
 
     def __init__(self, features: Sequence[Feature], ts: TrainingSet) -> None:
         self.ts = ts
-        self.kwargs: dict[str, Any] = {
-            "feature_names": booster_feature_names(features),
-            "feature_types": ["c" if f.kind == "categorical" else "q" for f in features],
-            "enable_categorical": True}
+        self.kwargs = dmatrix_kwargs(features)
         self.cache: dict[int, tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]] = {}
 
     def get(self, max_bin: int) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
@@ -159,15 +145,13 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     """Search the spec's space on train/validation, record the trials, fit the spec's params."""
     from optuna_integration import XGBoostPruningCallback
 
-    from pyml.verbs.train import fit_in_memory
-
     if len(ts.valid.y) == 0:
         raise DataError(f"{spec.where}: tuning needs a validation part to stop early on and "
                         "to compare trials: set split.validation_fraction above 0")
     tspec = spec.tune or TuneSpec()
     metric, direction = tune_metric(tspec, spec.task)
     space = tspec.space or default_space(spec.task)
-    base = _base_params(spec, ts.target.classes, metric)
+    base = spec_params(spec, len(ts.target.classes), eval_metric=metric)
     mats = _Matrices(ts.features, ts)
     early = spec.early_stopping_rounds or TRIAL_EARLY_STOPPING
     study_id = f"{spec.name}-{datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"

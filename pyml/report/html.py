@@ -28,12 +28,12 @@ from pyml.engines.duckdb import connect, qualified, quote, table_exists
 from pyml.errors import OutputError
 from pyml.files import replacing
 from pyml.modelling.model import LoadedModel
+from pyml.modelling.shap import margin_contributions
 from pyml.report import figures
 from pyml.store.registry import SCHEMA, ensure_schema, load_version
 from pyml.tasks import HEADLINE_METRIC
 from pyml.verbs.drift import DDL as DRIFT_DDL
 from pyml.verbs.drift import drift_relation
-from pyml.verbs.explain import margin_contributions
 from pyml.verbs.profile import profile_relation, profile_table
 
 Log = Callable[[str], None]
@@ -101,7 +101,7 @@ def _shap_sample(con: duckdb.DuckDBPyConnection, model: LoadedModel,
         return None
     X = model.encoder.matrix([table.column(i) for i in range(table.num_columns)],
                              f"model '{model.name}'")
-    contrib, _ = margin_contributions(model, X)
+    contrib, _ = margin_contributions(model.stored.booster, X)
     return X.astype(np.float64), contrib[:, :-1].astype(np.float64)
 
 

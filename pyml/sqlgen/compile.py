@@ -46,12 +46,11 @@ from pyml.sqlgen.trees import (
     used_sides,
 )
 from pyml.store.registry import StoredModel
+from pyml.tasks import OBJECTIVES
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "sqlite")
 # Dialects with a float32 type whose + rounds like C's float addition.
 NATIVE_FLOAT32 = ("duckdb", "postgres")
-TASK_OBJECTIVE = {"binary": "binary:logistic", "multiclass": "multi:softprob",
-                  "regression": "reg:squarederror"}
 TREES_PER_LEVEL = 100  # float32 additions per margin CTE (keeps expressions shallow)
 SORT_MIN_TREES = 8  # below this, ordering rows by the first tree costs more than it saves
 MISSING_LEFT, MISSING_RIGHT = "-1e308", "1e308"  # NULL/NaN stand-ins (beyond any float32)
@@ -89,7 +88,7 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     where = f"model '{stored.name}' v{stored.version}"
     raw = model_json(stored.booster, where)
     forest = read_forest(raw, len(stored.features), where)
-    expected = TASK_OBJECTIVE.get(stored.task)
+    expected = OBJECTIVES.get(stored.task)
     if expected != forest.objective:
         raise RegistryError(f"{where}: task '{stored.task}' does not match the booster's objective "
                         f"'{forest.objective}'; retrain the model")

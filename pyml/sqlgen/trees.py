@@ -29,8 +29,10 @@ import numpy as np
 import xgboost as xgb
 
 from pyml.errors import RegistryError
+from pyml.tasks import OBJECTIVES
 
-OBJECTIVES = ("binary:logistic", "multi:softprob", "reg:squarederror")
+# The objectives pyml trains (pyml.tasks), the only ones compiled to SQL.
+SUPPORTED_OBJECTIVES = tuple(OBJECTIVES.values())
 F32 = np.float32
 
 
@@ -93,10 +95,10 @@ def read_forest(raw: dict[str, Any], n_features: int, where: str) -> Forest:
     except (KeyError, TypeError) as e:
         raise RegistryError(f"{where}: the stored booster cannot be read as an XGBoost "
                             "JSON model; retrain it") from e
-    if objective not in OBJECTIVES:
+    if objective not in SUPPORTED_OBJECTIVES:
         raise RegistryError(
             f"{where}: objective '{objective}' is not supported by `pyml sql` (supported: "
-            f"{', '.join(OBJECTIVES)}); score it with `pyml score` instead"
+            f"{', '.join(SUPPORTED_OBJECTIVES)}); score it with `pyml score` instead"
         )
     if gbm.get("name") != "gbtree":
         raise RegistryError(f"{where}: booster '{gbm.get('name')}' is not supported by "
@@ -109,7 +111,7 @@ def read_forest(raw: dict[str, Any], n_features: int, where: str) -> Forest:
                                       strict=True))
     base = [float(F32(v)) for v in json.loads(param["base_score"])]
     groups = max(1, int(param.get("num_class", "0")))
-    if objective == "binary:logistic":
+    if objective == OBJECTIVES["binary"]:
         base = [_logit32(base[0])]
     if len(base) == 1 and groups > 1:
         base = base * groups

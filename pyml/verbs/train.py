@@ -1,9 +1,11 @@
-"""`pyml train`: read a feature relation, split it, fit XGBoost, evaluate, register a version."""
+"""`pyml train`: read a feature relation, split it, fit XGBoost, evaluate, register a version.
+
+The fit itself is pyml.modelling.fit's, shared with tuning.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +19,6 @@ from pyml.data import extmem
 from pyml.data.encode import Feature, Target, booster_feature_names, resolve_features
 from pyml.data.trainset import (
     HASH_BUCKETS,
-    TrainingSet,
     learn_categories,
     learn_target,
     part_sizes,
@@ -25,7 +26,7 @@ from pyml.data.trainset import (
     train_label_base,
 )
 from pyml.dbt.project import Project, invocation_for
-from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec
+from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import connect, first_row, qualified, quote, relation_columns
 from pyml.errors import DataError, SpecError
 from pyml.modelling.checks import check_training
@@ -36,15 +37,14 @@ from pyml.modelling.evaluate import (
     prediction_order,
     probabilities,
 )
+from pyml.modelling.fit import fit, fit_in_memory
 from pyml.modelling.metrics import Metric
 from pyml.modelling.tune import link_version, run_study, wants_tuning
 from pyml.store import registry
 from pyml.store.lifecycle import HoldoutPolicy, last_decision
+from pyml.tasks import task_info
 
 Log = Callable[[str], None]
-OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob",
-              "regression": "reg:squarederror"}
-EVAL_METRICS = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
 # DuckDB's buffer pool while training in memory: it would otherwise keep every block of the
 # relation it reads cached (up to 80% of RAM) next to pyml's float32 copy of the rows.
 TRAIN_MEMORY_LIMIT = "256MB"
@@ -199,7 +199,7 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
                 importance.append((f.name, kind, number))
         importance.extend(evaluation.importance)
         version = registry.write_version(con, registry.NewVersion(
-            name=spec.name, task=spec.task, objective=OBJECTIVES[spec.task],
+            name=spec.name, task=spec.task, objective=task_info(spec.task).objective,
             description=spec.description, feature_model=spec.feature_model,
             feature_relation=f"{spec.schema}.{spec.relation}", target=spec.target,
             target_info=target, key=spec.key, features=tuple(features), spec=spec.to_dict(),
@@ -248,21 +248,6 @@ def _train_in_memory(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
     return _Fitted(booster, best, params, evaluation, sizes, note, tuning)
 
 
-def fit_in_memory(spec: ModelSpec, ts: TrainingSet, log: Log
-                  ) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
-    """Fit on the in-memory train part (early stopping on the validation part)."""
-    seen = len(np.unique(ts.train.y)) if spec.task != "regression" else 0
-
-    def data(kwargs: dict[str, Any], use_valid: bool) -> tuple[xgb.DMatrix, xgb.DMatrix | None]:
-        dtrain = xgb.QuantileDMatrix(ts.train.X, ts.train.y, **kwargs)
-        dvalid = (xgb.QuantileDMatrix(ts.valid.X, ts.valid.y, ref=dtrain, **kwargs)
-                  if use_valid else None)
-        return dtrain, dvalid
-
-    return _fit(spec, ts.features, len(ts.target.classes), seen, len(ts.valid.y) > 0, data,
-                log)
-
-
 def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                    features: tuple[Feature, ...], target: Target, part_sql: str,
                    part_params: list[Any], budget: extmem.Budget, tuning: bool, log: Log
@@ -294,74 +279,11 @@ def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
             dtrain = parts.dmatrix(0, None, **kwargs)
             return dtrain, parts.dmatrix(1, dtrain, **kwargs) if use_valid else None
 
-        booster, best, params = _fit(spec, features, len(target.classes), seen, sizes[1] > 0,
-                                     data, log)
+        booster, best, params = fit(spec, features, len(target.classes), seen, sizes[1] > 0,
+                                    data, log)
         y_test, raw, shap_rows = parts.holdout(booster)
     pred = probabilities(raw)
     order = prediction_order(y_test, pred)
     evaluation = evaluate_predictions(spec, booster, features, y_test[order], pred[order],
                                       base, shap_rows, sample.X)
     return _Fitted(booster, best, params, evaluation, sizes, None, None)
-
-
-def _fit(spec: ModelSpec, features: Sequence[Feature], n_classes: int, seen_classes: int,
-         has_valid: bool,
-         data: Callable[[dict[str, Any], bool], tuple[xgb.DMatrix, xgb.DMatrix | None]],
-         log: Log) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
-    """Fit the booster on `data(kwargs, use_valid)`'s train (and validation) DMatrix."""
-    params: dict[str, Any] = {**DEFAULT_PARAMS, **spec.params,
-                              "objective": OBJECTIVES[spec.task]}
-    params.setdefault("eval_metric", EVAL_METRICS[spec.task])
-    params.setdefault("nthread", os.cpu_count() or 1)
-    if spec.task == "multiclass":
-        params["num_class"] = n_classes
-    names = booster_feature_names(features)
-    types = ["c" if f.kind == "categorical" else "q" for f in features]
-    kwargs: dict[str, Any] = {"feature_names": names, "feature_types": types,
-                              "enable_categorical": True}
-    if spec.task != "regression" and seen_classes < n_classes:
-        raise DataError(f"{spec.where}: the training part has only {seen_classes} of "
-                        f"{n_classes} classes; adjust the split or add data")
-    use_valid = has_valid and spec.early_stopping_rounds is not None
-    try:
-        dtrain, dvalid = data(kwargs, use_valid)
-        # Only the validation part is evaluated each round (early stopping, progress): a
-        # metric over the whole train part every round costs time and tells little.
-        evals = [(dvalid, "validation")] if dvalid is not None else []
-        booster = xgb.train(
-            params, dtrain, num_boost_round=spec.num_boost_round, evals=evals,
-            early_stopping_rounds=spec.early_stopping_rounds if use_valid else None,
-            verbose_eval=False, callbacks=[_Progress(spec.name, spec.num_boost_round, log)],
-        )
-    except xgb.core.XGBoostError as e:
-        first = str(e).strip().splitlines()[0]
-        raise SpecError(f"{spec.where}: XGBoost rejected the training parameters: {first}; "
-                        "fix `params` in the spec") from e
-    best: int | None = None
-    if use_valid and booster.num_boosted_rounds() > 0:
-        best = int(booster.best_iteration)
-        # Keep exactly the trees that early stopping chose, so every consumer of the stored
-        # model (score, SQL, export) predicts with the same trees.
-        booster = booster[: best + 1]
-    return booster, best, params
-
-
-class _Progress(xgb.callback.TrainingCallback):
-    """Logs every ~10% of rounds with the latest validation metric."""
-
-    def __init__(self, name: str, rounds: int, log: Log) -> None:
-        super().__init__()
-        self.name, self.rounds, self.log = name, rounds, log
-        self.every = max(1, rounds // 10)
-        self.started = time.perf_counter()
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-        if (epoch + 1) % self.every == 0:
-            metric = ""
-            for data, scores in evals_log.items():
-                for mname, values in scores.items():
-                    metric = f", {data} {mname} {values[-1]:.4f}"
-            rate = (epoch + 1) / max(time.perf_counter() - self.started, 1e-9)
-            self.log(f"[{self.name}] round {epoch + 1}/{self.rounds}{metric} "
-                     f"({rate:.0f} rounds/s)")
-        return False

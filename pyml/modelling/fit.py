@@ -1,0 +1,103 @@
+"""The XGBoost fit that `pyml train` and `pyml tune` share.
+
+Train fits the version's booster with it (in memory or from disk), tune fits the spec's own
+parameters with it to compare the tuned ones against, and both build their parameters with
+`spec_params`, so a trial, the final fit and the comparison fit mean the same thing by the
+same spec.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from pyml.data.encode import Feature, dmatrix_kwargs
+from pyml.data.trainset import TrainingSet
+from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec
+from pyml.errors import DataError, SpecError
+from pyml.tasks import booster_params
+
+Log = Callable[[str], None]
+# Builds the train (and, if asked, validation) DMatrix from XGBoost's feature kwargs.
+MakeData = Callable[[dict[str, Any], bool], "tuple[xgb.DMatrix, xgb.DMatrix | None]"]
+
+
+def spec_params(spec: ModelSpec, n_classes: int, eval_metric: str | None = None
+                ) -> dict[str, Any]:
+    """The booster parameters of a spec: pyml's defaults, the spec's `params`, the task's."""
+    return booster_params(spec.task, {**DEFAULT_PARAMS, **spec.params}, n_classes, eval_metric)
+
+
+def fit(spec: ModelSpec, features: Sequence[Feature], n_classes: int, seen_classes: int,
+        has_valid: bool, data: MakeData, log: Log
+        ) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
+    """Fit the booster on `data(kwargs, use_valid)`'s train (and validation) DMatrix.
+
+    Returns the booster cut at early stopping's best round, that round, and the parameters.
+    """
+    params = spec_params(spec, n_classes)
+    if spec.task != "regression" and seen_classes < n_classes:
+        raise DataError(f"{spec.where}: the training part has only {seen_classes} of "
+                        f"{n_classes} classes; adjust the split or add data")
+    use_valid = has_valid and spec.early_stopping_rounds is not None
+    try:
+        dtrain, dvalid = data(dmatrix_kwargs(features), use_valid)
+        # Only the validation part is evaluated each round (early stopping, progress): a
+        # metric over the whole train part every round costs time and tells little.
+        evals = [(dvalid, "validation")] if dvalid is not None else []
+        booster = xgb.train(
+            params, dtrain, num_boost_round=spec.num_boost_round, evals=evals,
+            early_stopping_rounds=spec.early_stopping_rounds if use_valid else None,
+            verbose_eval=False, callbacks=[Progress(spec.name, spec.num_boost_round, log)],
+        )
+    except xgb.core.XGBoostError as e:
+        first = str(e).strip().splitlines()[0]
+        raise SpecError(f"{spec.where}: XGBoost rejected the training parameters: {first}; "
+                        "fix `params` in the spec") from e
+    best: int | None = None
+    if use_valid and booster.num_boosted_rounds() > 0:
+        best = int(booster.best_iteration)
+        # Keep exactly the trees that early stopping chose, so every consumer of the stored
+        # model (score, SQL, export) predicts with the same trees.
+        booster = booster[: best + 1]
+    return booster, best, params
+
+
+def fit_in_memory(spec: ModelSpec, ts: TrainingSet, log: Log
+                  ) -> tuple[xgb.Booster, int | None, dict[str, Any]]:
+    """Fit on the in-memory train part (early stopping on the validation part)."""
+    seen = len(np.unique(ts.train.y)) if spec.task != "regression" else 0
+
+    def data(kwargs: dict[str, Any], use_valid: bool) -> tuple[xgb.DMatrix, xgb.DMatrix | None]:
+        dtrain = xgb.QuantileDMatrix(ts.train.X, ts.train.y, **kwargs)
+        dvalid = (xgb.QuantileDMatrix(ts.valid.X, ts.valid.y, ref=dtrain, **kwargs)
+                  if use_valid else None)
+        return dtrain, dvalid
+
+    return fit(spec, ts.features, len(ts.target.classes), seen, len(ts.valid.y) > 0, data, log)
+
+
+class Progress(xgb.callback.TrainingCallback):
+    """Logs every ~10% of rounds with the latest validation metric."""
+
+    def __init__(self, name: str, rounds: int, log: Log) -> None:
+        super().__init__()
+        self.name, self.rounds, self.log = name, rounds, log
+        self.every = max(1, rounds // 10)
+        self.started = time.perf_counter()
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        """Log this round if it is one of the ~10 reported; never stops training."""
+        if (epoch + 1) % self.every == 0:
+            metric = ""
+            for data, scores in evals_log.items():
+                for mname, values in scores.items():
+                    metric = f", {data} {mname} {values[-1]:.4f}"
+            rate = (epoch + 1) / max(time.perf_counter() - self.started, 1e-9)
+            self.log(f"[{self.name}] round {epoch + 1}/{self.rounds}{metric} "
+                     f"({rate:.0f} rounds/s)")
+        return False
