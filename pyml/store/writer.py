@@ -1,0 +1,263 @@
+"""The one atomic stream-to-table writer behind ml.<model>_predictions, _explanations and
+ml.profile_<relation>.
+
+Rows arrive as Arrow record batches (optionally transformed one batch at a time, e.g. by
+XGBoost), DuckDB consumes them into `CREATE TABLE <temporary> AS SELECT`, adds the constant
+columns itself, and the temporary table replaces the target (drop + rename). All of that is
+ONE transaction: readers see the old table or the new one, a failure leaves the old one, and
+a process killed at any moment leaves no temporary table behind (tests/test_crash.py,
+bench/crash.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pyml.engines.duckdb import abort_transaction, qualified, quote, stream_arrow
+from pyml.errors import DataError, OutputError
+from pyml.files import replacing
+from pyml.store.names import SCHEMA, TEMP_PREFIX
+
+# DuckDB's buffer pool while a table is written. Unbounded, DuckDB keeps every block it reads
+# or writes cached, up to 80% of RAM, so the process would grow with the table; bounded, it
+# spills (the scan is sequential anyway) and memory stays flat.
+WRITE_MEMORY_LIMIT = "256MB"
+_VIEW = "__pyml_rows"  # the Arrow stream, registered on the writing cursor only
+
+Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A column with one value on every row, added by DuckDB rather than built in Python."""
+
+    name: str  # column name
+    sql_type: str  # DuckDB type; pyml's own text, never the user's
+    value: Any  # bound as a parameter
+
+
+@dataclass(frozen=True)
+class Written:
+    """What replace_table wrote."""
+
+    table: str  # "ml.<table>", for messages and results
+    rows: int  # rows read from the source (before any transform)
+
+
+def display_name(table: str) -> str:
+    """`ml.<table>` as users read it in messages (unquoted)."""
+    return f"{SCHEMA}.{table}"
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchReader,
+                  *, transform: Transform | None = None, schema: pa.Schema | None = None,
+                  constants: Sequence[Constant] = (), expected_rows: int | None = None,
+                  where: str = "pyml", output: Path | None = None,
+                  comment: str | None = None, column_comments: Mapping[str, str] | None = None,
+                  memory_limit: str = WRITE_MEMORY_LIMIT) -> Written:
+    """Build ml.<table> from `source`'s batches and swap it in, in one transaction.
+
+    `transform` maps each source batch to an output batch of `schema` (both or neither);
+    the next source batch is read by a thread meanwhile, so DuckDB produces while Python
+    transforms. `constants` are appended after the batches' columns. `expected_rows`, if
+    given, must equal the rows `source` yields, else the old table stays (DataError naming
+    `where`). `output` (.parquet / .csv) is written from the new table before the swap, so a
+    file that cannot be written leaves the database as it was. `comment` and
+    `column_comments` become the new table's COMMENTs, committed with it.
+
+    `source` is closed however this ends. The first error raised while reading or
+    transforming a batch is re-raised as it was (not as DuckDB's wrapping of it), so a
+    caller's one-line DataError reaches the user unchanged.
+    """
+    if (transform is None) != (schema is None):
+        raise ValueError("replace_table: give both transform and schema, or neither")
+    try:
+        drop_leftovers(con, table)
+        tmp = f"{TEMP_PREFIX}{table}_{uuid.uuid4().hex[:8]}"
+        tmp_sql = qualified(SCHEMA, tmp)
+        batches = _Batches(source, transform)
+        rows = batches.stream()
+        out_schema = schema if schema is not None else source.schema
+        con.execute(f"set memory_limit = {_literal(memory_limit)}")
+        writer = con.cursor()
+        try:
+            writer.register(_VIEW, pa.RecordBatchReader.from_batches(out_schema, rows))
+            extra = "".join(f", cast(? as {c.sql_type}) as {quote(c.name)}" for c in constants)
+            try:
+                # Built inside the swap's transaction: a process killed at any moment before
+                # the swap commits leaves no temporary table behind.
+                writer.execute("begin transaction")
+                writer.execute(f"create table {tmp_sql} as select *{extra} from {_VIEW}",
+                               [c.value for c in constants])
+            except (duckdb.Error, pa.ArrowException, OSError):
+                if batches.error is not None:
+                    raise batches.error from None
+                raise
+            finally:
+                # After a failure the transaction is aborted and unregister raises too.
+                with contextlib.suppress(duckdb.Error):
+                    writer.unregister(_VIEW)
+            if expected_rows is not None and batches.rows != expected_rows:
+                raise DataError(f"{where}: read {batches.rows:,} rows but expected "
+                                f"{expected_rows:,}; the relation changed while "
+                                f"{display_name(table)} was written, rerun")
+            _comment(writer, tmp_sql, comment, column_comments or {})
+            if output is not None:
+                write_file(writer, tmp_sql, output)
+            _swap(writer, tmp, table)
+        except BaseException:
+            abort_transaction(writer)
+            raise
+        finally:
+            # Stops and joins the prefetch thread if DuckDB stopped reading half-way, before
+            # the source it reads from is closed below.
+            rows.close()
+            writer.close()
+            con.execute("reset memory_limit")
+    finally:
+        # An open reader keeps the database open (and locked) for as long as an exception's
+        # traceback lives, e.g. in a notebook after an error.
+        source.close()
+    return Written(display_name(table), batches.rows)
+
+
+def _swap(con: duckdb.DuckDBPyConnection, tmp: str, table: str) -> None:
+    # Ends the transaction that built `tmp`: concurrent readers see the old table or the new
+    # one. (A module-level function so bench/crash.py can kill a process exactly around it.)
+    con.execute(f"drop table if exists {qualified(SCHEMA, table)}")
+    con.execute(f"alter table {qualified(SCHEMA, tmp)} rename to {quote(table)}")
+    con.execute("commit")
+
+
+def _comment(con: duckdb.DuckDBPyConnection, table_sql: str, comment: str | None,
+             columns: Mapping[str, str]) -> None:
+    # COMMENT ON takes no bound parameters (DuckDB's parser), hence the quoted literals.
+    if comment is not None:
+        con.execute(f"comment on table {table_sql} is {_literal(comment)}")
+    for column, text in columns.items():
+        con.execute(f"comment on column {table_sql}.{quote(column)} is {_literal(text)}")
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (DuckDB strings have no backslash escapes; '' is a quote)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def drop_leftovers(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Drop the temporary tables of `table` that a killed run of an older pyml left behind
+    (this writer's own runs leave none: their temporary table never commits)."""
+    con.execute(f"create schema if not exists {quote(SCHEMA)}")
+    rows = con.execute(
+        "select table_name from information_schema.tables where table_catalog = "
+        "current_database() and table_schema = ? and starts_with(table_name, ?)",
+        [SCHEMA, f"{TEMP_PREFIX}{table}_"],
+    ).fetchall()
+    for (name,) in rows:
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"drop table if exists {qualified(SCHEMA, str(name))}")
+
+
+class _Batches:
+    """The output batches; counts source rows and keeps the first error, which DuckDB would
+    otherwise wrap in its own message."""
+
+    def __init__(self, source: pa.RecordBatchReader, transform: Transform | None) -> None:
+        self.source, self.transform = source, transform
+        self.error: BaseException | None = None
+        self.rows = 0
+
+    def stream(self) -> Generator[pa.RecordBatch, None, None]:
+        """The output batches, in order."""
+        try:
+            for batch in _prefetch(self.source):
+                out = batch if self.transform is None else self.transform(batch)
+                yield out
+                self.rows += batch.num_rows
+        except GeneratorExit:  # closed by the writer, not an error of the rows
+            raise
+        except BaseException as e:
+            if self.error is None:
+                self.error = e
+            raise
+
+
+def _prefetch(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, the next one read by a thread while the caller transforms.
+
+    DuckDB builds the next batch while XGBoost predicts this one (both release the GIL):
+    ~10% faster end to end on two cores (docs/benchmarks.md). The thread stops and is joined
+    however the caller stops iterating (end, error, or close).
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for batch in reader:
+                if not put(batch):
+                    return
+            put(done)
+        except BaseException as e:
+            put(e)
+
+    thread = threading.Thread(target=pump, name="pyml-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def write_file(con: duckdb.DuckDBPyConnection, table_sql: str, path: Path) -> None:
+    """Stream a table into a Parquet or CSV file, atomically (temp file + rename).
+
+    The table is read through `con` itself, so it may be one that `con`'s open transaction
+    has not committed yet.
+    """
+    path = path.expanduser().resolve()
+    if not path.parent.is_dir():
+        raise OutputError(f"output file {path}: folder {path.parent} does not exist")
+    reader = stream_arrow(con, f"select * from {table_sql}", 100_000)
+    try:
+        with replacing(path) as tmp:
+            if path.suffix.lower() == ".parquet":
+                with pq.ParquetWriter(tmp, reader.schema) as pw:
+                    for batch in reader:
+                        pw.write_batch(batch)
+            else:
+                with pacsv.CSVWriter(tmp, reader.schema) as cw:
+                    for batch in reader:
+                        cw.write_batch(batch)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror}") from e
+    finally:
+        reader.close()
