@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pyml.data.encode import Feature
-from pyml.verbs.drift import _Counter, psi, snapshot
+from pyml.modelling.drift_stats import Counter, psi, snapshot
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
 
@@ -25,7 +25,7 @@ def test_a_sample_compared_with_itself_has_no_drift() -> None:
              Feature("region", "categorical", "VARCHAR", ("east", "north", "south"))]
     snaps = snapshot(feats, X)
     assert len(snaps[0].bin_edges) == 9 and sum(snaps[0].bin_counts) == 5000 - 125
-    same = [_Counter(s) for s in snaps]
+    same = [Counter(s) for s in snaps]
     same[0].add(pa.array(np.where(np.isnan(amount), None, amount).tolist(), pa.float64()))
     labels = np.array(["east", "north", "south"], dtype=object)
     text = [None if np.isnan(v) else labels[int(v)] for v in region]

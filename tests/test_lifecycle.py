@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from pyml.modelling import policy
 from pyml.store import lifecycle
 
 from .conftest import SCHEMA_YML, Loans
@@ -158,7 +159,7 @@ def test_a_failing_decision_writes_nothing(scored: Loans,
     before = (scored.sql("select model_name, version, status from ml.models order by 1, 2"),
               scored.sql("select * from ml.model_events order by event_id"),
               scored.sql("select count(*) from ml.metrics"))
-    monkeypatch.setattr(lifecycle.HoldoutPolicy, "__call__", broken)
+    monkeypatch.setattr(policy.HoldoutPolicy, "__call__", broken)
     result = scored.pyml("train", "default_risk")
     assert isinstance(result.exception, RuntimeError)
     after = (scored.sql("select model_name, version, status from ml.models order by 1, 2"),

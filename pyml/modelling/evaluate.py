@@ -22,7 +22,6 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 import xgboost as xgb
 from sklearn import metrics as skm
 
@@ -30,51 +29,17 @@ from pyml.data.encode import Feature, dmatrix_kwargs
 from pyml.data.trainset import TrainingSet
 from pyml.dbt.spec import ModelSpec
 from pyml.modelling import bootstrap
+from pyml.modelling.drift_stats import Snapshot, snapshot
 from pyml.modelling.metrics import Metric, evaluate, label_base
 from pyml.modelling.shap import mean_abs_shap
-from pyml.store.registry import SCHEMA
-from pyml.verbs.drift import Snapshot, snapshot, write_snapshots
+from pyml.store.drift import write_snapshots
+from pyml.store.evaluation import write_evaluation
 
 Log = Callable[[str], None]
 CALIBRATION_BINS = 10  # equal-width probability bins
 LIFT_GROUPS = 10  # deciles of the score
 CURVE_POINTS = 200  # ROC / PR points kept (enough to draw, small to store)
 RESIDUAL_POINTS = 2000  # regression (predicted, residual) pairs kept for the report
-
-DDL = [
-    f"""create table if not exists {SCHEMA}.calibration (
-        model_name varchar not null,
-        version integer not null,
-        bin integer not null,
-        bin_low double not null,
-        bin_high double not null,
-        mean_predicted double not null,
-        observed_rate double not null,
-        count bigint not null,
-        primary key (model_name, version, bin)
-    )""",
-    f"""create table if not exists {SCHEMA}.lift (
-        model_name varchar not null,
-        version integer not null,
-        decile integer not null,
-        n_rows bigint not null,
-        positive_rate double not null,
-        cumulative_capture double not null,
-        lift double not null,
-        primary key (model_name, version, decile)
-    )""",
-    f"""create table if not exists {SCHEMA}.curves (
-        model_name varchar not null,
-        version integer not null,
-        curve varchar not null,
-        point integer not null,
-        x double not null,
-        y double not null,
-        threshold double,
-        primary key (model_name, version, curve, point)
-    )""",
-]
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -89,31 +54,8 @@ class Evaluation:
 
     def write(self, con: duckdb.DuckDBPyConnection, name: str, version: int) -> None:
         """Insert the tables' rows for `name` v`version` (inside the caller's transaction)."""
-        for ddl in DDL:
-            con.execute(ddl)
-        insert_rows(con, "calibration", [[name, version, *r] for r in self.calibration])
-        insert_rows(con, "lift", [[name, version, *r] for r in self.lift])
-        insert_rows(con, "curves", [[name, version, *r] for r in self.curves])
+        write_evaluation(con, name, version, self.calibration, self.lift, self.curves)
         write_snapshots(con, name, version, self.snapshots)
-
-
-def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence[Any]]
-                ) -> None:
-    """Append rows (in the table's column order) to ml.<table> through one Arrow scan.
-
-    `executemany` costs a round trip per row (a second for a couple of thousand curve
-    points); an Arrow table is one statement.
-    """
-    if not rows:
-        return
-    arrow = pa.table({f"c{i}": pa.array([r[i] for r in rows]) for i in range(len(rows[0]))})
-    con.register("__pyml_rows", arrow)
-    try:
-        con.execute(f"insert into {SCHEMA}.{table} select * from __pyml_rows")
-    finally:
-        con.unregister("__pyml_rows")
-
-
 
 
 def with_intervals(metrics: Sequence[Metric], task: str, y: np.ndarray, pred: np.ndarray,

@@ -29,29 +29,12 @@ from pyml.data.encode import Feature, dmatrix_kwargs
 from pyml.data.trainset import TrainingSet
 from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
-from pyml.engines.duckdb import first_row
 from pyml.errors import DataError, SpecError
 from pyml.modelling.compare import compare
 from pyml.modelling.fit import fit_in_memory, spec_params
-from pyml.store.registry import SCHEMA
+from pyml.store.trials import Trial, record_trials
 
 Log = Callable[[str], None]
-
-TRIALS_DDL = f"""create table if not exists {SCHEMA}.trials (
-    model_name varchar not null,
-    study varchar not null,
-    trial_number integer not null,
-    version integer,
-    params json not null,
-    metric varchar not null,
-    direction varchar not null,
-    value double,
-    best_round integer,
-    state varchar not null,
-    seconds double not null,
-    started_at timestamp not null,
-    primary key (study, trial_number)
-)"""
 
 # XGBoost's own defaults, so that trial 0 can replay the spec's parameters inside the space.
 XGB_DEFAULTS: dict[str, Any] = {"eta": 0.3, "max_depth": 6, "min_child_weight": 1.0,
@@ -225,43 +208,13 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
 def _record(con: duckdb.DuckDBPyConnection, name: str, study_id: str, study: optuna.Study,
             metric: str, direction: str, starts: dict[int, tuple[datetime, float]]) -> None:
     """Every trial of the study as a row of ml.trials (one transaction)."""
-    con.execute(f"create schema if not exists {SCHEMA}")
-    con.execute(TRIALS_DDL)
     rows = []
     for t in study.trials:
         started = starts.get(t.number, (datetime.now().replace(microsecond=0), 0.0))[0]
         seconds = (t.duration.total_seconds() if t.duration is not None else 0.0)
         value = t.value if t.state == optuna.trial.TrialState.COMPLETE else (
             t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
-        rows.append([name, study_id, t.number, json.dumps(t.params, sort_keys=True), metric,
-                     direction, value, t.user_attrs.get("best_round"),
-                     STATES.get(t.state, t.state.name.lower()), seconds, started])
-    con.execute("begin transaction")
-    try:
-        con.executemany(f"insert into {SCHEMA}.trials (model_name, study, trial_number, params, "
-                        "metric, direction, value, best_round, state, seconds, started_at) "
-                        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
-
-
-def link_version(con: duckdb.DuckDBPyConnection, study_id: str, version: int) -> None:
-    """Mark the study's trials with the version its best parameters trained."""
-    con.execute(f"update {SCHEMA}.trials set version = ? where study = ?", [version, study_id])
-
-
-def trials(con: duckdb.DuckDBPyConnection, name: str, study: str | None = None
-           ) -> list[dict[str, Any]]:
-    """The trials of a model's latest (or the given) study, in trial order."""
-    if study is None:
-        row = first_row(con, f"select max_by(study, started_at) from {SCHEMA}.trials "
-                             "where model_name = ?", [name])
-        study = str(row[0]) if row and row[0] is not None else None
-    if study is None:
-        return []
-    rel = con.execute(f"select * from {SCHEMA}.trials where study = ? order by trial_number",
-                      [study])
-    cols = [d[0] for d in rel.description]
-    return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
+        rows.append(Trial(name, study_id, t.number, None, dict(t.params), metric, direction,
+                          value, t.user_attrs.get("best_round"),
+                          STATES.get(t.state, t.state.name.lower()), seconds, started))
+    record_trials(con, rows)

@@ -2,69 +2,34 @@
 
 Every model name has at most one champion; `pyml score`, `pyml serve` and
 `pyml.load_model` use it unless a version is asked for. A trained version starts as a
-challenger. The spec's `promote:` policy decides at train time, in the same transaction that
-writes the version: `auto` re-scores the champion on the challenger's holdout rows and
-promotes the challenger when it is not worse (by `min_delta`) on the chosen metric; `manual`
-leaves it to `pyml promote`. Every change of status is a row of ml.model_events.
-
-Registries written before statuses existed are migrated on the next write: their latest
-version becomes the champion (what `pyml score` used before) and the rest are retired.
+challenger; the promotion policy (pyml.modelling.policy), handed to `write_version` as a
+callback, decides in the same transaction whether it replaces the champion; `pyml promote` /
+`pyml rollback` change the champion by hand. Every change of status is a row of
+ml.model_events. Registries written before statuses existed are migrated on the next write
+(pyml.store.schema).
 """
 
 from __future__ import annotations
 
-import getpass
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import duckdb
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from pyml.data.encode import check_schema, matrix_sql
-from pyml.data.trainset import labels
-from pyml.dbt.spec import ModelSpec
-from pyml.dbt.spec_tune import promote_metric
-from pyml.engines.duckdb import (
-    abort_transaction,
-    first_row,
-    qualified,
-    quote,
-    relation_columns,
-    stream_arrow,
-    table_exists,
-)
-from pyml.errors import ModelNotFound, PymlError, SchemaMismatch
-from pyml.modelling.compare import Comparison, compare
-from pyml.modelling.model import LoadedModel
-from pyml.store.registry import SCHEMA, load_version
+from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
+from pyml.errors import LifecycleError, ModelNotFound
+from pyml.store import events as status_events
+from pyml.store.events import EVENTS, MODELS, actor
+from pyml.store.names import SCHEMA
+from pyml.store.schema import ensure_schema, headline_sql
 
-COMPARE_BATCH_ROWS = 100_000  # holdout rows per batch when champion and challenger compete
+__all__ = ["Change", "Decide", "Decision", "Event", "Outcome", "actor", "champion_history",
+           "champion_version", "events", "last_decision", "on_version_written", "promote",
+           "rollback", "serving_versions", "statuses"]
 
-Log = Callable[[str], None]
 STATUSES = ("champion", "challenger", "retired")
-
-DDL = [
-    f"alter table {SCHEMA}.models add column if not exists status varchar",
-    f"alter table {SCHEMA}.models add column if not exists note varchar",
-    f"""create table if not exists {SCHEMA}.model_events (
-        event_id bigint not null primary key,
-        model_name varchar not null,
-        version integer not null,
-        event varchar not null,
-        from_status varchar,
-        to_status varchar,
-        actor varchar not null,
-        event_at timestamp not null,
-        reason varchar,
-        metrics json
-    )""",
-]
 
 
 @dataclass(frozen=True)
@@ -92,49 +57,31 @@ class Change:
     message: str  # one line for the CLI
 
 
+@dataclass(frozen=True)
+class Event:
+    """One row of ml.model_events."""
+
+    event_id: int  # increasing over the registry
+    version: int  # the version whose status changed
+    event: str  # promoted | rejected | registered | retired | restored | rolled_back | migrated
+    from_status: str | None  # before
+    to_status: str | None  # after
+    actor: str  # OS user
+    event_at: datetime  # when
+    reason: str | None  # why
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A version's status and the reason of its newest event (e.g. right after training)."""
+
+    status: str  # champion | challenger | retired; "" when unknown
+    reason: str  # "" when there is no event
+
+
+# A promotion policy: (con, new version, champion version) -> Decision, run inside the
+# version's transaction (pyml.modelling.policy.HoldoutPolicy).
 Decide = Callable[[duckdb.DuckDBPyConnection, int, int], Decision]
-
-
-def actor() -> str:
-    """The OS user running pyml (recorded with every decision)."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no passwd entry, e.g. in some containers
-        return os.environ.get("USER") or os.environ.get("USERNAME") or f"uid {os.getuid()}"
-
-
-def ensure_lifecycle(con: duckdb.DuckDBPyConnection) -> None:
-    """Add the status/note columns and ml.model_events; migrate versions without a status.
-
-    Call outside any transaction (the migration runs in its own).
-    """
-    for ddl in DDL:
-        con.execute(ddl)
-    legacy = con.execute(f"select distinct model_name from {SCHEMA}.models "
-                         "where status is null").fetchall()
-    if not legacy:
-        return
-    con.execute("begin transaction")
-    try:
-        for (name,) in legacy:
-            if _champion(con, str(name)) is None:
-                row = first_row(con, f"select max(version) from {SCHEMA}.models "
-                                     "where model_name = ? and status is null", [name])
-                latest = int(row[0]) if row and row[0] is not None else None
-                if latest is not None:
-                    _set_status(con, str(name), latest, "champion")
-                    _event(con, str(name), latest, "migrated", None, "champion",
-                           "registry upgraded to statuses: the latest version, which "
-                           "`pyml score` used, became the champion")
-                con.execute(f"update {SCHEMA}.models set status = 'retired' "
-                            "where model_name = ? and status is null", [name])
-            else:
-                con.execute(f"update {SCHEMA}.models set status = 'challenger' "
-                            "where model_name = ? and status is null", [name])
-        con.execute("commit")
-    except BaseException:
-        abort_transaction(con)
-        raise
 
 
 def _has_status(con: duckdb.DuckDBPyConnection) -> bool:
@@ -144,12 +91,6 @@ def _has_status(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(row and row[0])
 
 
-def _champion(con: duckdb.DuckDBPyConnection, name: str) -> int | None:
-    row = first_row(con, f"select max(version) from {SCHEMA}.models "
-                         "where model_name = ? and status = 'champion'", [name])
-    return int(row[0]) if row and row[0] is not None else None
-
-
 def champion_version(con: duckdb.DuckDBPyConnection, name: str) -> int | None:
     """The champion's version, or None where there is none (then the latest version serves).
 
@@ -157,7 +98,7 @@ def champion_version(con: duckdb.DuckDBPyConnection, name: str) -> int | None:
     """
     if not table_exists(con, SCHEMA, "models") or not _has_status(con):
         return None
-    return _champion(con, name)
+    return status_events.champion(con, name)
 
 
 def statuses(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], str]:
@@ -165,44 +106,24 @@ def statuses(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], str]:
     if not table_exists(con, SCHEMA, "models"):
         return {}
     if _has_status(con):
-        rows = con.execute(f"select model_name, version, status from {SCHEMA}.models"
-                           ).fetchall()
+        rows = con.execute(f"select model_name, version, status from {MODELS}").fetchall()
         return {(str(n), int(v)): str(s) for n, v, s in rows if s is not None}
     rows = con.execute(f"select model_name, version, version = max(version) over "
-                       f"(partition by model_name) from {SCHEMA}.models").fetchall()
+                       f"(partition by model_name) from {MODELS}").fetchall()
     return {(str(n), int(v)): "champion" if top else "retired" for n, v, top in rows}
-
-
-def _set_status(con: duckdb.DuckDBPyConnection, name: str, version: int, status: str) -> None:
-    con.execute(f"update {SCHEMA}.models set status = ? where model_name = ? and version = ?",
-                [status, name, version])
-
-
-def _event(con: duckdb.DuckDBPyConnection, name: str, version: int, event: str,
-           from_status: str | None, to_status: str | None, reason: str,
-           metrics: dict[str, Any] | None = None) -> None:
-    row = first_row(con, f"select coalesce(max(event_id), 0) + 1 from {SCHEMA}.model_events")
-    event_id = int(row[0]) if row else 1
-    con.execute(
-        f"insert into {SCHEMA}.model_events (event_id, model_name, version, event, "
-        "from_status, to_status, actor, event_at, reason, metrics) "
-        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [event_id, name, version, event, from_status, to_status, actor(),
-         datetime.now().replace(microsecond=0), reason,
-         None if metrics is None else json.dumps(metrics, default=str, sort_keys=True)])
 
 
 def _make_champion(con: duckdb.DuckDBPyConnection, name: str, version: int,
                    from_status: str | None, event: str, reason: str,
                    metrics: dict[str, Any] | None, retire_event: str = "retired") -> int | None:
     """Retire the current champion (if any) and crown `version`; returns the old champion."""
-    old = _champion(con, name)
+    old = status_events.champion(con, name)
     if old is not None and old != version:
-        _set_status(con, name, old, "retired")
-        _event(con, name, old, retire_event, "champion", "retired",
-               f"replaced by v{version}", metrics)
-    _set_status(con, name, version, "champion")
-    _event(con, name, version, event, from_status, "champion", reason, metrics)
+        status_events.set_status(con, name, old, "retired")
+        status_events.record(con, name, old, retire_event, "champion", "retired",
+                      f"replaced by v{version}", metrics)
+    status_events.set_status(con, name, version, "champion")
+    status_events.record(con, name, version, event, from_status, "champion", reason, metrics)
     return old
 
 
@@ -213,9 +134,9 @@ def on_version_written(con: duckdb.DuckDBPyConnection, name: str, version: int,
     Runs inside the transaction that inserted the version, so the version, its status and
     the events commit together or not at all.
     """
-    con.execute(f"update {SCHEMA}.models set status = 'challenger', note = ? "
+    con.execute(f"update {MODELS} set status = 'challenger', note = ? "
                 "where model_name = ? and version = ?", [note, name, version])
-    champion = _champion(con, name)
+    champion = status_events.champion(con, name)
     if champion is None:
         decision = Decision(True, "promoted", "first version of the model")
     elif decide is None:
@@ -227,110 +148,16 @@ def on_version_written(con: duckdb.DuckDBPyConnection, name: str, version: int,
         _make_champion(con, name, version, "challenger", decision.event, decision.reason,
                        decision.metrics)
     else:
-        _event(con, name, version, decision.event, None, "challenger", decision.reason,
-               decision.metrics)
+        status_events.record(con, name, version, decision.event, None, "challenger",
+                      decision.reason, decision.metrics)
     return decision
-
-
-class HoldoutPolicy:
-    """The spec's `promote:` policy, comparing on the challenger's own holdout rows.
-
-    `holdout_sql` is train.py's split expression (2 = holdout) with its parameters, so the
-    rows are exactly those the challenger's holdout metrics were computed on.
-    """
-
-    def __init__(self, spec: ModelSpec, holdout_sql: str, holdout_params: list[Any],
-                 log: Log) -> None:
-        self.spec, self.holdout_sql, self.holdout_params = spec, holdout_sql, holdout_params
-        self.log = log
-
-    def __call__(self, con: duckdb.DuckDBPyConnection, version: int, champion: int
-                 ) -> Decision:
-        spec, policy = self.spec, self.spec.promote
-        if policy.policy == "manual":
-            return Decision(False, "registered", f"promote.policy is manual: challenger to "
-                            f"v{champion}; `pyml promote {spec.name}` makes it the champion")
-        metric = promote_metric(policy, spec.task)
-        try:
-            cmp = holdout_comparison(con, spec, champion, version, metric,
-                                     self.holdout_sql, self.holdout_params)
-        except _CannotCompare as e:
-            reason = (f"champion v{champion} cannot be scored on v{version}'s holdout rows "
-                      f"({e}); `pyml promote {spec.name}` promotes v{version} by hand")
-            self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
-            return Decision(False, "registered", reason)
-        text = cmp.describe(f"champion v{champion}", f"v{version}")
-        metrics = {"metric": cmp.metric, "champion": {"version": champion, "value": cmp.a},
-                   "challenger": {"version": version, "value": cmp.b}, "gain": cmp.gain,
-                   "ci95": None if cmp.ci_low is None else [cmp.ci_low, cmp.ci_high],
-                   "n_rows": cmp.n_rows, "min_delta": policy.min_delta}
-        if cmp.gain >= -1e-12 + policy.min_delta:
-            reason = f"auto: {text}; not worse by min_delta {policy.min_delta:g}"
-            self.log(f"[{spec.name}] v{version} promoted to champion: {text}")
-            return Decision(True, "promoted", reason, metrics)
-        reason = (f"auto: {text}; needs a gain of at least {policy.min_delta:g}: "
-                  f"v{champion} stays champion")
-        self.log(f"[{spec.name}] v{version} stays challenger: {text}")
-        return Decision(False, "rejected", reason, metrics)
-
-
-class _CannotCompare(PymlError):
-    pass
-
-
-def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion: int,
-                       challenger: int, metric: str, holdout_sql: str,
-                       holdout_params: list[Any]) -> Comparison:
-    """Score both versions on the challenger's holdout rows and compare them on `metric`."""
-    old = LoadedModel(load_version(con, spec.name, champion))
-    new = LoadedModel(load_version(con, spec.name, challenger))
-    if old.stored.task != new.stored.task:
-        raise _CannotCompare(f"its task is {old.stored.task}")
-    if list(old.stored.target.classes) != list(new.stored.target.classes):
-        raise _CannotCompare(f"its classes {list(old.stored.target.classes)} differ")
-    columns = relation_columns(con, spec.schema, spec.relation)
-    label = f"{spec.schema}.{spec.relation}"
-    try:
-        check_schema(f"champion v{champion}", old.stored.features, columns, label)
-    except SchemaMismatch as e:
-        raise _CannotCompare(str(e).split(": ", 1)[-1]) from e
-    target = quote(spec.target)
-    source = qualified(spec.schema, spec.relation)
-    # Streamed in batches, keeping only labels and the two predictions: the holdout may be
-    # far bigger than memory (pyml.extmem).
-    reader = stream_arrow(con, f"select {target} as __pyml_y, "
-                               f"{matrix_sql(old.stored.features)} as __pyml_old, "
-                               f"{matrix_sql(new.stored.features)} as __pyml_new "
-                               f"from {source} where {target} is not null and "
-                               f"({holdout_sql}) = 2", COMPARE_BATCH_ROWS, holdout_params)
-    classes = (pa.array(list(new.stored.target.classes)) if spec.task != "regression"
-               else None)
-    ys, olds, news = [], [], []
-    for batch in reader:
-        y_col = batch.column(0)
-        if classes is not None and pc.index_in(y_col, value_set=classes).null_count:
-            reader.close()
-            raise _CannotCompare("the holdout has labels outside the trained classes")
-        ys.append(labels(y_col, classes))
-        olds.append(_raw(old, batch.column(1)))
-        news.append(_raw(new, batch.column(2)))
-    if not ys:
-        raise _CannotCompare("the holdout is empty")
-    return compare(spec.task, metric, np.concatenate(ys), np.concatenate(olds),
-                   np.concatenate(news), float(old.stored.spec.get("threshold", 0.5)),
-                   float(new.stored.spec.get("threshold", 0.5)))
-
-
-def _raw(model: LoadedModel, column: pa.Array) -> np.ndarray:
-    X = model.encoder.from_fixed(column, f"model '{model.name}' v{model.version}")
-    return np.asarray(model.stored.booster.inplace_predict(X), dtype=np.float64)
 
 
 def _versions(con: duckdb.DuckDBPyConnection, name: str) -> list[int]:
     if not table_exists(con, SCHEMA, "models"):
         raise ModelNotFound(f"no model '{name}' has been trained in this database: "
                             f"run `pyml train {name}` first")
-    rows = con.execute(f"select version from {SCHEMA}.models where model_name = ? "
+    rows = con.execute(f"select version from {MODELS} where model_name = ? "
                        "order by version", [name]).fetchall()
     if not rows:
         raise ModelNotFound(f"model '{name}' has not been trained yet: "
@@ -341,10 +168,11 @@ def _versions(con: duckdb.DuckDBPyConnection, name: str) -> list[int]:
 def _headline(con: duckdb.DuckDBPyConnection, name: str, versions: list[int]
               ) -> dict[str, Any]:
     rows = con.execute(
-        f"select m.version, h.metric, h.value from {SCHEMA}.models m join {SCHEMA}.metrics h "
-        "on h.model_name = m.model_name and h.version = m.version and h.split = 'holdout' "
-        "and h.metric = case m.task when 'binary' then 'auc' when 'multiclass' then 'log_loss' "
-        "else 'rmse' end where m.model_name = ? and list_contains(?, m.version)",
+        f"select m.version, h.metric, h.value from {MODELS} m "
+        f"join {qualified(SCHEMA, 'metrics')} h "
+        "on h.model_name = m.model_name and h.version = m.version "
+        f"and h.split = 'holdout' and h.metric = {headline_sql('m.task')} "
+        "where m.model_name = ? and list_contains(?, m.version)",
         [name, versions]).fetchall()
     return {f"v{v}": {"metric": m, "value": val} for v, m, val in rows}
 
@@ -353,18 +181,18 @@ def promote(con: duckdb.DuckDBPyConnection, name: str, version: int | None = Non
             reason: str | None = None) -> Change:
     """Make `version` (default: the newest) the champion, by hand."""
     versions = _versions(con, name)
-    ensure_lifecycle(con)
+    ensure_schema(con)
     target = versions[-1] if version is None else version
     if target not in versions:
         raise ModelNotFound(f"model '{name}' has no version {target}: `pyml show {name}` "
                             "lists the versions")
     con.execute("begin transaction")
     try:
-        current = _champion(con, name)
+        current = status_events.champion(con, name)
         if current == target:
-            raise PymlError(f"model '{name}' v{target} is already the champion; "
-                            f"`pyml show {name}` lists the versions")
-        row = first_row(con, f"select status from {SCHEMA}.models where model_name = ? "
+            raise LifecycleError(f"model '{name}' v{target} is already the champion; "
+                                 f"`pyml show {name}` lists the versions")
+        row = first_row(con, f"select status from {MODELS} where model_name = ? "
                              "and version = ?", [name, target])
         from_status = str(row[0]) if row and row[0] is not None else None
         why = "promoted by hand" + (f": {reason}" if reason else "")
@@ -380,7 +208,7 @@ def promote(con: duckdb.DuckDBPyConnection, name: str, version: int | None = Non
 
 def champion_history(con: duckdb.DuckDBPyConnection, name: str) -> list[int]:
     """The chain of champions that rollbacks walk back through, oldest first."""
-    rows = con.execute(f"select version, event from {SCHEMA}.model_events where model_name = ? "
+    rows = con.execute(f"select version, event from {EVENTS} where model_name = ? "
                        "and event in ('promoted', 'migrated', 'rolled_back') order by event_id",
                        [name]).fetchall()
     stack: list[int] = []
@@ -396,15 +224,16 @@ def champion_history(con: duckdb.DuckDBPyConnection, name: str) -> list[int]:
 def rollback(con: duckdb.DuckDBPyConnection, name: str, reason: str | None = None) -> Change:
     """Retire the champion and bring back the champion it replaced."""
     _versions(con, name)
-    ensure_lifecycle(con)
+    ensure_schema(con)
     con.execute("begin transaction")
     try:
-        current = _champion(con, name)
+        current = status_events.champion(con, name)
         history = champion_history(con, name)
         if current is None or len(history) < 2 or history[-1] != current:
             only = f" (v{current} is the only champion it has had)" if current else ""
-            raise PymlError(f"model '{name}' has no earlier champion to roll back to{only}; "
-                            f"`pyml promote {name} --version N` picks a version by hand")
+            raise LifecycleError(f"model '{name}' has no earlier champion to roll back "
+                                 f"to{only}; `pyml promote {name} --version N` picks a "
+                                 "version by hand")
         previous = history[-2]
         why = f"rolled back from v{current}" + (f": {reason}" if reason else "")
         metrics = _headline(con, name, [current, previous])
@@ -418,23 +247,36 @@ def rollback(con: duckdb.DuckDBPyConnection, name: str, reason: str | None = Non
                   f"{name}: rolled back from v{current} to v{previous}")
 
 
-def events(con: duckdb.DuckDBPyConnection, name: str, limit: int = 20) -> list[dict[str, Any]]:
+def events(con: duckdb.DuckDBPyConnection, name: str, limit: int = 20) -> list[Event]:
     """The newest decisions about a model, newest first."""
     if not table_exists(con, SCHEMA, "model_events"):
         return []
-    rel = con.execute(f"select event_id, version, event, from_status, to_status, actor, "
-                      f"event_at, reason from {SCHEMA}.model_events where model_name = ? "
-                      "order by event_id desc limit ?", [name, limit])
-    cols = [d[0] for d in rel.description]
-    return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
+    rows = con.execute(f"select event_id, version, event, from_status, to_status, actor, "
+                       f"event_at, reason from {EVENTS} where model_name = ? "
+                       "order by event_id desc limit ?", [name, limit]).fetchall()
+    return [Event(int(r[0]), int(r[1]), str(r[2]), r[3], r[4], str(r[5]), r[6], r[7])
+            for r in rows]
 
 
-
-def last_decision(con: duckdb.DuckDBPyConnection, name: str, version: int) -> tuple[str, str]:
-    """(status, reason of its newest event) of a version, e.g. right after training."""
-    row = first_row(con, f"select m.status, (select e.reason from {SCHEMA}.model_events e "
+def last_decision(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Outcome:
+    """A version's status and the reason of its newest event, e.g. right after training."""
+    row = first_row(con, f"select m.status, (select e.reason from {EVENTS} e "
                          "where e.model_name = m.model_name and e.version = m.version "
                          "order by e.event_id desc limit 1) "
-                         f"from {SCHEMA}.models m where m.model_name = ? and m.version = ?",
+                         f"from {MODELS} m where m.model_name = ? and m.version = ?",
                     [name, version])
-    return (str(row[0] or ""), str(row[1] or "")) if row else ("", "")
+    return Outcome(str(row[0] or ""), str(row[1] or "")) if row else Outcome("", "")
+
+
+def serving_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """model name -> the version that serves: its champion, else (a registry from before
+    statuses) its latest. Works on read-only connections."""
+    if not table_exists(con, SCHEMA, "models"):
+        return {}
+    latest = con.execute(f"select model_name, max(version) from {MODELS} "
+                         "group by model_name").fetchall()
+    out = {str(n): int(v) for n, v in latest}
+    for (name, version), status in statuses(con).items():
+        if status == "champion":
+            out[name] = version
+    return out

@@ -12,82 +12,50 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import xgboost as xgb
 
 from pyml.data.encode import Feature, Target
-from pyml.engines.duckdb import abort_transaction, first_row
+from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
 from pyml.errors import ModelNotFound, RegistryError
-from pyml.modelling.metrics import Metric
+from pyml.store.lifecycle import Decide, champion_version, on_version_written
+from pyml.store.names import SCHEMA
+from pyml.store.schema import ensure_schema, headline_sql
 
-SCHEMA = "ml"
+__all__ = ["SCHEMA", "MetricRecord", "NewVersion", "StoredModel", "VersionRow",
+           "ensure_schema", "list_versions", "load_version", "write_version"]
 
-DDL = [
-    f"create schema if not exists {SCHEMA}",
-    f"""create table if not exists {SCHEMA}.models (
-        model_name varchar not null,
-        version integer not null,
-        created_at timestamp not null,
-        task varchar not null,
-        objective varchar not null,
-        description varchar,
-        feature_model varchar not null,
-        feature_relation varchar not null,
-        target varchar not null,
-        target_type varchar not null,
-        classes json,
-        key_columns json not null,
-        features json not null,
-        spec json not null,
-        params json not null,
-        split json not null,
-        train_rows bigint not null,
-        validation_rows bigint not null,
-        test_rows bigint not null,
-        dropped_null_target_rows bigint not null,
-        num_trees integer not null,
-        best_iteration integer,
-        dbt_invocation_id varchar,
-        pyml_version varchar not null,
-        xgboost_version varchar not null,
-        booster_format varchar not null,
-        booster blob not null,
-        primary key (model_name, version)
-    )""",
-    f"""create table if not exists {SCHEMA}.metrics (
-        model_name varchar not null,
-        version integer not null,
-        split varchar not null,
-        metric varchar not null,
-        value double,
-        baseline double,
-        n_rows bigint not null,
-        primary key (model_name, version, split, metric)
-    )""",
-    f"""create table if not exists {SCHEMA}.feature_importance (
-        model_name varchar not null,
-        version integer not null,
-        feature varchar not null,
-        importance_type varchar not null,
-        value double not null,
-        primary key (model_name, version, feature, importance_type)
-    )""",
-    # Added after the first release: migrate registries created before them.
-    f"alter table {SCHEMA}.metrics add column if not exists ci_low double",
-    f"alter table {SCHEMA}.metrics add column if not exists ci_high double",
-    f"alter table {SCHEMA}.metrics add column if not exists std double",
-]
-
+MODELS = qualified(SCHEMA, "models")
+METRICS = qualified(SCHEMA, "metrics")
 
 MODEL_COLUMNS = ("model_name, version, created_at, task, objective, description, "
                  "feature_model, feature_relation, target, target_type, classes, key_columns, "
                  "features, spec, params, split, train_rows, validation_rows, test_rows, "
                  "dropped_null_target_rows, num_trees, best_iteration, dbt_invocation_id, "
                  "pyml_version, xgboost_version, booster_format, booster")
-# A promotion policy: (con, new version, champion version) -> lifecycle.Decision.
-Decide = Callable[[duckdb.DuckDBPyConnection, int, int], Any]
+
+
+class MetricRecord(Protocol):
+    """What the store writes of one metric (pyml.modelling.metrics.Metric has this shape)."""
+
+    @property
+    def split(self) -> str: ...  # holdout | cv
+    @property
+    def name(self) -> str: ...  # metric name
+    @property
+    def value(self) -> float: ...  # the model's value (NaN is stored as NULL)
+    @property
+    def baseline(self) -> float | None: ...  # a trivial baseline's value
+    @property
+    def n_rows(self) -> int: ...  # rows it was computed on
+    @property
+    def ci_low(self) -> float | None: ...  # 95% bootstrap interval, low end
+    @property
+    def ci_high(self) -> float | None: ...  # and high end
+    @property
+    def std(self) -> float | None: ...  # split cv: standard deviation over folds
 
 
 @dataclass(frozen=True)
@@ -111,18 +79,9 @@ class NewVersion:
     booster: xgb.Booster  # the trained booster (already cut at the best iteration)
     best_iteration: int | None  # early-stopping best round, if any
     dbt_invocation_id: str | None  # dbt run that built the feature model
-    metrics: tuple[Metric, ...]  # holdout (and validation) metrics
+    metrics: tuple[MetricRecord, ...]  # holdout (and cv) metrics
     importance: tuple[tuple[str, str, float], ...]  # (feature, type, value)
     note: str | None = None  # why this version exists (e.g. the tuning result)
-
-
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ml schema and registry tables if they are missing."""
-    for ddl in DDL:
-        con.execute(ddl)
-    from pyml.store.lifecycle import ensure_lifecycle
-
-    ensure_lifecycle(con)  # status/note columns, ml.model_events; migrates older registries
 
 
 def _json(value: Any) -> str:
@@ -136,20 +95,21 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
 
     `extra(con, version)` writes further per-version rows (evaluation tables, training
     snapshot) inside the same transaction. The version then gets its status from the
-    promotion policy `decide` (pyml.lifecycle), in the same transaction too.
+    promotion policy `decide` (pyml.modelling.policy), in the same transaction too: the
+    store calls it, it does not know it.
     """
     from pyml import __version__
 
     ensure_schema(con)
     con.execute("begin transaction")
     try:
-        row = first_row(con, f"select coalesce(max(version), 0) + 1 from {SCHEMA}.models "
+        row = first_row(con, f"select coalesce(max(version), 0) + 1 from {MODELS} "
                           "where model_name = ?", [new.name])
         version = int(row[0]) if row else 1
         train_rows, valid_rows, test_rows, dropped = new.rows
         con.execute(
             # Columns named: later releases add columns (status, note) at the end.
-            f"insert into {SCHEMA}.models ({MODEL_COLUMNS}) values "
+            f"insert into {MODELS} ({MODEL_COLUMNS}) values "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [new.name, version, datetime.now().replace(microsecond=0), new.task, new.objective,
              new.description, new.feature_model, new.feature_relation, new.target,
@@ -163,7 +123,7 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
         )
         if new.metrics:
             con.executemany(
-                f"insert into {SCHEMA}.metrics (model_name, version, split, metric, value, "
+                f"insert into {METRICS} (model_name, version, split, metric, value, "
                 "baseline, n_rows, ci_low, ci_high, std) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [[new.name, version, m.split, m.name,
                   m.value if math.isfinite(m.value) else None, m.baseline, m.n_rows,
@@ -172,13 +132,12 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
             )
         if new.importance:
             con.executemany(
-                f"insert into {SCHEMA}.feature_importance values (?, ?, ?, ?, ?)",
+                f"insert into {qualified(SCHEMA, 'feature_importance')} "
+                "(model_name, version, feature, importance_type, value) values (?, ?, ?, ?, ?)",
                 [[new.name, version, f, t, v] for f, t, v in new.importance],
             )
         if extra is not None:
             extra(con, version)
-        from pyml.store.lifecycle import on_version_written
-
         on_version_written(con, new.name, version, new.note, decide)
         con.execute("commit")
     except BaseException:
@@ -202,6 +161,51 @@ class StoredModel:
     feature_relation: str  # schema.table it was trained on
     booster: xgb.Booster  # loaded from UBJ bytes
 
+    # Typed views of the stored spec, with the defaults the spec validator applies, so no
+    # caller has to know the spec's JSON keys.
+    @property
+    def threshold(self) -> float:
+        """Binary: the probability at or above which the positive class is predicted."""
+        return float(self.spec.get("threshold", 0.5))
+
+    @property
+    def description(self) -> str:
+        """The spec's description ("" when it has none)."""
+        return str(self.spec.get("description") or "")
+
+    @property
+    def target_column(self) -> str | None:
+        """The label column's name."""
+        value = self.spec.get("target")
+        return None if value is None else str(value)
+
+    @property
+    def classes(self) -> tuple[Any, ...]:
+        """Classifier labels in class-index order (empty for regression)."""
+        return self.target.classes
+
+    @property
+    def positive_class(self) -> Any:
+        """Binary: the label predicted at or above the threshold (classes[1]); else None."""
+        return self.target.classes[1] if self.task == "binary" else None
+
+    @property
+    def schema(self) -> str | None:
+        """Schema of the dbt feature model it was trained on."""
+        value = self.spec.get("schema")
+        return None if value is None else str(value)
+
+    @property
+    def relation(self) -> str | None:
+        """Table or view name of the dbt feature model it was trained on."""
+        value = self.spec.get("relation")
+        return None if value is None else str(value)
+
+    @property
+    def feature_model(self) -> str:
+        """dbt unique_id of the feature model ("" when unknown)."""
+        return str(self.spec.get("feature_model") or "")
+
 
 def load_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None
                  ) -> StoredModel:
@@ -210,11 +214,9 @@ def load_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None 
         raise ModelNotFound(f"no model '{name}' has been trained in this database: "
                             f"run `pyml train {name}` first")
     if version is None:
-        from pyml.store.lifecycle import champion_version
-
         version = champion_version(con, name)
     sql = (f"select version, created_at, task, target_type, classes, key_columns, features, "
-           f"spec, feature_relation, booster_format, booster from {SCHEMA}.models "
+           f"spec, feature_relation, booster_format, booster from {MODELS} "
            "where model_name = ?")
     params: list[Any] = [name]
     if version is not None:
@@ -273,27 +275,46 @@ def _decode(text: str, kind: type, column: str) -> Any:
 
 
 def _has_registry(con: duckdb.DuckDBPyConnection) -> bool:
-    from pyml.engines.duckdb import table_exists
-
     return table_exists(con, SCHEMA, "models")
 
 
+@dataclass(frozen=True)
+class VersionRow:
+    """One version in a listing (`pyml models`, `pyml show`), with its headline metric."""
+
+    model_name: str  # model name
+    version: int  # version number
+    created_at: datetime  # when it was trained
+    task: str  # binary | multiclass | regression
+    feature_relation: str  # schema.table it was trained on
+    train_rows: int  # training part
+    test_rows: int  # holdout part
+    num_trees: int  # boosting rounds kept
+    metric: str | None  # the task's headline metric (pyml.tasks.HEADLINE_METRIC)
+    value: float | None  # its holdout value
+    baseline: float | None  # the baseline's holdout value
+    note: str | None  # why the version exists (None in registries from before notes)
+
+
 def list_versions(con: duckdb.DuckDBPyConnection, names: Sequence[str] = ()
-                  ) -> list[dict[str, Any]]:
-    """One dict per version with its headline holdout metric, newest first per model."""
+                  ) -> list[VersionRow]:
+    """Every version with its headline holdout metric, newest first per model (all models,
+    or those in `names`)."""
     if not _has_registry(con):
         return []
-    rel = con.execute(
+    has_note = first_row(con, "select count(*) from duckdb_columns() where database_name = "
+                              "current_database() and schema_name = ? and table_name = "
+                              "'models' and column_name = 'note'", [SCHEMA])
+    note = "m.note" if has_note and has_note[0] else "null"
+    rows = con.execute(
         f"""select m.model_name, m.version, m.created_at, m.task, m.feature_relation,
-                   m.train_rows, m.test_rows, m.num_trees, h.metric, h.value, h.baseline
-            from {SCHEMA}.models m
-            left join {SCHEMA}.metrics h
+                   m.train_rows, m.test_rows, m.num_trees, h.metric, h.value, h.baseline,
+                   {note}
+            from {MODELS} m
+            left join {METRICS} h
               on h.model_name = m.model_name and h.version = m.version
-             and h.split = 'holdout'
-             and h.metric = case m.task when 'binary' then 'auc'
-                                        when 'multiclass' then 'log_loss' else 'rmse' end
-            order by m.model_name, m.version desc"""
-    )
-    cols = [d[0] for d in rel.description]
-    rows = [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
-    return [r for r in rows if not names or r["model_name"] in names]
+             and h.split = 'holdout' and h.metric = {headline_sql('m.task')}
+            where len(?) = 0 or list_contains(?, m.model_name)
+            order by m.model_name, m.version desc""", [list(names), list(names)]).fetchall()
+    return [VersionRow(str(r[0]), int(r[1]), r[2], str(r[3]), str(r[4]), int(r[5]), int(r[6]),
+                       int(r[7]), r[8], r[9], r[10], r[11]) for r in rows]

@@ -1,0 +1,304 @@
+"""The `ml` schema's tables: columns, comments, creation and migration, in one place.
+
+Every table pyml keeps in `ml` is declared here once, with a comment on the table and on
+each column (DuckDB's `COMMENT ON`, readable through `duckdb_tables()` / `duckdb_columns()`
+and shown by BI tools), so the registry documents itself. `ensure_schema` creates what is
+missing, adds the columns later releases introduced, fills in missing comments and migrates
+registries written before statuses existed. The tables whose columns depend on the model or
+relation (predictions, explanations, profiles) are commented by their writer
+(pyml.store.writer) in the transaction that builds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import duckdb
+
+from pyml.engines.duckdb import abort_transaction, first_row, qualified, quote
+from pyml.store import events
+from pyml.store.names import SCHEMA
+from pyml.tasks import HEADLINE_METRIC
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of an ml table."""
+
+    name: str  # column name
+    type: str  # DuckDB type, with `not null` where it holds
+    comment: str  # what it holds, for people reading the registry
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the ml schema."""
+
+    name: str  # table name in the ml schema
+    comment: str  # what one row is
+    columns: tuple[Column, ...]  # in table order
+    key: tuple[str, ...] = ()  # primary key columns
+
+
+_MODEL = Column("model_name", "varchar not null", "model name (the pyml spec's name)")
+_VERSION = Column("version", "integer not null", "model version, 1, 2, ... per model")
+
+
+def _c(name: str, type_: str, comment: str) -> Column:
+    return Column(name, type_, comment)
+
+
+MODELS = Table("models", "One row per trained model version: what it was trained on, how, "
+               "and the booster itself (XGBoost UBJ bytes).", (
+    _MODEL, _VERSION,
+    _c("created_at", "timestamp not null", "when the version was trained (local time)"),
+    _c("task", "varchar not null", "binary | multiclass | regression"),
+    _c("objective", "varchar not null", "XGBoost objective"),
+    _c("description", "varchar", "the spec's description of the model"),
+    _c("feature_model", "varchar not null", "dbt unique_id of the feature model"),
+    _c("feature_relation", "varchar not null", "schema.table the version was trained on"),
+    _c("target", "varchar not null", "label column"),
+    _c("target_type", "varchar not null", "DuckDB type of the label column"),
+    _c("classes", "json", "classifier labels in class-index order (JSON list); NULL for "
+                          "regression"),
+    _c("key_columns", "json not null", "key columns of the feature relation (JSON list)"),
+    _c("features", "json not null", "inputs in booster order with kinds and category codes "
+                                    "(JSON)"),
+    _c("spec", "json not null", "the validated pyml spec the version was trained with (JSON)"),
+    _c("params", "json not null", "final XGBoost parameters (JSON)"),
+    _c("split", "json not null", "split method, fractions, cut-offs and row counts (JSON)"),
+    _c("train_rows", "bigint not null", "rows in the training part"),
+    _c("validation_rows", "bigint not null", "rows in the validation part (early stopping)"),
+    _c("test_rows", "bigint not null", "rows in the holdout part (the metrics' rows)"),
+    _c("dropped_null_target_rows", "bigint not null", "rows skipped for a NULL label"),
+    _c("num_trees", "integer not null", "boosting rounds kept (cut at the best iteration)"),
+    _c("best_iteration", "integer", "early stopping's best round; NULL without early "
+                                    "stopping"),
+    _c("dbt_invocation_id", "varchar", "dbt run that built the feature model, if known"),
+    _c("pyml_version", "varchar not null", "pyml release that trained the version"),
+    _c("xgboost_version", "varchar not null", "XGBoost release that trained the version"),
+    _c("booster_format", "varchar not null", "format of `booster`: ubj (or json)"),
+    _c("booster", "blob not null", "the trained booster, XGBoost's own bytes (never "
+                                   "unpickled)"),
+    _c("status", "varchar", "champion | challenger | retired (the champion serves)"),
+    _c("note", "varchar", "why the version exists, e.g. the tuning result"),
+), ("model_name", "version"))
+
+METRICS = Table("metrics", "One row per metric of a version on a split (holdout, cv), "
+                "beside a trivial baseline's value on the same rows.", (
+    _MODEL, _VERSION,
+    _c("split", "varchar not null", "holdout, or cv (mean over k folds)"),
+    _c("metric", "varchar not null", "metric name, e.g. auc, log_loss, rmse"),
+    _c("value", "double", "the model's value; NULL where it is undefined"),
+    _c("baseline", "double", "a model that learned nothing: the training prior or mean"),
+    _c("n_rows", "bigint not null", "rows the metric was computed on"),
+    _c("ci_low", "double", "lower end of the 95% bootstrap interval of value"),
+    _c("ci_high", "double", "upper end of the 95% bootstrap interval of value"),
+    _c("std", "double", "split cv: standard deviation over the folds"),
+), ("model_name", "version", "split", "metric"))
+
+FEATURE_IMPORTANCE = Table("feature_importance", "One row per feature and kind of importance "
+                           "of a version (XGBoost gain/cover/weight, mean |SHAP|).", (
+    _MODEL, _VERSION,
+    _c("feature", "varchar not null", "feature column"),
+    _c("importance_type", "varchar not null", "gain | cover | weight | total_gain | "
+                                              "total_cover | mean_abs_shap"),
+    _c("value", "double not null", "the importance (0 for a feature no tree uses)"),
+), ("model_name", "version", "feature", "importance_type"))
+
+MODEL_EVENTS = Table("model_events", "One row per change of a version's status (promotion, "
+                     "rejection, rollback, migration), with who and why.", (
+    _c("event_id", "bigint not null", "event number, increasing over the whole registry"),
+    _MODEL, _VERSION,
+    _c("event", "varchar not null", "promoted | rejected | registered | retired | restored | "
+                                    "rolled_back | migrated"),
+    _c("from_status", "varchar", "status before the event"),
+    _c("to_status", "varchar", "status after the event"),
+    _c("actor", "varchar not null", "OS user who ran pyml"),
+    _c("event_at", "timestamp not null", "when (local time)"),
+    _c("reason", "varchar", "one line: why"),
+    _c("metrics", "json", "what was compared, when metrics decided (JSON)"),
+), ("event_id",))
+
+CALIBRATION = Table("calibration", "Binary models: one row per equal-width probability bin "
+                    "of the holdout, predicted vs observed.", (
+    _MODEL, _VERSION,
+    _c("bin", "integer not null", "bin number, 1 = lowest probabilities"),
+    _c("bin_low", "double not null", "lower edge of the bin"),
+    _c("bin_high", "double not null", "upper edge of the bin"),
+    _c("mean_predicted", "double not null", "mean predicted probability in the bin"),
+    _c("observed_rate", "double not null", "share of positives in the bin"),
+    _c("count", "bigint not null", "holdout rows in the bin"),
+), ("model_name", "version", "bin"))
+
+LIFT = Table("lift", "Binary models: one row per decile of the holdout by score, highest "
+             "first.", (
+    _MODEL, _VERSION,
+    _c("decile", "integer not null", "1 = the tenth of rows with the highest scores"),
+    _c("n_rows", "bigint not null", "rows in the decile"),
+    _c("positive_rate", "double not null", "share of positives in the decile"),
+    _c("cumulative_capture", "double not null", "share of all positives in deciles 1..this"),
+    _c("lift", "double not null", "positive rate of deciles 1..this over the overall rate"),
+), ("model_name", "version", "decile"))
+
+CURVES = Table("curves", "Points of the holdout's ROC and precision-recall curves (binary) "
+               "or (predicted, residual) pairs (regression).", (
+    _MODEL, _VERSION,
+    _c("curve", "varchar not null", "roc | pr | residuals"),
+    _c("point", "integer not null", "point number along the curve"),
+    _c("x", "double not null", "roc: false positive rate; pr: recall; residuals: predicted"),
+    _c("y", "double not null", "roc: true positive rate; pr: precision; residuals: actual "
+                               "minus predicted"),
+    _c("threshold", "double", "probability threshold of the point (roc, pr)"),
+), ("model_name", "version", "curve", "point"))
+
+TRAINING_SNAPSHOTS = Table("training_snapshots", "One row per feature of a version: its "
+                           "distribution over the training rows, what `pyml drift` compares "
+                           "with (never the rows).", (
+    _MODEL, _VERSION,
+    _c("feature", "varchar not null", "feature column"),
+    _c("kind", "varchar not null", "numeric | categorical"),
+    _c("n_rows", "bigint not null", "training rows profiled"),
+    _c("null_count", "bigint not null", "of which NULL"),
+    _c("null_share", "double", "null_count / n_rows"),
+    _c("bin_edges", "json", "numeric: inner decile edges (float32 values, JSON list)"),
+    _c("bin_counts", "json", "rows per bin (numeric) or per category (categorical)"),
+    _c("categories", "json", "categorical: the training categories (JSON list)"),
+    _c("ks_points", "json", "numeric: distinct training percentiles (JSON list)"),
+    _c("ks_cdf", "json", "share of non-null training values <= each ks_point"),
+), ("model_name", "version", "feature"))
+
+DRIFT = Table("drift", "One row per feature and statistic of each `pyml drift` check of a "
+              "relation against a version's training snapshot.", (
+    _MODEL, _VERSION,
+    _c("feature", "varchar not null", "feature column"),
+    _c("metric", "varchar not null", "psi | ks | unseen_share | null_share_train | "
+                                     "null_share_now"),
+    _c("value", "double", "the statistic"),
+    _c("checked_at", "timestamp not null", "when the check ran (local time)"),
+    _c("relation", "varchar", "schema.table that was compared"),
+))
+
+TRIALS = Table("trials", "One row per Optuna trial of a `pyml tune` study (train/validation "
+               "parts only).", (
+    _MODEL,
+    _c("study", "varchar not null", "study id: <model>-<time>-<random>"),
+    _c("trial_number", "integer not null", "trial number in the study; 0 = the spec's params"),
+    _c("version", "integer", "model version the study's best parameters trained"),
+    _c("params", "json not null", "the trial's parameters (JSON)"),
+    _c("metric", "varchar not null", "validation metric the study optimised"),
+    _c("direction", "varchar not null", "maximize | minimize"),
+    _c("value", "double", "best validation value (last one reached, if pruned)"),
+    _c("best_round", "integer", "early stopping's best round"),
+    _c("state", "varchar not null", "complete | pruned | fail"),
+    _c("seconds", "double not null", "wall time of the trial"),
+    _c("started_at", "timestamp not null", "when the trial started (local time)"),
+), ("study", "trial_number"))
+
+# `ensure_schema` creates these, in this order. A column missing from an existing table (status,
+# note, ci_low, ci_high, std came after the first release) is added by ALTER.
+TABLES = (MODELS, METRICS, FEATURE_IMPORTANCE, MODEL_EVENTS, CALIBRATION, LIFT, CURVES,
+          TRAINING_SNAPSHOTS, DRIFT, TRIALS)
+
+def literal(text: str) -> str:
+    """`text` as a SQL string literal.
+
+    Only for COMMENT ON, which takes no bound parameters; everything else binds values.
+    """
+    return "'" + text.replace("'", "''") + "'"
+
+
+def create_sql(table: Table) -> str:
+    """The CREATE TABLE IF NOT EXISTS statement of `table` in the ml schema."""
+    cols = [f"{quote(c.name)} {c.type}" for c in table.columns]
+    if table.key:
+        cols.append(f"primary key ({', '.join(quote(k) for k in table.key)})")
+    return f"create table if not exists {qualified(SCHEMA, table.name)} ({', '.join(cols)})"
+
+
+def comment_table(con: duckdb.DuckDBPyConnection, table: str, table_comment: str,
+                  columns: Mapping[str, str]) -> None:
+    """COMMENT ON ml.<table> and on each column named in `columns` (column -> comment).
+
+    Runs inside the caller's transaction, if any; a table built under a temporary name keeps
+    its comments through the rename.
+    """
+    target = qualified(SCHEMA, table)
+    con.execute(f"comment on table {target} is {literal(table_comment)}")
+    for column, text in columns.items():
+        con.execute(f"comment on column {target}.{quote(column)} is {literal(text)}")
+
+
+def headline_sql(task_column: str) -> str:
+    """A SQL CASE giving the headline metric's name of the task in `task_column` (an SQL
+    expression), from `pyml.tasks.HEADLINE_METRIC`."""
+    arms = " ".join(f"when {literal(task)} then {literal(metric)}"
+                    for task, metric in HEADLINE_METRIC.items())
+    return f"case {task_column} {arms} end"
+
+
+def ensure_table(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+    """Create one ml table if missing; add the columns later releases added; comment it.
+
+    Cheap when all is in place (one catalog query), so every write path may call it; safe
+    inside a transaction.
+    """
+    con.execute(f"create schema if not exists {quote(SCHEMA)}")
+    con.execute(create_sql(table))
+    have = dict(con.execute(
+        "select column_name, coalesce(comment, '') from duckdb_columns() where "
+        "database_name = current_database() and schema_name = ? and table_name = ?",
+        [SCHEMA, table.name]).fetchall())
+    target = qualified(SCHEMA, table.name)
+    for c in table.columns:
+        if c.name not in have:
+            con.execute(f"alter table {target} add column if not exists {quote(c.name)} "
+                        f"{c.type}")
+        if have.get(c.name, "") != c.comment:
+            con.execute(f"comment on column {target}.{quote(c.name)} is {literal(c.comment)}")
+    row = first_row(con, "select coalesce(comment, '') from duckdb_tables() where "
+                         "database_name = current_database() and schema_name = ? and "
+                         "table_name = ?", [SCHEMA, table.name])
+    if not row or row[0] != table.comment:
+        con.execute(f"comment on table {target} is {literal(table.comment)}")
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the ml schema and every registry table where missing; migrate older registries.
+
+    Idempotent. Call outside any transaction: the status migration runs in its own.
+    """
+    for table in TABLES:
+        ensure_table(con, table)
+    _migrate_statuses(con)
+
+
+def _migrate_statuses(con: duckdb.DuckDBPyConnection) -> None:
+    """Give every version of a registry from before statuses one: the latest version of a
+    model without a champion becomes it (what `pyml score` used then), the rest retire."""
+    legacy = con.execute(f"select distinct model_name from {qualified(SCHEMA, 'models')} "
+                         "where status is null").fetchall()
+    if not legacy:
+        return
+    con.execute("begin transaction")
+    try:
+        for (name,) in legacy:
+            if events.champion(con, str(name)) is None:
+                row = first_row(con, f"select max(version) from {qualified(SCHEMA, 'models')} "
+                                     "where model_name = ? and status is null", [name])
+                latest = int(row[0]) if row and row[0] is not None else None
+                if latest is not None:
+                    events.set_status(con, str(name), latest, "champion")
+                    events.record(con, str(name), latest, "migrated", None, "champion",
+                                  "registry upgraded to statuses: the latest version, which "
+                                  "`pyml score` used, became the champion")
+                rest = "retired"
+            else:
+                rest = "challenger"
+            con.execute(f"update {qualified(SCHEMA, 'models')} set status = ? "
+                        "where model_name = ? and status is null", [rest, name])
+        con.execute("commit")
+    except BaseException:
+        abort_transaction(con)
+        raise

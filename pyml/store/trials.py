@@ -1,0 +1,75 @@
+"""ml.trials: every trial of every `pyml tune` study, and reading a study back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
+from pyml.store.names import SCHEMA
+from pyml.store.schema import TRIALS, ensure_table
+
+TABLE = qualified(SCHEMA, "trials")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One row of ml.trials."""
+
+    model_name: str  # model tuned
+    study: str  # study id
+    trial_number: int  # 0 = the spec's own parameters
+    version: int | None  # version the study's best parameters trained (once linked)
+    params: dict[str, Any]  # the trial's parameters
+    metric: str  # validation metric optimised
+    direction: str  # maximize | minimize
+    value: float | None  # best validation value (last reached, if pruned)
+    best_round: int | None  # early stopping's best round
+    state: str  # complete | pruned | fail
+    seconds: float  # wall time
+    started_at: datetime  # when it started
+
+
+def record_trials(con: duckdb.DuckDBPyConnection, trials: Sequence[Trial]) -> None:
+    """Append a study's trials to ml.trials, in one transaction (version not yet linked)."""
+    ensure_table(con, TRIALS)
+    rows = [[t.model_name, t.study, t.trial_number, json.dumps(t.params, sort_keys=True),
+             t.metric, t.direction, t.value, t.best_round, t.state, t.seconds, t.started_at]
+            for t in trials]
+    con.execute("begin transaction")
+    try:
+        con.executemany(f"insert into {TABLE} (model_name, study, trial_number, params, "
+                        "metric, direction, value, best_round, state, seconds, started_at) "
+                        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.execute("commit")
+    except BaseException:
+        abort_transaction(con)
+        raise
+
+
+def link_version(con: duckdb.DuckDBPyConnection, study_id: str, version: int) -> None:
+    """Mark the study's trials with the version its best parameters trained."""
+    con.execute(f"update {TABLE} set version = ? where study = ?", [version, study_id])
+
+
+def trials(con: duckdb.DuckDBPyConnection, name: str, study: str | None = None
+           ) -> list[Trial]:
+    """The trials of a model's latest (or the given) study, in trial order."""
+    if not table_exists(con, SCHEMA, "trials"):
+        return []
+    if study is None:
+        row = first_row(con, f"select max_by(study, started_at) from {TABLE} "
+                             "where model_name = ?", [name])
+        study = str(row[0]) if row and row[0] is not None else None
+    if study is None:
+        return []
+    rows = con.execute(f"select model_name, study, trial_number, version, params, metric, "
+                       f"direction, value, best_round, state, seconds, started_at from {TABLE} "
+                       "where study = ? order by trial_number", [study]).fetchall()
+    return [Trial(str(r[0]), str(r[1]), int(r[2]), r[3], json.loads(r[4]), str(r[5]),
+                  str(r[6]), r[7], r[8], str(r[9]), float(r[10]), r[11]) for r in rows]
