@@ -19,7 +19,7 @@ import duckdb
 from pyml.data.encode import booster_feature_names
 from pyml.errors import OutputError
 from pyml.files import replacing
-from pyml.store.registry import SCHEMA, load_version
+from pyml.store.registry import load_version
 
 CARD_FORMAT = "pyml-model-card/1"
 BOOSTER_FILE = "model.json"
@@ -38,38 +38,21 @@ ENCODING = {
 def version_info(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None
                  ) -> dict[str, Any]:
     """Everything the registry holds about one version (the champion by default)."""
+    from pyml.store import evaluation
     from pyml.store.lifecycle import events, statuses
+    from pyml.store.registry import list_versions
 
     stored = load_version(con, name, version)
-    rel = con.execute(f"select * exclude (booster) from {SCHEMA}.models "
-                      "where model_name = ? and version = ?", [name, stored.version])
-    cols = [d[0] for d in rel.description]
-    row = dict(zip(cols, rel.fetchone() or (), strict=True))
-    for key in ("classes", "key_columns", "features", "spec", "params", "split"):
-        if isinstance(row.get(key), str):
-            row[key] = json.loads(row[key])
-    rel = con.execute(f"select * from {SCHEMA}.metrics where model_name = ? and version = ? "
-                      "order by split, metric", [name, stored.version])
-    mcols = [d[0] for d in rel.description]
-    metrics = [{k: v for k, v in zip(mcols, r, strict=True) if k not in ("model_name", "version")}
-               for r in rel.fetchall()]
     all_status = statuses(con)
-    versions = con.execute(
-        f"""select m.version, m.created_at, m.train_rows, m.test_rows, m.num_trees, h.metric,
-                   h.value from {SCHEMA}.models m left join {SCHEMA}.metrics h
-              on h.model_name = m.model_name and h.version = m.version and h.split = 'holdout'
-             and h.metric = case m.task when 'binary' then 'auc'
-                                        when 'multiclass' then 'log_loss' else 'rmse' end
-            where m.model_name = ? order by m.version desc""", [name]).fetchall()
-    notes = dict(con.execute(f"select version, note from {SCHEMA}.models where model_name = ?",
-                             [name]).fetchall()) if "note" in cols else {}
     return {
-        "stored": stored, "row": row, "metrics": metrics,
+        "stored": stored, "row": evaluation.model_row(con, name, stored.version),
+        "metrics": evaluation.metrics(con, name, stored.version),
         "status": all_status.get((name, stored.version), "champion"),
-        "versions": [{"version": v, "status": all_status.get((name, v), ""), "created_at": c,
-                      "train_rows": tr, "holdout_rows": te, "trees": t, "metric": m,
-                      "value": val, "note": notes.get(v)}
-                     for v, c, tr, te, t, m, val in versions],
+        "versions": [{"version": v.version, "status": all_status.get((name, v.version), ""),
+                      "created_at": v.created_at, "train_rows": v.train_rows,
+                      "holdout_rows": v.test_rows, "trees": v.num_trees, "metric": v.metric,
+                      "value": v.value, "note": v.note}
+                     for v in list_versions(con, [name])],
         "events": events(con, name),
     }
 
@@ -114,9 +97,9 @@ def render_show(info: dict[str, Any]) -> str:
     if info["events"]:
         lines += ["", "events (newest first):"]
         for e in info["events"]:
-            lines.append(f"  {e['event_at']}  v{e['version']} {e['event']} "
-                         f"({e['from_status'] or '-'} -> {e['to_status'] or '-'}) by "
-                         f"{e['actor']}: {e['reason']}")
+            lines.append(f"  {e.event_at}  v{e.version} {e.event} "
+                         f"({e.from_status or '-'} -> {e.to_status or '-'}) by "
+                         f"{e.actor}: {e.reason}")
     return "\n".join(lines)
 
 
@@ -151,7 +134,7 @@ def model_card(info: dict[str, Any], booster_sha256: str) -> dict[str, Any]:
         "task": stored.task, "objective": row["objective"],
         "target": {"column": row["target"], "type": row["target_type"],
                    "classes": list(stored.target.classes)},
-        "threshold": spec.get("threshold", 0.5) if stored.task == "binary" else None,
+        "threshold": stored.threshold if stored.task == "binary" else None,
         "key": list(stored.key),
         "features": [{"name": f.name, "booster_name": b, "kind": f.kind, "dtype": f.dtype,
                       "categories": list(f.categories)}

@@ -77,7 +77,7 @@ class LoadedModel:
             return [pa.array(raw)]
         assert self._classes is not None
         if task == "binary":
-            threshold = float(self.stored.spec.get("threshold", 0.5))
+            threshold = self.stored.threshold
             label = pa.array((raw >= threshold).astype(np.int64))
             return [self._classes.take(label), pa.array(raw)]
         label = pa.array(raw.argmax(axis=1).astype(np.int64))

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyml.dbt.project import Project
-from pyml.engines.duckdb import connect, qualified, table_exists
-from pyml.errors import ModelNotFound
+from pyml.engines.duckdb import connect
+from pyml.store import tables
 from pyml.store.lifecycle import statuses
-from pyml.store.registry import SCHEMA, list_versions
-from pyml.verbs.score import predictions_table
+from pyml.store.registry import list_versions
 
 
 def _fmt(value: Any) -> str:
@@ -43,28 +42,18 @@ def models_table(project: Project, names: Sequence[str] = (), lock_timeout: floa
         return "No trained models yet: run `pyml train`."
     headers = ["model", "version", "status", "created_at", "task", "relation", "train_rows",
                "holdout_rows", "trees", "metric", "value", "baseline"]
-    return text_table(headers, [[r["model_name"], r["version"],
-                                 status.get((r["model_name"], r["version"]), ""),
-                                 r["created_at"], r["task"],
-                                 r["feature_relation"], r["train_rows"], r["test_rows"],
-                                 r["num_trees"], r["metric"], r["value"], r["baseline"]]
+    return text_table(headers, [[r.model_name, r.version,
+                                 status.get((r.model_name, r.version), ""),
+                                 r.created_at, r.task, r.feature_relation, r.train_rows,
+                                 r.test_rows, r.num_trees, r.metric, r.value, r.baseline]
                                 for r in rows])
 
 
 def top_predictions(project: Project, model: str, limit: int, lock_timeout: float = 5.0) -> str:
     """The highest-scored rows of ml.<model>_predictions."""
-    table = predictions_table(model)
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
     try:
-        if not table_exists(con, SCHEMA, table):
-            raise ModelNotFound(f"{SCHEMA}.{table} does not exist: run `pyml score {model}`")
-        rel = con.execute(f"select * from {qualified(SCHEMA, table)} limit 0")
-        cols = [d[0] for d in rel.description]
-        rel.fetchall()
-        order = "probability" if "probability" in cols else "prediction"
-        rel = con.execute(f"select * from {qualified(SCHEMA, table)} "
-                          f"order by {order} desc limit ?", [limit])
-        rows = rel.fetchall()
+        cols, rows = tables.top_predictions(con, model, limit)
     finally:
         con.close()
     return text_table(cols, rows)

@@ -93,7 +93,7 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
         raise RegistryError(f"{where}: task '{stored.task}' does not match the booster's objective "
                         f"'{forest.objective}'; retrain the model")
     source = DBT_SOURCE if dbt_model else _relation(stored)
-    threshold = float(stored.spec.get("threshold", 0.5))
+    threshold = stored.threshold
     cut = (label_cut(raw, len(stored.features), threshold) if stored.task == "binary"
            else None)
     plan = _Plan(stored, forest, dialect, dialect in NATIVE_FLOAT32, source,
@@ -116,8 +116,8 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
 
 
 def _relation(stored: StoredModel) -> str:
-    schema = stored.spec.get("schema")
-    relation = stored.spec.get("relation")
+    schema = stored.schema
+    relation = stored.relation
     if not (isinstance(schema, str) and isinstance(relation, str)):
         schema, _, relation = stored.feature_relation.partition(".")
     return f"{quote(schema)}.{quote(relation)}"
@@ -371,7 +371,7 @@ def _output_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
                  + "\n    from __pyml_scores", "")]
     classes = stored.target.classes
     if stored.task == "binary":
-        threshold = float(stored.spec.get("threshold", 0.5))
+        threshold = stored.threshold
         prob = "1.0 / (1.0 + exp(least(-cast(__pyml_m0 as double), 88.7)))"
         cut = plan.cut
         if cut is None:
@@ -439,7 +439,7 @@ def _transpile(sql: str, dialect: str) -> str:
 
 def _dbt_wrap(stored: StoredModel, header: str, body: str) -> str:
     """A dbt model: config, the ref to the feature model, the rest kept out of Jinja."""
-    feature_model = str(stored.spec.get("feature_model") or "").split(".")[-1]
+    feature_model = stored.feature_model.split(".")[-1]
     if not _DBT_NAME.match(feature_model):
         raise SqlGenError(f"model '{stored.name}' v{stored.version}: stored feature model "
                         f"'{feature_model}' is not a dbt model name; retrain the model")

@@ -39,9 +39,11 @@ from pyml.modelling.evaluate import (
 )
 from pyml.modelling.fit import fit, fit_in_memory
 from pyml.modelling.metrics import Metric
-from pyml.modelling.tune import link_version, run_study, wants_tuning
+from pyml.modelling.policy import HoldoutPolicy
+from pyml.modelling.tune import run_study, wants_tuning
 from pyml.store import registry
-from pyml.store.lifecycle import HoldoutPolicy, last_decision
+from pyml.store.lifecycle import last_decision
+from pyml.store.trials import link_version
 from pyml.tasks import task_info
 
 Log = Callable[[str], None]
@@ -211,12 +213,13 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
            decide=HoldoutPolicy(spec, part_sql, part_params, log))
         if fitted.tuning:
             link_version(con, fitted.tuning.study, version)
-        status, decision = last_decision(con, spec.name, version)
+        outcome = last_decision(con, spec.name, version)
         seconds = time.perf_counter() - started
         log(f"[{spec.name}] stored version {version} ({booster.num_boosted_rounds()} trees, "
             f"{seconds:.1f}s)")
         return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
-                           tuple(metrics), seconds, status, decision, fitted.note)
+                           tuple(metrics), seconds, outcome.status, outcome.reason,
+                           fitted.note)
 
 
 def _check_split(spec: ModelSpec, sizes: Sequence[int]) -> None:
