@@ -3,15 +3,14 @@
 Everything comes from the registry (metrics with intervals, curves, calibration, lift,
 importances, drift, profile), plus SHAP values computed here on a sample of the rows the
 model scores. Figures are PNGs embedded as base64, styles are inline: the file can be mailed,
-attached to a ticket or opened offline. A missing profile or drift check is computed (and
-stored) first, so the report is complete after one command.
+attached to a ticket or opened offline. A missing profile or drift check is computed for the
+page (and not stored: the report only reads), so the report is complete after one command.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,33 +23,23 @@ import yaml
 from pyml.data.encode import select_exprs
 from pyml.dbt.project import Project, resolve_relation
 from pyml.dbt.spec import ModelSpec
-from pyml.engines.duckdb import connect, qualified, quote, table_exists
+from pyml.engines.duckdb import connect, qualified, quote
 from pyml.errors import OutputError
 from pyml.files import replacing
 from pyml.modelling.model import LoadedModel
 from pyml.modelling.shap import margin_contributions
 from pyml.report import figures
-from pyml.store.registry import SCHEMA, ensure_schema, load_version
+from pyml.store import evaluation, tables
+from pyml.store.drift import has_snapshots, latest_drift
+from pyml.store.registry import load_version
 from pyml.tasks import HEADLINE_METRIC
-from pyml.verbs.drift import DDL as DRIFT_DDL
-from pyml.verbs.drift import drift_relation
-from pyml.verbs.profile import profile_relation, profile_table
+from pyml.verbs.drift import DriftResult, drift_relation
+from pyml.verbs.profile import ProfileResult, profile_relation
 
 Log = Callable[[str], None]
 SHAP_ROWS = 1000  # rows behind the SHAP summary and dependence plots
 TOP_FEATURES = 12  # features in the SHAP summary
 DEPENDENCE = 3  # dependence plots (top features by mean |SHAP|)
-
-
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    rel = con.execute(sql, params)
-    cols = [d[0] for d in rel.description]
-    return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
-
-
-def _table(con: duckdb.DuckDBPyConnection, name: str, sql: str, params: list[Any]
-           ) -> list[dict[str, Any]]:
-    return _rows(con, sql, params) if table_exists(con, SCHEMA, name) else []
 
 
 def _img(data: bytes, alt: str) -> str:
@@ -109,7 +98,7 @@ def _metrics_section(metrics: list[dict[str, Any]]) -> str:
     rows = []
     for m in metrics:
         ci = (f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
-              if m["ci_low"] is not None else "")
+              if m.get("ci_low") is not None else "")
         spread = f"± {_fmt(m['std'])}" if m.get("std") is not None else ci
         rows.append([m["split"], m["metric"], m["value"], spread, m["baseline"], m["n_rows"]])
     return ("<h2>Metrics</h2><p class='note'>Holdout metrics with 95% bootstrap intervals "
@@ -262,7 +251,7 @@ def render(model_row: dict[str, Any], model: LoadedModel, metrics: list[dict[str
            performance: list[str], explanations: list[str], drift_html: str,
            profile_html: str) -> str:
     """The whole HTML page."""
-    spec = json.loads(model_row["spec"]) if isinstance(model_row["spec"], str) else {}
+    spec = model.stored.spec
     holdout = {m["metric"]: m for m in metrics if m["split"] == "holdout"}
     headline = HEADLINE_METRIC[model.stored.task]
     h = holdout.get(headline, {})
@@ -305,8 +294,12 @@ use up to {SHAP_ROWS:,} rows of the scored relation.</p>
 def report(project: Project, spec: ModelSpec, *, output: Path | None = None,
            version: int | None = None, log: Log | None = None,
            lock_timeout: float = 5.0) -> Path:
-    """Write the HTML report of a model version (default: the latest); returns the path."""
-    con = connect(project.db_path, lock_timeout=lock_timeout)
+    """Write the HTML report of a model version (default: the latest); returns the path.
+
+    Reads only: the database is opened read-only, and a drift check or profile that was
+    never stored is computed for the page without being written.
+    """
+    con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
     try:
         model = LoadedModel(load_version(con, spec.name, version))
         path = (output or Path(f"{spec.name}_v{model.version}_report.html")
@@ -324,48 +317,52 @@ def report(project: Project, spec: ModelSpec, *, output: Path | None = None,
     return path
 
 
+def _drift_rows(result: DriftResult) -> list[dict[str, Any]]:
+    """A drift check computed now, shaped like the rows of ml.drift."""
+    return [{"feature": r.feature, "metric": r.metric, "value": r.value,
+             "checked_at": result.checked_at, "relation": result.relation}
+            for f in result.features for r in f.rows()
+            if r.value is not None and np.isfinite(r.value)]
+
+
+def _profile_rows(result: ProfileResult) -> list[dict[str, Any]]:
+    """A profile computed now, shaped like the rows of ml.profile_<relation>."""
+    now = datetime.now().replace(microsecond=0)
+    return [{"column_name": p.name, "data_type": p.dtype, "role": p.role,
+             "null_rate": p.null_rate, "distinct_count": p.distinct, "mean": p.mean,
+             "std": p.std, "outlier_share": p.outlier_share,
+             "top_categories": p.top_categories, "target_auc": p.auc,
+             "target_spearman": p.spearman, "mutual_info": p.mutual_info,
+             "warnings": "; ".join(p.warnings) or None, "profiled_at": now}
+            for p in result.columns]
+
+
 def _build(con: duckdb.DuckDBPyConnection, project: Project, spec: ModelSpec,
            model: LoadedModel, log: Log | None) -> str:
-    ensure_schema(con)  # older registries gain the interval columns
     name, version = model.name, model.version
-    key = [name, version]
-    model_row = _rows(con, f"select * from {SCHEMA}.models where model_name = ? and "
-                           "version = ?", key)[0]
-    metrics = _rows(con, f"select split, metric, value, baseline, ci_low, ci_high, std, n_rows "
-                         f"from {SCHEMA}.metrics where model_name = ? and version = ? "
-                         "order by split desc", key)
-    curves = _table(con, "curves", f"select curve, x, y from {SCHEMA}.curves where "
-                    "model_name = ? and version = ? order by curve, point", key)
-    cal = _table(con, "calibration", f"select * from {SCHEMA}.calibration where "
-                 "model_name = ? and version = ? order by bin", key)
-    lift = _table(con, "lift", f"select * from {SCHEMA}.lift where model_name = ? and "
-                  "version = ? order by decile", key)
-    importance = _table(con, "feature_importance", f"select * from {SCHEMA}.feature_importance "
-                        "where model_name = ? and version = ?", key)
+    model_row = evaluation.model_row(con, name, version)
+    # holdout before cv, as the page explains them in that order
+    metrics = sorted(evaluation.metrics(con, name, version), key=lambda m: m["split"] != "holdout")
     relation = (resolve_relation(project, spec.score.relation, spec.where) if spec.score.relation
                 else (spec.schema, spec.relation))
-    drift_sql = (f"select * from {SCHEMA}.drift where model_name = ? and version = ? and "
-                 f"checked_at = (select max(checked_at) from {SCHEMA}.drift where "
-                 "model_name = ? and version = ?)")
-    drift_rows = _table(con, "drift", drift_sql, key + key)
-    if not drift_rows and table_exists(con, SCHEMA, "training_snapshots"):
-        drift_relation(con, name, version, relation, spec.drift_threshold, log=log)
-        drift_rows = _table(con, "drift", drift_sql, key + key)
-    for ddl in DRIFT_DDL:
-        con.execute(ddl)
-    prof = profile_table(spec.relation)
-    profile_sql = f"select * from {qualified(SCHEMA, prof)} where target is not distinct from ?"
-    profile_rows = _table(con, prof, profile_sql, [spec.target])
+    drift_rows = latest_drift(con, name, version)
+    if not drift_rows and has_snapshots(con):
+        drift_rows = _drift_rows(drift_relation(con, name, version, relation,
+                                                spec.drift_threshold, log=log, write=False))
+    profile_rows = tables.profile_rows(con, spec.relation, spec.target)
     if not profile_rows:
         if log:
             log(f"[{name}] profiling {spec.schema}.{spec.relation} for the report")
-        profile_relation(con, (spec.schema, spec.relation), spec, spec.target, spec.key)
-        profile_rows = _table(con, prof, profile_sql, [spec.target])
+        profile_rows = _profile_rows(profile_relation(
+            con, (spec.schema, spec.relation), spec, spec.target, spec.key, write=False))
     by_metric = {m["metric"]: m for m in metrics if m["split"] == "holdout"}
-    threshold = float(model.stored.spec.get("threshold", 0.5))
-    performance = _performance(model.stored.task, by_metric, curves, cal, lift,
-                               model.stored.target.classes, threshold)
-    explanations = _explanations(model, importance, _shap_sample(con, model, relation))
+    performance = _performance(model.stored.task, by_metric,
+                               evaluation.curves(con, name, version),
+                               evaluation.calibration(con, name, version),
+                               evaluation.lift(con, name, version),
+                               model.stored.target.classes, model.stored.threshold)
+    explanations = _explanations(model, evaluation.importance(con, name, version),
+                                 _shap_sample(con, model, relation))
     return render(model_row, model, metrics, performance, explanations,
                   _drift_section(drift_rows, spec.drift_threshold),
                   _profile_section(profile_rows))

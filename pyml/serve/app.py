@@ -44,10 +44,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pyml.data.encode import F32_MAX
-from pyml.engines.duckdb import connect, table_exists
+from pyml.engines.duckdb import connect
 from pyml.errors import DatabaseLocked, PymlError
 from pyml.modelling.model import LoadedModel
-from pyml.store.registry import SCHEMA, load_version
+from pyml.store.registry import load_version
 
 MAX_RECORDS = 1000  # records per request
 MAX_BODY_BYTES = 1 << 20  # bytes per request body
@@ -89,30 +89,26 @@ def _type_name(value: Any) -> str:
 
 def load_served(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Served:
     """Load one version and describe it (GET /models/{name})."""
+    from pyml.store import evaluation
+    from pyml.store.lifecycle import statuses
+
     stored = load_version(con, name, version)
     # One thread per prediction: requests are small and concurrency comes from requests;
     # OpenMP's thread start-up would cost more than the trees.
     stored.booster.set_param({"nthread": 1})
     model = LoadedModel(stored)
-    rel = con.execute(f"select * from {SCHEMA}.metrics where model_name = ? and version = ? "
-                      "order by split, metric", [name, version])
-    cols = [d[0] for d in rel.description]
     metrics: dict[str, dict[str, Any]] = {}
-    for row in rel.fetchall():
-        r = dict(zip(cols, row, strict=True))
-        metrics.setdefault(str(r.pop("split")), {})[str(r.pop("metric"))] = {
-            k: v for k, v in r.items() if k not in ("model_name", "version")}
-    from pyml.store.lifecycle import statuses
-
+    for r in evaluation.metrics(con, name, stored.version):
+        metrics.setdefault(str(r.pop("split")), {})[str(r.pop("metric"))] = r
     feats = stored.features
     info = {
         "name": name, "version": stored.version,
         "status": statuses(con).get((name, stored.version), "champion"),
-        "task": stored.task, "description": stored.spec.get("description", ""),
+        "task": stored.task, "description": stored.description,
         "created_at": stored.created_at.isoformat(),
-        "target": {"column": stored.spec.get("target"), "type": stored.target.dtype,
+        "target": {"column": stored.target_column, "type": stored.target.dtype,
                    "classes": list(stored.target.classes)},
-        "threshold": stored.spec.get("threshold", 0.5) if stored.task == "binary" else None,
+        "threshold": stored.threshold if stored.task == "binary" else None,
         "key": list(stored.key),
         "features": [{"name": f.name, "kind": f.kind, "dtype": f.dtype,
                       "json_type": ("boolean" if f.dtype.upper() == "BOOLEAN" else "number")
@@ -131,17 +127,9 @@ def load_served(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Serv
 
 def champion_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """model name -> the version that serves (its champion, else its latest)."""
-    from pyml.store.lifecycle import statuses
+    from pyml.store.lifecycle import serving_versions
 
-    if not table_exists(con, SCHEMA, "models"):
-        return {}
-    latest = dict(con.execute(f"select model_name, max(version) from {SCHEMA}.models "
-                              "group by model_name").fetchall())
-    out = {str(n): int(v) for n, v in latest.items()}
-    for (name, version), status in statuses(con).items():
-        if status == "champion":
-            out[name] = version
-    return out
+    return serving_versions(con)
 
 
 class Champions:

@@ -240,8 +240,9 @@ def _mutual_info(task: str, X: np.ndarray, categorical: Sequence[bool], y: np.nd
 
 def profile_relation(con: duckdb.DuckDBPyConnection, relation: tuple[str, str],
                      spec: ModelSpec | None, target: str | None,
-                     key: Sequence[str] = ()) -> ProfileResult:
-    """Profile one relation (against `target`, if given) and write ml.profile_<relation>."""
+                     key: Sequence[str] = (), *, write: bool = True) -> ProfileResult:
+    """Profile one relation (against `target`, if given) and write ml.profile_<relation>
+    (`write=False`: only compute it, e.g. on a read-only connection)."""
     schema, name = relation
     label = f"{schema}.{name}"
     source = qualified(schema, name)
@@ -298,7 +299,8 @@ def profile_relation(con: duckdb.DuckDBPyConnection, relation: tuple[str, str],
             s["max"], s["mean"], s["std"], s["outliers"], top or None, auc, rho, mi,
             tuple(by_column.get(c, ()))))
     table = profile_table(name)
-    _write(con, table, profiles, target)
+    if write:
+        _write(con, table, profiles, target)
     return ProfileResult(label, f"{SCHEMA}.{table}", n, target, task, tuple(profiles),
                          tuple(findings))
 
