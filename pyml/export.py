@@ -16,7 +16,8 @@ from typing import Any
 
 import duckdb
 
-from pyml.data.encode import booster_feature_names
+from pyml.data.encode import ENCODING, booster_feature_names, input_plan
+from pyml.data.records import portable_source
 from pyml.errors import OutputError
 from pyml.files import replacing
 from pyml.store.registry import load_version
@@ -25,14 +26,6 @@ CARD_FORMAT = "pyml-model-card/1"
 BOOSTER_FILE = "model.json"
 CARD_FILE = "model_card.json"
 SCRIPT_FILE = "predict.py"
-
-ENCODING = {
-    "row": "one float32 value per feature, in the order of `features`",
-    "numeric": "the value as a number (true/false as 1/0), rounded to float32",
-    "categorical": "the index of the value in the feature's `categories` (0-based); a value "
-                   "not in the list is missing",
-    "missing": "NaN (a null, an absent field or an unseen category)",
-}
 
 
 def version_info(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None
@@ -139,6 +132,7 @@ def model_card(info: dict[str, Any], booster_sha256: str) -> dict[str, Any]:
         "features": [{"name": f.name, "booster_name": b, "kind": f.kind, "dtype": f.dtype,
                       "categories": list(f.categories)}
                      for f, b in zip(stored.features, names, strict=True)],
+        "plan": [rule.to_dict() for rule in input_plan(stored.features)],
         "encoding": ENCODING, "outputs": outputs,
         "metrics": [{k: v for k, v in m.items()} for m in info["metrics"]],
         "training": {"feature_model": row["feature_model"],
@@ -178,13 +172,18 @@ def export(con: duckdb.DuckDBPyConnection, name: str, version: int | None, outpu
         files = (out / BOOSTER_FILE, out / CARD_FILE, out / SCRIPT_FILE)
         _write(files[0], booster)
         _write(files[1], json.dumps(card, indent=2, default=str).encode())
-        _write(files[2], PREDICT_SCRIPT.encode())
+        _write(files[2], predict_script().encode())
     except OSError as e:
         raise OutputError(f"cannot write into {out}: {e.strerror}") from e
     return ExportResult(name, info["stored"].version, files)
 
 
-PREDICT_SCRIPT = '''\
+def predict_script() -> str:
+    """predict.py: pyml's own record encoder (pyml.data.records, copied) and the outputs."""
+    return PREDICT_HEAD + portable_source() + PREDICT_TAIL
+
+
+PREDICT_HEAD = '''\
 """Predict with a model exported by `pyml export`, using only numpy and xgboost.
 
     python predict.py records.json > predictions.json
@@ -192,16 +191,22 @@ PREDICT_SCRIPT = '''\
 records.json is a JSON list of objects with the feature fields by name (a missing field or
 null is a missing value). Each output object holds the key fields present, `prediction`,
 and for classifiers `probability` (and `probability_<class>` for multiclass): the values
-`pyml score` writes for the same rows.
+`pyml score` writes for the same rows. A record the model cannot read (a string where a
+number belongs, a number beyond float32) stops the script with the record and field named.
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
 
+
+'''
+
+PREDICT_TAIL = '''
 
 def load(folder):
     """(card, booster) from an export folder."""
@@ -212,20 +217,8 @@ def load(folder):
 
 
 def encode(card, records):
-    """The float32 input matrix: see card["encoding"]."""
-    features = card["features"]
-    X = np.full((len(records), len(features)), np.nan, dtype=np.float32)
-    for j, f in enumerate(features):
-        codes = {c: i for i, c in enumerate(f["categories"])}
-        for i, record in enumerate(records):
-            value = record.get(f["name"])
-            if value is None:
-                continue
-            if f["kind"] == "categorical":
-                X[i, j] = codes.get(str(value), np.nan)
-            else:
-                X[i, j] = float(value)  # float64 -> float32, rounded to nearest
-    return X
+    """The float32 input matrix: card["plan"] by the rules of card["encoding"]."""
+    return encode_rows(prepare(card["plan"]), records)
 
 
 def predict(card, booster, records):
@@ -254,5 +247,9 @@ def predict(card, booster, records):
 if __name__ == "__main__":
     card, booster = load(Path(__file__).resolve().parent)
     records = json.loads(Path(sys.argv[1]).read_text() if len(sys.argv) > 1 else sys.stdin.read())
-    json.dump(predict(card, booster, records), sys.stdout)
+    try:
+        predictions = predict(card, booster, records)
+    except RecordError as e:
+        sys.exit(f"predict.py: {e}")
+    json.dump(predictions, sys.stdout)
 '''

@@ -31,6 +31,21 @@ _XGB_BAD_NAME = re.compile(r"[\[\]<,]")
 MAX_CATEGORIES = 10_000
 F32_MAX = float(np.finfo(np.float32).max)
 
+# How a feature's value is read into its float32 input (`InputRule.read`).
+READ_NUMBER = "number"  # as DOUBLE (an integer to the nearest double), then float32
+READ_BOOLEAN = "boolean"  # true/false as 1/0, then as a number
+READ_CATEGORY = "category"  # the value's index in the training categories
+# The rules of the plan in words; the model card carries them beside the plan.
+ENCODING = {
+    "row": "one float32 value per feature, in the order of `features` (and of `plan`)",
+    "numeric": "the value as a double (an integer to the nearest double; true/false as 1/0 "
+               "for a boolean feature), rounded to float32 to nearest; a value float32 "
+               "cannot hold (it rounds to infinity) is an error",
+    "categorical": "the index of the value in the feature's `categories` (0-based); a value "
+                   "not in the list is missing",
+    "missing": "NaN (a null, an absent field, a NaN or an unseen category)",
+}
+
 
 def kind_of(dtype: str) -> str | None:
     """'numeric', 'categorical' or None (unsupported) for a DuckDB type name."""
@@ -60,6 +75,34 @@ class Feature:
     def from_dict(d: dict[str, Any]) -> Feature:
         """Inverse of to_dict."""
         return Feature(d["name"], d["kind"], d["dtype"], tuple(d.get("categories") or ()))
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """How one feature becomes one float32 of the model's input row: a step of the plan."""
+
+    name: str  # the feature's column (a record's field)
+    read: str  # READ_NUMBER | READ_BOOLEAN | READ_CATEGORY
+    categories: tuple[str, ...] = ()  # READ_CATEGORY: code i stands for categories[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the model card's `plan` and pyml.data.records read it."""
+        return {"name": self.name, "read": self.read, "categories": list(self.categories)}
+
+
+def input_plan(features: Sequence[Feature]) -> tuple[InputRule, ...]:
+    """The record encoder plan: one rule per feature, in the booster's column order.
+
+    Every encoder pyml has renders it: `matrix_sql` (DuckDB builds the rows for score and
+    train), `Encoder` (Arrow columns), pyml.data.records (serve's request bodies and the
+    exported predict.py, from the card's copy of the plan) and `pyml sql`'s input columns.
+    The rules are ENCODING's: a number as DOUBLE rounded to float32 to nearest, a category its
+    code, and NULL, NaN or an unseen category missing.
+    """
+    return tuple(
+        InputRule(f.name, READ_CATEGORY, f.categories) if f.kind == "categorical"
+        else InputRule(f.name, READ_BOOLEAN if f.dtype.upper() == "BOOLEAN" else READ_NUMBER)
+        for f in features)
 
 
 def booster_feature_names(features: Sequence[Feature]) -> list[str]:
@@ -149,12 +192,12 @@ def matrix_sql(features: Sequence[Feature]) -> str:
     of the training mapping (a hashed lookup; a value not in it is NULL, i.e. missing).
     """
     items = []
-    for f in features:
-        q = quote(f.name)
-        if f.kind == "numeric":
+    for rule in input_plan(features):
+        q = quote(rule.name)
+        if rule.read != READ_CATEGORY:  # a BOOLEAN casts to 1/0 on its own
             items.append(f"cast({q} as double)")
-        elif f.categories:
-            enum = "ENUM(" + ", ".join(sql_literal(c) for c in f.categories) + ")"
+        elif rule.categories:
+            enum = "ENUM(" + ", ".join(sql_literal(c) for c in rule.categories) + ")"
             items.append(f"enum_code(try_cast(cast({q} as varchar) as {enum}))")
         else:  # no value was ever seen in training: always missing
             items.append("cast(null as float)")
@@ -203,13 +246,14 @@ def check_schema(where: str, features: Sequence[Feature], columns: Sequence[tupl
 
 
 class Encoder:
-    """Turns Arrow columns into the float32 matrix XGBoost sees."""
+    """Turns Arrow columns (numbers as DOUBLE, categories as VARCHAR) into the float32 matrix
+    XGBoost sees: the plan (`input_plan`) on Arrow."""
 
     def __init__(self, features: Sequence[Feature]) -> None:
         self.features = list(features)
         self._value_sets: dict[int, pa.Array] = {
-            i: pa.array(f.categories, type=pa.string())
-            for i, f in enumerate(self.features) if f.kind == "categorical"
+            j: pa.array(rule.categories, type=pa.string())
+            for j, rule in enumerate(input_plan(self.features)) if rule.read == READ_CATEGORY
         }
 
     def matrix(self, columns: Sequence[pa.Array | pa.ChunkedArray], where: str) -> np.ndarray:
@@ -286,6 +330,17 @@ class Target:
         return pa.array(list(self.classes)).type
 
 
+def positive_label(given: Any, classes: Sequence[Any]) -> Any:
+    """The target's own value that a spec's positive_class names, or None.
+
+    YAML's `1` names `true` of a BOOLEAN target and `true` names `1` of an INTEGER one, as
+    they compare equal in SQL and Python. The class list must keep the column's own value:
+    mixing `True` into integer classes made Arrow refuse the classes (or, worse, stored
+    labels of another type than the prediction column).
+    """
+    return next((c for c in classes if c == given), None)
+
+
 def encode_target(spec: ModelSpec, dtype: str, col: pa.ChunkedArray) -> tuple[np.ndarray, Target]:
     """Labels as float array plus the Target description; errors name the column."""
     where = f"{spec.where}: target '{spec.target}'"
@@ -313,9 +368,10 @@ def encode_target(spec: ModelSpec, dtype: str, col: pa.ChunkedArray) -> tuple[np
         if len(classes) > 2:
             raise DataError(f"{where} has {len(classes)} classes; use task: multiclass")
         if spec.positive_class is not None:
-            if spec.positive_class not in classes:
+            positive = positive_label(spec.positive_class, classes)
+            if positive is None:
                 raise SpecError(f"{spec.where}: positive_class {spec.positive_class!r} is not "
                                 f"a value of the target (values: {classes})")
-            classes = [c for c in classes if c != spec.positive_class] + [spec.positive_class]
+            classes = [c for c in classes if c is not positive] + [positive]
     codes = pc.index_in(col, value_set=pa.array(classes))
     return codes.to_numpy(zero_copy_only=False).astype(np.float64), Target(dtype, tuple(classes))

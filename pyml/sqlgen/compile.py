@@ -31,7 +31,7 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from pyml.data.encode import Feature
+from pyml.data.encode import READ_BOOLEAN, Feature, InputRule, input_plan
 from pyml.engines.duckdb import quote
 from pyml.errors import InternalError, OutputError, RegistryError, SqlGenError, UsageError
 from pyml.files import replacing
@@ -162,13 +162,19 @@ def _class_literal(value: object) -> str:
     return _str(str(value))
 
 
-def _feature_sql(f: Feature, nan_is_missing: bool = True) -> str:
-    """The feature as DOUBLE exactly as pyml selects it; NaN made NULL (missing) if asked."""
-    col = quote(f.name)
-    if f.dtype.upper() == "BOOLEAN":
+def _feature_sql(rule: InputRule, dtype: str, nan_is_missing: bool = True) -> str:
+    """A number or boolean feature as DOUBLE, as the input plan reads it (pyml.data.encode);
+    NaN made NULL (missing) if asked and the column's type can hold it.
+
+    The DOUBLE is compared with double split bounds that agree with XGBoost's float32
+    comparison (:func:`pyml.sqlgen.trees.split_bound`), which stands in for the plan's
+    float32 rounding.
+    """
+    col = quote(rule.name)
+    if rule.read == READ_BOOLEAN:  # true/false as 1/0 in every dialect
         return f"cast(cast({col} as integer) as double)"
     value = f"cast({col} as double)"
-    if nan_is_missing and _NAN_TYPES.match(f.dtype.strip()):
+    if nan_is_missing and _NAN_TYPES.match(dtype.strip()):
         return f"case when isnan({value}) then null else {value} end"
     return value
 
@@ -230,19 +236,20 @@ def _tree_case(plan: _Plan, tree: Tree, leaf_ids: bool = False,
                                      plan.dialect == "duckdb"), leaf)
 
 
-def _input_sql(f: Feature, side: str) -> str:
-    """The input column expression: a feature with its missing stand-in, or its string
-    (NULL when it is not one of the training categories: missing, as in `pyml score`)."""
+def _input_sql(rule: InputRule, dtype: str, side: str) -> str:
+    """The input column expression of one step of the input plan: a number with its missing
+    stand-in, or a category's string (NULL when it is not one of the training categories:
+    missing, as in `pyml score`)."""
     if side == "c":
-        value = f"cast({quote(f.name)} as varchar)"
-        if not f.categories:
+        value = f"cast({quote(rule.name)} as varchar)"
+        if not rule.categories:
             return "cast(null as varchar)"
-        return (f"case when {value} in ({', '.join(map(_str, f.categories))}) "
+        return (f"case when {value} in ({', '.join(map(_str, rule.categories))}) "
                 f"then {value} end")
     if side == "r":
         # NaN already goes right: every dialect with NaN finds `NaN < bound` false.
-        return f"coalesce({_feature_sql(f, nan_is_missing=False)}, {MISSING_RIGHT})"
-    return f"coalesce({_feature_sql(f)}, {MISSING_LEFT})"
+        return f"coalesce({_feature_sql(rule, dtype, nan_is_missing=False)}, {MISSING_RIGHT})"
+    return f"coalesce({_feature_sql(rule, dtype)}, {MISSING_LEFT})"
 
 
 def _sort_sql(f: Feature, side: str) -> str:
@@ -256,8 +263,9 @@ def _input_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
     sides = [(j, "l" if left else "r") for j, left in sorted(used_sides(plan.forest.trees))]
     sides += [(j, "c") for j in sorted({t.feature[n] for t in plan.forest.trees
                                          for n in t.right_codes})]
-    cols = list(plan.keys) + [f"{_input_sql(features[j], side)} as {_x(j, side)}"
-                              for j, side in sides]
+    rules = input_plan(features)
+    cols = list(plan.keys) + [f"{_input_sql(rules[j], features[j].dtype, side)} as "
+                              f"{_x(j, side)}" for j, side in sides]
     mat = _fence(plan)
     if not plan.native:
         # Emulated float32 needs one CTE per tree, joined on a row number that must not

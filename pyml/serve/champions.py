@@ -1,0 +1,131 @@
+"""The champions `pyml serve` answers with, kept in memory and refreshed from the registry.
+
+The server never keeps the DuckDB file open: every `poll_seconds` (or on SIGHUP) it opens the
+file read-only for a moment, reads which version of each model is the champion, loads the
+ones that changed and closes it again, so `pyml score`, `pyml train` and `dbt build` can
+take the write lock in between. A write lock held by another process skips that round.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pyml.data.encode import READ_BOOLEAN, READ_CATEGORY, READ_NUMBER, Feature, input_plan
+from pyml.data.records import prepare
+from pyml.engines.duckdb import connect
+from pyml.errors import DatabaseLocked, PymlError
+from pyml.modelling.model import LoadedModel
+from pyml.store.registry import load_version
+
+# The JSON type a client sends for a feature, by how the input plan reads it.
+JSON_TYPE = {READ_NUMBER: "number", READ_BOOLEAN: "boolean", READ_CATEGORY: "string"}
+
+
+@dataclass(frozen=True)
+class Served:
+    """One champion in memory, with what the endpoints report about it."""
+
+    model: LoadedModel  # booster + encoder
+    info: dict[str, Any]  # GET /models/{name}
+    plan: tuple[Any, ...]  # the input plan as pyml.data.records.encode_rows reads it
+    outputs: tuple[str, ...]  # prediction fields, as the columns of ml.<model>_predictions
+
+
+def load_served(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Served:
+    """Load one version and describe it (GET /models/{name})."""
+    from pyml.store import evaluation
+    from pyml.store.lifecycle import statuses
+
+    stored = load_version(con, name, version)
+    # One thread per prediction: requests are small and concurrency comes from requests;
+    # OpenMP's thread start-up would cost more than the trees.
+    stored.booster.set_param({"nthread": 1})
+    model = LoadedModel(stored)
+    metrics: dict[str, dict[str, Any]] = {}
+    for r in evaluation.metrics(con, name, stored.version):
+        metrics.setdefault(str(r.pop("split")), {})[str(r.pop("metric"))] = r
+    feats = stored.features
+    rules = input_plan(feats)
+    info: dict[str, Any] = {
+        "name": name, "version": stored.version,
+        "status": statuses(con).get((name, stored.version), "champion"),
+        "task": stored.task, "description": stored.description,
+        "created_at": stored.created_at.isoformat(),
+        "target": {"column": stored.target_column, "type": stored.target.dtype,
+                   "classes": list(stored.target.classes)},
+        "threshold": stored.threshold if stored.task == "binary" else None,
+        "key": list(stored.key),
+        "features": [{"name": f.name, "kind": f.kind, "dtype": f.dtype,
+                      "json_type": JSON_TYPE[rule.read], "categories": list(f.categories)}
+                     for f, rule in zip(feats, rules, strict=True)],
+        "outputs": [c.name for c in model.output_columns()],
+        "metrics": metrics,
+    }
+    return Served(model, info, served_plan(feats), tuple(info["outputs"]))
+
+
+def served_plan(features: Sequence[Feature]) -> tuple[Any, ...]:
+    """The model's input plan (pyml.data.encode.input_plan) as the request encoder reads it:
+    the same JSON form the model card of `pyml export` carries."""
+    return prepare([rule.to_dict() for rule in input_plan(features)])
+
+
+def champion_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """model name -> the version that serves (its champion, else its latest)."""
+    from pyml.store.lifecycle import serving_versions
+
+    return serving_versions(con)
+
+
+class Champions:
+    """The served models, refreshed from the registry without holding the file open."""
+
+    def __init__(self, db_path: Path, lock_timeout: float = 5.0) -> None:
+        self.db_path, self.lock_timeout = db_path, lock_timeout
+        self.models: dict[str, Served] = {}
+        self.refreshed_at: datetime | None = None
+        self.refresh_error: str | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self, lock_timeout: float | None = None) -> list[str]:
+        """Reload champions that changed; returns 'name vN' for each change."""
+        with self._lock:
+            con = connect(self.db_path, read_only=True,
+                          lock_timeout=self.lock_timeout if lock_timeout is None
+                          else lock_timeout)
+            try:
+                wanted = champion_versions(con)
+                current = {n: s.model.version for n, s in self.models.items()}
+                changed = {n: v for n, v in wanted.items() if current.get(n) != v}
+                loaded = {n: load_served(con, n, v) for n, v in changed.items()}
+            finally:
+                con.close()
+            models = {n: s for n, s in self.models.items() if n in wanted}
+            models.update(loaded)
+            self.models = models  # one assignment: requests see the old or the new dict
+            self.refreshed_at = datetime.now().replace(microsecond=0)
+            self.refresh_error = None
+            return [f"{n} v{v}" for n, v in sorted(changed.items())]
+
+    def poll(self) -> None:
+        """One background refresh; failures keep the current models and are reported."""
+        try:
+            changes = self.refresh(lock_timeout=0.5)
+        except DatabaseLocked:
+            # A writer (pyml score, dbt build) holds the file: try again next time.
+            self.refresh_error = "database busy: another process is writing; retrying"
+            return
+        except PymlError as e:
+            self.refresh_error = "cannot read the registry; see the server log"
+            print(f"pyml serve: refresh failed: {e}", file=sys.stderr)
+            return
+        for change in changes:
+            print(f"pyml serve: now serving {change}", file=sys.stderr)
