@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from pyml.data.encode import check_schema, matrix_sql
 from pyml.data.trainset import labels
-from pyml.dbt.spec import ModelSpec
+from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.dbt.spec_tune import promote_metric
 from pyml.engines.duckdb import qualified, quote, relation_columns, stream_arrow
 from pyml.errors import PymlError, SchemaMismatch
@@ -28,7 +28,7 @@ from pyml.modelling.model import LoadedModel
 from pyml.store.lifecycle import Decision
 from pyml.store.registry import load_version
 
-COMPARE_BATCH_ROWS = 100_000  # holdout rows per batch when champion and challenger compete
+COMPARE_BATCH_ROWS = DEFAULT_BATCH_ROWS  # holdout rows per batch when models compete
 
 Log = Callable[[str], None]
 
