@@ -122,12 +122,14 @@ def train_pyml(db: Path, variant: str, batch_size: int, max_memory: int | None =
                rounds: int = ROUNDS) -> dict[str, Any]:
     """pyml's training path end to end (read + matrix + train + evaluate + register); with
     `max_memory`, the budget decides between memory and disk (external memory)."""
+    from dataclasses import replace
+
     from pyml.verbs.train import train_one
 
     started = time.perf_counter()
     con = duckdb.connect(str(db))
     logged: list[str] = []
-    result = train_one(con, None, bench_spec(rounds), max_memory=max_memory,
+    result = train_one(con, None, replace(bench_spec(rounds), max_memory=max_memory),
                        log=logged.append)
     con.close()
     auc = next(m.value for m in result.metrics if m.name == "auc")

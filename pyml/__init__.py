@@ -23,9 +23,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "train": "pyml.api", "score": "pyml.api", "explain": "pyml.api", "drift": "pyml.api",
     "profile": "pyml.api", "tune": "pyml.api", "promote": "pyml.api", "rollback": "pyml.api",
-    "show": "pyml.api",
-    "sql": "pyml.api",
-    "PymlError": "pyml.errors",
+    "show": "pyml.api", "models": "pyml.api", "predictions": "pyml.api",
+    "sql": "pyml.api", "sql_model": "pyml.api",
+    "Session": "pyml.session", "open_session": "pyml.session",
+    "PymlError": "pyml.errors", "DriftDetected": "pyml.errors",
     "LoadedModel": "pyml.modelling.model", "load_model": "pyml.modelling.model",
     "Project": "pyml.dbt.project", "load_project": "pyml.dbt.project",
     "select_specs": "pyml.dbt.project",

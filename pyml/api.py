@@ -5,6 +5,11 @@ The CLI calls these and nothing else; notebooks and orchestrators can too::
     import pyml
     pyml.train(["churn"])                  # same as `pyml train churn`
     pyml.score(select=["customer_features"], output="churn.parquet")
+
+Each call resolves the project once into a :class:`pyml.session.Session`, applies the
+caller's overrides to the selected specs (:func:`pyml.session.apply_overrides`) and hands both
+to the verb. Modules behind a verb are imported when it is called, so `import pyml.api`
+stays cheap.
 """
 
 from __future__ import annotations
@@ -13,20 +18,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyml.dbt.project import load_project, select_specs
-from pyml.dbt.spec import parse_size
 from pyml.engines.duckdb import write_errors
-from pyml.verbs.score import ScoreResult
-from pyml.verbs.score import score as _score
-from pyml.verbs.train import TrainResult
-from pyml.verbs.train import train as _train
+from pyml.session import Overrides, open_session
 
-if TYPE_CHECKING:  # the analysis verbs import their modules (matplotlib, sklearn) lazily
+if TYPE_CHECKING:
     from pyml.export import ExportResult
     from pyml.store.lifecycle import Change
     from pyml.verbs.drift import DriftResult
     from pyml.verbs.explain import ExplainResult
     from pyml.verbs.profile import ProfileResult
+    from pyml.verbs.score import ScoreResult
+    from pyml.verbs.train import TrainResult
 
 Log = Callable[[str], None]
 PathLike = str | Path | None
@@ -44,25 +46,36 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
     that would not fit it trains from disk with XGBoost external memory; `external=True`
     trains from disk whatever the size.
     """
-    budget = None if max_memory is None else parse_size(max_memory, "--max-memory")
-    project = load_project(project_dir, profiles_dir, target, log=log)
-    specs = select_specs(project, models, select)
-    return _train(project, specs, log=log, lock_timeout=lock_timeout, max_memory=budget,
-                  external=external)
+    from pyml.dbt.spec import parse_size
+    from pyml.verbs.train import train as _train
+
+    # Checked before the project is parsed: a mistyped size fails at once.
+    budget = None if max_memory is None else parse_size(max_memory, "memory budget")
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    specs = session.specs(models, select, Overrides(max_memory=budget))
+    return _train(session, specs, external=external)
 
 
 @write_errors
 def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
           version: int | None = None, output: PathLike = None,
-          batch_size: int | None = None, project_dir: PathLike = None,
-          profiles_dir: PathLike = None, target: str | None = None,
-          log: Log | None = None, lock_timeout: float = 5.0) -> list[ScoreResult]:
-    """Score the named (or dbt-selected, or all) models into ml.<model>_predictions."""
-    project = load_project(project_dir, profiles_dir, target, log=log)
-    specs = select_specs(project, models, select)
-    return _score(project, specs, version=version,
-                  output=Path(output) if output is not None else None,
-                  batch_size=batch_size, log=log, lock_timeout=lock_timeout)
+          batch_size: int | None = None, explain: int | None = None,
+          project_dir: PathLike = None, profiles_dir: PathLike = None,
+          target: str | None = None, log: Log | None = None,
+          lock_timeout: float = 5.0) -> list[ScoreResult]:
+    """Score the named (or dbt-selected, or all) models into ml.<model>_predictions.
+
+    `explain` = K also writes each row's top K SHAP contributions to ml.<model>_explanations,
+    from the same model version that scored (each result's `explanation`).
+    """
+    from pyml.verbs.score import score as _score
+
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    specs = session.specs(models, select, Overrides(batch_size=batch_size))
+    return _score(session, specs, version=version,
+                  output=Path(output) if output is not None else None, explain=explain)
 
 
 @write_errors
@@ -72,8 +85,9 @@ def profile(model: str, *, target_column: str | None = None, project_dir: PathLi
     """Profile a dbt model (or a pyml model's relation) into ml.profile_<relation>."""
     from pyml.verbs.profile import profile as _profile
 
-    project = load_project(project_dir, profiles_dir, target, log=log)
-    return _profile(project, model, target_column=target_column, lock_timeout=lock_timeout)
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    return _profile(session, model, target_column=target_column)
 
 
 @write_errors
@@ -85,10 +99,10 @@ def explain(models: Sequence[str] = (), *, select: Sequence[str] = (), top_k: in
     """Write the top-K SHAP contributions per row into ml.<model>_explanations."""
     from pyml.verbs.explain import explain as _explain
 
-    project = load_project(project_dir, profiles_dir, target, log=log)
-    specs = select_specs(project, models, select)
-    return _explain(project, specs, top_k=top_k, version=version, batch_size=batch_size,
-                    log=log, lock_timeout=lock_timeout)
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    specs = session.specs(models, select, Overrides(batch_size=batch_size))
+    return _explain(session, specs, top_k=top_k, version=version)
 
 
 @write_errors
@@ -96,14 +110,23 @@ def drift(models: Sequence[str] = (), *, select: Sequence[str] = (),
           version: int | None = None, threshold: float | None = None,
           project_dir: PathLike = None, profiles_dir: PathLike = None,
           target: str | None = None, log: Log | None = None,
-          lock_timeout: float = 5.0) -> list[DriftResult]:
-    """Compare each model's score relation with its training snapshot; rows go to ml.drift."""
-    from pyml.verbs.drift import drift as _drift
+          lock_timeout: float = 5.0, fail_on_drift: bool = False) -> list[DriftResult]:
+    """Compare each model's score relation with its training snapshot; rows go to ml.drift.
 
-    project = load_project(project_dir, profiles_dir, target, log=log)
-    specs = select_specs(project, models, select)
-    return _drift(project, specs, version=version, threshold=threshold, log=log,
-                  lock_timeout=lock_timeout)
+    With `fail_on_drift`, a feature above its threshold raises DriftDetected (exit code 2 in
+    the CLI) once every result is written; the exception carries the results.
+    """
+    from pyml.verbs.drift import drift as _drift
+    from pyml.verbs.drift import drift_found
+
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    specs = session.specs(models, select, Overrides(drift_threshold=threshold))
+    results = _drift(session, specs, version=version)
+    found = drift_found(results) if fail_on_drift else None
+    if found is not None:
+        raise found
+    return results
 
 
 def report(model: str, *, output: PathLike = None, version: int | None = None,
@@ -113,9 +136,10 @@ def report(model: str, *, output: PathLike = None, version: int | None = None,
     """Write a self-contained HTML report of one model version; returns its path."""
     from pyml.report.html import report as _report
 
-    project = load_project(project_dir, profiles_dir, target, log=log)
-    specs = select_specs(project, [model])
-    return _report(project, specs[0], output=Path(output) if output is not None else None,
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    spec = session.specs([model])[0]
+    return _report(session.project, spec, output=Path(output) if output is not None else None,
                    version=version, log=log, lock_timeout=lock_timeout)
 
 
@@ -130,20 +154,13 @@ def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
     `n_trials` / `timeout` override the spec's `tune:` budget; a spec without `tune:` gets
     the task's default search space.
     """
-    from dataclasses import replace
+    from pyml.verbs.train import train as _train
 
-    from pyml.dbt.spec_tune import TuneSpec
-
-    project = load_project(project_dir, profiles_dir, target, log=log)
-    specs = []
-    for spec in select_specs(project, models, select):
-        budget = spec.tune or TuneSpec()
-        if n_trials is not None:
-            budget = replace(budget, n_trials=n_trials)
-        if timeout is not None:
-            budget = replace(budget, timeout=timeout)
-        specs.append(replace(spec, tune=budget))
-    return _train(project, specs, log=log, lock_timeout=lock_timeout, tune=True)
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    specs = session.specs(models, select, Overrides(n_trials=n_trials, tune_timeout=timeout,
+                                                    tuning=True))
+    return _train(session, specs, tune=True)
 
 
 @write_errors
@@ -151,15 +168,11 @@ def promote(model: str, *, version: int | None = None, reason: str | None = None
             project_dir: PathLike = None, profiles_dir: PathLike = None,
             target: str | None = None, lock_timeout: float = 5.0) -> Change:
     """Make a version (default: the newest) the champion that score and serve use."""
-    from pyml.engines.duckdb import connect
     from pyml.store.lifecycle import promote as _promote
 
-    project = load_project(project_dir, profiles_dir, target)
-    con = connect(project.db_path, lock_timeout=lock_timeout)
-    try:
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    with session.database() as con:
         return _promote(con, model, version, reason)
-    finally:
-        con.close()
 
 
 @write_errors
@@ -167,45 +180,53 @@ def rollback(model: str, *, reason: str | None = None, project_dir: PathLike = N
              profiles_dir: PathLike = None, target: str | None = None,
              lock_timeout: float = 5.0) -> Change:
     """Retire the champion and bring back the one it replaced."""
-    from pyml.engines.duckdb import connect
     from pyml.store.lifecycle import rollback as _rollback
 
-    project = load_project(project_dir, profiles_dir, target)
-    con = connect(project.db_path, lock_timeout=lock_timeout)
-    try:
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    with session.database() as con:
         return _rollback(con, model, reason)
-    finally:
-        con.close()
+
+
+def models(names: Sequence[str] = (), *, project_dir: PathLike = None,
+           profiles_dir: PathLike = None, target: str | None = None,
+           lock_timeout: float = 5.0) -> str:
+    """`pyml models`: the versions of the named (default: all) models as a text table."""
+    from pyml.report.text import models_table
+
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    return models_table(session.project, names, lock_timeout=lock_timeout)
+
+
+def predictions(model: str, *, limit: int = 10, project_dir: PathLike = None,
+                profiles_dir: PathLike = None, target: str | None = None,
+                lock_timeout: float = 5.0) -> str:
+    """`pyml predictions`: the top `limit` rows of ml.<model>_predictions as a text table."""
+    from pyml.report.text import top_predictions
+
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    return top_predictions(session.project, model, limit, lock_timeout=lock_timeout)
 
 
 def show(model: str, *, version: int | None = None, project_dir: PathLike = None,
          profiles_dir: PathLike = None, target: str | None = None,
          lock_timeout: float = 5.0) -> str:
     """`pyml show`: versions, status, metrics, data snapshot and events of a model."""
-    from pyml.engines.duckdb import connect
     from pyml.export import render_show, version_info
 
-    project = load_project(project_dir, profiles_dir, target)
-    con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
-    try:
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    with session.database(read_only=True) as con:
         return render_show(version_info(con, model, version))
-    finally:
-        con.close()
 
 
 def export(model: str, output: str | Path, *, version: int | None = None,
            project_dir: PathLike = None, profiles_dir: PathLike = None,
            target: str | None = None, lock_timeout: float = 5.0) -> ExportResult:
     """Write a version (default: the champion) as XGBoost JSON + model card + predict.py."""
-    from pyml.engines.duckdb import connect
     from pyml.export import export as _export
 
-    project = load_project(project_dir, profiles_dir, target)
-    con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
-    try:
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    with session.database(read_only=True) as con:
         return _export(con, model, version, Path(output))
-    finally:
-        con.close()
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.0,
@@ -216,8 +237,9 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.
     """Serve every model's champion over HTTP until interrupted (see pyml.serve)."""
     from pyml.serve.app import serve as _serve
 
-    project = load_project(project_dir, profiles_dir, target, log=log)
-    _serve(project.db_path, host=host, port=port, poll_seconds=poll_seconds,
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    _serve(session.project.db_path, host=host, port=port, poll_seconds=poll_seconds,
            max_records=max_records, max_body_bytes=max_body_bytes, access_log=access_log,
            lock_timeout=lock_timeout)
 
@@ -230,14 +252,24 @@ def sql(model: str, *, version: int | None = None, dialect: str = "duckdb",
     The version defaults to the one `pyml score` uses (the champion, else the latest). With
     `dbt_model`, the SQL is a dbt model reading `{{ ref('<feature model>') }}`.
     """
-    from pyml.engines.duckdb import connect
     from pyml.sqlgen.compile import scoring_sql
     from pyml.store.registry import load_version
 
-    project = load_project(project_dir, profiles_dir, target)
-    con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
-    try:
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    with session.database(read_only=True) as con:
         stored = load_version(con, model, version)
-    finally:
-        con.close()
     return scoring_sql(stored, dialect=dialect, dbt_model=dbt_model)
+
+
+def sql_model(model: str, output: str | Path, *, version: int | None = None,
+              dialect: str = "duckdb", project_dir: PathLike = None,
+              profiles_dir: PathLike = None, target: str | None = None,
+              lock_timeout: float = 5.0) -> Path:
+    """Write `sql(..., dbt_model=True)` as the dbt model file `output` (a .sql file in an
+    existing folder, replaced atomically); returns its resolved path."""
+    from pyml.sqlgen.compile import write_model_file
+
+    text = sql(model, version=version, dialect=dialect, dbt_model=True,
+               project_dir=project_dir, profiles_dir=profiles_dir, target=target,
+               lock_timeout=lock_timeout)
+    return write_model_file(Path(output), text)

@@ -108,3 +108,45 @@ def test_top_k_larger_than_the_features_keeps_all(scored: Loans, k: int) -> None
     assert scored.sql("select count(*), max(rank), max(abs(other_contribution)) from "
                       "ml.default_risk_explanations") == [(3000 * len(FEATURES),
                                                            len(FEATURES), 0.0)]
+
+
+def _champion(loans: Loans, name: str = "default_risk") -> int:
+    [(version,)] = loans.sql("select version from ml.models where model_name = ? and "
+                             "status = 'champion'", [name])
+    return int(version)
+
+
+def test_score_explain_writes_one_version_to_both_tables(scored: Loans) -> None:
+    scored.ok("train", "default_risk")  # v2: two versions to choose from
+    out = scored.ok("score", "default_risk", "--explain", "2").output
+    champion = _champion(scored)
+    assert f"default_risk v{champion}: top 2 contributions of 3,000 rows" in out
+    assert scored.sql("select distinct model_version from ml.default_risk_predictions") == [
+        (champion,)]
+    assert scored.sql("select distinct model_version from ml.default_risk_explanations") == [
+        (champion,)]
+
+
+def test_a_promotion_while_scoring_does_not_split_score_and_explain(scored: Loans) -> None:
+    """`score --explain` used to load the champion twice (score, then explain), so a promotion
+    in between gave predictions of one version and explanations of another. Explain now uses
+    the model object score loaded: a promotion made while scoring runs (here from the log
+    callback, as scoring starts) changes neither table."""
+    scored.ok("train", "default_risk")
+    where = {"project_dir": scored.dir, "profiles_dir": scored.dir}
+    champion = _champion(scored)
+    other = 1 if champion == 2 else 2
+    promoted = []
+
+    def log(line: str) -> None:
+        if "] scoring " in line and not promoted:
+            promoted.append(pyml.promote("default_risk", version=other, **where))
+
+    [result] = pyml.score(["default_risk"], explain=2, log=log, **where)
+    assert promoted and _champion(scored) == other  # the promotion did land mid-run
+    assert result.explanation is not None
+    assert result.version == result.explanation.version == champion
+    assert scored.sql("select distinct model_version from ml.default_risk_predictions") == [
+        (champion,)]
+    assert scored.sql("select distinct model_version from ml.default_risk_explanations") == [
+        (champion,)]

@@ -1,15 +1,23 @@
-"""Plain-text tables for the CLI: registry listings and prediction previews."""
+"""Plain text for the CLI: registry listings, prediction previews and what each verb did."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyml.dbt.project import Project
 from pyml.engines.duckdb import connect
 from pyml.store import tables
 from pyml.store.lifecycle import statuses
 from pyml.store.registry import list_versions
+
+if TYPE_CHECKING:
+    from pyml.verbs.drift import DriftResult
+    from pyml.verbs.explain import ExplainResult
+    from pyml.verbs.profile import ProfileResult
+    from pyml.verbs.score import ScoreResult
+    from pyml.verbs.train import TrainResult
 
 
 def _fmt(value: Any) -> str:
@@ -57,3 +65,84 @@ def top_predictions(project: Project, model: str, limit: int, lock_timeout: floa
     finally:
         con.close()
     return text_table(cols, rows)
+
+
+def format_train(r: TrainResult) -> str:
+    """What `pyml train` and `pyml tune` print for one new version: rows, metrics, decision."""
+    out = [f"{r.name} v{r.version} ({r.task}): {r.rows[0]:,} train / {r.rows[1]:,} "
+           f"validation / {r.rows[2]:,} holdout rows, {r.num_trees} trees, {r.seconds:.1f}s"]
+    for m in r.metrics:
+        base = "" if m.baseline is None else f"   (baseline {m.baseline:.4f})"
+        spread = (f" ± {m.std:.4f} over folds" if m.std is not None else
+                  f" [{m.ci_low:.4f}, {m.ci_high:.4f}]"
+                  if m.ci_low is not None and m.ci_high is not None else "")
+        out.append(f"  {m.split} {m.name:<17} {m.value:.4f}{spread}{base}")
+    if r.status:
+        out.append(f"  -> {r.status}: {r.decision}")
+    if r.note:
+        out.append(f"  note: {r.note}")
+    return "\n".join(out)
+
+
+def format_score(r: ScoreResult) -> str:
+    """What `pyml score` prints for one predictions table."""
+    extra = f" and {r.output}" if r.output else ""
+    return f"{r.name} v{r.version}: {r.rows:,} rows -> {r.table}{extra} ({r.seconds:.1f}s)"
+
+
+def format_explain(e: ExplainResult) -> str:
+    """What `pyml explain` (and `pyml score --explain`) print for one explanations table."""
+    return (f"{e.name} v{e.version}: top {e.top_k} contributions of {e.rows:,} rows -> "
+            f"{e.table} ({e.seconds:.1f}s)")
+
+
+def format_drift(result: DriftResult) -> str:
+    """The table `pyml drift` prints: one line per feature, drifted ones marked."""
+
+    def num(v: float | None, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    rows = [[f.feature, f.kind, num(f.psi, ".3f"), num(f.ks, ".3f"),
+             num(f.unseen_share, ".1%"), f"{f.null_share_train:.1%}",
+             f"{f.null_share_now:.1%}", "DRIFT" if f.psi > result.threshold else ""]
+            for f in result.features]
+    head = (f"{result.name} v{result.version}: {result.relation} ({result.rows:,} rows) vs the "
+            f"training snapshot; PSI threshold {result.threshold:g}")
+    table = text_table(["feature", "kind", "psi", "ks", "unseen", "null_train", "null_now",
+                        ""], rows)
+    return f"{head}\n{table}"
+
+
+def _num(value: float | None, fmt: str = "") -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    if fmt:
+        return format(value, fmt)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def format_profile(result: ProfileResult) -> str:
+    """The compact text table `pyml profile` prints, warnings underneath."""
+    assoc = "auc" if result.task == "binary" else "spearman"
+    headers = ["column", "type", "role", "null", "distinct", "mean / top", "std", "outliers",
+               assoc, "mi", "warn"]
+    rows = []
+    for c in result.columns:
+        centre = _num(c.mean) if c.mean is not None else (c.top_categories or "")
+        if len(centre) > 28:
+            centre = centre[:25] + "..."
+        value = c.auc if result.task == "binary" else c.spearman
+        rows.append([c.name, c.dtype.lower()[:12], c.role, f"{c.null_rate:.1%}",
+                     f"{c.distinct:,}", centre, _num(c.std),
+                     "" if c.outlier_share is None else f"{c.outlier_share:.1%}",
+                     _num(value, ".3f"), _num(c.mutual_info, ".3f"),
+                     str(len(c.warnings)) if c.warnings else ""])
+    against = f" against '{result.target}' ({result.task})" if result.target else ""
+    out = [f"{result.relation}: {result.rows:,} rows, {len(result.columns)} columns"
+           f"{against} -> {result.table}", "", text_table(headers, rows)]
+    if result.findings:
+        out += ["", f"{len(result.findings)} warning(s):"]
+        out += [f"  - {f}" for f in result.findings]
+    else:
+        out += ["", "No warnings."]
+    return "\n".join(out)

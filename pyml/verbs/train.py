@@ -27,7 +27,7 @@ from pyml.data.trainset import (
 )
 from pyml.dbt.project import Project, invocation_for
 from pyml.dbt.spec import ModelSpec
-from pyml.engines.duckdb import connect, first_row, qualified, quote, relation_columns
+from pyml.engines.duckdb import first_row, qualified, quote, relation_columns
 from pyml.errors import DataError, SpecError
 from pyml.modelling.checks import check_training
 from pyml.modelling.evaluate import (
@@ -41,6 +41,7 @@ from pyml.modelling.fit import fit, fit_in_memory
 from pyml.modelling.metrics import Metric
 from pyml.modelling.policy import HoldoutPolicy
 from pyml.modelling.tune import run_study, wants_tuning
+from pyml.session import Session
 from pyml.store import registry
 from pyml.store.lifecycle import last_decision
 from pyml.store.trials import link_version
@@ -74,21 +75,16 @@ def _noop(_: str) -> None:
     pass
 
 
-def train(project: Project, specs: Sequence[ModelSpec], *, log: Log | None = None,
-          lock_timeout: float = 5.0, tune: bool | None = None, max_memory: int | None = None,
+def train(session: Session, specs: Sequence[ModelSpec], *, tune: bool | None = None,
           external: bool | None = None) -> list[TrainResult]:
     """Train every spec on its feature relation and store a new version of each.
 
     `tune`: True runs an Optuna study first (`pyml tune`); None tunes the specs that say
-    `tune: {on_train: true}`. `max_memory` and `external`: see `train_one`.
+    `tune: {on_train: true}`. `external`: see `train_one`.
     """
-    log = log or _noop
-    con = connect(project.db_path, lock_timeout=lock_timeout)
-    try:
-        return [train_one(con, project, spec, log=log, tune=tune, max_memory=max_memory,
+    with session.database() as con:
+        return [train_one(con, session.project, spec, log=session.log, tune=tune,
                           external=external) for spec in specs]
-    finally:
-        con.close()
 
 
 def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str
@@ -150,12 +146,12 @@ class _Fitted:
 
 
 def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: ModelSpec, *,
-              log: Log = _noop, tune: bool | None = None, max_memory: int | None = None,
-              external: bool | None = None) -> TrainResult:
+              log: Log = _noop, tune: bool | None = None, external: bool | None = None
+              ) -> TrainResult:
     """Train one spec and store it as a new version.
 
-    `max_memory` (bytes; default the spec's `max_memory`) is the budget: a training set that
-    would not fit it in memory trains from disk (pyml.extmem). `external` forces that choice.
+    The spec's `max_memory` (bytes) is the budget: a training set that would not fit it in
+    memory trains from disk (pyml.extmem). `external` forces that choice.
     """
     started = time.perf_counter()
     source = qualified(spec.schema, spec.relation)
@@ -169,7 +165,7 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         raise DataError(f"{spec.where}: {spec.schema}.{spec.relation} {what}; "
                         "nothing to train on (did `dbt build` run?)")
     dropped = total - labelled
-    budget = max_memory if max_memory is not None else spec.max_memory
+    budget = spec.max_memory
     on_disk = external if external is not None else (
         budget is not None and extmem.in_memory_bytes(labelled, len(features)) > budget)
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"

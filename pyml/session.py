@@ -1,0 +1,105 @@
+"""One library call's context: the dbt project, the lock wait and the log, resolved once.
+
+`pyml.api` builds a :class:`Session` per call (the CLI goes through `pyml.api` too) and hands
+it to the verbs, so no verb resolves a project, a profile or a lock timeout itself. The
+caller's overrides (CLI flags, API keyword arguments) are applied to each selected spec here,
+once, with `dataclasses.replace`: a verb reads its settings from the spec and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import duckdb
+
+from pyml.dbt.project import Project, load_project, resolve_relation, select_specs
+from pyml.dbt.spec import ModelSpec
+from pyml.dbt.spec_tune import TuneSpec
+from pyml.engines.duckdb import connect
+
+Log = Callable[[str], None]
+PathLike = str | Path | None
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the caller set for this run; None keeps the spec's own value."""
+
+    batch_size: int | None = None  # score.batch_size: rows per batch (score, explain)
+    max_memory: int | None = None  # max_memory in bytes (train)
+    drift_threshold: float | None = None  # drift_threshold: PSI that counts as drift (drift)
+    n_trials: int | None = None  # tune.n_trials (tune)
+    tune_timeout: float | None = None  # tune.timeout in seconds (tune)
+    # `pyml tune`: the spec records the budget that ran, the defaults if it declares none.
+    tuning: bool = False
+
+
+def apply_overrides(spec: ModelSpec, overrides: Overrides) -> ModelSpec:
+    """`spec` with the caller's overrides in place of the values its YAML gave."""
+    o = overrides
+    if o.batch_size is not None:
+        spec = replace(spec, score=replace(spec.score, batch_size=o.batch_size))
+    if o.max_memory is not None:
+        spec = replace(spec, max_memory=o.max_memory)
+    if o.drift_threshold is not None:
+        spec = replace(spec, drift_threshold=o.drift_threshold)
+    if o.tuning or o.n_trials is not None or o.tune_timeout is not None:
+        budget = spec.tune or TuneSpec()
+        if o.n_trials is not None:
+            budget = replace(budget, n_trials=o.n_trials)
+        if o.tune_timeout is not None:
+            budget = replace(budget, timeout=o.tune_timeout)
+        spec = replace(spec, tune=budget)
+    return spec
+
+
+@dataclass(frozen=True)
+class Session:
+    """What every verb needs from its caller, resolved once per library call."""
+
+    project: Project  # dbt project, profile target (hence the DuckDB file) and manifest
+    lock_timeout: float = 5.0  # seconds to wait for another process's DuckDB write lock
+    log: Log = _quiet  # progress lines (the CLI prints them on stderr)
+
+    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """Open the project's DuckDB file, waiting up to `lock_timeout` for a writer."""
+        return connect(self.project.db_path, read_only=read_only,
+                       lock_timeout=self.lock_timeout)
+
+    @contextmanager
+    def database(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The DuckDB file, open for the block and closed however it ends (which lets go of
+        the lock: other processes wait for it)."""
+        con = self.connect(read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def specs(self, models: Sequence[str] = (), select: Sequence[str] = (),
+              overrides: Overrides = Overrides()) -> list[ModelSpec]:
+        """The named (or dbt-selected, or all) specs, with the caller's overrides applied."""
+        return [apply_overrides(spec, overrides)
+                for spec in select_specs(self.project, models, select)]
+
+    def scored_relation(self, spec: ModelSpec) -> tuple[str, str]:
+        """(schema, name) of what `pyml score` reads for `spec`: score.relation, else the
+        feature relation."""
+        if spec.score.relation:
+            return resolve_relation(self.project, spec.score.relation, spec.where)
+        return spec.schema, spec.relation
+
+
+def open_session(project_dir: PathLike = None, profiles_dir: PathLike = None,
+                 target: str | None = None, *, lock_timeout: float = 5.0,
+                 log: Log | None = None) -> Session:
+    """Resolve the dbt project (dbt's own rules for each option) into a Session."""
+    project = load_project(project_dir, profiles_dir, target, log=log)
+    return Session(project, lock_timeout, log or _quiet)
