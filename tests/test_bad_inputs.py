@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import json
 import os
 import resource
@@ -33,13 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
+import pyml
 from pyml.dbt.spec import ALLOWED_KEYS
+from pyml.errors import SchemaMismatch
 from pyml.serve.app import create_app
 
 from .conftest import DB_ENV, SCHEMA_YML, Loans
+from .support import EXCLUDE, WHERE, error_line, state
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -47,85 +48,14 @@ with warnings.catch_warnings():  # starlette would rather have httpx2; httpx wor
 
 Setup = Callable[[Loans], object]
 
-WHERE = "models/schema.yml: model 'default_risk' on model.loans.loan_features"
 LOSS = "models/schema.yml: model 'loss_amount' on model.loans.loan_features"
 GRADE = "models/schema.yml: model 'grade' on model.loans.loan_features"
 COLUMNS = "loan_id, region, amount, income, term_months, grade, defaulted, loss"
 RANGE = "infinite or out-of-range values (|x| > 3.4e+38)"
-EXCLUDE = "            exclude: [loss, grade]\n"
 PYML = str(Path(sys.executable).parent / "pyml")
 
 
-# --- what "unchanged" means -----------------------------------------------------------------
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def db_state(db: Path) -> Any:
-    """Every table and view of the file: (type, columns, row count, order-free row hash).
-
-    A file DuckDB cannot open is compared byte for byte instead.
-    """
-    if not db.exists():
-        return "missing"
-    if db.is_dir():
-        return "folder"
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error:
-        return "sha256 " + hashlib.sha256(db.read_bytes()).hexdigest()
-    try:
-        state: dict[str, Any] = {}
-        for schema, name, kind in con.execute(
-                "select table_schema, table_name, table_type from information_schema.tables "
-                "where table_catalog = current_database() order by 1, 2").fetchall():
-            columns = con.execute(
-                "select column_name, data_type from information_schema.columns where "
-                "table_catalog = current_database() and table_schema = ? and table_name = ? "
-                "order by ordinal_position", [schema, name]).fetchall()
-            rows: Any
-            try:
-                rows = con.execute(f"select count(*), coalesce(sum(hash(t)), 0)::varchar "
-                                   f"from {_ident(schema)}.{_ident(name)} t").fetchone()
-            except duckdb.Error as e:  # a view over something dropped still has a state
-                rows = str(e).splitlines()[0]
-            state[f"{schema}.{name}"] = (kind, tuple(columns), rows)
-        return state
-    finally:
-        con.close()
-
-
-def files_state(root: Path, db: Path) -> dict[str, str]:
-    """Project files by content.
-
-    Not target/ and logs/ (dbt's own), nor the database and its WAL: `db_state` compares
-    what they hold (a WAL left by a refused write is discarded by DuckDB's next open).
-    """
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if (rel.parts[0] in ("target", "logs") or not path.is_file()
-                or path.name.startswith(db.name)):
-            continue
-        out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def state(project: Loans) -> tuple[Any, dict[str, str]]:
-    """The database's tables and the project's files, to compare before and after."""
-    return db_state(project.db), files_state(project.dir, project.db)
-
-
-def error_line(output: str, exit_code: int) -> str:
-    """The one `Error:` line of a failed command (which must also be its last line)."""
-    assert exit_code == 1, output
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], output
-    return errors[0][len("Error: "):]
-
+# --- the expected message ("unchanged" is tests/support.py's state) ------------------------
 
 def same(message: str, expected: str) -> bool:
     """Equality, where each '...' in `expected` stands for any text (a checksum, a path)."""
@@ -209,6 +139,10 @@ def a_file(p: Loans) -> None:
     (p.dir / "card.json").write_text("{}")
 
 
+def only_default_risk_trained(p: Loans) -> None:
+    p.ok("train", "default_risk")
+
+
 @dataclass(frozen=True)
 class Case:
     """One bad input: how to break the project, the command, and the exact message."""
@@ -255,7 +189,8 @@ CASES = [
          f"{WHERE}: params.objective is set by pyml from 'task'; remove it from params"),
     Case("spec-params-rejected-by-xgboost", spec("params: {max_depth: -1}"),
          ("train", "default_risk"),
-         f"{WHERE}: XGBoost rejected the training parameters: ..."),
+         f"{WHERE}: XGBoost rejected the training parameters: ...; fix `params` in the "
+         "spec"),
     Case("spec-rounds-text", spec("num_boost_round: many"), ("train",),
          f"{WHERE}: 'num_boost_round' must be an integer, got 'many'"),
     Case("spec-split-method", spec("split: {method: stratified}"), ("train",),
@@ -274,6 +209,13 @@ CASES = [
     Case("cli-model-name-unknown", nothing, ("train", "Default Risk"),
          "no pyml model named 'Default Risk'; declared models: default_risk, grade, "
          "loss_amount"),
+    Case("cli-model-name-unknown-among-known", nothing, ("score", "grade", "default"),
+         "no pyml model named 'default'; declared models: default_risk, grade, loss_amount"),
+    Case("cli-select-matches-no-spec", nothing, ("train", "--select", "raw_loans"),
+         "--select raw_loans matched no dbt model that declares a pyml spec"),
+    Case("spec-none-declared", Schema("version: 2\nmodels:\n  - name: loan_features\n"),
+         ("train",), "no pyml models are declared in <DIR>: add a `config: meta: pyml:` spec "
+                     "to a feature model's YAML (see README)"),
     # Columns the spec names.
     Case("target-column-missing", yaml("target: defaulted", "target: is_defaulted"),
          ("train", "default_risk"),
@@ -368,6 +310,9 @@ CASES = [
     Case("relation-dropped", sql("drop table main.loan_features"), ("train", "grade"),
          "relation main.loan_features does not exist in the database: build it with `dbt "
          "build --select loan_features` first"),
+    Case("relation-dropped-at-score", sql("drop table main.loan_features"), ("score", "grade"),
+         "relation main.loan_features does not exist in the database: build it with `dbt "
+         "build --select loan_features` first"),
     Case("dbt-model-not-built-yet", new_unbuilt_model, ("train", "new_risk"),
          "relation main.new_loans does not exist in the database: build it with `dbt build "
          "--select new_loans` first"),
@@ -391,6 +336,9 @@ CASES = [
          "fill them in the dbt model"),
     # The database file.
     Case("database-missing", lambda p: p.db.unlink(), ("train",),
+         "database file <DB> does not exist: run `dbt build` first, or check the path in your "
+         "dbt profile (--profiles-dir / --target)"),
+    Case("database-missing-at-a-reader", lambda p: p.db.unlink(), ("models",),
          "database file <DB> does not exist: run `dbt build` first, or check the path in your "
          "dbt profile (--profiles-dir / --target)"),
     Case("database-not-duckdb", lambda p: p.db.write_bytes(b"not a database" * 100),
@@ -433,6 +381,11 @@ CASES = [
          ("score", "default_risk"),
          "model 'default_risk' version 1: the stored booster is not a valid XGBoost ubj "
          "model; retrain it with `pyml train default_risk`"),
+    Case("booster-format-unknown", sql("update ml.models set booster_format = 'pickle' "
+                                       "where model_name = 'grade'"),
+         ("score", "grade"),
+         "model 'grade' version 1 has booster format 'pickle'; pyml loads only XGBoost "
+         "ubj/json models: retrain it"),
     Case("registry-features-corrupt", sql("update ml.models set features = '{\"x\": 1}' "
                                           "where model_name = 'grade'"),
          ("score", "grade"),
@@ -441,6 +394,8 @@ CASES = [
     Case("score-before-any-train", nothing, ("score", "grade"),
          "no model 'grade' has been trained in this database: run `pyml train grade` first",
          trained=False),
+    Case("score-a-model-not-trained-yet", only_default_risk_trained, ("score", "grade"),
+         "model 'grade' has not been trained yet: run `pyml train grade` first", trained=False),
     Case("predictions-before-score", nothing, ("predictions", "grade"),
          "ml.grade_predictions does not exist: run `pyml score grade`", trained=False),
     Case("score-version-missing", nothing, ("score", "grade", "--version", "99"),
@@ -465,6 +420,8 @@ CASES = [
     Case("export-output-is-a-file", a_file, ("export", "grade", "--output", "<DIR>/card.json"),
          "output folder <DIR>/card.json is a file; give a folder to write the model into"),
     # Output files.
+    Case("score-output-needs-one-model", nothing, ("score", "--output", "<DIR>/all.parquet"),
+         "an output file holds one model's predictions: select a single model to score"),
     Case("score-output-suffix", nothing, ("score", "grade", "--output", "<DIR>/grade.xlsx"),
          "output file <DIR>/grade.xlsx: use a .parquet or .csv file name"),
     Case("score-output-folder-missing", nothing,
@@ -504,11 +461,24 @@ def test_bad_input(case: Case, request: pytest.FixtureRequest,
     result = project.pyml(*[_fill(a, project) for a in case.argv])
     message = error_line(result.output, result.exit_code)
     assert same(message, _fill(case.message, project)), message
+    assert "  " not in message  # a multi-line driver or dbt error is joined into one line
     assert state(project) == before
 
 
 def test_cases_are_unique() -> None:
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_the_library_raises_the_same_error_typed(scored: Loans) -> None:
+    """Through the Python API the CLI's message comes as a typed exception, nothing written."""
+    scored.replace_features("select * exclude (income)")
+    before = state(scored)
+    with pytest.raises(SchemaMismatch) as raised:
+        pyml.score(["default_risk"], project_dir=scored.dir, profiles_dir=scored.dir)
+    assert str(raised.value) == (
+        "model 'default_risk' v1: feature 'income' is missing from main.loan_features; add it "
+        "back to the dbt model or retrain the model without it")
+    assert state(scored) == before
 
 
 # --- cases that need a real process, a permission or a file-system failure --------------------
@@ -580,10 +550,12 @@ def test_database_locked_by_another_writer(scored: Loans) -> None:
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        result = scored.pyml("score", "default_risk", "--lock-timeout", "0.3")
-        assert error_line(result.output, result.exit_code) == (
-            f"database {scored.db} is locked by another process (PID {holder.pid}): close the "
-            "other DuckDB client (dbt, a notebook, a BI tool, another pyml) and retry")
+        message = (f"database {scored.db} is locked by another process (PID {holder.pid}): "
+                   "close the other DuckDB client (dbt, a notebook, a BI tool, another pyml) "
+                   "and retry")
+        for args in (("score", "default_risk"), ("train", "grade")):
+            result = scored.pyml(*args, "--lock-timeout", "0.3")
+            assert error_line(result.output, result.exit_code) == message, args
     finally:
         holder.kill()
         holder.wait()
@@ -692,6 +664,14 @@ def test_odd_column_names_work(loans: Loans) -> None:
     rows = scored.sql('select count(*), count(distinct "order"), min(probability), '
                       "max(probability) from ml.default_risk_predictions")
     assert rows[0][:2] == (3000, 3000) and 0 < rows[0][2] < rows[0][3] < 1
+
+
+def test_a_missing_manifest_is_rebuilt(loans: Loans) -> None:
+    """No target/manifest.json (a fresh clone, `dbt clean`): pyml runs `dbt parse` itself."""
+    (loans.dir / "target" / "manifest.json").unlink()
+    result = loans.ok("train", "grade")
+    assert "Parsing the dbt project in" in result.output
+    assert loans.sql("select model_name from ml.models") == [("grade",)]
 
 
 def test_class_never_seen_in_training_is_scored(scored: Loans) -> None:

@@ -32,7 +32,7 @@ from bench import crash
 from pyml.errors import DatabaseLocked
 
 from .conftest import DB_ENV, N_LOANS, Loans
-from .test_serve import _free_port, records
+from .support import free_port, records
 
 PYML = str(Path(sys.executable).parent / "pyml")
 LOCK_ERROR = re.compile(r'IO Error: Could not set lock on file "(?P<db>[^"]+)": Conflicting '
@@ -80,28 +80,6 @@ sys.stdin.readline()
 cli(sys.argv[1:], prog_name="pyml")
 """
 
-
-# `pyml ARGS`, printing how long each open of the database took (lock waits included).
-TIMED_PYML = """\
-import sys, time
-import pyml.engines.duckdb
-real = pyml.engines.duckdb.connect
-
-def timed(*args, **kwargs):
-    started = time.monotonic()
-    con = real(*args, **kwargs)
-    print(f"opened the database in {time.monotonic() - started:.3f}s", file=sys.stderr,
-          flush=True)
-    return con
-
-pyml.engines.duckdb.connect = timed
-for name in ("pyml.verbs.score", "pyml.verbs.train"):
-    __import__(name)
-    sys.modules[name].connect = timed
-from pyml.cli import cli
-cli(sys.argv[1:], prog_name="pyml")
-"""
-OPENED = re.compile(r"opened the database in ([0-9.]+)s")
 
 
 def lock_message(db: Path, pid: int) -> str:
@@ -208,6 +186,7 @@ def two_versions(loans: Loans) -> tuple[int, int]:
 
 # --- a BI tool reading while pyml score rewrites ------------------------------------------
 
+@pytest.mark.slow  # four scores under a polling reader; the next test keeps a fast check
 def test_bi_reader_sees_the_old_or_the_new_table_or_a_lock_error(scored: Loans,
                                                                  tmp_path: Path) -> None:
     v1, v2 = two_versions(scored)
@@ -270,7 +249,7 @@ def test_pyml_readers_retry_then_name_the_writer(scored: Loans, command: tuple[s
         waited = time.monotonic() - started
         assert (result.exit_code, result.output) == (1, lock_message(scored.db, holder.pid)
                                                      + "\n")
-        assert 0.6 <= waited < 3.0  # it retried until the timeout, and not much longer
+        assert waited >= 0.6  # it retried until the timeout before naming the writer
     finally:
         holder.kill()
         holder.wait()
@@ -300,19 +279,43 @@ def test_load_model_retries_then_names_the_writer(scored: Loans) -> None:
     holder.wait()
 
 
-def test_the_lock_wait_ends_at_the_timeout(scored: Loans) -> None:
-    # The backoff used to sleep past the deadline: --lock-timeout 2 waited ~2.6 s.
-    from pyml.engines.duckdb import connect
+class SleepClock:
+    """A clock that moves only when its owner sleeps, recording each sleep.
 
+    Put in place of pyml.engines.duckdb's `time`, it makes the lock wait's arithmetic exact
+    whatever the machine's load, while the lock itself is a real process's.
+    """
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_the_lock_wait_ends_at_the_timeout(scored: Loans, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    # The backoff used to sleep past the deadline: --lock-timeout 2 waited ~2.6 s.
+    from pyml.engines import duckdb as engine
+
+    clock = SleepClock()
+    monkeypatch.setattr(engine, "time", clock)
     holder = hold(scored.db, 60)
     try:
-        started = time.monotonic()
         with pytest.raises(DatabaseLocked):
-            connect(scored.db, read_only=True, lock_timeout=2.0)
-        assert 2.0 <= time.monotonic() - started < 2.4
+            engine.connect(scored.db, read_only=True, lock_timeout=2.0)
     finally:
         holder.kill()
         holder.wait()
+    # Doubling waits from 50 ms, the last one cut to end exactly at the deadline, where one
+    # more try is made before giving up.
+    assert clock.sleeps == [0.05, 0.1, 0.2, 0.4, 0.8, pytest.approx(0.45)]
+    assert clock.now == 102.0
 
 
 # --- two writers at once ------------------------------------------------------------------
@@ -322,9 +325,11 @@ WRITERS = {
     "score": ("score", "--batch-size", "10"),
     "train": ("train",),
 }
+# The fast suite runs the score pair; train takes the same lock the same way, slower.
+COMMANDS = [pytest.param("score"), pytest.param("train", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("command", sorted(WRITERS))
+@pytest.mark.parametrize("command", COMMANDS)
 def test_a_second_writer_waits_for_the_first(scored: Loans, command: str) -> None:
     versions = len(scored.sql("select * from ml.models"))
     second = start_warm(scored, command, "default_risk")
@@ -340,7 +345,7 @@ def test_a_second_writer_waits_for_the_first(scored: Loans, command: str) -> Non
     assert added == (4 if command == "train" else 0)  # 3 models, then default_risk
 
 
-@pytest.mark.parametrize("command", sorted(WRITERS))
+@pytest.mark.parametrize("command", COMMANDS)
 def test_a_second_writer_without_patience_fails_naming_the_first(scored: Loans,
                                                                  command: str) -> None:
     before = {t: scored.sql(f"select count(*) from ml.{t}")[0][0]
@@ -388,17 +393,14 @@ def served_version(base: str) -> int:
     return int(httpx.get(f"{base}/health", timeout=5).json()["models"]["default_risk"])
 
 
-def test_serve_answers_from_memory_while_pyml_writes(scored: Loans, tmp_path: Path) -> None:
-    # How long the writers take with no server, on a copy of the file.
-    alone = Loans(scored.dir, tmp_path / "alone.duckdb")
-    crash._copy_db(scored.db, alone.db)
-    baseline = {}
-    for name, args in (("score", ("score", "default_risk")), ("train", ("train", "default_risk"))):
-        proc = start([sys.executable, "-c", TIMED_PYML, *pyml_argv(alone, *args)], alone.db)
-        assert proc.wait() == 0, proc.text()
-        baseline[name] = proc.ended - proc.started
+@pytest.mark.slow  # test_serve's refresh test is the fast suite's check of the same
+def test_serve_answers_from_memory_while_pyml_writes(scored: Loans) -> None:
+    """Score, train and promote succeed while a polling server answers every request.
 
-    port = _free_port()
+    How long the writers take beside the server (its polls must not hold them up) is
+    measured by `make bench-serve` (bench/bench_serve.py), not asserted here.
+    """
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [PYML, *pyml_argv(scored, "serve", "--port", str(port), "--poll-seconds", "0.2")],
@@ -415,15 +417,11 @@ def test_serve_answers_from_memory_while_pyml_writes(scored: Loans, tmp_path: Pa
                 assert server.poll() is None and time.monotonic() < deadline
                 time.sleep(0.2)
         client.thread.start()
-        took, opened = {}, []
         for name, args in (("score", ("score", "default_risk")),
                            ("train", ("train", "default_risk")),
                            ("promote", ("promote", "default_risk", "--version", "1"))):
-            proc = start([sys.executable, "-c", TIMED_PYML, *pyml_argv(scored, *args)],
-                         scored.db)
+            proc = start_pyml(scored, *args)  # the default --lock-timeout
             assert proc.wait() == 0, proc.text()
-            took[name] = proc.ended - proc.started
-            opened += [float(m[1]) for m in OPENED.finditer(proc.text())]
             assert client.during(proc) > 0, f"no answer while pyml {name} ran"
             if name == "train":
                 # v2 (same rows, so not worse) was promoted by train: the server takes it.
@@ -443,12 +441,6 @@ def test_serve_answers_from_memory_while_pyml_writes(scored: Loans, tmp_path: Pa
     assert statuses == {200}
     versions = [v for _, _, v in client.answers]
     assert versions[0] == 1 and 2 in versions and versions[-1] == 1
-    # The writers were not held up by the server's polls: each open of the file took well
-    # under a second (a refused open is retried after 50 ms), and each command about as long
-    # as with no server (the server and this test's client share the CPU).
-    assert len(opened) == 3 and max(opened) < 1.0, opened
-    for name in baseline:
-        assert took[name] < baseline[name] * 1.5 + 2.0, (took, baseline)
     assert crash.whole(scored.db, N_LOANS) == []
 
 

@@ -4,7 +4,7 @@
 Hostile text comes from every door a user has: the YAML spec (model, column, key and
 relation names), column names and category values in the data itself, command-line
 arguments, and HTTP paths, fields and values. Each test proves that nothing executed: every
-table of the DuckDB file is byte-for-byte the same as before (see test_bad_inputs.state).
+table of the DuckDB file is byte-for-byte the same as before (see tests/support.py, state).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pyml.errors import RegistryError
 from pyml.serve.app import MAX_BODY_BYTES, MAX_RECORDS, create_app
 
 from .conftest import SCHEMA_YML, Loans
-from .test_bad_inputs import EXCLUDE, WHERE, error_line, state
+from .support import EXCLUDE, WHERE, error_line, state
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

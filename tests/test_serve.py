@@ -8,14 +8,12 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import httpx
@@ -24,18 +22,13 @@ import pytest
 from pyml.serve.app import create_app
 
 from .conftest import DB_ENV, FEATURES, Loans
+from .support import free_port, records
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
 OUTPUT = {"default_risk": "probability", "grade": "probability_B", "loss_amount": "prediction"}
-
-
-def records(loans: Loans) -> list[dict[str, Any]]:
-    frame = loans.df("select * from main.loan_features order by loan_id")
-    return [{k: (None if v != v else v) for k, v in row.items()}
-            for row in frame.astype(object).to_dict("records")]
 
 
 @pytest.fixture
@@ -209,15 +202,9 @@ def test_refresh_picks_up_promotions_without_holding_the_file(scored: Loans,
     assert client.get("/health").json()["models"]["default_risk"] == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_real_uvicorn_process(scored: Loans) -> None:
     scored.ok("train", "default_risk")  # v2 is the champion
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, DB_ENV: str(scored.db)}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "pyml"), "serve", "--port", str(port),
