@@ -10,7 +10,12 @@ Needs a trained model (`make demo` first). In one run it measures:
 * a real `pyml serve` (uvicorn on 127.0.0.1, in a child process) under load at concurrency
   1, 8 and 32 with 1-record and 100-record bodies, each run bounded by a request count and a
   time cap: p50/p95/p99 latency, requests/s and requests/s as a ratio of the floor's calls/s,
-  and the CPU time the server and the client spent per request.
+  and the CPU time the server and the client spent per request;
+* writers beside a server: `pyml score MODEL` run --writer-runs times alone, then as often
+  while a `pyml serve --poll-seconds 0.2` polls the file (its short read-only opens must not
+  hold writers up): median wall time of each and their ratio. tests/test_concurrency.py
+  checks that the writers succeed and the server answers throughout; the time is measured
+  here.
 
 The client is one keep-alive connection per concurrent worker on raw asyncio streams (uvloop
 where installed), sending a prebuilt request and reading the response by its
@@ -95,11 +100,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(project_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(project_dir: Path, port: int, poll_seconds: float = 3600
+                 ) -> subprocess.Popen[bytes]:
     """`pyml serve` in a child process; returns once /health answers."""
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "pyml"), "serve", "--port", str(port),
-         "--poll-seconds", "3600", "--project-dir", str(project_dir)],
+         "--poll-seconds", str(poll_seconds), "--project-dir", str(project_dir)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while True:
@@ -111,6 +117,33 @@ def start_server(project_dir: Path, port: int) -> subprocess.Popen[bytes]:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise SystemExit(f"pyml serve did not start:\n{err[-3000:]}") from None
             time.sleep(0.2)
+
+
+def score_seconds(project_dir: Path, model: str, runs: int) -> list[float]:
+    """Wall time of each of `runs` runs of `pyml score MODEL` (a writer of the file)."""
+    argv = [str(Path(sys.executable).parent / "pyml"), "score", model, "--project-dir",
+            str(project_dir)]
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"pyml score {model} failed:\n{done.stdout}{done.stderr}")
+    return times
+
+
+def writers_beside_a_server(project_dir: Path, model: str, runs: int) -> dict[str, float]:
+    """Median `pyml score` wall time alone and while `pyml serve` polls every 0.2 s."""
+    alone = float(np.median(score_seconds(project_dir, model, runs)))
+    server = start_server(project_dir, _free_port(), poll_seconds=0.2)
+    try:
+        served = float(np.median(score_seconds(project_dir, model, runs)))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return {"runs": runs, "alone_s": alone, "beside_server_s": served,
+            "ratio": served / alone}
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -233,6 +266,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3000, help="per run (1-record bodies)")
     ap.add_argument("--seconds", type=float, default=10.0, help="time cap per run")
     ap.add_argument("--floor-seconds", type=float, default=3.0)
+    ap.add_argument("--writer-runs", type=int, default=3,
+                    help="`pyml score` runs alone and beside a polling server (0: skip)")
     args = ap.parse_args()
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 
@@ -295,9 +330,15 @@ def main() -> None:
     for n, ratio in best.items():
         print(f"best throughput vs in-process, {n}-record bodies: {ratio:.2f}x (target >= "
               f"{TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+    writers = None
+    if args.writer_runs > 0:
+        writers = writers_beside_a_server(args.project_dir, args.model, args.writer_runs)
+        print(f"`pyml score {args.model}` (median of {args.writer_runs}): "
+              f"{writers['alone_s']:.2f} s alone, {writers['beside_server_s']:.2f} s while "
+              f"`pyml serve` polls every 0.2 s ({writers['ratio']:.2f}x)")
     OUT.mkdir(exist_ok=True)
     (OUT / "serve.json").write_text(json.dumps({"machine": machine(), "floor": floors,
-                                                "http": rows}, indent=2))
+                                                "http": rows, "writers": writers}, indent=2))
 
 
 if __name__ == "__main__":
