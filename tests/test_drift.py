@@ -8,7 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import pyml
 from pyml.data.encode import Feature
+from pyml.errors import DriftDetected
 from pyml.modelling.drift_stats import Counter, psi, snapshot
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
@@ -107,3 +109,19 @@ def test_model_without_snapshot_is_a_clear_error(scored: Loans) -> None:
     assert result.output.strip().splitlines()[-1] == (
         "Error: model 'default_risk' v1 has no training snapshot (it was trained before pyml "
         "stored them): retrain it with `pyml train default_risk`, then rerun `pyml drift`")
+
+
+def test_the_library_decides_drift_and_its_exit_code(scored: Loans) -> None:
+    """`pyml drift`'s exit code 2 comes from the library (DriftDetected.exit_code), raised
+    after the results are written; without fail_on_drift the results are just returned."""
+    scored.replace_features("select * replace (amount * 3 as amount)")
+    where = {"project_dir": scored.dir, "profiles_dir": scored.dir}
+    [result] = pyml.drift(["default_risk"], **where)
+    assert [f.feature for f in result.drifted] == ["amount"]
+    with pytest.raises(DriftDetected) as caught:
+        pyml.drift(["default_risk"], fail_on_drift=True, **where)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith("Drift above the threshold in default_risk: amount (PSI ")
+    assert [r.name for r in caught.value.results] == ["default_risk"]
+    assert scored.sql("select count(*) from ml.drift where metric = 'psi'") == [
+        (2 * len(FEATURES),)]
