@@ -24,9 +24,6 @@ from pyml.store.lifecycle import Decide, champion_version, on_version_written
 from pyml.store.names import SCHEMA
 from pyml.store.schema import ensure_schema, headline_sql
 
-__all__ = ["SCHEMA", "MetricRecord", "NewVersion", "StoredModel", "VersionRow",
-           "ensure_schema", "list_versions", "load_version", "write_version"]
-
 MODELS = qualified(SCHEMA, "models")
 METRICS = qualified(SCHEMA, "metrics")
 
