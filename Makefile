@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo demo-data test lint clean bench bench-quick bench-serve bench-sql bench-crash bench-extmem
+.PHONY: venv demo demo-data test test-all lint clean bench bench-quick bench-serve bench-sql bench-crash bench-extmem
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -33,14 +33,19 @@ demo: venv demo-data
 	$(BIN)/pyml models
 	$(BIN)/pyml predictions churn --limit 10
 
-## Linters: ruff + mypy on the package, sqlfluff on the dbt SQL.
+## Linters: ruff on the package, tests and benchmarks, mypy on the package, sqlfluff on the
+## dbt SQL.
 lint: venv
-	$(BIN)/ruff check pyml tests
+	$(BIN)/ruff check pyml tests bench
 	$(BIN)/mypy
 	$(BIN)/sqlfluff lint models macros
 
-## The full test suite (what CI runs).
+## Linters, then every test but the long ones marked `slow` (a few minutes).
 test: venv lint
+	$(BIN)/pytest -q -m "not slow"
+
+## Linters, then every test, the slow ones included (what CI runs, through .ci/run).
+test-all: venv lint
 	$(BIN)/pytest -q
 
 ## Data-path benchmark (1M, 2M, 5M rows, float and categorical variants): minutes, not in CI.

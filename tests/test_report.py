@@ -7,10 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from .conftest import Loans
+from .support import system_package_missing
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -28,7 +28,8 @@ def _chromium() -> str | None:
 def _screenshot(html: Path, png: Path, tmp: Path) -> None:
     browser = _chromium()
     if browser is None:
-        pytest.skip("chromium is not installed (.ci/run installs it with apt-get)")
+        system_package_missing("chromium is not installed (Debian: apt-get install chromium; "
+                               ".ci/run installs it)")
     done = subprocess.run(
         [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'chromium-profile'}",
          f"--screenshot={png}", "--window-size=1400,4000", html.as_uri()],

@@ -2,7 +2,8 @@
 
 The test starts its own server (initdb + pg_ctl in a temp folder, a free port, Unix socket
 only, as the `postgres` user when run as root) and talks to it with psql. It skips, saying
-why, only when PostgreSQL is not installed (`apt-get install postgresql`; .ci/run does it).
+why, only when PostgreSQL is not installed (`apt-get install postgresql`; .ci/run does it),
+and in CI (PYML_REQUIRE_SYSTEM_TESTS=1) it fails instead.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tests.sql_support import (
     stored_model,
     train,
 )
+from tests.support import system_package_missing
 
 TOL = 1e-6
 PG_TYPES = {"BIGINT": "bigint", "INTEGER": "integer", "DOUBLE": "double precision",
@@ -113,8 +115,9 @@ def _copy_text(value: Any) -> str:
 def postgres() -> Iterator[Postgres]:
     bindir = _bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed here (Debian: apt-get install postgresql); "
-                    "the PostgreSQL parity of `pyml sql --dialect postgres` is not checked")
+        system_package_missing("PostgreSQL is not installed here (Debian: apt-get install "
+                               "postgresql; .ci/run installs it): the PostgreSQL parity of "
+                               "`pyml sql --dialect postgres` is not checked")
     root = Path(tempfile.mkdtemp(prefix="pyml_pg_"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
