@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import duckdb
@@ -273,19 +272,21 @@ def test_random_forests_match_xgboost(task: str, trees: int, depth: int, paralle
 
 # -- large models ----------------------------------------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.slow  # the fast suite's parity tests cover the same generator on small forests
 def test_a_thousand_depth_8_trees_compile_and_run() -> None:
-    """~100,000 tree nodes: generated, prepared and run by DuckDB in well under a minute."""
+    """~100,000 tree nodes: generated, prepared and run by DuckDB, equal to XGBoost.
+
+    How long that takes is measured by `python -m bench.bench_sql --rows 3000 --trees 1000
+    --depth 8`, not asserted here.
+    """
     con = duckdb.connect()
     features = make_table(con, 3000)
     booster = random_booster(np.random.default_rng(5), "binary", features, trees=1000, depth=8,
                              thresholds=list(np.linspace(-3, 60, 200)))
     stored = stored_model(booster, "binary", features)
-    started = time.perf_counter()
     got = run_duckdb(con, scoring_sql(stored))
-    seconds = time.perf_counter() - started
+    assert len(got) == 3000
     assert max_errors(reference(con, stored), got, "binary")["probability"] <= TOL
-    assert seconds < 120, f"generate + prepare + run took {seconds:.0f}s"
 
 
 # -- dialects, errors, safety ------------------------------------------------------------------
