@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from pyml import __version__
-from pyml.errors import PymlError
+from pyml.errors import DriftDetected, PymlError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,24 +43,31 @@ def selection_options(func: F) -> F:
     return click.argument("models", nargs=-1)(func)
 
 
+class _Failed(click.ClickException):
+    """A PymlError for click: one line on stderr, the error's own exit code."""
+
+    def __init__(self, error: PymlError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click's is a class default
+        # Drift found is a finding, not a failure: its line carries no "Error: ".
+        self.prefix = "" if isinstance(error, DriftDetected) else "Error: "
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.prefix + self.message, err=True)
+
+
 def handle_errors(func: F) -> F:
-    """Turn PymlError into one clear line and exit code 1 (no traceback)."""
+    """Turn PymlError into one clear line and its exit code (1; drift: 2), no traceback."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except PymlError as e:
-            raise click.ClickException(str(e)) from e
+            raise _Failed(e) from e
         except KeyboardInterrupt:
             click.echo("Interrupted: nothing was written.", err=True)
             sys.exit(130)
     return wrapper  # type: ignore[return-value]
-
-
-def _load(project_dir: str | None, profiles_dir: str | None, target: str | None) -> Any:
-    from pyml.dbt.project import load_project
-
-    return load_project(project_dir, profiles_dir, target, log=_log)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,25 +105,13 @@ def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | No
     Example: pyml train churn --target dev
     """
     from pyml.api import train as run_train
+    from pyml.report.text import format_train
 
-    results = run_train(models, select=select, project_dir=project_dir,
-                        profiles_dir=profiles_dir, target=target, log=_log,
-                        lock_timeout=lock_timeout, max_memory=max_memory,
-                        external=external or None)
-    for r in results:
-        click.echo(f"{r.name} v{r.version} ({r.task}): {r.rows[0]:,} train / {r.rows[1]:,} "
-                   f"validation / {r.rows[2]:,} holdout rows, {r.num_trees} trees, "
-                   f"{r.seconds:.1f}s")
-        for m in r.metrics:
-            base = "" if m.baseline is None else f"   (baseline {m.baseline:.4f})"
-            spread = (f" ± {m.std:.4f} over folds" if m.std is not None else
-                      f" [{m.ci_low:.4f}, {m.ci_high:.4f}]"
-                      if m.ci_low is not None and m.ci_high is not None else "")
-            click.echo(f"  {m.split} {m.name:<17} {m.value:.4f}{spread}{base}")
-        if r.status:
-            click.echo(f"  -> {r.status}: {r.decision}")
-        if r.note:
-            click.echo(f"  note: {r.note}")
+    for r in run_train(models, select=select, project_dir=project_dir,
+                       profiles_dir=profiles_dir, target=target, log=_log,
+                       lock_timeout=lock_timeout, max_memory=max_memory,
+                       external=external or None):
+        click.echo(format_train(r))
 
 
 @cli.command()
@@ -143,24 +138,16 @@ def score(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
     Example: pyml score churn --output churn.parquet
     """
     from pyml.api import score as run_score
+    from pyml.report.text import format_explain, format_score
 
     results = run_score(models, select=select, version=version, output=output,
-                        batch_size=batch_size, project_dir=project_dir,
+                        batch_size=batch_size, explain=explain_k, project_dir=project_dir,
                         profiles_dir=profiles_dir, target=target, log=_log,
                         lock_timeout=lock_timeout)
     for r in results:
-        extra = f" and {r.output}" if r.output else ""
-        click.echo(f"{r.name} v{r.version}: {r.rows:,} rows -> {r.table}{extra} "
-                   f"({r.seconds:.1f}s)")
-    if explain_k is not None:
-        from pyml.api import explain as run_explain
-
-        for e in run_explain(models, select=select, top_k=explain_k, version=version,
-                             batch_size=batch_size, project_dir=project_dir,
-                             profiles_dir=profiles_dir, target=target, log=_log,
-                             lock_timeout=lock_timeout):
-            click.echo(f"{e.name} v{e.version}: top {e.top_k} contributions of {e.rows:,} "
-                       f"rows -> {e.table} ({e.seconds:.1f}s)")
+        click.echo(format_score(r))
+    for e in (r.explanation for r in results if r.explanation):
+        click.echo(format_explain(e))
 
 
 @cli.command()
@@ -173,10 +160,10 @@ def models(models: tuple[str, ...], project_dir: str | None, profiles_dir: str |
 
     Example: pyml models churn
     """
-    from pyml.report.text import models_table
+    from pyml.api import models as run_models
 
-    project = _load(project_dir, profiles_dir, target)
-    click.echo(models_table(project, models, lock_timeout=lock_timeout))
+    click.echo(run_models(models, project_dir=project_dir, profiles_dir=profiles_dir,
+                          target=target, lock_timeout=lock_timeout))
 
 
 @cli.command()
@@ -190,10 +177,11 @@ def predictions(model: str, limit: int, project_dir: str | None, profiles_dir: s
 
     Example: pyml predictions churn --limit 20
     """
-    from pyml.report.text import top_predictions
+    from pyml.api import predictions as run_predictions
 
-    project = _load(project_dir, profiles_dir, target)
-    click.echo(top_predictions(project, model, limit, lock_timeout=lock_timeout))
+    click.echo(run_predictions(model, limit=limit, project_dir=project_dir,
+                               profiles_dir=profiles_dir, target=target,
+                               lock_timeout=lock_timeout))
 
 
 @cli.command()
@@ -212,7 +200,7 @@ def profile(model: str, target_column: str | None, project_dir: str | None,
     Example: pyml profile customer_features --target-column churned_next_90d
     """
     from pyml.api import profile as run_profile
-    from pyml.verbs.profile import format_profile
+    from pyml.report.text import format_profile
 
     result = run_profile(model, target_column=target_column, project_dir=project_dir,
                          profiles_dir=profiles_dir, target=target, log=_log,
@@ -241,13 +229,13 @@ def explain(models: tuple[str, ...], select: tuple[str, ...], top_k: int, versio
     Example: pyml explain churn --top-k 3
     """
     from pyml.api import explain as run_explain
+    from pyml.report.text import format_explain
 
     for e in run_explain(models, select=select, top_k=top_k, version=version,
                          batch_size=batch_size, project_dir=project_dir,
                          profiles_dir=profiles_dir, target=target, log=_log,
                          lock_timeout=lock_timeout):
-        click.echo(f"{e.name} v{e.version}: top {e.top_k} contributions of {e.rows:,} rows "
-                   f"-> {e.table} ({e.seconds:.1f}s)")
+        click.echo(format_explain(e))
 
 
 @cli.command()
@@ -271,18 +259,19 @@ def drift(models: tuple[str, ...], select: tuple[str, ...], threshold: float | N
     Example: pyml drift churn --threshold 0.25
     """
     from pyml.api import drift as run_drift
-    from pyml.verbs.drift import EXIT_DRIFT, format_drift
+    from pyml.report.text import format_drift
 
-    results = run_drift(models, select=select, version=version, threshold=threshold,
-                        project_dir=project_dir, profiles_dir=profiles_dir, target=target,
-                        log=_log, lock_timeout=lock_timeout)
+    found = None
+    try:
+        results = run_drift(models, select=select, version=version, threshold=threshold,
+                            project_dir=project_dir, profiles_dir=profiles_dir, target=target,
+                            log=_log, lock_timeout=lock_timeout, fail_on_drift=True)
+    except DriftDetected as e:
+        found, results = e, list(e.results)  # the tables are printed first, then the finding
     for r in results:
         click.echo(format_drift(r))
-    drifted = [f"{r.name}: {', '.join(f'{f.feature} (PSI {f.psi:.3f})' for f in r.drifted)}"
-               for r in results if r.drifted]
-    if drifted:
-        click.echo(f"Drift above the threshold in {'; '.join(drifted)}", err=True)
-        sys.exit(EXIT_DRIFT)
+    if found is not None:
+        raise found
 
 
 @cli.command()
@@ -477,15 +466,15 @@ def sql(model: str, version: int | None, dialect: str, output: Path | None,
     Example: pyml sql churn --output models/ml/churn_scored_sql.sql
     """
     from pyml.api import sql as run_sql
-    from pyml.sqlgen.compile import write_model_file
+    from pyml.api import sql_model
 
-    text = run_sql(model, version=version, dialect=dialect, dbt_model=output is not None,
-                   project_dir=project_dir, profiles_dir=profiles_dir, target=target,
-                   lock_timeout=lock_timeout)
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(run_sql(model, version=version, dialect=dialect, project_dir=project_dir,
+                           profiles_dir=profiles_dir, target=target,
+                           lock_timeout=lock_timeout), nl=False)
         return
-    path = write_model_file(output, text)
+    path = sql_model(model, output, version=version, dialect=dialect, project_dir=project_dir,
+                     profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout)
     click.echo(f"{model}: {dialect} scoring SQL -> {path} (build it with `dbt build --select "
                f"{path.stem}`)")
 
