@@ -18,20 +18,20 @@ from datetime import datetime
 import duckdb
 
 from pyml.data.encode import check_schema, select_exprs
-from pyml.dbt.project import Project, resolve_relation
-from pyml.dbt.spec import ModelSpec
-from pyml.engines.duckdb import connect, qualified, relation_columns, stream_arrow
-from pyml.errors import ModelNotFound
+from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
+from pyml.engines.duckdb import qualified, relation_columns, stream_arrow
+from pyml.errors import DriftDetected, ModelNotFound
 from pyml.modelling.drift_stats import Counter, FeatureDrift, Snapshot, psi, snapshot
+from pyml.session import Session
 from pyml.store.drift import load_snapshots, write_drift
 from pyml.store.registry import load_version
 
-__all__ = ["DriftResult", "FeatureDrift", "Snapshot", "drift", "drift_relation",
-           "format_drift", "psi", "snapshot"]
+__all__ = ["DriftResult", "FeatureDrift", "Snapshot", "drift", "drift_found",
+           "drift_relation", "psi", "snapshot"]
 
 Log = Callable[[str], None]
 DEFAULT_THRESHOLD = 0.2  # PSI above 0.2 is the usual "significant shift" rule of thumb
-EXIT_DRIFT = 2  # exit code of `pyml drift` when a feature drifted (1 stays for errors)
+
 
 @dataclass(frozen=True)
 class DriftResult:
@@ -53,8 +53,9 @@ class DriftResult:
 
 
 def drift_relation(con: duckdb.DuckDBPyConnection, name: str, version: int | None,
-                   relation: tuple[str, str], threshold: float, *, batch_size: int = 100_000,
-                   log: Log | None = None, write: bool = True) -> DriftResult:
+                   relation: tuple[str, str], threshold: float, *,
+                   batch_size: int = DEFAULT_BATCH_ROWS, log: Log | None = None,
+                   write: bool = True) -> DriftResult:
     """Compare `relation` with a version's training snapshot; append the result to ml.drift
     (`write=False`: only compute it, e.g. on a read-only connection)."""
     stored = load_version(con, name, version)
@@ -92,37 +93,21 @@ def drift_relation(con: duckdb.DuckDBPyConnection, name: str, version: int | Non
     return result
 
 
-def drift(project: Project, specs: Sequence[ModelSpec], *, version: int | None = None,
-          threshold: float | None = None, log: Log | None = None,
-          lock_timeout: float = 5.0) -> list[DriftResult]:
-    """Check each spec's score relation against its model's training snapshot."""
-    con = connect(project.db_path, lock_timeout=lock_timeout)
-    try:
-        out = []
-        for spec in specs:
-            relation = (resolve_relation(project, spec.score.relation, spec.where)
-                        if spec.score.relation else (spec.schema, spec.relation))
-            limit = threshold if threshold is not None else spec.drift_threshold
-            out.append(drift_relation(con, spec.name, version, relation, limit,
-                                      batch_size=spec.score.batch_size, log=log))
-        return out
-    finally:
-        con.close()
+def drift(session: Session, specs: Sequence[ModelSpec], *, version: int | None = None
+          ) -> list[DriftResult]:
+    """Check each spec's score relation against its model's training snapshot, with the
+    spec's drift_threshold."""
+    with session.database() as con:
+        return [drift_relation(con, spec.name, version, session.scored_relation(spec),
+                               spec.drift_threshold, batch_size=spec.score.batch_size,
+                               log=session.log)
+                for spec in specs]
 
 
-def format_drift(result: DriftResult) -> str:
-    """The table `pyml drift` prints: one line per feature, drifted ones marked."""
-    from pyml.report.text import text_table
-
-    def num(v: float | None, fmt: str) -> str:
-        return "" if v is None else format(v, fmt)
-
-    rows = [[f.feature, f.kind, num(f.psi, ".3f"), num(f.ks, ".3f"),
-             num(f.unseen_share, ".1%"), f"{f.null_share_train:.1%}",
-             f"{f.null_share_now:.1%}", "DRIFT" if f.psi > result.threshold else ""]
-            for f in result.features]
-    head = (f"{result.name} v{result.version}: {result.relation} ({result.rows:,} rows) vs the "
-            f"training snapshot; PSI threshold {result.threshold:g}")
-    table = text_table(["feature", "kind", "psi", "ks", "unseen", "null_train", "null_now",
-                        ""], rows)
-    return f"{head}\n{table}"
+def drift_found(results: Sequence[DriftResult]) -> DriftDetected | None:
+    """The finding to raise when a feature of any result drifted past its threshold."""
+    drifted = [f"{r.name}: {', '.join(f'{f.feature} (PSI {f.psi:.3f})' for f in r.drifted)}"
+               for r in results if r.drifted]
+    if not drifted:
+        return None
+    return DriftDetected(f"Drift above the threshold in {'; '.join(drifted)}", results)
