@@ -1,22 +1,26 @@
-"""Crash safety: SIGKILL `pyml score` and `pyml train` at random moments, then check the file.
+"""Crash safety: SIGKILL `pyml score`, `train`, `explain` and `profile` at random moments and
+at exact ones, then check the file.
 
-    python -m bench.crash --runs 50 [--rows 200000] [--seed 0]
+    python -m bench.crash --runs 50 [--rows 200000] [--seed 0] [--commands score,train,explain]
 
 Each run copies a known base state of the lending test project's DuckDB file, starts a real
-`pyml score` or `pyml train` process on it, sends SIGKILL after a seeded random delay drawn
-over the window of the command's measured clean run in which it works on the database, and
-then checks, in this process:
+`pyml score`, `train`, `explain` or `profile` process on it, sends SIGKILL after a seeded
+random delay drawn over the window of the command's measured clean run in which it works on
+the database, and then checks, in this process:
 
 * the file opens read-write (DuckDB replays the WAL the killed process left);
 * ml.<model>_predictions is complete and is either the previous table or the new one: its
   row count equals the scored relation's and its checksum, sum(hash(key, probability)),
   equals one of the two checksums measured beforehand from clean runs (the relation's rows
-  change between the two, so the two differ);
+  change between the two, so the two differ); ml.<model>_explanations and
+  ml.profile_<relation> likewise (rows and checksum), and a table the command does not
+  write is unchanged;
 * the registry holds no half-written version: every ml.models row has its ml.metrics rows
   and a booster that XGBoost loads, no per-version table (metrics, importances, evaluation
   tables, snapshots, events) has rows of a version that ml.models lacks, each model has one
   champion, and no pyml temporary table is left in any schema;
-* the next `pyml score` succeeds and leaves a complete table scored by the champion.
+* the next `pyml score` succeeds and leaves a complete table scored by the champion (after
+  `explain` / `profile`: the next run of the same command leaves the new table).
 
 Where the kill landed is read from the killed process's own log lines (stderr). The tests
 (tests/test_crash.py) run a few kills through the same functions.
@@ -46,9 +50,23 @@ MODEL = "default_risk"  # the lending project's binary model
 KEY = "loan_id"
 RELATION = "main.loan_features"
 PREDICTIONS = f"ml.{MODEL}_predictions"
+EXPLANATIONS = f"ml.{MODEL}_explanations"
+PROFILE = "ml.profile_loan_features"
 DB_ENV = "LOANS_DB"  # the lending project's profile reads the file path from it
 DB_NAME = "loans.duckdb"
-COMMANDS = ("score", "train")
+COMMANDS = ("score", "train")  # what random kills alternate between by default
+# Commands whose base state and clean runs prepare() measures (the injected kills use all).
+PREPARED = ("score", "train", "explain", "profile")
+# Besides the predictions: table -> (the command that writes it, rows + a checksum that
+# tells its old and new states apart, without the run's timestamp).
+TABLES = {
+    EXPLANATIONS: ("explain", f"select count(*), coalesce(sum(hash({KEY}, rank, feature, "
+                              f"contribution)), 0) from {EXPLANATIONS}"),
+    # DuckDB's parallel sums make mean and std differ between runs in the last bits.
+    PROFILE: ("profile", "select count(*), coalesce(sum(hash(column_name, null_rate, "
+                         "distinct_count, round(mean, 6), round(std, 6), min_value, "
+                         f"max_value)), 0) from {PROFILE}"),
+}
 # A command that has not finished this many times its clean duration is hung: a failure.
 HANG_FACTOR = 10.0
 BEFORE_FIRST_LINE = 0.3  # s: kill window before a command's first log line
@@ -94,20 +112,24 @@ class Base:
     versions: int  # ml.models rows of MODEL in the base state
     old: int  # predictions checksum in the base state
     new: int  # predictions checksum after a clean `pyml score` of the base state
-    score_args: tuple[str, ...] = ()  # extra `pyml score` arguments (e.g. --batch-size)
+    score_args: tuple[str, ...] = ()  # extra `pyml score` / `explain` arguments (--batch-size)
     in_process: bool = False  # run set-up and the after-kill `pyml score` in this process
     clean: dict[str, Clean] = field(default_factory=dict)  # command -> its clean run
+    # TABLES' (rows, checksum) in the base state, and after a clean run of their command.
+    old_tables: dict[str, tuple[int, int]] = field(default_factory=dict)
+    new_tables: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def args(self, command: str) -> tuple[str, ...]:
         """The pyml arguments of a harness command."""
-        return (command, MODEL, *(self.score_args if command == "score" else ()))
+        streams = command in ("score", "explain")
+        return (command, MODEL, *(self.score_args if streams else ()))
 
 
 @dataclass(frozen=True)
 class Run:
     """One killed (or, if it was faster than the delay, finished) command and its checks."""
 
-    command: str  # score | train
+    command: str  # score | train | explain | profile
     offset: float  # planned kill time, seconds from the first log line
     delay: float  # seconds after start when SIGKILL was sent (or the process ended)
     killed: bool  # the process was still running and died of SIGKILL
@@ -187,6 +209,12 @@ def predictions_state(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     return int(rows), int(checksum)
 
 
+def table_state(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int]:
+    """(rows, checksum) of one of TABLES."""
+    (rows, checksum), = con.execute(TABLES[table][1]).fetchall()
+    return int(rows), int(checksum)
+
+
 def _copy_db(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", ".wal"):
@@ -224,12 +252,15 @@ def cap_rounds(project: Path, rounds: int) -> None:
 
 
 def prepare(built: Path, work: Path, *, rows: int | None = None,
-            score_args: tuple[str, ...] = (), in_process: bool = False) -> Base:
+            score_args: tuple[str, ...] = (), in_process: bool = False,
+            commands: tuple[str, ...] = PREPARED) -> Base:
     """From a built lending project, make the base state and measure clean runs of it.
 
-    Base state: version 1 trained and scored; then the relation's amounts change (as a new
-    dbt run would change them), so a new `pyml score` writes different probabilities.
-    `rows` grows the relation (repeating its rows under new keys) and caps the rounds.
+    Base state: version 1 trained, scored, explained and profiled; then the relation's
+    amounts change (as a new dbt run would change them), so a new `pyml score` writes
+    different probabilities (and `explain` / `profile` different tables). `rows` grows the
+    relation (repeating its rows under new keys) and caps the rounds. `commands`: those
+    whose clean runs are measured (only those can be killed).
     """
     project = work / "project"
     shutil.copytree(built, project)
@@ -237,38 +268,47 @@ def prepare(built: Path, work: Path, *, rows: int | None = None,
     if rows:
         grow(db, rows)
         cap_rounds(project, BENCH_ROUNDS)
-    for args in (("train", MODEL), ("score", MODEL)):
+    for args in (("train", MODEL), ("score", MODEL), ("explain", MODEL), ("profile", MODEL)):
         code, output = run_pyml(project, db, *args, in_process=in_process)
         if code != 0:
             raise RuntimeError(f"pyml {' '.join(args)} failed:\n{output}")
     con = duckdb.connect(str(db))
     try:
         _, old = predictions_state(con)
+        old_tables = {t: table_state(con, t) for t in TABLES}
         con.execute(f"update {RELATION} set amount = amount * 1.5 where {KEY} % 3 = 0")
         (n,), = con.execute(f"select count(*) from {RELATION}").fetchall()
         (versions,), = con.execute("select count(*) from ml.models where model_name = ?",
                                    [MODEL]).fetchall()
     finally:
         con.close()
-    base = Base(project, db, int(n), int(versions), old, 0, score_args, in_process)
+    base = Base(project, db, int(n), int(versions), old, 0, score_args, in_process,
+                old_tables=old_tables)
     clean: dict[str, Clean] = {}
+    new_tables: dict[str, tuple[int, int]] = {}
     new = 0
-    for command in COMMANDS:
+    for command in commands:
         scratch = work / "clean" / command / DB_NAME
         _copy_db(db, scratch)
         clean[command] = timed_run(project, scratch, *base.args(command))
         _, problems = check(scratch, base, command, clean_run=True)
         if problems:
             raise RuntimeError(f"clean pyml {command} fails the checks: {problems}")
-        if command == "score":
-            con = duckdb.connect(str(scratch), read_only=True)
-            try:
+        con = duckdb.connect(str(scratch), read_only=True)
+        try:
+            if command == "score":
                 _, new = predictions_state(con)
-            finally:
-                con.close()
-    if new == old:
+            new_tables.update({t: table_state(con, t) for t, (c, _) in TABLES.items()
+                               if c == command})
+        finally:
+            con.close()
+    if new == old and "score" in commands:
         raise RuntimeError("the old and new predictions have the same checksum")
-    return Base(project, db, int(n), int(versions), old, new, score_args, in_process, clean)
+    same = [t for t, state in new_tables.items() if state == old_tables[t]]
+    if same:
+        raise RuntimeError(f"the old and new {same[0]} are the same")
+    return Base(project, db, int(n), int(versions), old, new, score_args, in_process, clean,
+                old_tables, new_tables)
 
 
 def _per_version_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -288,6 +328,10 @@ def check(db: Path, base: Base, command: str, clean_run: bool = False) -> tuple[
         return "", [f"the file does not open: {e}"]
     try:
         outcome = _check_predictions(con, base, command, problems)
+        for table, (writer, _) in TABLES.items():
+            if table in base.old_tables:
+                state = _check_table(con, base, table, writer == command, problems)
+                outcome = state if writer == command else outcome
         versions = check_registry(con, problems)
         if command == "train":
             count = versions.get(MODEL, 0)
@@ -334,9 +378,9 @@ def _check_predictions(con: duckdb.DuckDBPyConnection, base: Base, command: str,
     rows, checksum = predictions_state(con)
     if rows != base.rows:
         problems.append(f"{PREDICTIONS} has {rows} rows; {RELATION} has {base.rows}")
-    if command == "train":  # training never touches the predictions
+    if command != "score":  # only scoring touches the predictions
         if checksum != base.old:
-            problems.append(f"{PREDICTIONS} changed during pyml train")
+            problems.append(f"{PREDICTIONS} changed during pyml {command}")
         return "old"
     if checksum == base.old:
         return "old"
@@ -344,6 +388,23 @@ def _check_predictions(con: duckdb.DuckDBPyConnection, base: Base, command: str,
         return "new"
     problems.append(f"{PREDICTIONS} is neither the old nor the new table "
                     f"(checksum {checksum})")
+    return ""
+
+
+def _check_table(con: duckdb.DuckDBPyConnection, base: Base, table: str, written: bool,
+                 problems: list[str]) -> str:
+    """One of TABLES is its old state, or (if the command writes it) its new one."""
+    state = table_state(con, table)
+    old, new = base.old_tables[table], base.new_tables.get(table)
+    if state == old:
+        return "old"
+    if not written:
+        problems.append(f"{table} changed during a command that does not write it")
+    elif new is None or state == new:  # None: measuring the clean run
+        return "new"
+    else:
+        problems.append(f"{table} is neither the old nor the new table "
+                        f"({state[0]} rows, checksum {state[1]})")
     return ""
 
 
@@ -385,8 +446,12 @@ def check_no_temp_tables(con: duckdb.DuckDBPyConnection, problems: list[str]) ->
     problems.extend(f"temporary table {s}.{t} left behind" for s, t in left)
 
 
-def _recover(db: Path, base: Base, problems: list[str]) -> None:
-    """The next `pyml score` must succeed and leave a whole table by the champion."""
+def _recover(db: Path, base: Base, problems: list[str], command: str = "score") -> None:
+    """The next `pyml score` must succeed and leave a whole table by the champion (after a
+    killed explain / profile: the next run of it must leave the new table)."""
+    if command in ("explain", "profile"):
+        _recover_table(db, base, problems, command)
+        return
     code, output = run_pyml(base.project, db, *base.args("score"), in_process=base.in_process)
     if code != 0:
         last = output.strip().splitlines()[-1:] or [""]
@@ -410,15 +475,33 @@ def _recover(db: Path, base: Base, problems: list[str]) -> None:
     problems.extend(f"after the next pyml score: {p}" for p in after)
 
 
+def _recover_table(db: Path, base: Base, problems: list[str], command: str) -> None:
+    code, output = run_pyml(base.project, db, *base.args(command), in_process=base.in_process)
+    if code != 0:
+        last = output.strip().splitlines()[-1:] or [""]
+        problems.append(f"the next pyml {command} failed ({code}): {last[0]}")
+        return
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        for table, (writer, _) in TABLES.items():
+            if writer == command and table_state(con, table) != base.new_tables[table]:
+                problems.append(f"after the next pyml {command}: {table} is not the new table")
+        after: list[str] = []
+        check_no_temp_tables(con, after)
+    finally:
+        con.close()
+    problems.extend(f"after the next pyml {command}: {p}" for p in after)
+
+
 def phase_of(command: str, lines: list[str], killed: bool) -> str:
     """Where a run was when it died, from its last pyml log line."""
     if not killed:
         return "finished"
     text = "\n".join(lines)
-    if command == "score":
+    if command in ("score", "explain", "profile"):
         if " wrote " in text:
             return "closing"  # table swapped; closing the file (checkpoint) and exiting
-        if " scoring " in text:
+        if " scoring " in text or " explaining " in text:
             return "writing"  # streaming into the temporary table, or swapping
         return "opening"  # imports, project, connect, model load, relation checks
     if " stored version " in text:
@@ -444,15 +527,21 @@ def kill_run(base: Base, command: str, offset: float, workdir: Path) -> Run:
 
 # Moments a random kill almost never hits (each lasts milliseconds), reached exactly by a
 # child that SIGKILLs itself there: name -> (command, module, function, before | after it).
+# score, explain and profile share one writer, whose _swap ends the transaction that built
+# the new table.
 INJECTED = {
-    "before swap": ("score", "pyml.score", "_swap", "before"),
-    "after swap": ("score", "pyml.score", "_swap", "after"),
-    "before commit": ("train", "pyml.lifecycle", "on_version_written", "after"),
-    "after commit": ("train", "pyml.registry", "write_version", "after"),
+    "before swap": ("score", "pyml.store.writer", "_swap", "before"),
+    "after swap": ("score", "pyml.store.writer", "_swap", "after"),
+    "explain before swap": ("explain", "pyml.store.writer", "_swap", "before"),
+    "explain after swap": ("explain", "pyml.store.writer", "_swap", "after"),
+    "profile before swap": ("profile", "pyml.store.writer", "_swap", "before"),
+    "profile after swap": ("profile", "pyml.store.writer", "_swap", "after"),
+    "before commit": ("train", "pyml.store.lifecycle", "on_version_written", "after"),
+    "after commit": ("train", "pyml.store.registry", "write_version", "after"),
 }
 # What each leaves: the old state or the new one.
-INJECTED_OUTCOME = {"before swap": "old", "after swap": "new", "before commit": "old",
-                    "after commit": "new"}
+INJECTED_OUTCOME = {point: "new" if point.endswith("after swap") or point == "after commit"
+                    else "old" for point in INJECTED}
 _CHILD = """\
 import os, signal, sys
 sys.path.insert(0, {root!r})
@@ -536,23 +625,24 @@ def _run(base: Base, command: str, workdir: Path, argv: list[str], offset: float
         problems.append(f"killed {point}: the {outcome} state, expected the "
                         f"{INJECTED_OUTCOME[point]} one")
     if not problems:
-        _recover(db, base, problems)
+        _recover(db, base, problems, command)
     return Run(command, offset or 0.0, delay, killed,
                point or phase_of(command, lines, killed), wal, outcome, tuple(problems))
 
 
-def plan(base: Base, runs: int, seed: int) -> list[tuple[str, float]]:
-    """(command, kill offset) for each run: score and train alternate; each command's
+def plan(base: Base, runs: int, seed: int, commands: tuple[str, ...] = COMMANDS
+         ) -> list[tuple[str, float]]:
+    """(command, kill offset) for each run: `commands` alternate; each command's
     window (Clean.window) is cut into as many equal slices as it has runs and each run's
     offset is drawn uniformly (seeded) in its own slice, so even a few runs spread over the
     whole window. The order of the slices is shuffled."""
     rng = random.Random(seed)
-    commands = [COMMANDS[i % len(COMMANDS)] for i in range(runs)]
-    slices = {c: rng.sample(range(commands.count(c)), commands.count(c)) for c in COMMANDS}
+    order = [commands[i % len(commands)] for i in range(runs)]
+    slices = {c: rng.sample(range(order.count(c)), order.count(c)) for c in commands}
     out = []
-    for command in commands:
+    for command in order:
         lo, hi = base.clean[command].window()
-        k, n = slices[command].pop(), commands.count(command)
+        k, n = slices[command].pop(), order.count(command)
         out.append((command, lo + (hi - lo) * (k + rng.random()) / n))
     return out
 
@@ -578,7 +668,8 @@ def table(results: list[Run]) -> str:
     """The summary: per command, runs, killed mid-run, survived, outcomes; then phases."""
     head = ("command", "runs", "killed mid-run", "survived", "WAL replayed", "old", "new")
     rows = []
-    for command in (*COMMANDS, "all"):
+    commands = [c for c in PREPARED if any(r.command == c for r in results)]
+    for command in (*commands, "all"):
         rs = [r for r in results if command in (r.command, "all")]
         rows.append((command, len(rs), sum(r.killed for r in rs), sum(r.survived for r in rs),
                      sum(r.wal for r in rs), sum(r.outcome == "old" for r in rs),
@@ -588,7 +679,7 @@ def table(results: list[Run]) -> str:
     lines += ["", _row(("command", "phase at kill", "runs", "survived", "old", "new")),
               _row(("-" * 7, "-" * 13, "-" * 4, "-" * 8, "-" * 3, "-" * 3))]
     phases = sorted({(r.command, r.phase) for r in results},
-                    key=lambda cp: (COMMANDS.index(cp[0]), PHASES.index(cp[1])))
+                    key=lambda cp: (PREPARED.index(cp[0]), PHASES.index(cp[1])))
     for command, phase in phases:
         rs = [r for r in results if (r.command, r.phase) == (command, phase)]
         lines.append(_row((command, phase, str(len(rs)), str(sum(r.survived for r in rs)),
@@ -614,13 +705,19 @@ def build_loans(root: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=50, help="kills (score and train alternate)")
+    parser.add_argument("--runs", type=int, default=50,
+                        help="random kills (the --commands alternate)")
+    parser.add_argument("--commands", default=",".join(COMMANDS),
+                        help=f"commands killed at random, of {', '.join(PREPARED)}")
     parser.add_argument("--rows", type=int, default=ROWS,
                         help="rows of the scored and trained relation")
     parser.add_argument("--batch-size", type=int, help="pyml score --batch-size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="keep every run's files in this folder")
     args = parser.parse_args(argv)
+    commands = tuple(args.commands.split(","))
+    if not set(commands) <= set(PREPARED):
+        parser.error(f"--commands: choose from {', '.join(PREPARED)}")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pyml-crash-") as tmp:
         work = args.keep or Path(tmp)
@@ -633,7 +730,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{lo:+.2f}s to {hi:+.2f}s around its first log line", file=sys.stderr)
             for t, line in clean.lines:
                 print(f"  {t:6.2f}s {line[:100]}", file=sys.stderr)
-        results = run_all(base, plan(base, args.runs, args.seed), work, progress=True,
+        results = run_all(base, plan(base, args.runs, args.seed, commands), work,
+                          progress=True,
                           keep=args.keep is not None)
         for point in INJECTED:
             run = injected_run(base, point, work / f"at-{point.replace(' ', '-')}")

@@ -1,7 +1,10 @@
-"""Crash safety: `pyml score` and `pyml train` killed with SIGKILL leave a whole database.
+"""Crash safety: `pyml score`, `train`, `explain` and `profile` killed with SIGKILL leave a
+whole database.
 
-Six kills through the harness of `make bench-crash` (bench/crash.py), on the small lending
-project: real child processes, a real DuckDB file, the checks the bench makes.
+Kills through the harness of `make bench-crash` (bench/crash.py), on the small lending
+project: real child processes, a real DuckDB file, the checks the bench makes. score,
+explain and profile write through one writer (pyml.store.writer); each is killed exactly
+before and after its swap commits, and score and explain at random moments too.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from bench import crash
 def base(built_loans: Path, tmp_path_factory: pytest.TempPathFactory) -> crash.Base:
     """The crash base state (v1 scored, then the relation changed) and its clean runs.
 
-    Tiny batches make `pyml score`'s write of 3,000 rows last ~0.4 s, hundreds of batches
-    long as on a real table, so kills land in it.
+    Tiny batches make `pyml score`'s (and `explain`'s) write of 3,000 rows last ~0.4 s,
+    hundreds of batches long as on a real table, so kills land in it.
     """
     return crash.prepare(built_loans, tmp_path_factory.mktemp("crash"),
                          score_args=("--batch-size", "10"), in_process=True)
@@ -67,3 +70,20 @@ def test_sigkill_at_the_swap_and_the_commit(base: crash.Base, tmp_path: Path,
     run = crash.injected_run(base, point, tmp_path)
     assert run.killed
     assert (run.outcome, run.problems) == (crash.INJECTED_OUTCOME[point], ())
+
+
+def test_sigkill_mid_explain_leaves_the_old_or_the_new_explanations(
+        base: crash.Base, tmp_path: Path) -> None:
+    runs = crash.run_all(base, crash.plan(base, 3, seed=5, commands=("explain",)), tmp_path)
+    assert [(r.phase, r.problems) for r in runs if not r.survived] == []
+    assert sum(r.killed for r in runs) >= 2
+    assert {r.outcome for r in runs} <= {"old", "new"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["score", "explain", "profile"])
+def test_many_sigkills_of_the_table_writers(base: crash.Base, tmp_path: Path,
+                                            command: str) -> None:
+    runs = crash.run_all(base, crash.plan(base, 12, seed=11, commands=(command,)), tmp_path)
+    assert [(r.phase, r.problems) for r in runs if not r.survived] == []
+    assert {r.outcome for r in runs} <= {"old", "new"}

@@ -13,6 +13,7 @@ import pytest
 
 from pyml.errors import DataError, OutputError
 from pyml.store.writer import Constant, replace_table
+from tests.conftest import Loans
 
 SCHEMA = pa.schema([("id", pa.int64()), ("x", pa.float64())])
 
@@ -126,3 +127,20 @@ def test_the_buffer_pool_is_bounded_while_writing_and_reset_after(
     replace_table(con, "t", _reader(5), transform=look, schema=SCHEMA, memory_limit="100MB")
     assert seen[0] != before and "MiB" in seen[0][0][0]
     assert con.execute("select current_setting('memory_limit')").fetchall() == before
+
+
+def test_every_column_of_the_written_tables_has_a_comment(scored: Loans) -> None:
+    scored.ok("explain", "grade", "default_risk")
+    scored.ok("profile", "default_risk")
+    tables = ["default_risk_predictions", "grade_predictions", "loss_amount_predictions",
+              "default_risk_explanations", "grade_explanations", "profile_loan_features"]
+    found = scored.sql("select table_name, comment from duckdb_tables() where schema_name = "
+                       "'ml' and table_name in (select unnest(?))", [tables])
+    assert sorted(t for t, c in found if c) == sorted(tables)
+    bare = scored.sql("select table_name, column_name from duckdb_columns() where "
+                      "schema_name = 'ml' and table_name in (select unnest(?)) and "
+                      "coalesce(comment, '') = ''", [tables])
+    assert bare == []
+    assert scored.sql("select comment from duckdb_columns() where schema_name = 'ml' and "
+                      "table_name = 'grade_predictions' and column_name = 'loan_id'") == [
+        ("key column from main.loan_features",)]

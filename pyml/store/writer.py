@@ -25,10 +25,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pyml.dbt.spec import DEFAULT_BATCH_ROWS
 from pyml.engines.duckdb import abort_transaction, qualified, quote, stream_arrow
 from pyml.errors import DataError, OutputError
 from pyml.files import replacing
 from pyml.store.names import SCHEMA, TEMP_PREFIX
+from pyml.store.schema import comment_table
 
 # DuckDB's buffer pool while a table is written. Unbounded, DuckDB keeps every block it reads
 # or writes cached, up to 80% of RAM, so the process would grow with the table; bounded, it
@@ -75,7 +77,8 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
     given, must equal the rows `source` yields, else the old table stays (DataError naming
     `where`). `output` (.parquet / .csv) is written from the new table before the swap, so a
     file that cannot be written leaves the database as it was. `comment` and
-    `column_comments` become the new table's COMMENTs, committed with it.
+    `column_comments` become the new table's COMMENTs, committed with it (column comments
+    need a table comment).
 
     `source` is closed however this ends. The first error raised while reading or
     transforming a batch is re-raised as it was (not as DuckDB's wrapping of it), so a
@@ -83,6 +86,8 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
     """
     if (transform is None) != (schema is None):
         raise ValueError("replace_table: give both transform and schema, or neither")
+    if column_comments and comment is None:
+        raise ValueError("replace_table: column_comments need a table comment")
     try:
         drop_leftovers(con, table)
         tmp = f"{TEMP_PREFIX}{table}_{uuid.uuid4().hex[:8]}"
@@ -90,7 +95,7 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
         batches = _Batches(source, transform)
         rows = batches.stream()
         out_schema = schema if schema is not None else source.schema
-        con.execute(f"set memory_limit = {_literal(memory_limit)}")
+        con.execute("set memory_limit = ?", [memory_limit])
         writer = con.cursor()
         try:
             writer.register(_VIEW, pa.RecordBatchReader.from_batches(out_schema, rows))
@@ -113,7 +118,8 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
                 raise DataError(f"{where}: read {batches.rows:,} rows but expected "
                                 f"{expected_rows:,}; the relation changed while "
                                 f"{display_name(table)} was written, rerun")
-            _comment(writer, tmp_sql, comment, column_comments or {})
+            if comment is not None:
+                comment_table(writer, tmp, comment, column_comments or {})
             if output is not None:
                 write_file(writer, tmp_sql, output)
             _swap(writer, tmp, table)
@@ -139,20 +145,6 @@ def _swap(con: duckdb.DuckDBPyConnection, tmp: str, table: str) -> None:
     con.execute(f"drop table if exists {qualified(SCHEMA, table)}")
     con.execute(f"alter table {qualified(SCHEMA, tmp)} rename to {quote(table)}")
     con.execute("commit")
-
-
-def _comment(con: duckdb.DuckDBPyConnection, table_sql: str, comment: str | None,
-             columns: Mapping[str, str]) -> None:
-    # COMMENT ON takes no bound parameters (DuckDB's parser), hence the quoted literals.
-    if comment is not None:
-        con.execute(f"comment on table {table_sql} is {_literal(comment)}")
-    for column, text in columns.items():
-        con.execute(f"comment on column {table_sql}.{quote(column)} is {_literal(text)}")
-
-
-def _literal(text: str) -> str:
-    """A SQL string literal (DuckDB strings have no backslash escapes; '' is a quote)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def drop_leftovers(con: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -246,7 +238,7 @@ def write_file(con: duckdb.DuckDBPyConnection, table_sql: str, path: Path) -> No
     path = path.expanduser().resolve()
     if not path.parent.is_dir():
         raise OutputError(f"output file {path}: folder {path.parent} does not exist")
-    reader = stream_arrow(con, f"select * from {table_sql}", 100_000)
+    reader = stream_arrow(con, f"select * from {table_sql}", DEFAULT_BATCH_ROWS)
     try:
         with replacing(path) as tmp:
             if path.suffix.lower() == ".parquet":

@@ -12,7 +12,6 @@ and printed as a compact table with the checks' warnings underneath.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,11 +26,12 @@ from sklearn.feature_selection import mutual_info_classif, mutual_info_regressio
 from pyml.data.encode import kind_of
 from pyml.dbt.project import Project, all_specs, resolve_relation
 from pyml.dbt.spec import ModelSpec
-from pyml.engines.duckdb import connect, first_row, qualified, quote, relation_columns
+from pyml.engines.duckdb import first_row, qualified, quote, relation_columns
 from pyml.errors import SelectionError
 from pyml.modelling import checks
-from pyml.store.registry import SCHEMA
-from pyml.verbs.score import _drop_leftovers, _drop_quietly, _swap
+from pyml.session import Session
+from pyml.store.names import profile_table
+from pyml.store.writer import Constant, display_name, replace_table
 
 MI_ROWS = 5_000  # mutual information (k-NN estimator) on a seeded sample of this many rows
 TOP_CATEGORIES = 5  # categories listed per text column
@@ -70,11 +70,6 @@ class ProfileResult:
     task: str | None  # binary | multiclass | regression (spec's, or inferred)
     columns: tuple[ColumnProfile, ...]
     findings: tuple[checks.Finding, ...]  # every warning, in check order
-
-
-def profile_table(relation: str) -> str:
-    """Name (in the ml schema) of a relation's profile table."""
-    return f"profile_{relation}"
 
 
 def _choose(project: Project, name: str, target_column: str | None
@@ -299,9 +294,9 @@ def profile_relation(con: duckdb.DuckDBPyConnection, relation: tuple[str, str],
             s["max"], s["mean"], s["std"], s["outliers"], top or None, auc, rho, mi,
             tuple(by_column.get(c, ()))))
     table = profile_table(name)
-    if write:
-        _write(con, table, profiles, target)
-    return ProfileResult(label, f"{SCHEMA}.{table}", n, target, task, tuple(profiles),
+    written = (_write(con, table, label, profiles, target) if write
+               else display_name(table))
+    return ProfileResult(label, written, n, target, task, tuple(profiles),
                          tuple(findings))
 
 
@@ -365,73 +360,53 @@ def _associations(con: duckdb.DuckDBPyConnection, source: str,
     return {c: (aucs[j], rhos[j], mis[j]) for j, (c, _) in enumerate(usable)}
 
 
-def _write(con: duckdb.DuckDBPyConnection, table: str, profiles: Sequence[ColumnProfile],
-           target: str | None) -> None:
-    _drop_leftovers(con, table)
-    tmp = f"__pyml_tmp_{table}_{uuid.uuid4().hex[:8]}"
-    now = datetime.now().replace(microsecond=0)
-    try:
-        con.execute(f"""create table {qualified(SCHEMA, tmp)} (
-            column_name varchar, data_type varchar, role varchar, null_rate double,
-            distinct_count bigint, min_value varchar, max_value varchar, mean double,
-            std double, outlier_share double, top_categories varchar, target varchar,
-            target_auc double, target_spearman double, mutual_info double,
-            warnings varchar, profiled_at timestamp)""")
-        con.executemany(
-            f"insert into {qualified(SCHEMA, tmp)} values "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [[p.name, p.dtype, p.role, p.null_rate, p.distinct, p.min_value, p.max_value,
-              p.mean, p.std, p.outlier_share, p.top_categories, target, p.auc, p.spearman,
-              p.mutual_info, "; ".join(p.warnings) or None, now] for p in profiles])
-        _swap(con, tmp, table)
-    except BaseException:
-        _drop_quietly(con, tmp)
-        raise
+# ml.profile_<relation>'s columns: (name, Arrow type, COMMENT); profiled_at comes last.
+_COLUMNS = [
+    ("column_name", pa.string(), "column of {label}"),
+    ("data_type", pa.string(), "its DuckDB type"),
+    ("role", pa.string(), "key, target, feature, excluded, split_column, or column (no pyml "
+                          "model declared on {label})"),
+    ("null_rate", pa.float64(), "share of rows that are NULL"),
+    ("distinct_count", pa.int64(), "distinct non-NULL values"),
+    ("min_value", pa.string(), "smallest value, as text"),
+    ("max_value", pa.string(), "largest value, as text"),
+    ("mean", pa.float64(), "mean (numeric columns)"),
+    ("std", pa.float64(), "sample standard deviation (numeric columns)"),
+    ("outlier_share", pa.float64(), "share of non-NULL values beyond 1.5 IQR (numeric columns)"),
+    ("top_categories", pa.string(), "most frequent values with their shares (text and boolean "
+                                    "columns)"),
+    ("target", pa.string(), "the target column the associations are measured against"),
+    ("target_auc", pa.float64(), "univariate AUC against a binary target, on a sample"),
+    ("target_spearman", pa.float64(), "Spearman correlation with the target, on a sample"),
+    ("mutual_info", pa.float64(), "mutual information with the target (nats, scikit-learn), "
+                                  "on a sample"),
+    ("warnings", pa.string(), "the checks' findings about the column, '; '-separated"),
+]
 
 
-def profile(project: Project, name: str, *, target_column: str | None = None,
-            lock_timeout: float = 5.0) -> ProfileResult:
+def _write(con: duckdb.DuckDBPyConnection, table: str, label: str,
+           profiles: Sequence[ColumnProfile], target: str | None) -> str:
+    """Replace ml.<table> with one row per profiled column; returns its name for users."""
+    rows = pa.Table.from_pylist(
+        [dict(zip([c for c, _, _ in _COLUMNS], [
+            p.name, p.dtype, p.role, p.null_rate, p.distinct, p.min_value, p.max_value,
+            p.mean, p.std, p.outlier_share, p.top_categories, target, p.auc, p.spearman,
+            p.mutual_info, "; ".join(p.warnings) or None], strict=True)) for p in profiles],
+        schema=pa.schema([(c, t) for c, t, _ in _COLUMNS]))
+    comments = {c: text.format(label=label) for c, _, text in _COLUMNS}
+    comments["profiled_at"] = "when pyml profile wrote this table (local time)"
+    written = replace_table(
+        con, table, rows.to_reader(),
+        constants=[Constant("profiled_at", "timestamp", datetime.now().replace(microsecond=0))],
+        expected_rows=len(profiles), where=f"profile of {label}",
+        comment=f"Profile of {label}, one row per column (pyml profile)",
+        column_comments=comments)
+    return written.table
+
+
+def profile(session: Session, name: str, *, target_column: str | None = None
+            ) -> ProfileResult:
     """Profile a dbt model (or a pyml model's feature relation) against its target."""
-    relation, spec, _, target = _choose(project, name, target_column)
-    con = connect(project.db_path, lock_timeout=lock_timeout)
-    try:
+    relation, spec, _, target = _choose(session.project, name, target_column)
+    with session.database() as con:
         return profile_relation(con, relation, spec, target, spec.key if spec else ())
-    finally:
-        con.close()
-
-
-def _num(value: float | None, fmt: str = "") -> str:
-    if value is None or not np.isfinite(value):
-        return ""
-    if fmt:
-        return format(value, fmt)
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-
-
-def format_profile(result: ProfileResult) -> str:
-    """The compact text table `pyml profile` prints, warnings underneath."""
-    from pyml.report.text import text_table
-
-    assoc = "auc" if result.task == "binary" else "spearman"
-    headers = ["column", "type", "role", "null", "distinct", "mean / top", "std", "outliers",
-               assoc, "mi", "warn"]
-    rows = []
-    for c in result.columns:
-        centre = _num(c.mean) if c.mean is not None else (c.top_categories or "")
-        if len(centre) > 28:
-            centre = centre[:25] + "..."
-        value = c.auc if result.task == "binary" else c.spearman
-        rows.append([c.name, c.dtype.lower()[:12], c.role, f"{c.null_rate:.1%}",
-                     f"{c.distinct:,}", centre, _num(c.std),
-                     "" if c.outlier_share is None else f"{c.outlier_share:.1%}",
-                     _num(value, ".3f"), _num(c.mutual_info, ".3f"),
-                     str(len(c.warnings)) if c.warnings else ""])
-    against = f" against '{result.target}' ({result.task})" if result.target else ""
-    out = [f"{result.relation}: {result.rows:,} rows, {len(result.columns)} columns"
-           f"{against} -> {result.table}", "", text_table(headers, rows)]
-    if result.findings:
-        out += ["", f"{len(result.findings)} warning(s):"]
-        out += [f"  - {f}" for f in result.findings]
-    else:
-        out += ["", "No warnings."]
-    return "\n".join(out)
