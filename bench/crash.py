@@ -215,7 +215,11 @@ def table_state(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int]:
     return int(rows), int(checksum)
 
 
-def _copy_db(src: Path, dst: Path) -> None:
+def copy_db(src: Path, dst: Path) -> None:
+    """Copy a closed DuckDB file to `dst`, first removing any file or WAL already there.
+
+    Public: tests/test_crash.py checks copies of the crash base with it.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", ".wal"):
         target = dst.with_name(dst.name + suffix)
@@ -289,7 +293,7 @@ def prepare(built: Path, work: Path, *, rows: int | None = None,
     new = 0
     for command in commands:
         scratch = work / "clean" / command / DB_NAME
-        _copy_db(db, scratch)
+        copy_db(db, scratch)
         clean[command] = timed_run(project, scratch, *base.args(command))
         _, problems = check(scratch, base, command, clean_run=True)
         if problems:
@@ -574,7 +578,7 @@ def injected_run(base: Base, point: str, workdir: Path) -> Run:
 def _run(base: Base, command: str, workdir: Path, argv: list[str], offset: float | None,
          point: str = "") -> Run:
     db = workdir / DB_NAME
-    _copy_db(base.db, db)
+    copy_db(base.db, db)
     clean = base.clean[command]
     hang = max(60.0, clean.seconds * HANG_FACTOR)
     lines: list[str] = []

@@ -39,7 +39,7 @@ def test_sigkill_mid_run_leaves_the_old_or_the_new_state(base: crash.Base,
 
 def test_the_checks_catch_a_broken_database(base: crash.Base, tmp_path: Path) -> None:
     db = tmp_path / crash.DB_NAME
-    crash._copy_db(base.db, db)
+    crash.copy_db(base.db, db)
     assert crash.check(db, base, "score") == ("old", [])
     con = duckdb.connect(str(db))
     try:
