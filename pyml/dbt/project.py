@@ -3,11 +3,14 @@
 pyml never keeps a second config file. The DuckDB path comes from the dbt profile (rendered
 with dbt's own renderer, so `env_var()` behaves as in dbt), the specs and relation names come
 from dbt's manifest, and the manifest is refreshed with `dbt parse` (dbt's Python API) when it
-is missing or older than the project's files.
+is missing, older than the project's files or profiles.yml, or parsed for another profile,
+target or vars than the ones pyml runs with (see :func:`manifest_parsed_for`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -120,6 +123,14 @@ def _render_profile(raw: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_db_path(profiles_dir: Path, profile_name: str, target: str | None) -> tuple[str, Path]:
     """Find the DuckDB file of a profile target. Returns (target name, path)."""
+    target_name, path, _, _ = resolve_target(profiles_dir, profile_name, target)
+    return target_name, path
+
+
+def resolve_target(profiles_dir: Path, profile_name: str, target: str | None
+                   ) -> tuple[str, Path, dict[str, Any], str | None]:
+    """Find a profile target: (target name, DuckDB file, the rendered output, the profile's
+    default target)."""
     profiles_file = profiles_dir / "profiles.yml"
     if not profiles_file.is_file():
         raise ProjectError(
@@ -159,7 +170,9 @@ def resolve_db_path(profiles_dir: Path, profile_name: str, target: str | None) -
             "(path:); pyml needs a database file that dbt and pyml share"
         )
     # dbt-duckdb opens a relative path from the working directory; do the same.
-    return target_name, Path(path).expanduser().resolve()
+    default = profile.get("target")
+    return (target_name, Path(path).expanduser().resolve(), output,
+            str(default) if default else None)
 
 
 def _project_paths(project_dir: Path, config: dict[str, Any]) -> Iterable[Path]:
@@ -172,13 +185,106 @@ def _project_paths(project_dir: Path, config: dict[str, Any]) -> Iterable[Path]:
                 yield from (p for p in root.rglob("*") if p.is_file())
 
 
-def manifest_is_stale(project_dir: Path, manifest_path: Path, config: dict[str, Any]) -> bool:
-    """True when the manifest is missing or older than any file dbt would parse."""
+def manifest_is_stale(project_dir: Path, manifest_path: Path, config: dict[str, Any],
+                      profiles_file: Path | None = None) -> bool:
+    """True when the manifest is missing or older than any file dbt would parse (or than
+    profiles.yml: a target's schema is written into every node of the manifest)."""
     if not manifest_path.is_file():
         return True
     built = manifest_path.stat().st_mtime
+    extra = [profiles_file] if profiles_file else []
     return any(p.exists() and p.stat().st_mtime > built
-               for p in _project_paths(project_dir, config))
+               for p in (*_project_paths(project_dir, config), *extra))
+
+
+# pyml's record of what it last parsed the manifest for, beside manifest.json.
+PARSE_RECORD = "pyml_parse.json"
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def parse_key(profiles_dir: Path, profile_name: str, target_name: str,
+              output: dict[str, Any]) -> dict[str, Any]:
+    """What a manifest depends on besides the project's files: the profile, the target, the
+    command-line vars (pyml passes none), profiles.yml and the rendered target output.
+
+    The output's `path` is left out: pyml reads the database file from the live profile, and
+    the manifest only derives the catalog name from it, which pyml does not use. Leaving it
+    out keeps a copied project (or a DB path from an env var) from re-parsing for nothing.
+    """
+    rendered = {k: v for k, v in output.items() if k != "path"}
+    return {
+        "profile": profile_name,
+        "target": target_name,
+        "vars": {},
+        "profiles_sha256": _sha256(profiles_dir / "profiles.yml"),
+        "output_sha256": hashlib.sha256(
+            json.dumps(rendered, sort_keys=True, default=str).encode()).hexdigest(),
+    }
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _invocation(data: Any) -> str | None:
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    found = meta.get("invocation_id") if isinstance(meta, dict) else None
+    return str(found) if found else None
+
+
+def manifest_parsed_for(manifest: dict[str, Any], folder: Path, key: dict[str, Any],
+                        default_target: str | None) -> bool:
+    """Whether `manifest` (read from `folder`) was parsed for `key` (see :func:`parse_key`),
+    as far as we know.
+
+    dbt writes neither the target nor the vars into the manifest, and any `dbt parse` or
+    `dbt build --target prod` overwrites it, so a fresh manifest may describe another target's
+    schemas (pyml would then silently read prod tables under --target dev). The manifest's
+    invocation id says which dbt run wrote it; it is trusted only when that run is known:
+    pyml's own parse (recorded in PARSE_RECORD) with the same key, or the dbt command whose
+    run_results.json carries the same invocation id and ran with the same profile, target and
+    vars and an identical profiles.yml. Anything else is unknown and costs one re-parse.
+    """
+    invocation = _invocation(manifest)
+    if invocation is None:
+        return False
+    record = _read_json(folder / PARSE_RECORD)
+    if isinstance(record, dict) and record.get("invocation_id") == invocation:
+        return bool(record.get("key") == key)
+    results = _read_json(folder / "run_results.json")
+    if _invocation(results) != invocation:
+        return False
+    args = results.get("args") or {}
+    if not isinstance(args, dict):
+        return False
+    ran_dir = args.get("profiles_dir")
+    return bool(
+        (args.get("target") or default_target) == key["target"]
+        and (args.get("profile") or key["profile"]) == key["profile"]
+        and not args.get("vars")
+        and ran_dir
+        and _sha256(Path(str(ran_dir)).expanduser() / "profiles.yml") == key["profiles_sha256"]
+    )
+
+
+def _record_parse(manifest: dict[str, Any], folder: Path, key: dict[str, Any]) -> None:
+    """Remember what pyml just parsed the manifest for (best effort: without the record the
+    next run re-parses, which is slower but never wrong)."""
+    invocation = _invocation(manifest)
+    if invocation is None:
+        return
+    with contextlib.suppress(OSError):
+        (folder / PARSE_RECORD).write_text(
+            json.dumps({"invocation_id": invocation, "key": key}, indent=2))
 
 
 def _dbt_args(project: Path, profiles_dir: Path, target: str) -> list[str]:
@@ -211,12 +317,26 @@ def load_project(
     if not isinstance(config, dict) or not config.get("profile"):
         raise ProjectError(f"{root / 'dbt_project.yml'} has no `profile:`; add one")
     profiles = find_profiles_dir(profiles_dir)
-    target_name, db_path = resolve_db_path(profiles, str(config["profile"]), target)
+    profile_name = str(config["profile"])
+    target_name, db_path, output, default_target = resolve_target(profiles, profile_name,
+                                                                  target)
     manifest_path = root / str(config.get("target-path") or "target") / "manifest.json"
-    if manifest_is_stale(root, manifest_path, config):
+    key = parse_key(profiles, profile_name, target_name, output)
+    stale = manifest_is_stale(root, manifest_path, config, profiles / "profiles.yml")
+    manifest = None if stale else _read_manifest(manifest_path)
+    if manifest is None or not manifest_parsed_for(manifest, manifest_path.parent, key,
+                                                   default_target):
         if log:
-            log(f"Parsing the dbt project in {root} (manifest missing or stale) ...")
+            why = "missing or stale" if stale else f"not known to be parsed for {target_name}"
+            log(f"Parsing the dbt project in {root} (manifest {why}) ...")
         run_dbt(["parse", "--quiet", *_dbt_args(root, profiles, target_name)])
+        manifest = _read_manifest(manifest_path)
+        _record_parse(manifest, manifest_path.parent, key)
+    return Project(root, profiles, profile_name, target_name, db_path,
+                   manifest_path, manifest)
+
+
+def _read_manifest(manifest_path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as e:
@@ -229,8 +349,7 @@ def load_project(
             f"{manifest_path} is not a dbt manifest; delete it and rerun "
             "(pyml runs `dbt parse` to rebuild it)"
         )
-    return Project(root, profiles, str(config["profile"]), target_name, db_path,
-                   manifest_path, manifest)
+    return manifest
 
 
 def _source_file(node: dict[str, Any]) -> str:
