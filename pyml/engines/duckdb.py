@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from pyml.errors import DatabaseError, DatabaseLocked, RelationNotFound
+from pyml.errors import DatabaseError, DatabaseLocked, RelationNotFound, UsageError
 
 _PID_RE = re.compile(r"PID (\d+)")
 _FILE_RE = re.compile(r'file "([^"]+)"')
@@ -40,8 +41,14 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 5.0
 
     DuckDB allows one writing process per file; a BI tool or a notebook holding the file
     open makes every other process fail to take the lock. pyml retries with backoff and then
-    reports who holds the lock and what to do.
+    reports who holds the lock and what to do. `lock_timeout` may be `inf` (wait for as long
+    as it takes); NaN or a negative number is a UsageError.
     """
+    # `not >= 0` also catches NaN, which would make the deadline NaN: no comparison with it
+    # is ever true, so the retry loop would spin at 100% CPU forever.
+    if not lock_timeout >= 0:
+        raise UsageError(f"lock timeout must be a number of seconds >= 0 (or inf), got "
+                            f"{lock_timeout!r}")
     if not path.exists():
         raise DatabaseError(
             f"database file {path} does not exist: run `dbt build` first, or check the "
@@ -50,10 +57,15 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 5.0
     if path.is_dir():
         raise DatabaseError(f"{path} is a folder, not a DuckDB database file: fix the path in "
                             "your dbt profile")
+    if not stat.S_ISREG(path.stat().st_mode):
+        # Opening a FIFO blocks until a writer appears (forever); a device or socket is no
+        # database either. stat() never blocks.
+        raise DatabaseError(f"{path} is not a regular file (a named pipe, device or socket), "
+                            "not a DuckDB database file: fix the path in your dbt profile")
     delay, deadline = 0.05, time.monotonic() + lock_timeout
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as e:
             text = str(e)
             if "lock" not in text.lower():
@@ -69,6 +81,7 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 5.0
             # would otherwise overshoot --lock-timeout by up to a second.
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
+            continue
         except duckdb.ConnectionException as e:
             if read_only and "different configuration" in str(e):
                 # This process (e.g. dbt run through its Python API in a notebook) already
@@ -78,6 +91,40 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 5.0
             raise DatabaseError(_io_message(path, str(e))) from e
         except duckdb.Error as e:
             raise DatabaseError(_io_message(path, str(e))) from e
+        _check_complete(con, path)
+        return con
+
+
+# DuckDB's single-file layout: a main header and two database headers of 4 KiB each, then
+# the blocks. tests/test_probe.py checks the files it makes against it on the installed
+# DuckDB, so a format change shows up as a failing test, not as files called truncated.
+FILE_HEADERS = 3 * 4096
+
+
+def _check_complete(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Raise DatabaseError when the file is too short to hold the blocks in use.
+
+    DuckDB opens a truncated file (a copy cut short, a full disk during a copy) without a
+    word and fails later, in whichever query first reads a missing block. The used-block
+    count makes it a check of one stat. Not the total count: DuckDB cuts free blocks off the
+    end of the file and keeps counting them. A cut that only removes blocks behind free ones
+    passes here; write_error names it when a query reads there.
+    """
+    try:
+        row = con.execute("select block_size, used_blocks from pragma_database_size() "
+                          "where database_name = current_database()").fetchone()
+        size = path.stat().st_size
+    except (duckdb.Error, OSError):
+        return  # nothing to compare against: the queries themselves will tell
+    if row and row[0] and row[1] is not None and size < FILE_HEADERS + int(row[0]) * int(row[1]):
+        con.close()
+        raise DatabaseError(_truncated_message(path, f"{size:,} bytes for {int(row[1]):,} "
+                                                     f"blocks of {int(row[0]):,} in use"))
+
+
+def _truncated_message(path: Path | str, detail: str) -> str:
+    return (f"{path} is truncated ({detail}); restore it from a backup or rebuild it with "
+            "dbt")
 
 
 def _io_message(path: Path, text: str) -> str:
@@ -86,6 +133,8 @@ def _io_message(path: Path, text: str) -> str:
         return f"{path} is not a DuckDB database file: fix the path in your dbt profile"
     if "Permission denied" in text or "read-only" in text.lower():
         return _read_only_message(path)
+    if "Could not read enough bytes" in text:
+        return _truncated_message(path, first)
     if "Corrupt database file" in text:
         return f"{path} is corrupt ({first}); restore it from a backup or rebuild it with dbt"
     return f"cannot open {path}: {first}"
@@ -98,7 +147,8 @@ def _read_only_message(path: Path | str) -> str:
 
 def write_error(error: duckdb.Error) -> DatabaseError | None:
     """The one-line error for a write the OS refused (disk full, file too large, read-only
-    file or folder), or None when `error` is something else.
+    file or folder) or a read past the end of a truncated file, or None when `error` is
+    something else.
 
     DuckDB reports these as I/O or commit errors naming the file it could not write (the
     database or its `.wal`); the transaction is rolled back, so nothing was changed.
@@ -106,6 +156,8 @@ def write_error(error: duckdb.Error) -> DatabaseError | None:
     text = str(error).strip()
     first = text.splitlines()[0] if text else ""
     named = _FILE_RE.search(first)
+    if named and "Could not read enough bytes" in first:  # a block past a truncated end
+        return DatabaseError(_truncated_message(named.group(1), first))
     if named is None or not any(s in first for s in ("Could not write", "Cannot open file",
                                                      "Could not open", "Could not truncate")):
         return None
@@ -155,6 +207,17 @@ def relation_columns(con: duckdb.DuckDBPyConnection, schema: str, name: str
             f"relation {schema}.{name} does not exist in the database: build it with "
             f"`dbt build --select {name}` first"
         )
+    try:
+        # A view keeps its columns in the catalog after what it selects from is dropped or
+        # renamed; only binding a query on it tells, and the verbs' first query would then
+        # fail with DuckDB's own multi-line error. Binding `limit 0` reads no rows.
+        con.execute(f"select * from {qualified(schema, name)} limit 0").fetchall()
+    except (duckdb.CatalogException, duckdb.BinderException) as e:
+        problem = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RelationNotFound(
+            f"view {schema}.{name} cannot be read ({problem}): rebuild it with "
+            f"`dbt build --select {name}`"
+        ) from e
     return [(str(c), str(t)) for c, t in rows]
 
 
