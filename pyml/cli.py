@@ -20,6 +20,18 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
+class NumberRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN, which passes every range comparison (a NaN
+    --lock-timeout spun forever; a NaN threshold never alerts)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
 def project_options(func: F) -> F:
     """--project-dir / --profiles-dir / --target, as in dbt."""
     for option in reversed([
@@ -28,7 +40,7 @@ def project_options(func: F) -> F:
         click.option("--profiles-dir", type=click.Path(file_okay=False),
                      help="folder of profiles.yml (default: DBT_PROFILES_DIR, cwd, ~/.dbt)."),
         click.option("--target", "-t", help="profile target (default: the profile's target)."),
-        click.option("--lock-timeout", type=float, default=5.0, show_default=True,
+        click.option("--lock-timeout", type=NumberRange(min=0), default=5.0, show_default=True,
                      help="seconds to wait for another process's DuckDB write lock."),
     ]):
         func = option(func)
@@ -168,7 +180,8 @@ def models(models: tuple[str, ...], project_dir: str | None, profiles_dir: str |
 
 @cli.command()
 @click.argument("model")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--limit", "-n", type=click.IntRange(1, 2**63 - 1), default=10,
+              show_default=True)
 @project_options
 @handle_errors
 def predictions(model: str, limit: int, project_dir: str | None, profiles_dir: str | None,
@@ -240,7 +253,7 @@ def explain(models: tuple[str, ...], select: tuple[str, ...], top_k: int, versio
 
 @cli.command()
 @selection_options
-@click.option("--threshold", type=click.FloatRange(min=0, min_open=True),
+@click.option("--threshold", type=NumberRange(min=0, min_open=True),
               help="PSI above which a feature counts as drifted (default: the spec's "
                    "drift_threshold, 0.2).")
 @click.option("--version", "version", type=int,
@@ -304,7 +317,7 @@ def report(model: str, output: Path | None, version: int | None, project_dir: st
 @selection_options
 @click.option("--n-trials", type=click.IntRange(min=1),
               help="most trials (default: the spec's tune.n_trials, 30).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--timeout", type=NumberRange(min=0, min_open=True), metavar="SECONDS",
               help="stop starting trials after this long (default: tune.timeout, 600).")
 @project_options
 @handle_errors
@@ -414,7 +427,7 @@ def export(model: str, output: Path, version: int | None, project_dir: str | Non
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+@click.option("--poll-seconds", default=5.0, show_default=True, type=NumberRange(min=0.1),
               help="how often to re-read the registry for promotions (also on SIGHUP).")
 @click.option("--max-records", default=1000, show_default=True, type=click.IntRange(min=1),
               help="most records per request (more: 413).")
