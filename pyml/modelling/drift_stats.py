@@ -134,7 +134,12 @@ class Counter:
         snap = self.snap
         null_train = snap.null_count / snap.n_rows if snap.n_rows else 0.0
         null_now = self.nulls / self.rows if self.rows else 0.0
-        expected = np.asarray([snap.null_count, *snap.bin_counts, 0], dtype=np.float64)
+        # A numeric feature that was all NULL in training (a new column not yet backfilled)
+        # has no bins: every training row sits in the NULL bin, and rows with values now
+        # count against empty bins. PSI is then 0 while the column stays NULL and large once
+        # values arrive; KS (no training values to compare with) stays None.
+        bins = snap.bin_counts or (0,) * len(self.counts)
+        expected = np.asarray([snap.null_count, *bins, 0], dtype=np.float64)
         actual = np.asarray([self.nulls, *self.counts, self.unseen], dtype=np.float64)
         ks = unseen = None
         if snap.kind == "categorical":

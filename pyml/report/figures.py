@@ -7,10 +7,12 @@ in one colour and its baseline dashed grey.
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -20,6 +22,24 @@ ACCENT = "#dc2626"  # thresholds, drifted features
 BASE = "#6b7280"  # baselines
 SIZE = (6.4, 4.2)  # inches; at 150 dpi about 960 x 630 px, shown at half that
 DPI = 150
+
+
+F = TypeVar("F", bound=Callable[..., bytes])
+
+
+def _plain_text(draw: F) -> F:
+    """Draw every text of the figure as plain text, never as mathtext.
+
+    Labels carry column names and class labels from the user's data: a name such as
+    `fee_$_per_$_k` would otherwise be parsed as TeX between the dollars and crash the report.
+    An rc_context rather than escaping: tick labels are made only when the figure is drawn,
+    and it leaves the process-wide rcParams (a notebook's) alone.
+    """
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> bytes:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def _figure(size: tuple[float, float] = SIZE) -> tuple[Figure, Axes]:
@@ -39,6 +59,7 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+@_plain_text
 def roc(points: Sequence[tuple[float, float]], auc: float | None) -> bytes:
     """ROC curve (false vs true positive rate) beside the random-guess diagonal."""
     fig, ax = _figure()
@@ -53,6 +74,7 @@ def roc(points: Sequence[tuple[float, float]], auc: float | None) -> bytes:
     return png(fig)
 
 
+@_plain_text
 def pr(points: Sequence[tuple[float, float]], ap: float | None, prevalence: float) -> bytes:
     """Precision-recall curve beside the constant-score baseline (the positive rate)."""
     fig, ax = _figure()
@@ -67,6 +89,7 @@ def pr(points: Sequence[tuple[float, float]], ap: float | None, prevalence: floa
     return png(fig)
 
 
+@_plain_text
 def calibration(rows: Sequence[tuple[float, float, int]]) -> bytes:
     """Mean predicted probability vs observed rate per bin; the bins' row counts below."""
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
@@ -88,6 +111,7 @@ def calibration(rows: Sequence[tuple[float, float, int]]) -> bytes:
     return png(fig)
 
 
+@_plain_text
 def gains(rows: Sequence[tuple[int, float, float]]) -> bytes:
     """Cumulative gains by decile (share of positives captured) with the lift on top."""
     fig, ax = _figure()
@@ -109,6 +133,7 @@ def gains(rows: Sequence[tuple[int, float, float]]) -> bytes:
     return png(fig)
 
 
+@_plain_text
 def confusion(tn: int, fp: int, fn: int, tp: int, labels: Sequence[str],
               threshold: float) -> bytes:
     """2x2 confusion matrix at the spec's threshold, counts and row shares."""
@@ -128,6 +153,7 @@ def confusion(tn: int, fp: int, fn: int, tp: int, labels: Sequence[str],
     return png(fig)
 
 
+@_plain_text
 def residuals(pred: np.ndarray, resid: np.ndarray) -> bytes:
     """Residual (actual - predicted) against predicted value."""
     fig, ax = _figure()
@@ -140,6 +166,7 @@ def residuals(pred: np.ndarray, resid: np.ndarray) -> bytes:
     return png(fig)
 
 
+@_plain_text
 def predicted_vs_actual(pred: np.ndarray, actual: np.ndarray) -> bytes:
     """Actual against predicted value, with the line of perfect predictions."""
     fig, ax = _figure()
@@ -155,6 +182,7 @@ def predicted_vs_actual(pred: np.ndarray, actual: np.ndarray) -> bytes:
     return png(fig)
 
 
+@_plain_text
 def importance_bar(names: Sequence[str], values: Sequence[float], title: str,
                    xlabel: str) -> bytes:
     """Horizontal bars, largest on top."""
@@ -177,6 +205,7 @@ def _colour_values(values: np.ndarray) -> np.ndarray:
     return out
 
 
+@_plain_text
 def beeswarm(names: Sequence[str], shap: np.ndarray, values: np.ndarray,
              categorical: Sequence[bool]) -> bytes:
     """Per feature (rows, most important on top): each dot a row's SHAP value, coloured by
@@ -207,6 +236,7 @@ def beeswarm(names: Sequence[str], shap: np.ndarray, values: np.ndarray,
     return png(fig)
 
 
+@_plain_text
 def dependence(name: str, shap: np.ndarray, values: np.ndarray,
                categories: Sequence[str]) -> bytes:
     """One feature's SHAP value against its value (categories on the x axis if text)."""
@@ -238,6 +268,7 @@ def dependence(name: str, shap: np.ndarray, values: np.ndarray,
     return png(fig)
 
 
+@_plain_text
 def drift_bars(names: Sequence[str], psi: Sequence[float], threshold: float) -> bytes:
     """PSI per feature with the threshold; drifted features in red."""
     height = max(2.6, 0.34 * len(names) + 1.3)

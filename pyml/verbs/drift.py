@@ -20,7 +20,7 @@ import duckdb
 from pyml.data.encode import check_schema, select_exprs
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.engines.duckdb import qualified, relation_columns, stream_arrow
-from pyml.errors import DriftDetected, ModelNotFound
+from pyml.errors import DataError, DriftDetected, ModelNotFound
 from pyml.modelling.drift_stats import Counter, FeatureDrift, Snapshot, psi, snapshot
 from pyml.session import Session
 from pyml.store.drift import load_snapshots, write_drift
@@ -81,6 +81,10 @@ def drift_relation(con: duckdb.DuckDBPyConnection, name: str, version: int | Non
     finally:
         cur.close()
     rows = counters[0].rows if counters else 0
+    if counters and rows == 0:
+        # Every PSI against an empty relation is the floor's artefact, not drift; score and
+        # explain refuse an empty relation the same way. Nothing has been written yet.
+        raise DataError(f"{where}: {label} is empty; nothing to compare (did `dbt build` run?)")
     if log:
         log(f"[{name}] compared {rows:,} rows of {label} with the v{stored.version} training "
             f"snapshot in {time.perf_counter() - started:.1f}s")
