@@ -35,7 +35,8 @@ def _ident(name: str) -> str:
 
 
 def db_state(db: Path) -> Any:
-    """Every table and view of the file: (type, columns, row count, order-free row hash).
+    """Every table and view of the file: kind, comment, columns (with types and comments),
+    row count and an order-free hash of the rows.
 
     A file DuckDB cannot open is compared byte for byte instead.
     """
@@ -49,20 +50,23 @@ def db_state(db: Path) -> Any:
         return "sha256 " + hashlib.sha256(db.read_bytes()).hexdigest()
     try:
         state: dict[str, Any] = {}
-        for schema, name, kind in con.execute(
-                "select table_schema, table_name, table_type from information_schema.tables "
-                "where table_catalog = current_database() order by 1, 2").fetchall():
+        for schema, name, kind, comment in con.execute(
+                "select schema_name, table_name, 'table', comment from duckdb_tables() "
+                "where database_name = current_database() union all "
+                "select schema_name, view_name, 'view', comment from duckdb_views() "
+                "where database_name = current_database() and not internal "
+                "order by 1, 2").fetchall():
             columns = con.execute(
-                "select column_name, data_type from information_schema.columns where "
-                "table_catalog = current_database() and table_schema = ? and table_name = ? "
-                "order by ordinal_position", [schema, name]).fetchall()
+                "select column_name, data_type, comment from duckdb_columns() where "
+                "database_name = current_database() and schema_name = ? and table_name = ? "
+                "order by column_index", [schema, name]).fetchall()
             rows: Any
             try:
                 rows = con.execute(f"select count(*), coalesce(sum(hash(t)), 0)::varchar "
                                    f"from {_ident(schema)}.{_ident(name)} t").fetchone()
             except duckdb.Error as e:  # a view over something dropped still has a state
                 rows = str(e).splitlines()[0]
-            state[f"{schema}.{name}"] = (kind, tuple(columns), rows)
+            state[f"{schema}.{name}"] = (kind, comment, tuple(columns), rows)
         return state
     finally:
         con.close()

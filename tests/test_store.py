@@ -14,6 +14,7 @@ from pyml.store.schema import headline_sql
 from pyml.store.trials import trials
 
 from .conftest import Loans
+from .support import db_state
 
 
 def _uncommented(loans: Loans) -> tuple[list[Any], list[Any]]:
@@ -54,40 +55,20 @@ def test_a_registry_from_before_comments_gains_them(scored: Loans) -> None:
                       "table_name = 'metrics' and column_name = 'std'") == [(1,)]
 
 
-def _db_state(db: Path) -> dict[str, Any]:
-    """Every table of the file: its columns with their comments, row count and row hash."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        out: dict[str, Any] = {}
-        for schema, name, comment in con.execute(
-                "select schema_name, table_name, comment from duckdb_tables() "
-                "where database_name = current_database() order by 1, 2").fetchall():
-            columns = con.execute(
-                "select column_name, data_type, comment from duckdb_columns() where "
-                "database_name = current_database() and schema_name = ? and table_name = ? "
-                "order by column_index", [schema, name]).fetchall()
-            rows = con.execute(f'select count(*), coalesce(sum(hash(t)), 0)::varchar '
-                               f'from "{schema}"."{name}" t').fetchone()
-            out[f"{schema}.{name}"] = (comment, columns, rows)
-        return out
-    finally:
-        con.close()
-
-
 def test_report_changes_nothing_in_the_database(scored: Loans, tmp_path: Path) -> None:
     # No drift check and no profile stored yet: the report computes both for the page and
     # still writes nothing (before, it ran DDL and stored them).
-    before = _db_state(scored.db)
+    before = db_state(scored.db)
     out = tmp_path / "r.html"
     scored.ok("report", "default_risk", "--output", str(out))
     assert "PSI per feature" in out.read_text() and "Data profile" in out.read_text()
-    assert _db_state(scored.db) == before
+    assert db_state(scored.db) == before
     # A stored drift check and profile are read, not recomputed.
     scored.ok("drift", "default_risk")
     scored.ok("profile", "default_risk")
-    before = _db_state(scored.db)
+    before = db_state(scored.db)
     scored.ok("report", "default_risk", "--output", str(out))
-    assert _db_state(scored.db) == before
+    assert db_state(scored.db) == before
 
 
 def test_report_runs_while_another_process_reads_the_database(scored: Loans, tmp_path: Path
