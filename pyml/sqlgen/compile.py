@@ -48,9 +48,10 @@ from pyml.sqlgen.trees import (
 from pyml.store.registry import StoredModel
 from pyml.tasks import OBJECTIVES
 
-DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "sqlite")
-# Dialects with a float32 type whose + rounds like C's float addition.
-NATIVE_FLOAT32 = ("duckdb", "postgres")
+DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "sqlite", "spark")
+# Dialects with a float32 type whose + rounds like C's float addition (Spark's FLOAT is a
+# Java float: IEEE binary32, round to nearest even, and FLOAT + FLOAT stays FLOAT).
+NATIVE_FLOAT32 = ("duckdb", "postgres", "spark")
 TREES_PER_LEVEL = 100  # float32 additions per margin CTE (keeps expressions shallow)
 SORT_MIN_TREES = 8  # below this, ordering rows by the first tree costs more than it saves
 MISSING_LEFT, MISSING_RIGHT = "-1e308", "1e308"  # NULL/NaN stand-ins (beyond any float32)
@@ -438,8 +439,11 @@ def _transpile(sql: str, dialect: str) -> str:
                 # NaN = NaN is true in both (they order NaN above every number).
                 nan = exp.cast(exp.Literal.string("NaN"), exp.DataType.build("double"))
                 return exp.EQ(this=arg, expression=nan)
-        if isinstance(node, exp.CTE) and dialect in ("bigquery", "snowflake"):
-            node.set("materialized", None)  # neither accepts MATERIALIZED
+        if isinstance(node, exp.CTE) and dialect in ("bigquery", "snowflake", "spark"):
+            # None accepts MATERIALIZED. Spark inlines CTEs but does not collapse a
+            # projection into one that reads its non-trivial columns more than once
+            # (CollapseProject), so each input column is still computed once per row.
+            node.set("materialized", None)
         return node
 
     return tree.transform(fix, copy=False).sql(dialect=dialect, pretty=True) + "\n"
