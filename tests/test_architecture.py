@@ -22,7 +22,7 @@ MAX_LINES = 500
 RANKS: list[tuple[str, int]] = [
     ("pyml.errors", 0), ("pyml.files", 0), ("pyml.tasks", 0),
     ("pyml.engines", 1),
-    ("pyml.dbt", 2), ("pyml.data.encode", 2),
+    ("pyml.dbt", 2), ("pyml.data.encode", 2), ("pyml.data.split", 2),
     ("pyml.store", 3), ("pyml.session", 3),
     ("pyml.data", 4),
     ("pyml.modelling", 5),

@@ -34,7 +34,8 @@ import pyarrow as pa
 import xgboost as xgb
 
 from pyml.data.encode import Encoder, Feature, Target, is_range_error, matrix_sql, range_error
-from pyml.data.trainset import HASH_BUCKETS, Part, ReadProgress, labels
+from pyml.data.split import sample_sql
+from pyml.data.trainset import Part, ReadProgress, labels
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import quote, stream_arrow
 from pyml.errors import DataError, PymlError
@@ -152,8 +153,7 @@ class ExternalSet:
 
     def _pick(self, fraction: float, salt: int) -> str:
         """A hashed-key condition keeping about `fraction` of rows, whatever their order."""
-        keys = ", ".join(quote(k) for k in self.spec.key)
-        return f"hash({keys}, {salt}::bigint) % {HASH_BUCKETS} < {int(fraction * HASH_BUCKETS)}"
+        return sample_sql(self.spec.key, fraction, salt)
 
     def dmatrix(self, part: int, ref: xgb.DMatrix | None, **kwargs: Any) -> xgb.DMatrix:
         """ExtMemQuantileDMatrix of one part, quantised from DuckDB batches (`kwargs`:

@@ -36,7 +36,6 @@ from pyml.engines.duckdb import first_row, quote, stream_arrow
 from pyml.errors import DataError
 
 BATCH_ROWS = 262_144
-HASH_BUCKETS = 1_000_000  # resolution of the hashed-key split and samples
 PARTS = ("train", "validation", "holdout")
 
 

@@ -15,10 +15,9 @@ import duckdb
 import numpy as np
 import xgboost as xgb
 
-from pyml.data import extmem
+from pyml.data import extmem, split
 from pyml.data.encode import Feature, Target, booster_feature_names, resolve_features
 from pyml.data.trainset import (
-    HASH_BUCKETS,
     learn_categories,
     learn_target,
     part_sizes,
@@ -87,49 +86,20 @@ def train(session: Session, specs: Sequence[ModelSpec], *, tune: bool | None = N
                           external=external) for spec in specs]
 
 
-def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str
-                ) -> tuple[str, list[Any], dict[str, Any]]:
-    """SQL for the part column (0 train, 1 validation, 2 holdout), its params, and a record."""
-    sp = spec.split
-    record: dict[str, Any] = {"method": sp.method, "test_fraction": sp.test_fraction,
-                              "validation_fraction": sp.validation_fraction}
-    if sp.method in ("random", "kfold"):  # kfold: the holdout is drawn as for random
-        keys = ", ".join(quote(k) for k in spec.key)
-        record["seed"] = sp.seed
-        if sp.method == "kfold":
-            record["folds"] = sp.folds
-        # Hashing the key (not drawing row numbers) keeps an entity on the same side of the
-        # split whatever order DuckDB returns rows in, and across retrains.
-        expr = (f"case when hash({keys}, ?::bigint) % {HASH_BUCKETS} < ? then 2 "
-                f"when hash({keys}, ?::bigint) % {HASH_BUCKETS} < ? then 1 else 0 end")
-        return expr, [sp.seed, int(sp.test_fraction * HASH_BUCKETS), sp.seed + 1,
-                      int(sp.validation_fraction * HASH_BUCKETS)], record
-    col = quote(str(sp.column))
-    target = quote(spec.target)
-    nulls = first_row(con, f"select count(*) from {source} where {target} is not null "
-                        f"and {col} is null")
-    if nulls and nulls[0]:
-        raise DataError(f"{spec.where}: split column '{sp.column}' is NULL in {nulls[0]} "
-                        "labelled rows; filter or fill them in the dbt model")
-    row = first_row(con, f"select quantile_disc({col}, ?), min({col}) from {source} "
-                      f"where {target} is not null", [1.0 - sp.test_fraction])
-    test_from, first = (row[0], row[1]) if row else (None, None)
-    if test_from is None or test_from == first:
-        raise DataError(f"{spec.where}: split column '{sp.column}' has too few distinct "
-                        "values to keep older rows for training and newer ones as holdout")
-    record["test_from"] = test_from
-    if sp.validation_fraction <= 0:
-        return f"case when {col} >= ? then 2 else 0 end", [test_from], record
-    row = first_row(con, f"select quantile_disc({col}, ?) from {source} where {target} is not "
-                      f"null and {col} < ?", [1.0 - sp.validation_fraction, test_from])
-    valid_from = row[0] if row else None
-    if valid_from is None or valid_from == first:
-        # Too few periods for a separate validation slice: hold out none, no early stopping.
-        record["validation_from"] = None
-        return f"case when {col} >= ? then 2 else 0 end", [test_from], record
-    record["validation_from"] = valid_from
-    return (f"case when {col} >= ? then 2 when {col} >= ? then 1 else 0 end",
-            [test_from, valid_from], record)
+def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
+                types: dict[str, str], log: Log) -> tuple[str, list[Any], dict[str, Any]]:
+    """SQL for the part column (0 train, 1 validation, 2 holdout), its params, and a record
+    (pyml.data.split: the one definition of the split, shared with the Spark engine)."""
+    if spec.split.method == "time":
+        cutoffs: split.Cutoffs | None = split.time_cutoffs(con, spec, source)
+    else:
+        cutoffs = None
+        odd = split.unportable_keys(spec.key, types)
+        if odd:
+            log(f"[{spec.name}] warning: key {', '.join(odd)} renders differently in other "
+                "engines (Spark): the same rows may fall in other split parts there")
+    part, params = split.part_sql(spec, "duckdb", cutoffs)
+    return part, params, split.split_record(spec, cutoffs)
 
 
 @dataclass(frozen=True)
@@ -174,7 +144,8 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     disk = extmem.Budget(budget or DEFAULT_DISK_BUDGET)
     settings = disk.duckdb() if on_disk else {"memory_limit": TRAIN_MEMORY_LIMIT}
     with extmem.duckdb_settings(con, settings):
-        part_sql, part_params, split_record = _split_expr(con, spec, source)
+        part_sql, part_params, split_record = _split_expr(con, spec, source,
+                                                          dict(columns), log)
         target = learn_target(con, spec, source, target_type)
         features = learn_categories(con, spec, source, features)
         if on_disk:
