@@ -15,10 +15,12 @@ import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
 
 from pyml.data import split
 from pyml.dbt.spec import ModelSpec, SplitSpec
 
+from .conftest import SCHEMA_YML, Loans
 from .split_reference import bucket, part
 
 # Column types whose text both engines agree on, with values of each (extremes included).
@@ -161,3 +163,109 @@ def test_unportable_key_types_are_named() -> None:
              "d": "DECIMAL(18,4)", "day": "DATE"}
     assert split.unportable_keys(("id", "region", "d", "day"), types) == []
     assert split.unportable_keys(("id", "at", "x"), types) == ["at (TIMESTAMP)", "x (DOUBLE)"]
+
+
+# --- Promotion never judges a version on rows it trained on (issue 19 #4) -------------------
+
+RISK_LINE = "            exclude: [loss, grade]\n"
+
+
+def _risk_split(loans: Loans, text: str) -> None:
+    """default_risk's split set to `text` (a YAML flow mapping)."""
+    loans.write_schema(SCHEMA_YML.replace(RISK_LINE, RISK_LINE + f"            split: {text}\n",
+                                          1))
+
+
+def _decision(loans: Loans, version: int) -> tuple[str, str, dict[str, Any] | None]:
+    (event, reason, metrics), = loans.sql(
+        "select event, reason, metrics from ml.model_events where model_name = 'default_risk' "
+        "and version = ? and event <> 'retired'", [version])
+    return str(event), str(reason), json.loads(metrics) if metrics else None
+
+
+def _auc_on(loans: Loans, version: int, ids: set[int]) -> float:
+    """The version's holdout AUC on the given loans, from `pyml score` and scikit-learn."""
+    loans.ok("score", "default_risk", "--version", str(version))
+    rows = loans.sql("select p.loan_id, p.probability, f.defaulted "
+                     "from ml.default_risk_predictions p join main.loan_features f "
+                     "using (loan_id) where f.defaulted is not null")
+    picked = [(p, y) for i, p, y in rows if i in ids]
+    assert len(picked) == len(ids)
+    return float(roc_auc_score([y for _, y in picked], [p for p, _ in picked]))
+
+
+def _labelled_ids(loans: Loans) -> list[int]:
+    return [int(i) for i, in loans.sql("select loan_id from main.loan_features "
+                                       "where defaulted is not null")]
+
+
+def test_a_seed_change_compares_only_rows_held_out_by_both(loans: Loans) -> None:
+    # The probe: v1 split with seed 1, v2 with seed 2 on the same rows. Before the fix the
+    # champion was scored on v2's whole holdout, half of which v1 had trained on.
+    _risk_split(loans, "{test_fraction: 0.5, seed: 1}")
+    loans.ok("train", "default_risk")
+    _risk_split(loans, "{test_fraction: 0.5, seed: 2}")
+    loans.ok("train", "default_risk")
+    both = {i for i in _labelled_ids(loans)
+            if part([i], 1, 0.5, 0.2) == 2 and part([i], 2, 0.5, 0.2) == 2}
+    event, reason, metrics = _decision(loans, 2)
+    assert metrics is not None and event in ("promoted", "rejected")
+    assert metrics["n_rows"] == len(both) and 500 < len(both) < 1000
+    assert metrics["champion"]["value"] == pytest.approx(_auc_on(loans, 1, both), abs=1e-9)
+    assert metrics["challenger"]["value"] == pytest.approx(_auc_on(loans, 2, both), abs=1e-9)
+    assert f"on the same {len(both):,} rows" in reason
+    assert "held out by both versions (their splits differ: seed 1 vs 2)" in reason
+
+
+def test_a_time_split_change_compares_on_the_champions_holdout(loans: Loans) -> None:
+    # v2 holds out the latest 50%, v1 only the latest 30%: the 20% between, v1 trained on.
+    _risk_split(loans, "{method: time, column: loan_id, test_fraction: 0.3}")
+    loans.ok("train", "default_risk")
+    _risk_split(loans, "{method: time, column: loan_id, test_fraction: 0.5}")
+    loans.ok("train", "default_risk")
+    (auc1, n1), = loans.sql("select value, n_rows from ml.metrics where model_name = "
+                            "'default_risk' and version = 1 and metric = 'auc' "
+                            "and split = 'holdout'")
+    event, reason, metrics = _decision(loans, 2)
+    assert metrics is not None and event in ("promoted", "rejected")
+    assert metrics["n_rows"] == n1 and 800 < n1 < 1000
+    assert metrics["champion"]["value"] == pytest.approx(auc1, abs=1e-12)
+    assert "their splits differ: test_fraction 0.3 vs 0.5, test_from " in reason
+
+
+def test_too_few_rows_held_out_by_both_leaves_the_challenger(loans: Loans) -> None:
+    loans.ok("train", "default_risk")  # seed 42, 20% holdout
+    _risk_split(loans, "{seed: 7}")
+    out = loans.ok("train", "default_risk").output
+    both = [i for i in _labelled_ids(loans)
+            if part([i], 42, 0.2, 0.2) == 2 and part([i], 7, 0.2, 0.2) == 2]
+    assert len(both) < 200
+    event, reason, metrics = _decision(loans, 2)
+    assert (event, metrics) == ("registered", None)
+    assert reason == (
+        f"v2 was not compared with champion v1: only {len(both)} rows are held out by both "
+        "(their splits differ: seed 42 vs 7), fewer than the 200 needed to compare them "
+        "without scoring a version on rows it trained on; `pyml promote default_risk` "
+        "promotes v2 by hand")
+    assert f"-> challenger: {reason}" in out
+    assert loans.sql("select version, status from ml.models where model_name = "
+                     "'default_risk' order by 1") == [(1, "champion"), (2, "challenger")]
+
+
+def test_a_version_split_with_the_old_duckdb_hash_is_compared_on_its_own_holdout(
+        loans: Loans) -> None:
+    # v1 stands for a version stored before md5-v1: its split record has no "hash", so its
+    # holdout is DuckDB's hash(loan_id, seed) < test_fraction, as pyml computed it then.
+    _risk_split(loans, "{test_fraction: 0.5, seed: 1}")
+    loans.ok("train", "default_risk")
+    loans.sql("update ml.models set split = json_remove(split, '$.hash') "
+              "where model_name = 'default_risk' and version = 1")
+    loans.ok("train", "default_risk")  # the same settings, split with md5
+    old = {int(i) for i, in loans.sql("select loan_id from main.loan_features where "
+                                      "defaulted is not null and "
+                                      "hash(loan_id, 1::bigint) % 1000000 < 500000")}
+    both = {i for i in old if part([i], 1, 0.5, 0.2) == 2}
+    _, reason, metrics = _decision(loans, 2)
+    assert metrics is not None and metrics["n_rows"] == len(both)
+    assert metrics["champion"]["value"] == pytest.approx(_auc_on(loans, 1, both), abs=1e-9)
+    assert "their splits differ: hash duckdb-hash vs md5-v1" in reason

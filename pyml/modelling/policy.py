@@ -2,9 +2,16 @@
 
 The spec's `promote:` policy decides at train time, inside the transaction that writes the
 version (`pyml.store.registry.write_version(..., decide=...)`): `auto` re-scores the champion
-on the challenger's holdout rows and promotes the challenger when it is not worse (by
-`min_delta`) on the chosen metric; `manual` leaves it to `pyml promote`. The store records
-the decision (statuses, ml.model_events); the decision itself is modelling.
+and the challenger on the rows that are holdout for both and promotes the challenger when it
+is not worse (by `min_delta`) on the chosen metric; `manual` leaves it to `pyml promote`.
+The store records the decision (statuses, ml.model_events); the decision itself is modelling.
+
+Rows held out by both: when the two versions were split differently (another seed, fraction,
+method, hash or time cut-off), part of the challenger's holdout is rows the champion trained
+on, and scoring it there flatters it (issue 19: "v2 0.5615 vs champion v1 0.8807" for a v1
+whose honest holdout AUC was 0.546). The champion's part expression is rebuilt from its
+stored split record (pyml.data.split) and only rows in both holdouts are compared; with fewer
+than MIN_COMMON_ROWS of them (or MIN_CLASS_ROWS of a class) the challenger stays challenger.
 """
 
 from __future__ import annotations
@@ -17,27 +24,33 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pyml.data import split
 from pyml.data.encode import check_schema, matrix_sql
 from pyml.data.trainset import labels
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.dbt.spec_tune import promote_metric
 from pyml.engines.duckdb import qualified, quote, relation_columns, stream_arrow
-from pyml.errors import PymlError, SchemaMismatch
+from pyml.errors import DataError, PymlError, SchemaMismatch
 from pyml.modelling.compare import Comparison, compare
 from pyml.modelling.model import LoadedModel
+from pyml.store.evaluation import model_row
 from pyml.store.lifecycle import Decision
 from pyml.store.registry import load_version
 
 COMPARE_BATCH_ROWS = DEFAULT_BATCH_ROWS  # holdout rows per batch when models compete
+# Fewest rows held out by both versions to compare them on (and, for classifiers, of each
+# class): below that a metric difference is noise, and no other rows are honest for both.
+MIN_COMMON_ROWS = 200
+MIN_CLASS_ROWS = 10
 
 Log = Callable[[str], None]
 
 
 class HoldoutPolicy:
-    """The spec's `promote:` policy, comparing on the challenger's own holdout rows.
+    """The spec's `promote:` policy, comparing on rows held out by both versions.
 
-    `holdout_sql` is train.py's split expression (2 = holdout) with its parameters, so the
-    rows are exactly those the challenger's holdout metrics were computed on.
+    `holdout_sql` is train.py's split expression (2 = holdout) with its parameters: the
+    challenger's holdout, narrowed to the champion's (rebuilt from its split record).
     """
 
     def __init__(self, spec: ModelSpec, holdout_sql: str, holdout_params: list[Any],
@@ -53,14 +66,21 @@ class HoldoutPolicy:
                             f"v{champion}; `pyml promote {spec.name}` makes it the champion")
         metric = promote_metric(policy, spec.task)
         try:
-            cmp = holdout_comparison(con, spec, champion, version, metric,
-                                     self.holdout_sql, self.holdout_params)
+            cmp, differ = holdout_comparison(con, spec, champion, version, metric,
+                                             self.holdout_sql, self.holdout_params)
+        except _TooFewRows as e:
+            reason = (f"v{version} was not compared with champion v{champion}: {e}; "
+                      f"`pyml promote {spec.name}` promotes v{version} by hand")
+            self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
+            return Decision(False, "registered", reason)
         except _CannotCompare as e:
             reason = (f"champion v{champion} cannot be scored on v{version}'s holdout rows "
                       f"({e}); `pyml promote {spec.name}` promotes v{version} by hand")
             self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
             return Decision(False, "registered", reason)
         text = cmp.describe(f"champion v{champion}", f"v{version}")
+        if differ:
+            text += f", held out by both versions (their splits differ: {', '.join(differ)})"
         metrics = {"metric": cmp.metric, "champion": {"version": champion, "value": cmp.a},
                    "challenger": {"version": version, "value": cmp.b}, "gain": cmp.gain,
                    "ci95": None if cmp.ci_low is None else [cmp.ci_low, cmp.ci_high],
@@ -79,10 +99,57 @@ class _CannotCompare(PymlError):
     pass
 
 
+class _TooFewRows(_CannotCompare):
+    pass
+
+
+def champion_holdout(con: duckdb.DuckDBPyConnection, spec: ModelSpec, old: LoadedModel,
+                     challenger: int, columns: dict[str, str]
+                     ) -> tuple[str, list[Any], list[str]]:
+    """The champion's holdout condition (rebuilt from its stored split record), its
+    parameters, and how its split differs from the challenger's ([] when alike)."""
+    old_split = dict(model_row(con, spec.name, old.version).get("split") or {})
+    new_split = model_row(con, spec.name, challenger).get("split") or {}
+    if old_split.get("method") == "time" and not old_split.get("column"):
+        # Records written before the column was stored: the version's own spec names it.
+        old_split["column"] = (old.stored.spec.get("split") or {}).get("column")
+    key = tuple(old.stored.key)
+    needed = [old_split.get("column")] if old_split.get("method") == "time" else list(key)
+    missing = [str(c) for c in needed if c not in columns]
+    if missing:
+        raise _CannotCompare(f"its split needs column '{missing[0]}', which is not in the "
+                             "relation, so its holdout rows are unknown")
+    try:
+        sql, params = split.record_part_sql(old_split, key, "duckdb")
+    except (DataError, KeyError, TypeError, ValueError) as e:
+        raise _CannotCompare(f"its split record cannot be read: {e}") from e
+    differ = split.differences(old_split, new_split)
+    if key != spec.key and old_split.get("method") != "time":
+        differ.append(f"key {', '.join(key)} vs {', '.join(spec.key)}")
+    return f"({sql}) = 2", params, differ
+
+
+def _check_common(n: int, y: np.ndarray, classes: pa.Array | None, differ: list[str]) -> None:
+    """Refuse to compare on too few rows held out by both versions."""
+    why = f" (their splits differ: {', '.join(differ)})" if differ else ""
+    tail = ("needed to compare them without scoring a version on rows it trained on"
+            if differ else "needed for a comparison that is more than noise")
+    if n < MIN_COMMON_ROWS:
+        raise _TooFewRows(f"only {n} rows are held out by both{why}, fewer than the "
+                          f"{MIN_COMMON_ROWS} {tail}")
+    if classes is not None:
+        counts = np.bincount(y.astype(np.int64), minlength=len(classes))
+        for value, count in zip(classes.to_pylist(), counts, strict=True):
+            if count < MIN_CLASS_ROWS:
+                raise _TooFewRows(f"only {count} of the {n} rows held out by both{why} have "
+                                  f"class {value}, fewer than the {MIN_CLASS_ROWS} {tail}")
+
+
 def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion: int,
                        challenger: int, metric: str, holdout_sql: str,
-                       holdout_params: list[Any]) -> Comparison:
-    """Score both versions on the challenger's holdout rows and compare them on `metric`."""
+                       holdout_params: list[Any]) -> tuple[Comparison, list[str]]:
+    """Score both versions on the rows held out by both and compare them on `metric`;
+    also how the two versions' splits differ ([] when alike)."""
     old = LoadedModel(load_version(con, spec.name, champion))
     new = LoadedModel(load_version(con, spec.name, challenger))
     if old.stored.task != new.stored.task:
@@ -90,6 +157,7 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
     if list(old.stored.target.classes) != list(new.stored.target.classes):
         raise _CannotCompare(f"its classes {list(old.stored.target.classes)} differ")
     columns = relation_columns(con, spec.schema, spec.relation)
+    both_sql, both_params, differ = champion_holdout(con, spec, old, challenger, dict(columns))
     label = f"{spec.schema}.{spec.relation}"
     try:
         check_schema(f"champion v{champion}", old.stored.features, columns, label)
@@ -103,7 +171,8 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
                                f"{matrix_sql(old.stored.features)} as __pyml_old, "
                                f"{matrix_sql(new.stored.features)} as __pyml_new "
                                f"from {source} where {target} is not null and "
-                               f"({holdout_sql}) = 2", COMPARE_BATCH_ROWS, holdout_params)
+                               f"({holdout_sql}) = 2 and {both_sql}", COMPARE_BATCH_ROWS,
+                         [*holdout_params, *both_params])
     classes = (pa.array(list(new.stored.target.classes)) if spec.task != "regression"
                else None)
     ys, olds, news = [], [], []
@@ -115,10 +184,10 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
         ys.append(labels(y_col, classes))
         olds.append(_raw(old, batch.column(1)))
         news.append(_raw(new, batch.column(2)))
-    if not ys:
-        raise _CannotCompare("the holdout is empty")
-    return compare(spec.task, metric, np.concatenate(ys), np.concatenate(olds),
-                   np.concatenate(news), old.stored.threshold, new.stored.threshold)
+    y = np.concatenate(ys) if ys else np.empty(0)
+    _check_common(len(y), y, classes, differ)
+    return compare(spec.task, metric, y, np.concatenate(olds), np.concatenate(news),
+                   old.stored.threshold, new.stored.threshold), differ
 
 
 def _raw(model: LoadedModel, column: pa.Array) -> np.ndarray:
