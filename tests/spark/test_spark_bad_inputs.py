@@ -1,0 +1,49 @@
+"""Mistakes on a Spark target end in one `Error:` line that names the fix, and change nothing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ..support import error_line
+from .conftest import SCHEMA, SPARK, SparkLoans
+
+pytestmark = SPARK
+
+# pyml's CLI in a child process that cannot import pyspark (as without the Spark extra).
+# A None in sys.modules makes `import pyspark` raise ImportError and find_spec return None.
+NO_PYSPARK = ("import sys; sys.modules['pyspark'] = None; from pyml.cli import main; "
+              "sys.argv = ['pyml', *sys.argv[1:]]; main()")
+
+
+def test_a_spark_target_without_pyspark_names_the_extra(spark_loans: SparkLoans) -> None:
+    # The child stops before any Spark or dbt work, so it never opens the suite's metastore.
+    done = subprocess.run(
+        [sys.executable, "-c", NO_PYSPARK, "train", "--project-dir", str(spark_loans.dir),
+         "--profiles-dir", str(spark_loans.dir)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert error_line(done.stdout + done.stderr, done.returncode) == (
+        "the dbt target 'dev' is type spark: install pyml's Spark extra: "
+        "pip install 'pyml[spark]'")
+
+
+def _versions(project: SparkLoans) -> list[tuple[object, ...]]:
+    if not project.spark.catalog.tableExists("ml.models"):
+        return []
+    return project.rows("select model_name, version from ml.models order by 1, 2")
+
+
+def test_a_feature_relation_that_does_not_exist_is_named(spark_loans: SparkLoans) -> None:
+    before = _versions(spark_loans)
+    spark_loans.spark.sql(f"alter table {SCHEMA}.loan_features rename to "
+                          f"{SCHEMA}.loan_features_away")
+    try:
+        result = spark_loans.pyml("train", "default_risk")
+    finally:
+        spark_loans.spark.sql(f"alter table {SCHEMA}.loan_features_away rename to "
+                              f"{SCHEMA}.loan_features")
+    assert error_line(result.output, result.exit_code) == (
+        f"relation {SCHEMA}.loan_features does not exist in the Spark catalog: build it with "
+        "`dbt build --select loan_features` first")
+    assert _versions(spark_loans) == before
