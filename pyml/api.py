@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyml.engines.duckdb import write_errors
+from pyml.errors import EngineError, UsageError
 from pyml.session import Overrides, open_session
 
 if TYPE_CHECKING:
@@ -39,12 +40,14 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
           project_dir: PathLike = None, profiles_dir: PathLike = None,
           target: str | None = None, log: Log | None = None,
           lock_timeout: float = 5.0, max_memory: int | str | None = None,
-          external: bool | None = None) -> list[TrainResult]:
+          external: bool | None = None, num_workers: int | None = None) -> list[TrainResult]:
     """Train the named (or dbt-selected, or all) models; each gets a new version.
 
     `max_memory` (bytes or a size such as "2GB") overrides the specs' budget: a training set
     that would not fit it trains from disk with XGBoost external memory; `external=True`
-    trains from disk whatever the size.
+    trains from disk whatever the size. On a Spark target (dbt `type: spark`) the models
+    train with xgboost.spark on `num_workers` workers (default: the spec's, else one per
+    core of the cluster).
     """
     from pyml.dbt.spec import parse_size
     from pyml.verbs.train import train as _train
@@ -54,6 +57,15 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
     specs = session.specs(models, select, Overrides(max_memory=budget))
+    if session.engine == "spark":
+        from pyml.spark.train import train as _spark_train
+
+        if budget is not None or external:
+            raise EngineError("max_memory and external memory run on DuckDB targets only; "
+                              "on Spark, num_workers spreads the training set over executors")
+        return _spark_train(session, specs, num_workers=num_workers)
+    if num_workers is not None:
+        raise UsageError("num_workers applies to Spark targets (dbt `type: spark`) only")
     return _train(session, specs, external=external)
 
 
@@ -74,6 +86,12 @@ def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
     specs = session.specs(models, select, Overrides(batch_size=batch_size))
+    if session.engine == "spark":
+        from pyml.spark.score import refuse_options
+        from pyml.spark.score import score as _spark_score
+
+        refuse_options(output, explain)
+        return _spark_score(session, specs, version=version)
     return _score(session, specs, version=version,
                   output=Path(output) if output is not None else None, explain=explain)
 
@@ -87,6 +105,7 @@ def profile(model: str, *, target_column: str | None = None, project_dir: PathLi
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
+    session.require_duckdb("pyml profile")
     return _profile(session, model, target_column=target_column)
 
 
@@ -101,6 +120,7 @@ def explain(models: Sequence[str] = (), *, select: Sequence[str] = (), top_k: in
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
+    session.require_duckdb("pyml explain")
     specs = session.specs(models, select, Overrides(batch_size=batch_size))
     return _explain(session, specs, top_k=top_k, version=version)
 
@@ -121,6 +141,7 @@ def drift(models: Sequence[str] = (), *, select: Sequence[str] = (),
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
+    session.require_duckdb("pyml drift")
     specs = session.specs(models, select, Overrides(drift_threshold=threshold))
     results = _drift(session, specs, version=version)
     found = drift_found(results) if fail_on_drift else None
@@ -138,6 +159,7 @@ def report(model: str, *, output: PathLike = None, version: int | None = None,
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
+    session.require_duckdb("pyml report")
     spec = session.specs([model])[0]
     return _report(session.project, spec, output=Path(output) if output is not None else None,
                    version=version, log=log, lock_timeout=lock_timeout)
@@ -158,6 +180,7 @@ def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
+    session.require_duckdb("pyml tune")
     specs = session.specs(models, select, Overrides(n_trials=n_trials, tune_timeout=timeout,
                                                     tuning=True))
     return _train(session, specs, tune=True)
@@ -171,6 +194,10 @@ def promote(model: str, *, version: int | None = None, reason: str | None = None
     from pyml.store.lifecycle import promote as _promote
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    if session.engine == "spark":
+        from pyml.store.spark_registry import promote as _spark_promote
+
+        return _spark_promote(session.spark(), model, version, reason)
     with session.database() as con:
         return _promote(con, model, version, reason)
 
@@ -183,6 +210,10 @@ def rollback(model: str, *, reason: str | None = None, project_dir: PathLike = N
     from pyml.store.lifecycle import rollback as _rollback
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    if session.engine == "spark":
+        from pyml.store.spark_registry import rollback as _spark_rollback
+
+        return _spark_rollback(session.spark(), model, reason)
     with session.database() as con:
         return _rollback(con, model, reason)
 
@@ -194,6 +225,13 @@ def models(names: Sequence[str] = (), *, project_dir: PathLike = None,
     from pyml.report.text import models_table
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    if session.engine == "spark":
+        from pyml.report.text import versions_text
+        from pyml.store import spark_registry
+
+        spark = session.spark()
+        return versions_text(spark_registry.list_versions(spark, names),
+                             spark_registry.statuses(spark))
     return models_table(session.project, names, lock_timeout=lock_timeout)
 
 
@@ -204,6 +242,11 @@ def predictions(model: str, *, limit: int = 10, project_dir: PathLike = None,
     from pyml.report.text import top_predictions
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    if session.engine == "spark":
+        from pyml.report.text import text_table
+        from pyml.store.spark_writer import top_predictions as _spark_top
+
+        return text_table(*_spark_top(session.spark(), model, limit))
     return top_predictions(session.project, model, limit, lock_timeout=lock_timeout)
 
 
@@ -214,6 +257,7 @@ def show(model: str, *, version: int | None = None, project_dir: PathLike = None
     from pyml.export import render_show, version_info
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    session.require_duckdb("pyml show")
     with session.database(read_only=True) as con:
         return render_show(version_info(con, model, version))
 
@@ -225,6 +269,7 @@ def export(model: str, output: str | Path, *, version: int | None = None,
     from pyml.export import export as _export
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    session.require_duckdb("pyml export")
     with session.database(read_only=True) as con:
         return _export(con, model, version, Path(output))
 
@@ -239,6 +284,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
+    session.require_duckdb("pyml serve")
     _serve(session.project.db_path, host=host, port=port, poll_seconds=poll_seconds,
            max_records=max_records, max_body_bytes=max_body_bytes, access_log=access_log,
            lock_timeout=lock_timeout)
@@ -256,8 +302,13 @@ def sql(model: str, *, version: int | None = None, dialect: str = "duckdb",
     from pyml.store.registry import load_version
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
-    with session.database(read_only=True) as con:
-        stored = load_version(con, model, version)
+    if session.engine == "spark":  # the stored model is the same whichever engine trained it
+        from pyml.store.spark_registry import load_version as _spark_load
+
+        stored = _spark_load(session.spark(), model, version)
+    else:
+        with session.database(read_only=True) as con:
+            stored = load_version(con, model, version)
     return scoring_sql(stored, dialect=dialect, dbt_model=dbt_model)
 
 

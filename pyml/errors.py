@@ -42,6 +42,11 @@ class SelectionError(PymlError):
     """A model name or --select matched nothing usable."""
 
 
+class EngineError(PymlError):
+    """The dbt target's engine cannot run this: a verb that runs on DuckDB targets only for
+    now, or a Spark target without pyml's Spark extra installed."""
+
+
 class DatabaseError(PymlError):
     """The DuckDB file is missing, unreadable, or a query on it failed."""
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -19,6 +20,10 @@ from pyml.dbt.project import Project, load_project, resolve_relation, select_spe
 from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_tune import TuneSpec
 from pyml.engines.duckdb import connect
+from pyml.errors import EngineError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 Log = Callable[[str], None]
 PathLike = str | Path | None
@@ -68,8 +73,34 @@ class Session:
     lock_timeout: float = 5.0  # seconds to wait for another process's DuckDB write lock
     log: Log = _quiet  # progress lines (the CLI prints them on stderr)
 
+    @property
+    def engine(self) -> str:
+        """Where the verbs run: "duckdb" (the target's file) or "spark" (its catalog)."""
+        return self.project.engine
+
+    def require_duckdb(self, verb: str) -> None:
+        """Refuse, in one line, a verb (e.g. "pyml explain") that runs on DuckDB targets only
+        for now."""
+        if self.engine != "duckdb":
+            raise EngineError(
+                f"{verb} runs on DuckDB targets only for now: target "
+                f"'{self.project.target_name}' is type {self.engine} (train, score, models, "
+                "predictions, promote and rollback run on Spark)")
+
+    def spark(self) -> SparkSession:
+        """The SparkSession of a Spark target (started on first use; dbt, run in this
+        process, shares it)."""
+        from pyml.engines.spark import spark_session
+
+        target = self.project.spark
+        if target is None:
+            raise EngineError(f"target '{self.project.target_name}' is type {self.engine}, "
+                              "not spark")
+        return spark_session(target.master, target.conf, self.project.target_name)
+
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the project's DuckDB file, waiting up to `lock_timeout` for a writer."""
+        self.require_duckdb("this command")
         return connect(self.project.db_path, read_only=read_only,
                        lock_timeout=self.lock_timeout)
 

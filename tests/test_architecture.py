@@ -26,11 +26,11 @@ RANKS: list[tuple[str, int]] = [
     ("pyml.store", 3), ("pyml.session", 3),
     ("pyml.data", 4),
     ("pyml.modelling", 5),
-    ("pyml.verbs", 6),
+    ("pyml.verbs", 6), ("pyml.spark", 6),
     ("pyml.api", 7), ("pyml.cli", 7), ("pyml.clidocs", 7), ("pyml.serve", 7),
     ("pyml.report", 7), ("pyml.export", 7), ("pyml.sqlgen", 7), ("pyml.demo_data", 7),
 ]
-HEAVY = ("optuna", "sklearn", "scipy", "matplotlib", "fastapi", "uvicorn")
+HEAVY = ("optuna", "sklearn", "scipy", "matplotlib", "fastapi", "uvicorn", "pyspark")
 
 
 def _modules() -> dict[str, Path]:

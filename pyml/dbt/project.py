@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from pyml.dbt.spec import ModelSpec, parse_specs
+from pyml.dbt.targets import ENGINES, SparkTarget, spark_target
 from pyml.errors import ProjectError, SelectionError, SpecError
 
 Log = Callable[[str], None]
@@ -45,9 +46,11 @@ class Project:
     profiles_dir: Path  # folder holding profiles.yml
     profile_name: str  # `profile:` of dbt_project.yml
     target_name: str  # the target in use (--target or the profile's default)
-    db_path: Path  # the DuckDB file of that target
+    db_path: Path  # the DuckDB file of that target (duckdb targets; unused on Spark)
     manifest_path: Path  # target/manifest.json
     manifest: dict[str, Any]  # the parsed manifest
+    engine: str = "duckdb"  # the target's type: duckdb | spark (pyml.dbt.project.ENGINES)
+    spark: SparkTarget | None = None  # engine spark: the session settings
 
     def run_results(self) -> dict[str, Any] | None:
         """dbt's last run_results.json, if there is one."""
@@ -157,12 +160,17 @@ def resolve_target(profiles_dir: Path, profile_name: str, target: str | None
             f"available targets: {', '.join(sorted(outputs))}"
         )
     output = outputs[target_name]
-    if not isinstance(output, dict) or output.get("type") != "duckdb":
+    if not isinstance(output, dict) or output.get("type") not in ENGINES:
         kind = output.get("type") if isinstance(output, dict) else None
         raise ProjectError(
             f"target '{target_name}' of profile '{profile_name}' is of type {kind!r}; "
-            "pyml works on DuckDB targets (type: duckdb)"
+            "pyml works on DuckDB targets (type: duckdb) and Spark targets (type: spark, "
+            "method: session)"
         )
+    default = profile.get("target")
+    if output["type"] == "spark":
+        # No file: the data lives in the Spark catalog (see spark_target).
+        return target_name, Path(), output, str(default) if default else None
     path = str(output.get("path") or "")
     if not path or path == ":memory:" or path.startswith("md:"):
         raise ProjectError(
@@ -170,7 +178,6 @@ def resolve_target(profiles_dir: Path, profile_name: str, target: str | None
             "(path:); pyml needs a database file that dbt and pyml share"
         )
     # dbt-duckdb opens a relative path from the working directory; do the same.
-    default = profile.get("target")
     return (target_name, Path(path).expanduser().resolve(), output,
             str(default) if default else None)
 
@@ -320,6 +327,8 @@ def load_project(
     profile_name = str(config["profile"])
     target_name, db_path, output, default_target = resolve_target(profiles, profile_name,
                                                                   target)
+    # Checked before `dbt parse`, which would fail on a missing adapter with dbt's own words.
+    spark = spark_target(target_name, output) if output["type"] == "spark" else None
     manifest_path = root / str(config.get("target-path") or "target") / "manifest.json"
     key = parse_key(profiles, profile_name, target_name, output)
     stale = manifest_is_stale(root, manifest_path, config, profiles / "profiles.yml")
@@ -333,7 +342,7 @@ def load_project(
         manifest = _read_manifest(manifest_path)
         _record_parse(manifest, manifest_path.parent, key)
     return Project(root, profiles, profile_name, target_name, db_path,
-                   manifest_path, manifest)
+                   manifest_path, manifest, str(output["type"]), spark)
 
 
 def _read_manifest(manifest_path: Path) -> dict[str, Any]:

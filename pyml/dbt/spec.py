@@ -41,6 +41,7 @@ ALLOWED_KEYS = {
     "drift_threshold": "PSI above which `pyml drift` reports a feature as drifted (0.2)",
     "max_memory": "memory budget of `pyml train`, e.g. 2GB: bigger training sets train from "
                   "disk (XGBoost external memory)",
+    "num_workers": "Spark targets: xgboost.spark workers (default: the cluster's cores)",
 }
 MIN_MEMORY = 512 << 20  # the smallest max_memory: pyml and its libraries take ~400 MB
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -107,6 +108,7 @@ class ModelSpec:
     allow_leakage: bool = False  # train even if one feature alone predicts the target
     drift_threshold: float = 0.2  # PSI above which `pyml drift` flags a feature
     max_memory: int | None = None  # bytes `pyml train` may use (None: no budget)
+    num_workers: int | None = None  # Spark targets: xgboost.spark workers (None: all cores)
 
     @property
     def where(self) -> str:
@@ -204,6 +206,8 @@ def _parse_one(
     if not isinstance(description, str):
         raise SpecError(f"{where}: 'description' must be text")
     max_memory = item.get("max_memory")
+    workers = (None if item.get("num_workers") is None
+               else _int(item, "num_workers", where, default=1, minimum=1))
     return ModelSpec(
         name=name,
         task=task,
@@ -228,6 +232,7 @@ def _parse_one(
         allow_leakage=allow_leakage,
         drift_threshold=drift_threshold,
         max_memory=None if max_memory is None else parse_size(max_memory, f"{where}: max_memory"),
+        num_workers=workers,
     )
 
 

@@ -121,6 +121,12 @@ def load_model(name: str, version: int | None = None, *, project_dir: str | Path
     from pyml.dbt.project import load_project
 
     project = load_project(project_dir, profiles_dir, target)
+    if project.spark is not None:  # a Spark target: the registry is in its catalog
+        from pyml.engines.spark import spark_session
+        from pyml.store.spark_registry import load_version as spark_load_version
+
+        spark = spark_session(project.spark.master, project.spark.conf, project.target_name)
+        return LoadedModel(spark_load_version(spark, name, version))
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
     try:
         return LoadedModel(load_version(con, name, version))

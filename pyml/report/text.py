@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyml.dbt.project import Project
 from pyml.engines.duckdb import connect
 from pyml.store import tables
 from pyml.store.lifecycle import statuses
-from pyml.store.registry import list_versions
+from pyml.store.registry import VersionRow, list_versions
 
 if TYPE_CHECKING:
     from pyml.verbs.drift import DriftResult
@@ -46,6 +46,11 @@ def models_table(project: Project, names: Sequence[str] = (), lock_timeout: floa
         status = statuses(con)
     finally:
         con.close()
+    return versions_text(rows, status)
+
+
+def versions_text(rows: Sequence[VersionRow], status: Mapping[tuple[str, int], str]) -> str:
+    """The `pyml models` listing of registry rows and statuses (from either engine)."""
     if not rows:
         return "No trained models yet: run `pyml train`."
     headers = ["model", "version", "status", "created_at", "task", "relation", "train_rows",

@@ -212,9 +212,7 @@ def load_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None 
                             f"run `pyml train {name}` first")
     if version is None:
         version = champion_version(con, name)
-    sql = (f"select version, created_at, task, target_type, classes, key_columns, features, "
-           f"spec, feature_relation, booster_format, booster from {MODELS} "
-           "where model_name = ?")
+    sql = f"select {STORED_COLUMNS} from {MODELS} where model_name = ?"
     params: list[Any] = [name]
     if version is not None:
         sql += " and version = ?"
@@ -226,6 +224,17 @@ def load_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None 
                                 "`pyml models` lists the versions")
         raise ModelNotFound(f"model '{name}' has not been trained yet: "
                             f"run `pyml train {name}` first")
+    return decode_version(name, row)
+
+
+# The ml.models columns a StoredModel is decoded from, in decode_version's order.
+STORED_COLUMNS = ("version, created_at, task, target_type, classes, key_columns, features, "
+                  "spec, feature_relation, booster_format, booster")
+
+
+def decode_version(name: str, row: Sequence[Any]) -> StoredModel:
+    """A StoredModel from an ml.models row's STORED_COLUMNS (whichever engine read it):
+    the booster loaded from its own bytes, the JSON columns checked."""
     (ver, created, task, ttype, classes, key, feats, spec, relation, fmt, blob) = row
     if fmt not in ("ubj", "json"):
         raise RegistryError(f"model '{name}' version {ver} has booster format {fmt!r}; pyml "

@@ -105,7 +105,7 @@ class _Predict:
         return out
 
 
-def _comments(model: LoadedModel, label: str) -> dict[str, str]:
+def prediction_comments(model: LoadedModel, label: str) -> dict[str, str]:
     """What each column of ml.<model>_predictions holds (its COMMENTs)."""
     stored = model.stored
     out = {k: f"key column from {label}" for k in stored.key}
@@ -180,7 +180,7 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
                 expected_rows=total, where=f"{where}: {label}", output=output,
                 comment=f"Predictions of pyml model '{model.name}' v{model.version} for "
                         f"every row of {label} (pyml score)",
-                column_comments=_comments(model, label))
+                column_comments=prediction_comments(model, label))
         except (duckdb.Error, pa.ArrowException, OSError) as e:
             # DuckDB's DOUBLE -> FLOAT overflow, met in a later batch than the first.
             if is_range_error(e):

@@ -1,0 +1,153 @@
+"""The promotion policy on Spark: the champion and the challenger scored on the rows held
+out by both (the challenger's split SQL and the champion's, rebuilt from its stored record),
+compared on the spec's metric.
+
+The rule and its limits (MIN_COMMON_ROWS, MIN_CLASS_ROWS) are pyml.modelling.policy's; the
+rows are a bounded hashed sample of those (COMPARE_ROWS), collected to the driver with
+every feature either version reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pyml.data import split
+from pyml.data.encode import Encoder, check_schema
+from pyml.data.trainset import labels
+from pyml.dbt.spec import ModelSpec
+from pyml.dbt.spec_tune import promote_metric
+from pyml.engines.spark import qualified, quote, relation_columns, sql
+from pyml.errors import DataError, SchemaMismatch
+from pyml.modelling.compare import Comparison, compare
+from pyml.modelling.policy import _CannotCompare, _check_common, _TooFewRows
+from pyml.store import spark_registry
+from pyml.store.lifecycle import Decision
+from pyml.store.registry import StoredModel
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+Log = Callable[[str], None]
+COMPARE_ROWS = 500_000  # holdout rows both versions score at most (a hashed sample)
+SAMPLE_SALT = 7
+
+
+class SparkHoldoutPolicy:
+    """The spec's `promote:` policy, deciding a new version's status on Spark."""
+
+    def __init__(self, spec: ModelSpec, holdout_sql: str, holdout_params: list[Any],
+                 log: Log) -> None:
+        self.spec, self.holdout_sql, self.holdout_params = spec, holdout_sql, holdout_params
+        self.log = log
+
+    def __call__(self, spark: SparkSession, version: int, champion: int) -> Decision:
+        spec, policy = self.spec, self.spec.promote
+        if policy.policy == "manual":
+            return Decision(False, "registered", f"promote.policy is manual: challenger to "
+                            f"v{champion}; `pyml promote {spec.name}` makes it the champion")
+        metric = promote_metric(policy, spec.task)
+        try:
+            cmp, differ = self.comparison(spark, champion, version, metric)
+        except _TooFewRows as e:
+            reason = (f"v{version} was not compared with champion v{champion}: {e}; "
+                      f"`pyml promote {spec.name}` promotes v{version} by hand")
+            self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
+            return Decision(False, "registered", reason)
+        except _CannotCompare as e:
+            reason = (f"champion v{champion} cannot be scored on v{version}'s holdout rows "
+                      f"({e}); `pyml promote {spec.name}` promotes v{version} by hand")
+            self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
+            return Decision(False, "registered", reason)
+        text = cmp.describe(f"champion v{champion}", f"v{version}")
+        if differ:
+            text += f", held out by both versions (their splits differ: {', '.join(differ)})"
+        metrics = {"metric": cmp.metric, "champion": {"version": champion, "value": cmp.a},
+                   "challenger": {"version": version, "value": cmp.b}, "gain": cmp.gain,
+                   "ci95": None if cmp.ci_low is None else [cmp.ci_low, cmp.ci_high],
+                   "n_rows": cmp.n_rows, "min_delta": policy.min_delta}
+        if cmp.gain >= -1e-12 + policy.min_delta:
+            self.log(f"[{spec.name}] v{version} promoted to champion: {text}")
+            return Decision(True, "promoted", f"auto: {text}; not worse by min_delta "
+                                              f"{policy.min_delta:g}", metrics)
+        self.log(f"[{spec.name}] v{version} stays challenger: {text}")
+        return Decision(False, "rejected", f"auto: {text}; needs a gain of at least "
+                        f"{policy.min_delta:g}: v{champion} stays champion", metrics)
+
+    def comparison(self, spark: SparkSession, champion: int, challenger: int, metric: str
+                   ) -> tuple[Comparison, list[str]]:
+        """Both versions' predictions on the rows held out by both, compared; also how the
+        two splits differ ([] when alike)."""
+        spec = self.spec
+        old = spark_registry.load_version(spark, spec.name, champion)
+        new = spark_registry.load_version(spark, spec.name, challenger)
+        if old.task != new.task:
+            raise _CannotCompare(f"its task is {old.task}")
+        if list(old.target.classes) != list(new.target.classes):
+            raise _CannotCompare(f"its classes {list(old.target.classes)} differ")
+        columns = relation_columns(spark, spec.schema, spec.relation)
+        try:
+            check_schema(f"champion v{champion}", old.features, columns,
+                         f"{spec.schema}.{spec.relation}")
+        except SchemaMismatch as e:
+            raise _CannotCompare(str(e).split(": ", 1)[-1]) from e
+        both_sql, both_params, differ = _champion_holdout(spark, spec, old, challenger,
+                                                          dict(columns))
+        names = list(dict.fromkeys(f.name for f in (*old.features, *new.features)))
+        kinds = {f.name: f.kind for f in (*old.features, *new.features)}
+        items = [f"cast({quote(n)} as {'double' if kinds[n] == 'numeric' else 'string'}) "
+                 f"as {quote(n)}" for n in names]
+        y = quote(spec.target)
+        source = qualified(spec.schema, spec.relation)
+        held = (f"from {source} where {y} is not null and ({self.holdout_sql}) = 2 "
+                f"and {both_sql}")
+        params = [*self.holdout_params, *both_params]
+        keep = "true"
+        total = sql(spark, f"select count(*) {held}", params).collect()[0][0]
+        if total > COMPARE_ROWS:
+            keep = split.sample_sql(spec.key, COMPARE_ROWS / total, SAMPLE_SALT, "spark")
+        table = sql(spark, f"select {y} as `__pyml_y`, {', '.join(items)} {held} and {keep}",
+                    params).toArrow()
+        classes = pa.array(list(new.target.classes)) if spec.task != "regression" else None
+        y_col = table.column(0)
+        if classes is not None and pc.index_in(y_col, value_set=classes).null_count:
+            raise _CannotCompare("the holdout has labels outside the trained classes")
+        y_codes = labels(y_col, classes)
+        _check_common(len(y_codes), y_codes, classes, differ)
+        return compare(spec.task, metric, y_codes, _raw(old, table), _raw(new, table),
+                       old.threshold, new.threshold), differ
+
+
+def _champion_holdout(spark: SparkSession, spec: ModelSpec, old: StoredModel, challenger: int,
+                      columns: dict[str, str]) -> tuple[str, list[Any], list[str]]:
+    """The champion's holdout condition in Spark SQL (rebuilt from its stored split record),
+    its parameters, and how its split differs from the challenger's (the rule of
+    pyml.modelling.policy.champion_holdout)."""
+    old_split = spark_registry.split_record(spark, spec.name, old.version)
+    new_split = spark_registry.split_record(spark, spec.name, challenger)
+    if old_split.get("method") == "time" and not old_split.get("column"):
+        old_split["column"] = (old.spec.get("split") or {}).get("column")
+    key = tuple(old.key)
+    needed = [old_split.get("column")] if old_split.get("method") == "time" else list(key)
+    missing = [str(c) for c in needed if c not in columns]
+    if missing:
+        raise _CannotCompare(f"its split needs column '{missing[0]}', which is not in the "
+                             "relation, so its holdout rows are unknown")
+    try:
+        both, params = split.record_part_sql(old_split, key, "spark")
+    except (DataError, KeyError, TypeError, ValueError) as e:
+        raise _CannotCompare(f"its split record cannot be read: {e}") from e
+    differ = split.differences(old_split, new_split)
+    if key != spec.key and old_split.get("method") != "time":
+        differ.append(f"key {', '.join(key)} vs {', '.join(spec.key)}")
+    return f"({both}) = 2", params, differ
+
+
+def _raw(stored: StoredModel, table: pa.Table) -> np.ndarray:
+    columns = [table.column(f.name) for f in stored.features]
+    X = Encoder(stored.features).matrix(columns, f"model '{stored.name}' v{stored.version}")
+    return np.asarray(stored.booster.inplace_predict(X), dtype=np.float64)
