@@ -463,7 +463,7 @@ def serve(host: str, port: int, poll_seconds: float, max_records: int, max_body_
 @click.option("--version", "version", type=int,
               help="version to translate (default: the one `pyml score` uses).")
 @click.option("--dialect", default="duckdb", show_default=True,
-              help="SQL dialect: duckdb, postgres, snowflake, bigquery or sqlite.")
+              help="SQL dialect: duckdb, postgres, snowflake, bigquery, sqlite or spark.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="write a dbt model (.sql) that scores inside `dbt build` instead of printing.")
 @project_options
