@@ -38,6 +38,11 @@ class SpecError(PymlError):
     """A `config: meta: pyml:` model spec is invalid."""
 
 
+class OutputNameClash(SpecError):
+    """Two columns pyml would write get one name: a key column named like an output column,
+    or two classes whose `probability_<class>` columns differ only in case."""
+
+
 class SelectionError(PymlError):
     """A model name or --select matched nothing usable."""
 

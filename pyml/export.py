@@ -20,6 +20,7 @@ from pyml.data.encode import ENCODING, booster_feature_names, input_plan
 from pyml.data.records import portable_source
 from pyml.errors import OutputError
 from pyml.files import replacing
+from pyml.modelling.model import check_outputs
 from pyml.store.registry import load_version
 
 CARD_FORMAT = "pyml-model-card/1"
@@ -165,6 +166,7 @@ def export(con: duckdb.DuckDBPyConnection, name: str, version: int | None, outpu
     if not out.parent.is_dir():
         raise OutputError(f"output folder {out}: folder {out.parent} does not exist")
     info = version_info(con, name, version)
+    check_outputs(info["stored"], ())  # predict.py answers with the keys and predictions
     booster = bytes(info["stored"].booster.save_raw("json"))
     card = model_card(info, hashlib.sha256(booster).hexdigest())
     try:

@@ -108,3 +108,60 @@ def output_columns(task: str, classes: Sequence[Any]) -> list[OutputColumn]:
     if task == "multiclass":
         cols += [OutputColumn(f"probability_{c}", "float") for c in classes]
     return cols
+
+
+# Columns pyml writes next to the keys besides the prediction columns, by what writes them.
+# A key column may not be named like any of them (pyml.data.encode refuses it at train).
+# ml.<model>_predictions (`pyml sql` writes the first only):
+PREDICTION_EXTRAS = ("model_version", "scored_at")
+EXPLANATION_COLUMNS = ("class", "rank", "feature", "feature_value", "contribution",
+                       "other_contribution", "bias", "margin", "model_version",
+                       "explained_at")  # ml.<model>_explanations (`pyml explain`)
+SERVE_FIELDS = ("explanation",)  # what `pyml serve ?explain=K` adds to a prediction
+ALL_EXTRAS = tuple(dict.fromkeys(PREDICTION_EXTRAS + EXPLANATION_COLUMNS + SERVE_FIELDS))
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(name: str) -> str:
+    """A column name as DuckDB compares it: ASCII letters without case (`É` and `é` stay
+    two names, as they are two columns in DuckDB)."""
+    return name.translate(_ASCII_LOWER)
+
+
+def class_clash(task: str, classes: Sequence[Any]) -> str | None:
+    """Multiclass: two classes whose `probability_<class>` columns are one name to DuckDB,
+    said in words; None when every class has a column of its own."""
+    if task != "multiclass":
+        return None
+    seen: dict[str, Any] = {}
+    for c in classes:
+        name = f"probability_{c}"
+        if fold(name) in seen:
+            other = seen[fold(name)]
+            return (f"classes {other!r} and {c!r} give columns 'probability_{other}' and "
+                    f"'{name}', one name to DuckDB (column names ignore case)")
+        seen[fold(name)] = c
+    return None
+
+
+def key_clash(key: Sequence[str], outputs: Sequence[str]) -> str | None:
+    """A key column named like one of the `outputs` a command writes next to it, in words;
+    None when there is none."""
+    names = {fold(n): n for n in outputs}
+    for k in key:
+        hit = names.get(fold(k))
+        if hit is not None:
+            same = "" if hit == k else " (DuckDB column names ignore case)"
+            return f"key column '{k}' has the name of pyml's output column '{hit}'{same}"
+    return None
+
+
+# The prefix of the names pyml gives its own columns in the SQL it writes (`pyml sql`'s
+# `__pyml_x0_l`, the scorer's `__pyml_f0`, ...): a key or feature named so would be confused
+# with one of them, so no column pyml reads may start with it.
+INTERNAL_PREFIX = "__pyml"
+
+
+def internal_name(names: Sequence[str]) -> str | None:
+    """The first of `names` that starts with INTERNAL_PREFIX (in any case), else None."""
+    return next((n for n in names if fold(n).startswith(INTERNAL_PREFIX)), None)

@@ -19,7 +19,15 @@ import pyarrow.compute as pc
 
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import quote
-from pyml.errors import DataError, SchemaMismatch, SpecError
+from pyml.errors import DataError, OutputNameClash, SchemaMismatch, SpecError
+from pyml.tasks import (
+    ALL_EXTRAS,
+    INTERNAL_PREFIX,
+    class_clash,
+    internal_name,
+    key_clash,
+    output_columns,
+)
 
 _NUMERIC = re.compile(
     r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT"
@@ -44,6 +52,18 @@ ENCODING = {
     "categorical": "the index of the value in the feature's `categories` (0-based); a value "
                    "not in the list is missing",
     "missing": "NaN (a null, an absent field, a NaN or an unseen category)",
+}
+
+
+_INTEGER = re.compile(r"^U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)$")
+# What each trained feature accepts when it is scored, by the rule of its training type
+# (`accepts`; docs/spec.md, "Column types"). `pyml score`, `pyml explain`, the notebook's
+# `predict` and `pyml sql`'s query read a column the same way only within these, so
+# `check_schema` refuses anything else for all of them.
+SCORING_TYPES = {
+    "numeric": "any integer, DECIMAL, FLOAT or DOUBLE type (not BOOLEAN)",
+    "boolean": "BOOLEAN",
+    "categorical": "VARCHAR or ENUM",
 }
 
 
@@ -154,6 +174,11 @@ def resolve_features(spec: ModelSpec, columns: Sequence[tuple[str, str]]) -> lis
     if not names:
         raise SpecError(f"{spec.where}: no feature columns are left in {relation} after "
                         "removing the key, target and excluded columns")
+    internal = internal_name([*spec.key, *names])
+    if internal is not None:
+        raise OutputNameClash(f"{spec.where}: column '{internal}' of {relation} starts with "
+                              f"'{INTERNAL_PREFIX}', which pyml keeps for the columns of the "
+                              "SQL it writes; rename it in the dbt model")
     features = []
     for name in names:
         kind = kind_of(types[name])
@@ -227,9 +252,26 @@ def range_error(con: duckdb.DuckDBPyConnection, source: str, features: Sequence[
                      "the dbt model and retry")
 
 
+def scoring_kind(dtype: str) -> str | None:
+    """The rule of SCORING_TYPES a DuckDB type falls under ('numeric', 'boolean',
+    'categorical'), or None for a type no feature accepts."""
+    if dtype.upper() == "BOOLEAN":
+        return "boolean"
+    return kind_of(dtype)
+
+
+def accepts(feature: Feature, dtype: str) -> bool:
+    """Whether a feature trained as `feature.dtype` may be scored from a column of `dtype`:
+    the same rule of SCORING_TYPES. A BOOLEAN where a number was trained (or the reverse)
+    is refused: `pyml sql` cannot compare it with a split bound, and a rebuilt column of
+    another kind is nearly always a changed meaning, not a changed storage."""
+    return scoring_kind(dtype) == scoring_kind(feature.dtype)
+
+
 def check_schema(where: str, features: Sequence[Feature], columns: Sequence[tuple[str, str]],
                  relation: str) -> None:
-    """Scoring-time check: each feature present with a compatible kind (extras are ignored)."""
+    """Scoring-time check: each feature present with a type its training type accepts
+    (SCORING_TYPES; extra columns are ignored)."""
     types = dict(columns)
     for f in features:
         if f.name not in types:
@@ -237,11 +279,11 @@ def check_schema(where: str, features: Sequence[Feature], columns: Sequence[tupl
                 f"{where}: feature '{f.name}' is missing from {relation}; add it back to the "
                 "dbt model or retrain the model without it"
             )
-        now = kind_of(types[f.name])
-        if now != f.kind:
+        if not accepts(f, types[f.name]):
             raise SchemaMismatch(
-                f"{where}: feature '{f.name}' was {f.dtype} ({f.kind}) at training but is "
-                f"{types[f.name]} in {relation}; cast it back in the dbt model or retrain"
+                f"{where}: feature '{f.name}' was {f.dtype} ({scoring_kind(f.dtype)}) at "
+                f"training but is {types[f.name]} in {relation}; cast it back in the dbt model "
+                "or retrain"
             )
 
 
@@ -341,6 +383,35 @@ def positive_label(given: Any, classes: Sequence[Any]) -> Any:
     return next((c for c in classes if c == given), None)
 
 
+def label_column(col: pa.Array | pa.ChunkedArray, dtype: str) -> pa.Array | pa.ChunkedArray:
+    """A classifier's label column as its classes hold it: DuckDB hands DECIMAL and HUGEINT
+    labels over as Arrow decimals, which become DOUBLE and BIGINT (the target's type family,
+    stored as JSON numbers; as text, '1.00' was the prediction). Other types stay."""
+    if not pa.types.is_decimal(col.type):
+        return col
+    return pc.cast(col, pa.int64() if _INTEGER.match(dtype.upper()) else pa.float64())
+
+
+def label_codes(col: pa.Array | pa.ChunkedArray, classes: pa.Array) -> pa.Array:
+    """Each label's index in `classes` (null for a label that is not one of them)."""
+    if pa.types.is_decimal(col.type) and not pa.types.is_decimal(classes.type):
+        col = pc.cast(col, classes.type)  # as label_column made the classes
+    return pc.index_in(col, value_set=classes)
+
+
+def check_output_names(spec: ModelSpec, classes: Sequence[Any]) -> None:
+    """Train-time rule: every column pyml will write for this model (predictions,
+    explanations, serve's fields) has a name of its own, also to DuckDB, which ignores case."""
+    clash = class_clash(spec.task, classes)
+    if clash is not None:
+        raise OutputNameClash(f"{spec.where}: target '{spec.target}': {clash}; give the "
+                              "classes labels that differ in more than case in the dbt model")
+    names = [c.name for c in output_columns(spec.task, classes)] + list(ALL_EXTRAS)
+    clash = key_clash(spec.key, names)
+    if clash is not None:
+        raise OutputNameClash(f"{spec.where}: {clash}; rename it in the dbt model")
+
+
 def encode_target(spec: ModelSpec, dtype: str, col: pa.ChunkedArray) -> tuple[np.ndarray, Target]:
     """Labels as float array plus the Target description; errors name the column."""
     where = f"{spec.where}: target '{spec.target}'"
@@ -348,6 +419,7 @@ def encode_target(spec: ModelSpec, dtype: str, col: pa.ChunkedArray) -> tuple[np
     if spec.task == "regression":
         if kind != "numeric" or dtype.upper() == "BOOLEAN":
             raise DataError(f"{where} has type {dtype}; a regression target must be numeric")
+        check_output_names(spec, ())
         y = col.to_numpy().astype(np.float64)
         if not np.isfinite(y).all():
             raise DataError(f"{where} has {int((~np.isfinite(y)).sum())} NaN or infinite "
@@ -356,7 +428,15 @@ def encode_target(spec: ModelSpec, dtype: str, col: pa.ChunkedArray) -> tuple[np
     if kind is None:
         raise DataError(f"{where} has type {dtype}; a class label must be a boolean, "
                         "integer or string column")
-    values = pc.unique(col.combine_chunks()).to_pylist()
+    distinct = pc.unique(col.combine_chunks())
+    try:
+        values = pc.unique(label_column(distinct, dtype)).to_pylist()
+    except pa.ArrowInvalid:  # a HUGEINT label beyond BIGINT
+        raise DataError(f"{where} has class labels beyond the BIGINT range; map them to "
+                        "smaller numbers or strings in the dbt model") from None
+    if len(values) < len(distinct):  # two DECIMAL labels that are one DOUBLE
+        raise DataError(f"{where} has DECIMAL class labels that differ only beyond a "
+                        "DOUBLE's precision; round them or cast them to text in the dbt model")
     if any(isinstance(v, float) and not np.isfinite(v) for v in values):
         raise DataError(f"{where} has NaN or infinite values; clean them in the dbt model")
     classes = sorted(v for v in values if v is not None)
@@ -373,5 +453,6 @@ def encode_target(spec: ModelSpec, dtype: str, col: pa.ChunkedArray) -> tuple[np
                 raise SpecError(f"{spec.where}: positive_class {spec.positive_class!r} is not "
                                 f"a value of the target (values: {classes})")
             classes = [c for c in classes if c is not positive] + [positive]
-    codes = pc.index_in(col, value_set=pa.array(classes))
+    check_output_names(spec, classes)
+    codes = label_codes(col, pa.array(classes))
     return codes.to_numpy(zero_copy_only=False).astype(np.float64), Target(dtype, tuple(classes))

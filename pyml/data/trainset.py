@@ -18,7 +18,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pyml.data.encode import (
     F32_MAX,
@@ -27,6 +26,7 @@ from pyml.data.encode import (
     Target,
     encode_target,
     is_range_error,
+    label_codes,
     matrix_sql,
     range_error,
 )
@@ -200,7 +200,7 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
 def labels(column: pa.Array | pa.ChunkedArray, classes: pa.Array | None) -> np.ndarray:
     """XGBoost labels of a batch: class indexes (classifiers) or the values, as float64."""
     if classes is not None:
-        y = pc.index_in(column, value_set=classes).to_numpy(zero_copy_only=False)
+        y = label_codes(column, classes).to_numpy(zero_copy_only=False)
     else:
         y = column.to_numpy(zero_copy_only=False)
     return np.asarray(y, dtype=np.float64)

@@ -18,9 +18,9 @@ import pyarrow as pa
 
 from pyml.data.encode import Encoder, check_schema, is_range_error, matrix_sql, range_error
 from pyml.engines.duckdb import connect, fetch_arrow, quote
-from pyml.errors import SchemaMismatch
+from pyml.errors import OutputNameClash, SchemaMismatch
 from pyml.store.registry import StoredModel, load_version
-from pyml.tasks import output_columns
+from pyml.tasks import INTERNAL_PREFIX, class_clash, internal_name, key_clash, output_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,6 +95,7 @@ class LoadedModel:
             con.register("__pyml_input", df)
             rel = con.execute("describe select * from __pyml_input").fetchall()
             columns = [(str(r[0]), str(r[1])) for r in rel]
+            check_outputs(self.stored, ())
             check_schema(f"model '{self.name}'", self.stored.features, columns, "the DataFrame")
             keys = [k for k in self.stored.key if k in dict(columns)]
             exprs = [quote(k) for k in keys] + [matrix_sql(self.stored.features)]
@@ -142,6 +143,29 @@ def key_types(columns: Sequence[tuple[str, str]], key: Sequence[str], where: str
         if k not in present:
             raise SchemaMismatch(f"{where}: key column '{k}' is missing from {relation}; "
                                  "keys are carried into the predictions table")
+
+
+def check_outputs(stored: StoredModel, extras: Sequence[str], *, predictions: bool = True
+                  ) -> None:
+    """The train-time naming rule (pyml.data.encode.check_output_names) for a stored version,
+    which may predate it: the columns a command writes (the prediction columns unless
+    `predictions` is false, and `extras`) must not share a name with each other or a key."""
+    where = f"model '{stored.name}' v{stored.version}"
+    internal = internal_name([*stored.key, *(f.name for f in stored.features)])
+    if internal is not None:
+        raise OutputNameClash(f"{where}: column '{internal}' starts with '{INTERNAL_PREFIX}', "
+                              "which pyml keeps for the columns of the SQL it writes; rename "
+                              "it in the dbt model and retrain")
+    names = list(extras)
+    if predictions:
+        clash = class_clash(stored.task, stored.target.classes)
+        if clash is not None:
+            raise OutputNameClash(f"{where}: {clash}; give the classes labels that differ in "
+                                  "more than case in the dbt model and retrain")
+        names = [c.name for c in output_columns(stored.task, stored.target.classes)] + names
+    clash = key_clash(stored.key, names)
+    if clash is not None:
+        raise OutputNameClash(f"{where}: {clash}; rename it in the dbt model and retrain")
 
 
 def describe(stored: StoredModel) -> dict[str, Any]:

@@ -21,9 +21,10 @@ import duckdb
 from pyml.data.encode import READ_BOOLEAN, READ_CATEGORY, READ_NUMBER, Feature, input_plan
 from pyml.data.records import prepare
 from pyml.engines.duckdb import connect
-from pyml.errors import DatabaseLocked, PymlError
-from pyml.modelling.model import LoadedModel
+from pyml.errors import DatabaseLocked, OutputNameClash, PymlError
+from pyml.modelling.model import LoadedModel, check_outputs
 from pyml.store.registry import load_version
+from pyml.tasks import SERVE_FIELDS
 
 # The JSON type a client sends for a feature, by how the input plan reads it.
 JSON_TYPE = {READ_NUMBER: "number", READ_BOOLEAN: "boolean", READ_CATEGORY: "string"}
@@ -37,6 +38,8 @@ class Served:
     info: dict[str, Any]  # GET /models/{name}
     plan: tuple[Any, ...]  # the input plan as pyml.data.records.encode_rows reads it
     outputs: tuple[str, ...]  # prediction fields, as the columns of ml.<model>_predictions
+    refused: str | None = None  # why predictions are refused (a version from before the
+    # output-name rule whose key or classes clash with the fields it would answer with)
 
 
 def load_served(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Served:
@@ -69,7 +72,12 @@ def load_served(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Serv
         "outputs": [c.name for c in model.output_columns()],
         "metrics": metrics,
     }
-    return Served(model, info, served_plan(feats), tuple(info["outputs"]))
+    try:
+        check_outputs(stored, SERVE_FIELDS)
+        refused = None
+    except OutputNameClash as e:  # the other champions are still served
+        refused = str(e)
+    return Served(model, info, served_plan(feats), tuple(info["outputs"]), refused)
 
 
 def served_plan(features: Sequence[Feature]) -> tuple[Any, ...]:

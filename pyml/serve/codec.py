@@ -148,6 +148,8 @@ def find_served(champions: Champions, name: str) -> Served:
     if served is None:
         known = ", ".join(sorted(champions.models)) or "none"
         raise RequestError(404, f"no model '{name}' is served; served models: {known}")
+    if served.refused is not None:  # the server's model, not the request, is at fault
+        raise RequestError(409, served.refused)
     return served
 
 

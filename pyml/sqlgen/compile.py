@@ -35,6 +35,7 @@ from pyml.data.encode import READ_BOOLEAN, Feature, InputRule, input_plan
 from pyml.engines.duckdb import quote
 from pyml.errors import InternalError, OutputError, RegistryError, SqlGenError, UsageError
 from pyml.files import replacing
+from pyml.modelling.model import check_outputs
 from pyml.sqlgen.trees import (
     Forest,
     Tree,
@@ -46,7 +47,7 @@ from pyml.sqlgen.trees import (
     used_sides,
 )
 from pyml.store.registry import StoredModel
-from pyml.tasks import OBJECTIVES
+from pyml.tasks import OBJECTIVES, PREDICTION_EXTRAS
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "sqlite", "spark")
 # Dialects with a float32 type whose + rounds like C's float addition (Spark's FLOAT is a
@@ -57,7 +58,6 @@ SORT_MIN_TREES = 8  # below this, ordering rows by the first tree costs more tha
 MISSING_LEFT, MISSING_RIGHT = "-1e308", "1e308"  # NULL/NaN stand-ins (beyond any float32)
 VELTKAMP = "536870913.0"  # 2^29 + 1: splits a double's 53 bits into 24 + 29
 DBT_SOURCE = "__pyml_dbt_source__"
-_NAN_TYPES = re.compile(r"^(FLOAT|FLOAT4|FLOAT8|REAL|DOUBLE|DOUBLE PRECISION)$", re.I)
 _ENDRAW = re.compile(r"\{%[-+]?\s*endraw\b", re.I)
 _DBT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _TREE_SLOT = re.compile(r"__pyml_tree_(\d+)__")
@@ -87,6 +87,7 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     if dialect not in DIALECTS:
         raise UsageError(f"unknown dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
     where = f"model '{stored.name}' v{stored.version}"
+    check_outputs(stored, PREDICTION_EXTRAS[:1])  # the query has model_version, no scored_at
     raw = model_json(stored.booster, where)
     forest = read_forest(raw, len(stored.features), where)
     expected = OBJECTIVES.get(stored.task)
@@ -165,7 +166,8 @@ def _class_literal(value: object) -> str:
 
 def _feature_sql(rule: InputRule, dtype: str, nan_is_missing: bool = True) -> str:
     """A number or boolean feature as DOUBLE, as the input plan reads it (pyml.data.encode);
-    NaN made NULL (missing) if asked and the column's type can hold it.
+    NaN made NULL (missing) if asked, whatever the training type: a column trained as
+    INTEGER may be DOUBLE now (pyml.data.encode.SCORING_TYPES), NaN included.
 
     The DOUBLE is compared with double split bounds that agree with XGBoost's float32
     comparison (:func:`pyml.sqlgen.trees.split_bound`), which stands in for the plan's
@@ -175,7 +177,7 @@ def _feature_sql(rule: InputRule, dtype: str, nan_is_missing: bool = True) -> st
     if rule.read == READ_BOOLEAN:  # true/false as 1/0 in every dialect
         return f"cast(cast({col} as integer) as double)"
     value = f"cast({col} as double)"
-    if nan_is_missing and _NAN_TYPES.match(dtype.strip()):
+    if nan_is_missing:
         return f"case when isnan({value}) then null else {value} end"
     return value
 

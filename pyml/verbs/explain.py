@@ -27,12 +27,13 @@ from pyml.data.encode import check_schema, select_exprs
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError
-from pyml.modelling.model import LoadedModel, key_types
+from pyml.modelling.model import LoadedModel, check_outputs, key_types
 from pyml.modelling.shap import top_contributions
 from pyml.session import Session
 from pyml.store.names import explanations_table
 from pyml.store.registry import load_version
 from pyml.store.writer import Constant, replace_table
+from pyml.tasks import EXPLANATION_COLUMNS
 
 Log = Callable[[str], None]
 DEFAULT_TOP_K = 5
@@ -128,6 +129,7 @@ def explain_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     label = f"{schema}.{name}"
     where = f"model '{model.name}' v{model.version}"
     stored = model.stored
+    check_outputs(stored, EXPLANATION_COLUMNS, predictions=False)
     columns = relation_columns(con, schema, name)
     check_schema(where, stored.features, columns, label)
     key_types(columns, stored.key, where, label)

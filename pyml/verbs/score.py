@@ -21,11 +21,12 @@ from pyml.data.encode import check_schema, is_range_error, matrix_sql, range_err
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError, OutputError, UsageError
-from pyml.modelling.model import LoadedModel, key_types
+from pyml.modelling.model import LoadedModel, check_outputs, key_types
 from pyml.session import Session
 from pyml.store.names import predictions_table
 from pyml.store.registry import load_version
 from pyml.store.writer import Constant, replace_table
+from pyml.tasks import EXPLANATION_COLUMNS, PREDICTION_EXTRAS
 from pyml.verbs.explain import ExplainResult, explain_relation
 
 Log = Callable[[str], None]
@@ -70,6 +71,8 @@ def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None =
         for spec in specs:
             relation = session.scored_relation(spec)
             model = LoadedModel(load_version(con, spec.name, version))
+            if explain is not None:  # refused before the predictions table is replaced
+                check_outputs(model.stored, EXPLANATION_COLUMNS, predictions=False)
             result = score_relation(con, model, relation, batch_size=spec.score.batch_size,
                                     output=output, log=session.log)
             if explain is not None:
@@ -135,6 +138,7 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     where = f"model '{model.name}' v{model.version}"
     columns = relation_columns(con, schema, name)
     stored = model.stored
+    check_outputs(stored, PREDICTION_EXTRAS)
     check_schema(where, stored.features, columns, label)
     key_types(columns, stored.key, where, label)
     source = qualified(schema, name)
