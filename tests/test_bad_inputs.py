@@ -413,7 +413,7 @@ CASES = [
          "model 'nope' has not been trained yet: run `pyml train nope` first"),
     Case("sql-dialect-unknown", nothing, ("sql", "grade", "--dialect", "oracle"),
          "unknown dialect 'oracle'; choose one of duckdb, postgres, snowflake, bigquery, "
-         "sqlite"),
+         "sqlite, spark"),
     Case("export-version-missing", nothing,
          ("export", "grade", "--version", "99", "--output", "<DIR>/export"),
          "model 'grade' has no version 99: `pyml models` lists the versions"),

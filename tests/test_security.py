@@ -144,7 +144,7 @@ CLI_CASES = [
                          "first"),
     (("sql", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` first"),
     (("sql", "grade", "--dialect", DROP), f"unknown dialect '{DROP}'; choose one of duckdb, "
-                                          "postgres, snowflake, bigquery, sqlite"),
+                                          "postgres, snowflake, bigquery, sqlite, spark"),
     (("models", DROP), None),  # a filter: lists nothing, changes nothing
     (("profile", DROP_RELATION), f"relation {DROP_RELATION} does not exist in the database: "
                                  f"build it with `dbt build --select {DROP_RELATION[5:]}` "
