@@ -240,10 +240,10 @@ CASES = [
          ("train", "default_risk"),
          f"{WHERE}: target 'defaulted' has only one class (True) among labelled rows; a "
          "binary model needs at least two"),
-    # Loan 1 falls in the validation part of the seeded split: its class never reaches the
-    # booster, which would then not know it exists.
+    # Loan 2 falls in the holdout of the seeded split (tests/split_reference.py: part([2], 42,
+    # 0.2, 0.2) == 2): its class never reaches the booster, which would then not know it exists.
     Case("target-class-only-outside-the-training-part",
-         sql("update main.loan_features set grade = 'D' where loan_id = 1"),
+         sql("update main.loan_features set grade = 'D' where loan_id = 2"),
          ("train", "grade"),
          f"{GRADE}: the training part has only 3 of 4 classes; adjust the split or add data"),
     Case("target-nan-class-label",
@@ -365,7 +365,8 @@ CASES = [
          write("profiles.yml", b"loans:\n  target: dev\n  outputs:\n    dev:\n"
                                b"      type: postgres\n      host: localhost\n"),
          ("score",), "target 'dev' of profile 'loans' is of type 'postgres'; pyml works on "
-                     "DuckDB targets (type: duckdb)"),
+                     "DuckDB targets (type: duckdb) and Spark targets (type: spark, method: "
+                     "session)"),
     Case("dbt-project-missing", write("dbt_project.yml", None), ("models",),
          "no dbt_project.yml in <DIR>: pass --project-dir pointing at your dbt project"),
     Case("manifest-corrupt", write("target/manifest.json", b"{not json"), ("train",),
