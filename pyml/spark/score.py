@@ -22,13 +22,14 @@ from pyml.data.encode import Feature, Target, check_schema
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.spark import qualified, quote, relation_columns, sql
 from pyml.errors import DataError, EngineError
-from pyml.modelling.model import LoadedModel, key_types
+from pyml.modelling.model import LoadedModel, check_outputs, key_types
 from pyml.session import Session
 from pyml.spark import frames
 from pyml.store import spark_registry
 from pyml.store.names import predictions_table
 from pyml.store.registry import StoredModel
 from pyml.store.spark_writer import replace_table
+from pyml.tasks import PREDICTION_EXTRAS
 from pyml.verbs.score import ScoreResult, prediction_comments
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def score_relation(spark: SparkSession, stored: StoredModel, relation: tuple[str
     label = f"{schema}.{name}"
     where = f"model '{stored.name}' v{stored.version}"
     columns = relation_columns(spark, schema, name)
+    check_outputs(stored, PREDICTION_EXTRAS)
     check_schema(where, stored.features, columns, label)
     key_types(columns, stored.key, where, label)
     source = qualified(schema, name)
