@@ -299,12 +299,14 @@ def test_every_dialect_parses_back_and_keeps_its_own_syntax() -> None:
         sql = scoring_sql(stored, dialect=dialect)
         sqlglot.parse_one(sql, read=dialect)
         lowered = sql.lower()
-        assert "isnan(" not in lowered or dialect == "duckdb"
-        if dialect in ("bigquery", "snowflake"):
+        assert "isnan(" not in lowered or dialect in ("duckdb", "spark")  # theirs natively
+        if dialect in ("bigquery", "snowflake", "spark"):
             assert " materialized " not in lowered
         if dialect == "bigquery":
             assert "'back\\\\slash'" in sql  # BigQuery escapes the backslash
     assert "as real" in scoring_sql(stored, dialect="postgres").lower()  # float32 natively
+    spark = scoring_sql(stored, dialect="spark")  # run on a real session in tests/spark/
+    assert "as float)" in spark.lower() and "`id`" in spark and "'back\\\\slash'" in spark
 
 
 def test_an_unsupported_objective_is_named() -> None:
