@@ -80,6 +80,11 @@ class RegistryError(PymlError):
     """A registry row is unusable (e.g. a corrupt booster)."""
 
 
+class RegistryDamaged(RegistryError):
+    """The ml schema's tables contradict each other (a table, column or rows removed or
+    changed by hand); pyml refuses to read or write it rather than repair it."""
+
+
 class LifecycleError(PymlError):
     """A promotion or rollback that the version history does not allow."""
 

@@ -23,7 +23,7 @@ from pyml.errors import LifecycleError, ModelNotFound
 from pyml.store import events as status_events
 from pyml.store.events import EVENTS, MODELS, actor
 from pyml.store.names import SCHEMA
-from pyml.store.schema import ensure_schema, headline_sql
+from pyml.store.schema import check_registry, ensure_schema, headline_sql
 
 __all__ = ["Change", "Decide", "Decision", "Event", "Outcome", "actor", "champion_history",
            "champion_version", "events", "last_decision", "on_version_written", "promote",
@@ -180,14 +180,16 @@ def _headline(con: duckdb.DuckDBPyConnection, name: str, versions: list[int]
 def promote(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None,
             reason: str | None = None) -> Change:
     """Make `version` (default: the newest) the champion, by hand."""
+    check_registry(con)
     versions = _versions(con, name)
-    ensure_schema(con)
     target = versions[-1] if version is None else version
     if target not in versions:
         raise ModelNotFound(f"model '{name}' has no version {target}: `pyml show {name}` "
                             "lists the versions")
     con.execute("begin transaction")
     try:
+        # In the transaction: a refused promotion leaves no table created or migrated.
+        ensure_schema(con, in_transaction=True)
         current = status_events.champion(con, name)
         if current == target:
             raise LifecycleError(f"model '{name}' v{target} is already the champion; "
@@ -223,10 +225,11 @@ def champion_history(con: duckdb.DuckDBPyConnection, name: str) -> list[int]:
 
 def rollback(con: duckdb.DuckDBPyConnection, name: str, reason: str | None = None) -> Change:
     """Retire the champion and bring back the champion it replaced."""
+    check_registry(con)
     _versions(con, name)
-    ensure_schema(con)
     con.execute("begin transaction")
     try:
+        ensure_schema(con, in_transaction=True)  # as in promote: refused, nothing created
         current = status_events.champion(con, name)
         history = champion_history(con, name)
         if current is None or len(history) < 2 or history[-1] != current:
@@ -271,6 +274,7 @@ def last_decision(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Ou
 def serving_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """model name -> the version that serves: its champion, else (a registry from before
     statuses) its latest. Works on read-only connections."""
+    check_registry(con)
     if not table_exists(con, SCHEMA, "models"):
         return {}
     latest = con.execute(f"select model_name, max(version) from {MODELS} "

@@ -22,7 +22,7 @@ from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_e
 from pyml.errors import ModelNotFound, RegistryError
 from pyml.store.lifecycle import Decide, champion_version, on_version_written
 from pyml.store.names import SCHEMA
-from pyml.store.schema import ensure_schema, headline_sql
+from pyml.store.schema import check_registry, ensure_schema, headline_sql
 
 MODELS = qualified(SCHEMA, "models")
 METRICS = qualified(SCHEMA, "metrics")
@@ -97,9 +97,9 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
     """
     from pyml import __version__
 
-    ensure_schema(con)
     con.execute("begin transaction")
     try:
+        ensure_schema(con, in_transaction=True)  # a failed write creates no table either
         row = first_row(con, f"select coalesce(max(version), 0) + 1 from {MODELS} "
                           "where model_name = ?", [new.name])
         version = int(row[0]) if row else 1
@@ -207,6 +207,7 @@ class StoredModel:
 def load_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None
                  ) -> StoredModel:
     """The given version of a model, or its champion (its latest when it has none)."""
+    check_registry(con)
     if not _has_registry(con):
         raise ModelNotFound(f"no model '{name}' has been trained in this database: "
                             f"run `pyml train {name}` first")
@@ -306,6 +307,7 @@ def list_versions(con: duckdb.DuckDBPyConnection, names: Sequence[str] = ()
                   ) -> list[VersionRow]:
     """Every version with its headline holdout metric, newest first per model (all models,
     or those in `names`)."""
+    check_registry(con)
     if not _has_registry(con):
         return []
     has_note = first_row(con, "select count(*) from duckdb_columns() where database_name = "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import duckdb
 
 from pyml.engines.duckdb import abort_transaction, first_row, qualified, quote
-from pyml.store import events
+from pyml.store import events, integrity
 from pyml.store.names import SCHEMA
 from pyml.tasks import HEADLINE_METRIC
 
@@ -238,12 +238,22 @@ def headline_sql(task_column: str) -> str:
     return f"case {task_column} {arms} end"
 
 
+def check_registry(con: duckdb.DuckDBPyConnection) -> None:
+    """Refuse a damaged registry (pyml.store.integrity): RegistryDamaged, nothing written."""
+    integrity.check_registry(con, TABLES)
+
+
 def ensure_table(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     """Create one ml table if missing; add the columns later releases added; comment it.
 
-    Cheap when all is in place (one catalog query), so every write path may call it; safe
-    inside a transaction.
+    Cheap when all is in place (a few catalog queries), so every write path may call it; safe
+    inside a transaction. A damaged registry is refused first, never patched up.
     """
+    check_registry(con)
+    _ensure_table(con, table)
+
+
+def _ensure_table(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     con.execute(f"create schema if not exists {quote(SCHEMA)}")
     con.execute(create_sql(table))
     have = dict(con.execute(
@@ -264,24 +274,31 @@ def ensure_table(con: duckdb.DuckDBPyConnection, table: Table) -> None:
         con.execute(f"comment on table {target} is {literal(table.comment)}")
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_schema(con: duckdb.DuckDBPyConnection, *, in_transaction: bool = False) -> None:
     """Create the ml schema and every registry table where missing; migrate older registries.
 
-    Idempotent. Call outside any transaction: the status migration runs in its own.
+    Idempotent. Outside a transaction the status migration runs in its own; with
+    `in_transaction` the caller has begun one, and everything here (the DDL too) commits or
+    rolls back with the caller's writes: a command that then fails leaves no table created.
+    A damaged registry (ml.models dropped beside its metrics, orphan rows, a column dropped
+    or retyped) is RegistryDamaged before anything is created: recreating an empty
+    ml.models next to orphan metrics would hide the damage and collide with their keys.
     """
+    check_registry(con)
     for table in TABLES:
-        ensure_table(con, table)
-    _migrate_statuses(con)
+        _ensure_table(con, table)
+    _migrate_statuses(con, in_transaction)
 
 
-def _migrate_statuses(con: duckdb.DuckDBPyConnection) -> None:
+def _migrate_statuses(con: duckdb.DuckDBPyConnection, in_transaction: bool = False) -> None:
     """Give every version of a registry from before statuses one: the latest version of a
     model without a champion becomes it (what `pyml score` used then), the rest retire."""
     legacy = con.execute(f"select distinct model_name from {qualified(SCHEMA, 'models')} "
                          "where status is null").fetchall()
     if not legacy:
         return
-    con.execute("begin transaction")
+    if not in_transaction:
+        con.execute("begin transaction")
     try:
         for (name,) in legacy:
             if events.champion(con, str(name)) is None:
@@ -298,7 +315,9 @@ def _migrate_statuses(con: duckdb.DuckDBPyConnection) -> None:
                 rest = "challenger"
             con.execute(f"update {qualified(SCHEMA, 'models')} set status = ? "
                         "where model_name = ? and status is null", [rest, name])
-        con.execute("commit")
+        if not in_transaction:
+            con.execute("commit")
     except BaseException:
-        abort_transaction(con)
+        if not in_transaction:  # the caller's transaction is the caller's to roll back
+            abort_transaction(con)
         raise
