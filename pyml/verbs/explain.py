@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from pyml.data.encode import check_schema, select_exprs
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
+from pyml.dbt.spec_diff import yaml_notice
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError
 from pyml.modelling.model import LoadedModel, check_outputs, key_types
@@ -183,7 +184,13 @@ def explain(session: Session, specs: Sequence[ModelSpec], *, top_k: int = DEFAUL
             version: int | None = None) -> list[ExplainResult]:
     """Explain each spec's score relation with its champion (or the given version)."""
     with session.database() as con:
-        return [explain_relation(con, LoadedModel(load_version(con, spec.name, version)),
-                                 session.scored_relation(spec), top_k=top_k,
-                                 batch_size=spec.score.batch_size, log=session.log)
-                for spec in specs]
+        results = []
+        for spec in specs:
+            model = LoadedModel(load_version(con, spec.name, version))
+            notice = yaml_notice(spec, model.version, model.stored.spec)
+            if notice:  # the version explains as trained, whatever the YAML says now
+                session.log(notice)
+            results.append(explain_relation(con, model, session.scored_relation(spec),
+                                            top_k=top_k, batch_size=spec.score.batch_size,
+                                            log=session.log))
+        return results

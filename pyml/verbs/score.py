@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from pyml.data.encode import check_schema, is_range_error, matrix_sql, range_error
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
+from pyml.dbt.spec_diff import yaml_notice
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError, OutputError, UsageError
 from pyml.modelling.model import LoadedModel, check_outputs, key_types
@@ -71,6 +72,9 @@ def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None =
         for spec in specs:
             relation = session.scored_relation(spec)
             model = LoadedModel(load_version(con, spec.name, version))
+            notice = yaml_notice(spec, model.version, model.stored.spec)
+            if notice:  # the version scores as trained; say so when the YAML says otherwise
+                session.log(notice)
             if explain is not None:  # refused before the predictions table is replaced
                 check_outputs(model.stored, EXPLANATION_COLUMNS, predictions=False)
             result = score_relation(con, model, relation, batch_size=spec.score.batch_size,
