@@ -278,7 +278,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.
           max_records: int = 1000, max_body_bytes: int = 1 << 20, access_log: bool = False,
           project_dir: PathLike = None, profiles_dir: PathLike = None,
           target: str | None = None, log: Log | None = None,
-          lock_timeout: float = 5.0) -> None:
+          lock_timeout: float = 5.0, body_timeout: float = 10.0) -> None:
     """Serve every model's champion over HTTP until interrupted (see pyml.serve)."""
     from pyml.serve.app import serve as _serve
 
@@ -287,17 +287,21 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.
     session.require_duckdb("pyml serve")
     _serve(session.project.db_path, host=host, port=port, poll_seconds=poll_seconds,
            max_records=max_records, max_body_bytes=max_body_bytes, access_log=access_log,
-           lock_timeout=lock_timeout)
+           lock_timeout=lock_timeout, body_timeout=body_timeout)
 
 
 def sql(model: str, *, version: int | None = None, dialect: str = "duckdb",
         dbt_model: bool = False, project_dir: PathLike = None, profiles_dir: PathLike = None,
-        target: str | None = None, lock_timeout: float = 5.0) -> str:
+        target: str | None = None, lock_timeout: float = 5.0, log: Log | None = None) -> str:
     """SQL that scores a model exactly like `pyml score` (see pyml.sqlgen).
 
     The version defaults to the one `pyml score` uses (the champion, else the latest). With
-    `dbt_model`, the SQL is a dbt model reading `{{ ref('<feature model>') }}`.
+    `dbt_model`, the SQL is a dbt model reading `{{ ref('<feature model>') }}`. Like score,
+    it logs a notice when the model's YAML now differs from the version's stored spec.
     """
+    from pyml.dbt.project import select_specs
+    from pyml.dbt.spec_diff import yaml_notice
+    from pyml.errors import SelectionError, SpecError
     from pyml.sqlgen.compile import scoring_sql
     from pyml.store.registry import load_version
 
@@ -309,18 +313,25 @@ def sql(model: str, *, version: int | None = None, dialect: str = "duckdb",
     else:
         with session.database(read_only=True) as con:
             stored = load_version(con, model, version)
+    try:  # the SQL needs no YAML: a model no longer declared (or a broken spec) still compiles
+        spec = select_specs(session.project, [model])[0]
+    except (SelectionError, SpecError):
+        spec = None
+    notice = yaml_notice(spec, stored.version, stored.spec) if spec else None
+    if notice and log:
+        log(notice)
     return scoring_sql(stored, dialect=dialect, dbt_model=dbt_model)
 
 
 def sql_model(model: str, output: str | Path, *, version: int | None = None,
               dialect: str = "duckdb", project_dir: PathLike = None,
               profiles_dir: PathLike = None, target: str | None = None,
-              lock_timeout: float = 5.0) -> Path:
+              lock_timeout: float = 5.0, log: Log | None = None) -> Path:
     """Write `sql(..., dbt_model=True)` as the dbt model file `output` (a .sql file in an
     existing folder, replaced atomically); returns its resolved path."""
     from pyml.sqlgen.compile import write_model_file
 
     text = sql(model, version=version, dialect=dialect, dbt_model=True,
                project_dir=project_dir, profiles_dir=profiles_dir, target=target,
-               lock_timeout=lock_timeout)
+               lock_timeout=lock_timeout, log=log)
     return write_model_file(Path(output), text)

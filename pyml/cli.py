@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from pyml import __version__
+from pyml.cliopts import INT, IntRange, NumberRange, PymlGroup
 from pyml.errors import DriftDetected, PymlError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,18 +19,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
-
-
-class NumberRange(click.FloatRange):
-    """click.FloatRange that also refuses NaN, which passes every range comparison (a NaN
-    --lock-timeout spun forever; a NaN threshold never alerts)."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> Any:
-        number = super().convert(value, param, ctx)
-        if number != number:
-            self.fail(f"{value!r} is not a number.", param, ctx)
-        return number
 
 
 def project_options(func: F) -> F:
@@ -82,7 +71,7 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PymlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pyml")
 def cli() -> None:
     """pyml: train and score XGBoost models on dbt feature tables in DuckDB.
@@ -131,13 +120,13 @@ def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | No
 
 @cli.command()
 @selection_options
-@click.option("--version", "version", type=int,
+@click.option("--version", "version", type=INT,
               help="score with this version (default: the champion).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="also write the predictions to a .parquet or .csv file.")
-@click.option("--batch-size", type=click.IntRange(min=1),
+@click.option("--batch-size", type=IntRange(min=1),
               help="rows per batch (default: the spec's score.batch_size, 100000).")
-@click.option("--explain", "explain_k", type=click.IntRange(min=1), metavar="K",
+@click.option("--explain", "explain_k", type=IntRange(min=1), metavar="K",
               help="also write each row's top K SHAP contributions to "
                    "ml.<model>_explanations (see `pyml explain`).")
 @project_options
@@ -183,7 +172,7 @@ def models(models: tuple[str, ...], project_dir: str | None, profiles_dir: str |
 
 @cli.command()
 @click.argument("model")
-@click.option("--limit", "-n", type=click.IntRange(1, 2**63 - 1), default=10,
+@click.option("--limit", "-n", type=IntRange(1, 2**63 - 1), default=10,
               show_default=True)
 @project_options
 @handle_errors
@@ -226,11 +215,11 @@ def profile(model: str, target_column: str | None, project_dir: str | None,
 
 @cli.command()
 @selection_options
-@click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--top-k", "-k", type=IntRange(min=1), default=5, show_default=True,
               help="features kept per row, largest |contribution| first.")
-@click.option("--version", "version", type=int,
+@click.option("--version", "version", type=INT,
               help="explain this version (default: the champion).")
-@click.option("--batch-size", type=click.IntRange(min=1),
+@click.option("--batch-size", type=IntRange(min=1),
               help="rows per batch (default: the spec's score.batch_size, 100000).")
 @project_options
 @handle_errors
@@ -259,7 +248,7 @@ def explain(models: tuple[str, ...], select: tuple[str, ...], top_k: int, versio
 @click.option("--threshold", type=NumberRange(min=0, min_open=True),
               help="PSI above which a feature counts as drifted (default: the spec's "
                    "drift_threshold, 0.2).")
-@click.option("--version", "version", type=int,
+@click.option("--version", "version", type=INT,
               help="compare with this version's training snapshot (default: the champion).")
 @project_options
 @handle_errors
@@ -294,7 +283,7 @@ def drift(models: tuple[str, ...], select: tuple[str, ...], threshold: float | N
 @click.argument("model")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="HTML file to write (default: <model>_v<version>_report.html).")
-@click.option("--version", "version", type=int,
+@click.option("--version", "version", type=INT,
               help="report on this version (default: the champion).")
 @project_options
 @handle_errors
@@ -318,7 +307,7 @@ def report(model: str, output: Path | None, version: int | None, project_dir: st
 
 @cli.command()
 @selection_options
-@click.option("--n-trials", type=click.IntRange(min=1),
+@click.option("--n-trials", type=IntRange(min=1),
               help="most trials (default: the spec's tune.n_trials, 30).")
 @click.option("--timeout", type=NumberRange(min=0, min_open=True), metavar="SECONDS",
               help="stop starting trials after this long (default: tune.timeout, 600).")
@@ -349,7 +338,7 @@ def tune(models: tuple[str, ...], select: tuple[str, ...], n_trials: int | None,
 
 @cli.command()
 @click.argument("model")
-@click.option("--version", "version", type=int, help="version to promote (default: newest).")
+@click.option("--version", "version", type=INT, help="version to promote (default: newest).")
 @click.option("--reason", help="why, recorded in ml.model_events.")
 @project_options
 @handle_errors
@@ -388,7 +377,7 @@ def rollback(model: str, reason: str | None, project_dir: str | None,
 
 @cli.command()
 @click.argument("model")
-@click.option("--version", "version", type=int, help="version to detail (default: champion).")
+@click.option("--version", "version", type=INT, help="version to detail (default: champion).")
 @project_options
 @handle_errors
 def show(model: str, version: int | None, project_dir: str | None, profiles_dir: str | None,
@@ -407,7 +396,7 @@ def show(model: str, version: int | None, project_dir: str | None, profiles_dir:
 @click.argument("model")
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
               help="folder to write model.json, model_card.json and predict.py into.")
-@click.option("--version", "version", type=int, help="version to export (default: champion).")
+@click.option("--version", "version", type=INT, help="version to export (default: champion).")
 @project_options
 @handle_errors
 def export(model: str, output: Path, version: int | None, project_dir: str | None,
@@ -429,20 +418,23 @@ def export(model: str, output: Path, version: int | None, project_dir: str | Non
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=IntRange(0, 65535))
 @click.option("--poll-seconds", default=5.0, show_default=True, type=NumberRange(min=0.1),
               help="how often to re-read the registry for promotions (also on SIGHUP).")
-@click.option("--max-records", default=1000, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-records", default=1000, show_default=True, type=IntRange(min=1),
               help="most records per request (more: 413).")
 @click.option("--max-body-bytes", default=1 << 20, show_default=True,
-              type=click.IntRange(min=1), help="largest request body (more: 413).")
+              type=IntRange(min=1), help="largest request body (more: 413).")
+@click.option("--body-timeout", default=10.0, show_default=True, metavar="SECONDS",
+              type=NumberRange(min=0, min_open=True),
+              help="seconds a request body may take to arrive (more: 408).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="log every request.")
 @project_options
 @handle_errors
 def serve(host: str, port: int, poll_seconds: float, max_records: int, max_body_bytes: int,
-          access_log: bool, project_dir: str | None, profiles_dir: str | None,
-          target: str | None, lock_timeout: float) -> None:
+          body_timeout: float, access_log: bool, project_dir: str | None,
+          profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
     """Serve the champion of every model over HTTP (FastAPI; docs at /docs).
 
     POST /models/NAME/predict takes a JSON list of records and returns one prediction per
@@ -454,13 +446,14 @@ def serve(host: str, port: int, poll_seconds: float, max_records: int, max_body_
     from pyml.api import serve as run_serve
 
     run_serve(host=host, port=port, poll_seconds=poll_seconds, max_records=max_records,
-              max_body_bytes=max_body_bytes, access_log=access_log, project_dir=project_dir,
-              profiles_dir=profiles_dir, target=target, log=_log, lock_timeout=lock_timeout)
+              max_body_bytes=max_body_bytes, body_timeout=body_timeout, access_log=access_log,
+              project_dir=project_dir, profiles_dir=profiles_dir, target=target, log=_log,
+              lock_timeout=lock_timeout)
 
 
 @cli.command()
 @click.argument("model")
-@click.option("--version", "version", type=int,
+@click.option("--version", "version", type=INT,
               help="version to translate (default: the one `pyml score` uses).")
 @click.option("--dialect", default="duckdb", show_default=True,
               help="SQL dialect: duckdb, postgres, snowflake, bigquery, sqlite or spark.")
@@ -487,10 +480,11 @@ def sql(model: str, version: int | None, dialect: str, output: Path | None,
     if output is None:
         click.echo(run_sql(model, version=version, dialect=dialect, project_dir=project_dir,
                            profiles_dir=profiles_dir, target=target,
-                           lock_timeout=lock_timeout), nl=False)
+                           lock_timeout=lock_timeout, log=_log), nl=False)
         return
     path = sql_model(model, output, version=version, dialect=dialect, project_dir=project_dir,
-                     profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout)
+                     profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout,
+                     log=_log)
     click.echo(f"{model}: {dialect} scoring SQL -> {path} (build it with `dbt build --select "
                f"{path.stem}`)")
 

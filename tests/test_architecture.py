@@ -27,7 +27,8 @@ RANKS: list[tuple[str, int]] = [
     ("pyml.data", 4),
     ("pyml.modelling", 5),
     ("pyml.verbs", 6), ("pyml.spark", 6),
-    ("pyml.api", 7), ("pyml.cli", 7), ("pyml.clidocs", 7), ("pyml.serve", 7),
+    ("pyml.api", 7), ("pyml.cli", 7), ("pyml.cliopts", 7), ("pyml.clidocs", 7),
+    ("pyml.serve", 7),
     ("pyml.report", 7), ("pyml.export", 7), ("pyml.sqlgen", 7), ("pyml.demo_data", 7),
 ]
 HEAVY = ("optuna", "sklearn", "scipy", "matplotlib", "fastapi", "uvicorn", "pyspark")

@@ -242,7 +242,9 @@ def parse_size(value: Any, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", value, re.IGNORECASE)
+        # ASCII: `\d` and float() would also read other scripts' digits ('２GB').
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", value,
+                             re.IGNORECASE | re.ASCII)
         if match and match.group(2).upper() in _UNITS:
             size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
     if size is None:

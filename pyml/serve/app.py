@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -43,7 +44,7 @@ from pyml.serve.codec import (
 )
 
 # The names this module had before it was split, which tests and benchmarks import.
-__all__ = ["MAX_BODY_BYTES", "MAX_RECORDS", "POLL_SECONDS", "Batcher", "Champions",
+__all__ = ["BODY_TIMEOUT", "MAX_BODY_BYTES", "MAX_RECORDS", "POLL_SECONDS", "Batcher", "Champions",
            "PredictRoute", "Predictor", "RequestError", "Served", "champion_versions",
            "create_app", "encode", "explain_rows", "handle_predict", "load_served", "outputs",
            "parse_body", "respond", "serve"]
@@ -51,6 +52,7 @@ __all__ = ["MAX_BODY_BYTES", "MAX_RECORDS", "POLL_SECONDS", "Batcher", "Champion
 MAX_RECORDS = 1000  # records per request
 MAX_BODY_BYTES = 1 << 20  # bytes per request body
 POLL_SECONDS = 5.0  # how often the registry is re-read for promotions
+BODY_TIMEOUT = 10.0  # seconds a request body may take to arrive (then 408)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -81,9 +83,11 @@ PREDICT_PARAMS = [
 class Predictor:
     """POST /models/{name}/predict from the ASGI request to the response body."""
 
-    def __init__(self, champions: Champions, max_records: int, max_body_bytes: int) -> None:
+    def __init__(self, champions: Champions, max_records: int, max_body_bytes: int,
+                 body_timeout: float = BODY_TIMEOUT) -> None:
         self.champions = champions
         self.max_records, self.max_body_bytes = max_records, max_body_bytes
+        self.body_timeout = body_timeout
         self.batcher = Batcher()
 
     async def answer(self, name: str, scope: Scope, receive: Receive) -> bytes:
@@ -98,8 +102,15 @@ class Predictor:
         return respond(served, records, columns, X, explain)
 
     async def read_body(self, scope: Scope, receive: Receive) -> bytes:
-        """The body, refused (413) as soon as it is known to exceed the limit."""
+        """The body, refused (413) as soon as it is known to exceed the limit, and (408) when
+        it has not all arrived within `body_timeout` seconds.
+
+        uvicorn times out idle connections but not a body that stops half way: without the
+        deadline a client that sends half a body and waits holds its request open forever.
+        The deadline covers the whole body, so a trickle of bytes cannot stretch it either.
+        """
         limit = self.max_body_bytes
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         for key, value in scope["headers"]:
             if key == b"content-length":
                 if value.isdigit() and int(value) > limit:
@@ -108,7 +119,14 @@ class Predictor:
                 break
         chunks, size, more = [], 0, True
         while more:
-            message = await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), None if math.isinf(left)
+                                                 else max(left, 0.0))
+            except TimeoutError:
+                raise RequestError(408, f"the request body did not arrive within "
+                                        f"{self.body_timeout:g} seconds (pyml serve "
+                                        "--body-timeout)") from None
             if message["type"] == "http.disconnect":
                 raise ClientDisconnect()
             chunk = message.get("body", b"")
@@ -155,6 +173,8 @@ class PredictRoute:
                                           media_type="application/json")
         except RequestError as e:
             response = _error(e.status, e.message)
+            if e.status == 408:  # the rest of the body may still come: not on this connection
+                response.headers["connection"] = "close"
         except ClientDisconnect:
             return  # nobody left to answer
         await response(scope, receive, send)
@@ -162,7 +182,7 @@ class PredictRoute:
 
 def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
                max_records: int = MAX_RECORDS, max_body_bytes: int = MAX_BODY_BYTES,
-               lock_timeout: float = 5.0) -> FastAPI:
+               lock_timeout: float = 5.0, body_timeout: float = BODY_TIMEOUT) -> FastAPI:
     """The app, with the champions already loaded (errors surface before serving)."""
     champions = Champions(db_path, lock_timeout)
     champions.refresh()
@@ -197,7 +217,7 @@ def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
     app = FastAPI(title="pyml", lifespan=lifespan,
                   description="Predictions from the champion version of each pyml model.")
     app.state.champions = champions
-    predictor = Predictor(champions, max_records, max_body_bytes)
+    predictor = Predictor(champions, max_records, max_body_bytes, body_timeout)
     app.add_middleware(PredictRoute, predictor=predictor)
 
     @app.exception_handler(RequestError)
@@ -256,12 +276,13 @@ def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
 def serve(db_path: Path, *, host: str = "127.0.0.1", port: int = 8000,
           poll_seconds: float = POLL_SECONDS, max_records: int = MAX_RECORDS,
           max_body_bytes: int = MAX_BODY_BYTES, access_log: bool = False,
-          lock_timeout: float = 5.0) -> None:
+          lock_timeout: float = 5.0, body_timeout: float = BODY_TIMEOUT) -> None:
     """Load the champions and serve them until interrupted."""
     import uvicorn
 
     app = create_app(db_path, poll_seconds=poll_seconds, max_records=max_records,
-                     max_body_bytes=max_body_bytes, lock_timeout=lock_timeout)
+                     max_body_bytes=max_body_bytes, lock_timeout=lock_timeout,
+                     body_timeout=body_timeout)
     served = ", ".join(f"{n} v{s.model.version}"
                        for n, s in sorted(app.state.champions.models.items()))
     print(f"pyml serve: serving {served or 'no models yet'} on http://{host}:{port} "

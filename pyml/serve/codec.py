@@ -133,10 +133,14 @@ def explain_rows(model: LoadedModel, X: np.ndarray, k: int) -> Iterator[dict[str
 
 
 def explain_param(raw: str | None) -> int:
-    """The `explain` query parameter: an integer from 0 to 1000."""
+    """The `explain` query parameter: an integer from 0 to 1000, in ASCII digits.
+
+    Not `str.isdigit` alone: it accepts '²', which `int()` refuses (a 500), and `int()` reads
+    other scripts' digits ('５') as numbers.
+    """
     if raw is None or raw == "":
         return 0
-    if not raw.isdigit() or int(raw) > 1000:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 1000:
         raise RequestError(422, f"query parameter 'explain' must be an integer from 0 to 1000, "
                                 f"got {show(raw)}")
     return int(raw)

@@ -1,0 +1,86 @@
+"""The command line's option types and its group: what `pyml.cli` parses with.
+
+Kept apart from `pyml.cli` (which holds the commands) so the commands module stays small.
+Two rules live here:
+
+- numbers on the command line are ASCII: Python's `int()` and `float()` also read other
+  scripts' digits ('２', '٣'), and `str.isdigit` accepts '²', which `int()` then refuses, so
+  each type refuses anything but ASCII text before it converts;
+- every user mistake exits with code 1. click exits with 2 for a usage error (an unknown
+  option, a value out of range), which is also `pyml drift`'s "drift found"; a scheduler could
+  not tell a typo from drift. `PymlGroup` gives click's usage errors code 1 and keeps 2 for
+  drift alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+
+def _ascii(kind: click.ParamType, value: Any, param: click.Parameter | None,
+           ctx: click.Context | None) -> None:
+    if isinstance(value, str) and not value.isascii():
+        kind.fail(f"{value!r} is not a number written in ASCII digits.", param, ctx)
+
+
+class NumberRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN, which passes every range comparison (a NaN
+    --lock-timeout spun forever; a NaN threshold never alerts), and non-ASCII digits."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        _ascii(self, value, param, ctx)
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
+class IntRange(click.IntRange):
+    """click.IntRange that refuses non-ASCII digits ('２' is not 2 on this command line)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        _ascii(self, value, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Int(click.types.IntParamType):
+    """click's INT that refuses non-ASCII digits."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        _ascii(self, value, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+INT = Int()  # any integer, in ASCII digits
+
+
+@contextlib.contextmanager
+def _user_mistake() -> Iterator[None]:
+    try:
+        yield
+    except click.UsageError as e:
+        # Bare `pyml` prints its help, as --help does: no mistake. 2 is `pyml drift`'s.
+        help_only = isinstance(e, click.exceptions.NoArgsIsHelpError)
+        e.exit_code = 0 if help_only else 1  # type: ignore[misc]  # click's is a class default
+        raise
+
+
+class PymlGroup(click.Group):
+    """The `pyml` group: click's usage errors (bad option, bad value, unknown command) exit
+    with code 1 like every other user mistake; `--help` still exits 0."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        with _user_mistake():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _user_mistake():
+            return super().invoke(ctx)
