@@ -126,17 +126,15 @@ def test_kfold_reports_mean_and_std_over_folds(loans: Loans) -> None:
 
 
 def test_old_registry_gains_the_interval_columns(loans: Loans) -> None:
-    loans.sql("create schema ml")
-    loans.sql("""create table ml.metrics (model_name varchar not null, version integer not
-              null, split varchar not null, metric varchar not null, value double,
-              baseline double, n_rows bigint not null,
-              primary key (model_name, version, split, metric))""")
-    loans.sql("insert into ml.metrics values ('old', 1, 'holdout', 'auc', 0.7, 0.5, 10)")
+    # A registry written before intervals existed: ml.metrics without ci_low/ci_high/std.
     loans.ok("train", "loss_amount")
-    assert loans.sql("select ci_low, ci_high from ml.metrics where model_name = 'old'") == [
-        (None, None)]
+    for column in ("ci_low", "ci_high", "std"):
+        loans.sql(f"alter table ml.metrics drop column {column}")
+    loans.ok("train", "loss_amount")
+    assert loans.sql("select distinct ci_low, ci_high from ml.metrics where "
+                     "model_name = 'loss_amount' and version = 1") == [(None, None)]
     inside = loans.sql("select count(*) from ml.metrics where model_name = 'loss_amount' "
-                       "and ci_low <= value and value <= ci_high")[0][0]
+                       "and version = 2 and ci_low <= value and value <= ci_high")[0][0]
     assert inside >= 3  # rmse, mae, r2 (and mape where defined)
 
 

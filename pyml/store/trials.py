@@ -12,7 +12,7 @@ import duckdb
 
 from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
 from pyml.store.names import SCHEMA
-from pyml.store.schema import TRIALS, ensure_table
+from pyml.store.schema import ensure_schema
 
 TABLE = qualified(SCHEMA, "trials")
 
@@ -36,13 +36,18 @@ class Trial:
 
 
 def record_trials(con: duckdb.DuckDBPyConnection, trials: Sequence[Trial]) -> None:
-    """Append a study's trials to ml.trials, in one transaction (version not yet linked)."""
-    ensure_table(con, TRIALS)
+    """Append a study's trials to ml.trials, in one transaction (version not yet linked).
+
+    The trials of a model's first training come before its first version: the whole registry
+    is created here (not ml.trials alone, which next to no ml.models reads as a damaged
+    registry), inside the same transaction as the rows.
+    """
     rows = [[t.model_name, t.study, t.trial_number, json.dumps(t.params, sort_keys=True),
              t.metric, t.direction, t.value, t.best_round, t.state, t.seconds, t.started_at]
             for t in trials]
     con.execute("begin transaction")
     try:
+        ensure_schema(con, in_transaction=True)
         con.executemany(f"insert into {TABLE} (model_name, study, trial_number, params, "
                         "metric, direction, value, best_round, state, seconds, started_at) "
                         "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
