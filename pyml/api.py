@@ -290,14 +290,16 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.
            lock_timeout=lock_timeout, body_timeout=body_timeout)
 
 
-def sql(model: str, *, version: int | None = None, dialect: str = "duckdb",
+def sql(model: str, *, version: int | None = None, dialect: str | None = None,
         dbt_model: bool = False, project_dir: PathLike = None, profiles_dir: PathLike = None,
         target: str | None = None, lock_timeout: float = 5.0, log: Log | None = None) -> str:
     """SQL that scores a model exactly like `pyml score` (see pyml.sqlgen).
 
     The version defaults to the one `pyml score` uses (the champion, else the latest). With
     `dbt_model`, the SQL is a dbt model reading `{{ ref('<feature model>') }}`. Like score,
-    it logs a notice when the model's YAML now differs from the version's stored spec.
+    it logs a notice when the model's YAML now differs from the version's stored spec. The
+    dialect defaults to the dbt target's engine (spark on a Spark target, else duckdb), so
+    the dbt model runs where `dbt build` runs.
     """
     from pyml.dbt.project import select_specs
     from pyml.dbt.spec_diff import yaml_notice
@@ -320,11 +322,11 @@ def sql(model: str, *, version: int | None = None, dialect: str = "duckdb",
     notice = yaml_notice(spec, stored.version, stored.spec) if spec else None
     if notice and log:
         log(notice)
-    return scoring_sql(stored, dialect=dialect, dbt_model=dbt_model)
+    return scoring_sql(stored, dialect=dialect or session.engine, dbt_model=dbt_model)
 
 
 def sql_model(model: str, output: str | Path, *, version: int | None = None,
-              dialect: str = "duckdb", project_dir: PathLike = None,
+              dialect: str | None = None, project_dir: PathLike = None,
               profiles_dir: PathLike = None, target: str | None = None,
               lock_timeout: float = 5.0, log: Log | None = None) -> Path:
     """Write `sql(..., dbt_model=True)` as the dbt model file `output` (a .sql file in an

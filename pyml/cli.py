@@ -455,13 +455,14 @@ def serve(host: str, port: int, poll_seconds: float, max_records: int, max_body_
 @click.argument("model")
 @click.option("--version", "version", type=INT,
               help="version to translate (default: the one `pyml score` uses).")
-@click.option("--dialect", default="duckdb", show_default=True,
-              help="SQL dialect: duckdb, postgres, snowflake, bigquery, sqlite or spark.")
+@click.option("--dialect",
+              help="SQL dialect: duckdb, postgres, snowflake, bigquery, sqlite or spark "
+                   "(default: the dbt target's engine, duckdb or spark).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="write a dbt model (.sql) that scores inside `dbt build` instead of printing.")
 @project_options
 @handle_errors
-def sql(model: str, version: int | None, dialect: str, output: Path | None,
+def sql(model: str, version: int | None, dialect: str | None, output: Path | None,
         project_dir: str | None, profiles_dir: str | None, target: str | None,
         lock_timeout: float) -> None:
     """Print a SELECT that scores MODEL in pure SQL, equal to `pyml score`.
@@ -485,8 +486,8 @@ def sql(model: str, version: int | None, dialect: str, output: Path | None,
     path = sql_model(model, output, version=version, dialect=dialect, project_dir=project_dir,
                      profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout,
                      log=_log)
-    click.echo(f"{model}: {dialect} scoring SQL -> {path} (build it with `dbt build --select "
-               f"{path.stem}`)")
+    what = f"{dialect} scoring SQL" if dialect else "scoring SQL"
+    click.echo(f"{model}: {what} -> {path} (build it with `dbt build --select {path.stem}`)")
 
 
 def main() -> None:

@@ -259,7 +259,7 @@ def test_damaged_registry_commands_succeed_consistently_or_fail_cleanly(
 
 
 @pytest.mark.slow
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(statements=st.lists(damage(), min_size=1, max_size=3),
        commands=st.lists(st.sampled_from(COMMANDS), min_size=1, max_size=4))

@@ -238,7 +238,7 @@ def test_spec_edits_then_train_store_the_edit_or_fail_cleanly(
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edit=edits())
 def test_spec_edits_long(trained_loans: Path, monkeypatch: pytest.MonkeyPatch,

@@ -78,6 +78,9 @@ def test_pyml_sql_dialect_spark_equals_the_predictions_table(
         assert f"from `{SCHEMA}`.`loan_features`" in query.lower()
         _compare(trained.df(f"select * from ml.{name}_predictions"),
                  spark.sql(query).toPandas(), task)
+    # On a Spark target the dialect defaults to Spark's: the same query without the option.
+    assert trained.ok("sql", "default_risk").output == trained.ok(
+        "sql", "default_risk", "--dialect", "spark").output
 
 
 def test_pyml_sql_output_is_a_dbt_model_built_on_spark(trained: SparkLoans) -> None:
