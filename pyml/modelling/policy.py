@@ -60,39 +60,46 @@ class HoldoutPolicy:
 
     def __call__(self, con: duckdb.DuckDBPyConnection, version: int, champion: int
                  ) -> Decision:
-        spec, policy = self.spec, self.spec.promote
-        if policy.policy == "manual":
-            return Decision(False, "registered", f"promote.policy is manual: challenger to "
-                            f"v{champion}; `pyml promote {spec.name}` makes it the champion")
-        metric = promote_metric(policy, spec.task)
-        try:
-            cmp, differ = holdout_comparison(con, spec, champion, version, metric,
-                                             self.holdout_sql, self.holdout_params)
-        except _TooFewRows as e:
-            reason = (f"v{version} was not compared with champion v{champion}: {e}; "
-                      f"`pyml promote {spec.name}` promotes v{version} by hand")
-            self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
-            return Decision(False, "registered", reason)
-        except _CannotCompare as e:
-            reason = (f"champion v{champion} cannot be scored on v{version}'s holdout rows "
-                      f"({e}); `pyml promote {spec.name}` promotes v{version} by hand")
-            self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
-            return Decision(False, "registered", reason)
-        text = cmp.describe(f"champion v{champion}", f"v{version}")
-        if differ:
-            text += f", held out by both versions (their splits differ: {', '.join(differ)})"
-        metrics = {"metric": cmp.metric, "champion": {"version": champion, "value": cmp.a},
-                   "challenger": {"version": version, "value": cmp.b}, "gain": cmp.gain,
-                   "ci95": None if cmp.ci_low is None else [cmp.ci_low, cmp.ci_high],
-                   "n_rows": cmp.n_rows, "min_delta": policy.min_delta}
-        if cmp.gain >= -1e-12 + policy.min_delta:
-            reason = f"auto: {text}; not worse by min_delta {policy.min_delta:g}"
-            self.log(f"[{spec.name}] v{version} promoted to champion: {text}")
-            return Decision(True, "promoted", reason, metrics)
-        reason = (f"auto: {text}; needs a gain of at least {policy.min_delta:g}: "
-                  f"v{champion} stays champion")
-        self.log(f"[{spec.name}] v{version} stays challenger: {text}")
-        return Decision(False, "rejected", reason, metrics)
+        return decide(self.spec, version, champion, self.log, lambda metric: holdout_comparison(
+            con, self.spec, champion, version, metric, self.holdout_sql, self.holdout_params))
+
+
+def decide(spec: ModelSpec, version: int, champion: int, log: Log,
+           comparison: Callable[[str], tuple[Comparison, list[str]]]) -> Decision:
+    """The `promote:` rule, whatever engine scores the two versions: `comparison(metric)`
+    compares champion and challenger on the rows both held out (and says how their splits
+    differ); too few such rows, or a champion that cannot be scored, keeps the challenger."""
+    policy = spec.promote
+    if policy.policy == "manual":
+        return Decision(False, "registered", f"promote.policy is manual: challenger to "
+                        f"v{champion}; `pyml promote {spec.name}` makes it the champion")
+    try:
+        cmp, differ = comparison(promote_metric(policy, spec.task))
+    except _TooFewRows as e:
+        reason = (f"v{version} was not compared with champion v{champion}: {e}; "
+                  f"`pyml promote {spec.name}` promotes v{version} by hand")
+        log(f"[{spec.name}] v{version} stays challenger: {reason}")
+        return Decision(False, "registered", reason)
+    except _CannotCompare as e:
+        reason = (f"champion v{champion} cannot be scored on v{version}'s holdout rows "
+                  f"({e}); `pyml promote {spec.name}` promotes v{version} by hand")
+        log(f"[{spec.name}] v{version} stays challenger: {reason}")
+        return Decision(False, "registered", reason)
+    text = cmp.describe(f"champion v{champion}", f"v{version}")
+    if differ:
+        text += f", held out by both versions (their splits differ: {', '.join(differ)})"
+    metrics = {"metric": cmp.metric, "champion": {"version": champion, "value": cmp.a},
+               "challenger": {"version": version, "value": cmp.b}, "gain": cmp.gain,
+               "ci95": None if cmp.ci_low is None else [cmp.ci_low, cmp.ci_high],
+               "n_rows": cmp.n_rows, "min_delta": policy.min_delta}
+    if cmp.gain >= -1e-12 + policy.min_delta:
+        reason = f"auto: {text}; not worse by min_delta {policy.min_delta:g}"
+        log(f"[{spec.name}] v{version} promoted to champion: {text}")
+        return Decision(True, "promoted", reason, metrics)
+    reason = (f"auto: {text}; needs a gain of at least {policy.min_delta:g}: "
+              f"v{champion} stays champion")
+    log(f"[{spec.name}] v{version} stays challenger: {text}")
+    return Decision(False, "rejected", reason, metrics)
 
 
 class _CannotCompare(PymlError):

@@ -20,11 +20,10 @@ from pyml.data import split
 from pyml.data.encode import Encoder, check_schema
 from pyml.data.trainset import labels
 from pyml.dbt.spec import ModelSpec
-from pyml.dbt.spec_tune import promote_metric
 from pyml.engines.spark import qualified, quote, relation_columns, sql
 from pyml.errors import DataError, SchemaMismatch
 from pyml.modelling.compare import Comparison, compare
-from pyml.modelling.policy import _CannotCompare, _check_common, _TooFewRows
+from pyml.modelling.policy import _CannotCompare, _check_common, decide
 from pyml.store import spark_registry
 from pyml.store.lifecycle import Decision
 from pyml.store.registry import StoredModel
@@ -46,37 +45,8 @@ class SparkHoldoutPolicy:
         self.log = log
 
     def __call__(self, spark: SparkSession, version: int, champion: int) -> Decision:
-        spec, policy = self.spec, self.spec.promote
-        if policy.policy == "manual":
-            return Decision(False, "registered", f"promote.policy is manual: challenger to "
-                            f"v{champion}; `pyml promote {spec.name}` makes it the champion")
-        metric = promote_metric(policy, spec.task)
-        try:
-            cmp, differ = self.comparison(spark, champion, version, metric)
-        except _TooFewRows as e:
-            reason = (f"v{version} was not compared with champion v{champion}: {e}; "
-                      f"`pyml promote {spec.name}` promotes v{version} by hand")
-            self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
-            return Decision(False, "registered", reason)
-        except _CannotCompare as e:
-            reason = (f"champion v{champion} cannot be scored on v{version}'s holdout rows "
-                      f"({e}); `pyml promote {spec.name}` promotes v{version} by hand")
-            self.log(f"[{spec.name}] v{version} stays challenger: {reason}")
-            return Decision(False, "registered", reason)
-        text = cmp.describe(f"champion v{champion}", f"v{version}")
-        if differ:
-            text += f", held out by both versions (their splits differ: {', '.join(differ)})"
-        metrics = {"metric": cmp.metric, "champion": {"version": champion, "value": cmp.a},
-                   "challenger": {"version": version, "value": cmp.b}, "gain": cmp.gain,
-                   "ci95": None if cmp.ci_low is None else [cmp.ci_low, cmp.ci_high],
-                   "n_rows": cmp.n_rows, "min_delta": policy.min_delta}
-        if cmp.gain >= -1e-12 + policy.min_delta:
-            self.log(f"[{spec.name}] v{version} promoted to champion: {text}")
-            return Decision(True, "promoted", f"auto: {text}; not worse by min_delta "
-                                              f"{policy.min_delta:g}", metrics)
-        self.log(f"[{spec.name}] v{version} stays challenger: {text}")
-        return Decision(False, "rejected", f"auto: {text}; needs a gain of at least "
-                        f"{policy.min_delta:g}: v{champion} stays champion", metrics)
+        return decide(self.spec, version, champion, self.log,
+                      lambda metric: self.comparison(spark, champion, version, metric))
 
     def comparison(self, spark: SparkSession, champion: int, challenger: int, metric: str
                    ) -> tuple[Comparison, list[str]]:
