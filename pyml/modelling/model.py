@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from pyml.data.encode import Encoder, check_schema, is_range_error, matrix_sql, range_error
 from pyml.engines.duckdb import connect, fetch_arrow, quote
-from pyml.errors import OutputNameClash, SchemaMismatch
+from pyml.errors import DataError, OutputNameClash, SchemaMismatch
 from pyml.store.registry import StoredModel, load_version
 from pyml.tasks import INTERNAL_PREFIX, class_clash, internal_name, key_clash, output_columns
 
@@ -143,6 +143,21 @@ def key_types(columns: Sequence[tuple[str, str]], key: Sequence[str], where: str
         if k not in present:
             raise SchemaMismatch(f"{where}: key column '{k}' is missing from {relation}; "
                                  "keys are carried into the predictions table")
+
+
+def check_key_counts(where: str, relation: str, key: Sequence[str], total: int,
+                     distinct: int, null_keys: int) -> None:
+    """The relation being scored has rows, and its key is non-NULL and unique (one pass's
+    counts: rows, distinct keys, rows with a NULL key part), on either engine."""
+    if total == 0:
+        raise DataError(f"{where}: {relation} is empty; nothing to score "
+                        "(did `dbt build` run?)")
+    if null_keys:
+        raise DataError(f"{where}: {relation} has {null_keys} rows with a NULL key "
+                        f"({', '.join(key)}); filter or fill them in the dbt model")
+    if distinct != total:
+        raise DataError(f"{where}: {relation} has {total - distinct} duplicate keys "
+                        f"({', '.join(key)}); make the key unique in the dbt model")
 
 
 def check_outputs(stored: StoredModel, extras: Sequence[str], *, predictions: bool = True

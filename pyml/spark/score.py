@@ -21,8 +21,8 @@ import pyarrow as pa
 from pyml.data.encode import Feature, Target, check_schema
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.spark import qualified, quote, relation_columns, sql
-from pyml.errors import DataError, EngineError
-from pyml.modelling.model import LoadedModel, check_outputs, key_types
+from pyml.errors import EngineError
+from pyml.modelling.model import LoadedModel, check_key_counts, check_outputs, key_types
 from pyml.session import Session
 from pyml.spark import frames
 from pyml.store import spark_registry
@@ -75,14 +75,7 @@ def score_relation(spark: SparkSession, stored: StoredModel, relation: tuple[str
         spark, f"select count(*), count(distinct {', '.join(keys)}), count_if({any_null})"
                f"{''.join(', ' + r for r in ranges)} from {source}",
         {"f32_max": frames.F32_MAX} if ranges else None).collect()[0]
-    if total == 0:
-        raise DataError(f"{where}: {label} is empty; nothing to score (did `dbt build` run?)")
-    if null_keys:
-        raise DataError(f"{where}: {label} has {null_keys} rows with a NULL key "
-                        f"({', '.join(stored.key)}); filter or fill them in the dbt model")
-    if distinct != total:
-        raise DataError(f"{where}: {label} has {total - distinct} duplicate keys "
-                        f"({', '.join(stored.key)}); make the key unique in the dbt model")
+    check_key_counts(where, label, stored.key, int(total), int(distinct), int(null_keys))
     frames.check_range(stored.features, bad, where)
     model = LoadedModel(stored)
     frame = sql(spark, f"select {', '.join(keys)}, "

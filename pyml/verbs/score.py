@@ -21,8 +21,8 @@ from pyml.data.encode import check_schema, is_range_error, matrix_sql, range_err
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.dbt.spec_diff import yaml_notice
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, stream_arrow
-from pyml.errors import DataError, OutputError, UsageError
-from pyml.modelling.model import LoadedModel, check_outputs, key_types
+from pyml.errors import OutputError, UsageError
+from pyml.modelling.model import LoadedModel, check_key_counts, check_outputs, key_types
 from pyml.session import Session
 from pyml.store.names import predictions_table
 from pyml.store.registry import load_version
@@ -151,15 +151,7 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     row = first_row(con, f"select count(*), count(distinct ({keys_sql})), "
                          f"count(*) filter (where {any_null}) from {source}")
     total, distinct, null_keys = (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
-    if total == 0:
-        raise DataError(f"{where}: {label} is empty; nothing to score "
-                        "(did `dbt build` run?)")
-    if null_keys:
-        raise DataError(f"{where}: {label} has {null_keys} rows with a NULL key "
-                        f"({', '.join(stored.key)}); filter or fill them in the dbt model")
-    if distinct != total:
-        raise DataError(f"{where}: {label} has {total - distinct} duplicate keys "
-                        f"({', '.join(stored.key)}); make the key unique in the dbt model")
+    check_key_counts(where, label, stored.key, total, distinct, null_keys)
     reader_con = con.cursor()
     reader = None
     try:
