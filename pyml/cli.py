@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 import click
 
 from pyml import __version__
-from pyml.cliopts import INT, IntRange, NumberRange, PymlGroup
+from pyml.cliopts import (
+    INT,
+    IntRange,
+    NumberRange,
+    PymlGroup,
+    project_options,
+    selection_options,
+)
 from pyml.errors import DriftDetected, PymlError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -19,29 +26,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
-
-
-def project_options(func: F) -> F:
-    """--project-dir / --profiles-dir / --target, as in dbt."""
-    for option in reversed([
-        click.option("--project-dir", type=click.Path(file_okay=False),
-                     help="dbt project folder (default: DBT_PROJECT_DIR, cwd or a parent)."),
-        click.option("--profiles-dir", type=click.Path(file_okay=False),
-                     help="folder of profiles.yml (default: DBT_PROFILES_DIR, cwd, ~/.dbt)."),
-        click.option("--target", "-t", help="profile target (default: the profile's target)."),
-        click.option("--lock-timeout", type=NumberRange(min=0), default=5.0, show_default=True,
-                     help="seconds to wait for another process's DuckDB write lock."),
-    ]):
-        func = option(func)
-    return func
-
-
-def selection_options(func: F) -> F:
-    """MODEL... names and dbt --select on feature models."""
-    func = click.option("--select", "-s", multiple=True,
-                        help="dbt selection of feature models (e.g. customer_features, "
-                             "+tag:ml, path:models/features).")(func)
-    return click.argument("models", nargs=-1)(func)
 
 
 class _Failed(click.ClickException):

@@ -1,4 +1,4 @@
-"""The command line's option types and its group: what `pyml.cli` parses with.
+"""The command line's option types, shared options and group: what `pyml.cli` parses with.
 
 Kept apart from `pyml.cli` (which holds the commands) so the commands module stays small.
 Two rules live here:
@@ -15,10 +15,12 @@ Two rules live here:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _ascii(kind: click.ParamType, value: Any, param: click.Parameter | None,
@@ -84,3 +86,26 @@ class PymlGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         with _user_mistake():
             return super().invoke(ctx)
+
+
+def project_options(func: F) -> F:
+    """--project-dir / --profiles-dir / --target, as in dbt."""
+    for option in reversed([
+        click.option("--project-dir", type=click.Path(file_okay=False),
+                     help="dbt project folder (default: DBT_PROJECT_DIR, cwd or a parent)."),
+        click.option("--profiles-dir", type=click.Path(file_okay=False),
+                     help="folder of profiles.yml (default: DBT_PROFILES_DIR, cwd, ~/.dbt)."),
+        click.option("--target", "-t", help="profile target (default: the profile's target)."),
+        click.option("--lock-timeout", type=NumberRange(min=0), default=5.0, show_default=True,
+                     help="seconds to wait for another process's DuckDB write lock."),
+    ]):
+        func = option(func)
+    return func
+
+
+def selection_options(func: F) -> F:
+    """MODEL... names and dbt --select on feature models."""
+    func = click.option("--select", "-s", multiple=True,
+                        help="dbt selection of feature models (e.g. customer_features, "
+                             "+tag:ml, path:models/features).")(func)
+    return click.argument("models", nargs=-1)(func)
