@@ -120,9 +120,9 @@ def test_manual_policy_promote_and_rollback_by_hand(scored: Loans) -> None:
     result = scored.pyml("rollback", "default_risk")
     assert result.exit_code == 1
     assert result.output == (
-        "Error: model 'default_risk' has no earlier champion to roll back to (v1 is the only "
-        "champion it has had); `pyml promote default_risk --version N` picks a version by "
-        "hand\n")
+        "Error: model 'default_risk' has no earlier champion to roll back to (v1 was its "
+        "first champion; v2 was champion after it and has been rolled back); `pyml promote "
+        "default_risk --version N` picks a version by hand\n")
     result = scored.pyml("promote", "default_risk", "--version", "1")
     assert result.output == ("Error: model 'default_risk' v1 is already the champion; "
                              "`pyml show default_risk` lists the versions\n")

@@ -20,6 +20,7 @@ import duckdb
 
 from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
 from pyml.errors import LifecycleError, ModelNotFound
+from pyml.store import champions
 from pyml.store import events as status_events
 from pyml.store.events import EVENTS, MODELS, actor
 from pyml.store.names import SCHEMA
@@ -208,36 +209,33 @@ def promote(con: duckdb.DuckDBPyConnection, name: str, version: int | None = Non
     return Change(name, target, current, f"{name}: v{target} is now the champion{was}")
 
 
+def _event_rows(con: duckdb.DuckDBPyConnection, name: str) -> list[champions.EventRow]:
+    if not table_exists(con, SCHEMA, "model_events"):
+        return []
+    rows = con.execute(f"select version, event, to_status from {EVENTS} where model_name = ? "
+                       "order by event_id", [name]).fetchall()
+    return [(int(v), str(e), t) for v, e, t in rows]
+
+
 def champion_history(con: duckdb.DuckDBPyConnection, name: str) -> list[int]:
-    """The chain of champions that rollbacks walk back through, oldest first."""
-    rows = con.execute(f"select version, event from {EVENTS} where model_name = ? "
-                       "and event in ('promoted', 'migrated', 'rolled_back') order by event_id",
-                       [name]).fetchall()
-    stack: list[int] = []
-    for version, event in rows:
-        if event == "rolled_back":
-            if stack and stack[-1] == version:
-                stack.pop()
-        elif not stack or stack[-1] != version:
-            stack.append(int(version))
-    return stack
+    """The chain of champions that rollbacks walk back through, oldest first
+    (pyml.store.champions.history over the model's ml.model_events)."""
+    return champions.history(_event_rows(con, name))
 
 
 def rollback(con: duckdb.DuckDBPyConnection, name: str, reason: str | None = None) -> Change:
-    """Retire the champion and bring back the champion it replaced."""
+    """Retire the champion and bring back the champion it replaced (the one under it in the
+    champion history, pyml.store.champions)."""
     check_registry(con)
     _versions(con, name)
     con.execute("begin transaction")
     try:
         ensure_schema(con, in_transaction=True)  # as in promote: refused, nothing created
         current = status_events.champion(con, name)
-        history = champion_history(con, name)
-        if current is None or len(history) < 2 or history[-1] != current:
-            only = f" (v{current} is the only champion it has had)" if current else ""
-            raise LifecycleError(f"model '{name}' has no earlier champion to roll back "
-                                 f"to{only}; `pyml promote {name} --version N` picks a "
-                                 "version by hand")
-        previous = history[-2]
+        rows = _event_rows(con, name)
+        previous = champions.rollback_target(name, current, champions.history(rows),
+                                             champions.crowned(rows))
+        assert current is not None  # rollback_target refuses a model without a champion
         why = f"rolled back from v{current}" + (f": {reason}" if reason else "")
         metrics = _headline(con, name, [current, previous])
         _make_champion(con, name, previous, "retired", "restored", why, metrics,

@@ -33,6 +33,7 @@ import xgboost as xgb
 
 from pyml.engines.spark import qualified, quote, sql, string_literal, table_exists
 from pyml.errors import LifecycleError, ModelNotFound
+from pyml.store import champions
 from pyml.store.drift import Snapshot
 from pyml.store.events import actor
 from pyml.store.lifecycle import Change, Decision, Outcome
@@ -303,33 +304,27 @@ def promote(spark: SparkSession, name: str, version: int | None = None,
     return Change(name, target, current, f"{name}: v{target} is now the champion{was}")
 
 
+def _event_rows(spark: SparkSession, name: str) -> list[champions.EventRow]:
+    rows = sql(spark, f"select `version`, `event`, `to_status` from "
+                      f"{_table(MODEL_EVENTS.name)} where `model_name` = :name "
+                      "order by `event_id`", {"name": name}).collect()
+    return [(int(v), str(e), t) for v, e, t in rows]
+
+
 def champion_history(spark: SparkSession, name: str) -> list[int]:
     """The chain of champions that rollbacks walk back through, oldest first (the rule of
-    pyml.store.lifecycle.champion_history, on the Spark event log)."""
-    rows = sql(spark, f"select `version`, `event` from {_table(MODEL_EVENTS.name)} where "
-                      "`model_name` = :name and `event` in ('promoted', 'migrated', "
-                      "'rolled_back') order by `event_id`", {"name": name}).collect()
-    stack: list[int] = []
-    for version, event in rows:
-        if event == "rolled_back":
-            if stack and stack[-1] == version:
-                stack.pop()
-        elif not stack or stack[-1] != version:
-            stack.append(int(version))
-    return stack
+    pyml.store.champions, on the Spark event log)."""
+    return champions.history(_event_rows(spark, name))
 
 
 def rollback(spark: SparkSession, name: str, reason: str | None = None) -> Change:
     """Retire the champion and bring back the champion it replaced (one insert)."""
     _versions(spark, name)
     current = champion(spark, name)
-    history = champion_history(spark, name)
-    if current is None or len(history) < 2 or history[-1] != current:
-        only = f" (v{current} is the only champion it has had)" if current else ""
-        raise LifecycleError(f"model '{name}' has no earlier champion to roll back "
-                             f"to{only}; `pyml promote {name} --version N` picks a "
-                             "version by hand")
-    previous = history[-2]
+    rows = _event_rows(spark, name)
+    previous = champions.rollback_target(name, current, champions.history(rows),
+                                         champions.crowned(rows))
+    assert current is not None  # rollback_target refuses a model without a champion
     why = f"rolled back from v{current}" + (f": {reason}" if reason else "")
     metrics = _headline(spark, name, [current, previous])
     _crown(spark, name, previous, current, "retired", "restored", why, metrics,
