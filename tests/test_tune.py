@@ -5,6 +5,7 @@ and that trials never see the holdout.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import optuna
@@ -100,9 +101,12 @@ def test_tune_records_trials_and_trains_the_best(scored: Loans,
     result = scored.ok("tune", "default_risk", "--n-trials", "6")
     out = result.output
     assert "[default_risk] trial 6/6:" in out and "best " in out
-    trials = scored.sql("select study, trial_number, version, params, metric, direction, "
+    trials = scored.sql("select study_id, trial_number, version, params, metric, direction, "
                         "value, best_round, state, seconds from ml.trials order by trial_number")
-    assert [t[1] for t in trials] == list(range(6))
+    # One numbering, from 1, in ml.trials and in every line of the log.
+    assert [t[1] for t in trials] == list(range(1, 7))
+    logged = [int(n) for n in re.findall(r"\] trial (\d+)/6:", out)]
+    assert logged == list(range(1, 7))
     assert {t[2] for t in trials} == {2}
     assert {t[4:6] for t in trials} == {("logloss", "minimize")}
     assert {t[8] for t in trials} <= {"complete", "pruned"}
@@ -111,7 +115,7 @@ def test_tune_records_trials_and_trains_the_best(scored: Loans,
     complete = [t for t in trials if t[8] == "complete"]
     best = min(complete, key=lambda t: t[6])
     assert all(t[7] is not None for t in complete)
-    # Trial 0 replays the spec's own parameters (pyml defaults: max_depth 6, eta 0.1).
+    # Trial 1 replays the spec's own parameters (pyml defaults: max_depth 6, eta 0.1).
     first = json.loads(trials[0][3])
     assert (first["max_depth"], first["eta"]) == (6, 0.1)
 
@@ -121,6 +125,12 @@ def test_tune_records_trials_and_trains_the_best(scored: Loans,
     assert {k: stored[k] for k in SPACE_KEYS} == json.loads(best[3])
     study = trials[0][0]
     assert note.startswith(f"tuned by study {study}: 6 trials (")
+    assert f"tuning (study {study}): up to 6 trials" in out
+    assert scored.sql("select count(*) from ml.trials where study_id = ? and study = ?",
+                      [study, study]) == [(6,)]
+    # The best trial the note and the last log line name is ml.trials' best row.
+    assert f"(trial {best[1]}; trial 1 = spec params " in note
+    assert re.findall(r"best [0-9.]+ \(trial (\d+)\)", out)[-1] == str(best[1])
     assert "; holdout auc tuned " in note and " vs spec params " in note and "95% CI [" in note
     assert f"default_risk v2 (binary) {status}: " in out and f"note: {note}" in out
 
@@ -146,7 +156,7 @@ def test_pruned_trials_are_recorded(scored: Loans, monkeypatch: pytest.MonkeyPat
     scored.ok("tune", "grade", "--n-trials", "3")
     rows = scored.sql("select trial_number, state, value, best_round from ml.trials "
                       "order by trial_number")
-    assert [(n, s) for n, s, _, _ in rows] == [(0, "complete"), (1, "pruned"), (2, "pruned")]
+    assert [(n, s) for n, s, _, _ in rows] == [(1, "complete"), (2, "pruned"), (3, "pruned")]
     assert all(v is not None for _, _, v, _ in rows)  # the last reported validation value
     assert [b is None for _, _, _, b in rows] == [False, True, True]
     (note,), = scored.sql("select note from ml.models where model_name = 'grade' "
@@ -193,3 +203,21 @@ def test_tuning_needs_a_validation_part(scored: Loans) -> None:
         "split.validation_fraction above 0\n")
     assert scored.sql("select count(*) from ml.models where model_name = 'loss_amount'") == [
         (1,)]
+
+
+def test_trials_from_before_study_id_are_renumbered_from_1(scored: Loans) -> None:
+    scored.ok("tune", "grade", "--n-trials", "2")
+    # ml.trials as an older release left it: no study_id column, trials numbered from 0.
+    scored.sql("update ml.trials set trial_number = trial_number - 1")
+    scored.sql("alter table ml.trials drop column study_id")
+    (study,), = scored.sql("select distinct study from ml.trials")
+    (other,), = scored.sql("select version from ml.models where model_name = 'grade' and "
+                           "status <> 'champion'")
+    scored.ok("promote", "grade", "--version", str(other))  # a write updates the schema
+    assert scored.sql("select study_id, trial_number from ml.trials order by 2") == [
+        (study, 1), (study, 2)]
+    (comment,), = scored.sql("select comment from duckdb_columns() where schema_name = 'ml' "
+                             "and table_name = 'trials' and column_name = 'study_id'")
+    assert comment.startswith("the study's id")
+    scored.ok("rollback", "grade")  # and only once
+    assert scored.sql("select trial_number from ml.trials order by 1") == [(1,), (2,)]

@@ -36,7 +36,7 @@ from pyml.store.trials import Trial, record_trials
 
 Log = Callable[[str], None]
 
-# XGBoost's own defaults, so that trial 0 can replay the spec's parameters inside the space.
+# XGBoost's own defaults, so that trial 1 can replay the spec's parameters inside the space.
 XGB_DEFAULTS: dict[str, Any] = {"eta": 0.3, "max_depth": 6, "min_child_weight": 1.0,
                                 "subsample": 1.0, "colsample_bytree": 1.0, "lambda": 1.0,
                                 "alpha": 0.0, "gamma": 0.0, "max_bin": 256}
@@ -64,6 +64,12 @@ class Tuning:
         return f"{self.summary}; {cmp.describe('spec params', 'tuned')}"
 
 
+def number(trial: optuna.trial.FrozenTrial) -> int:
+    """The trial's number as users see it (log, ml.trials, note): from 1; Optuna counts
+    from 0."""
+    return trial.number + 1
+
+
 def wants_tuning(spec: ModelSpec, tune: bool | None) -> bool:
     """`pyml tune` always tunes; `pyml train` when the spec says tune.on_train."""
     return tune if tune is not None else bool(spec.tune and spec.tune.on_train)
@@ -79,7 +85,7 @@ def _suggest(trial: optuna.Trial, r: ParamRange) -> Any:
 
 
 def _first_trial(space: Sequence[ParamRange], params: dict[str, Any]) -> dict[str, Any]:
-    """The spec's own values (clipped into the space), so trial 0 is the spec's parameters."""
+    """The spec's own values (clipped into the space), so trial 1 is the spec's parameters."""
     out: dict[str, Any] = {}
     for r in space:
         value = params.get(r.name, XGB_DEFAULTS.get(r.name))
@@ -165,17 +171,16 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
         return float(booster.best_score)
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len(study.trials)
         state = STATES.get(trial.state, trial.state.name.lower())
         value = f"{metric} {trial.value:.5f}, " if trial.value is not None else ""
         try:
-            best = f"best {study.best_value:.5f} (trial {study.best_trial.number})"
+            best = f"best {study.best_value:.5f} (trial {number(study.best_trial)})"
         except ValueError:
             best = "no complete trial yet"
-        log(f"[{spec.name}] trial {done}/{tspec.n_trials}: {value}{state} in "
+        log(f"[{spec.name}] trial {number(trial)}/{tspec.n_trials}: {value}{state} in "
             f"{time.perf_counter() - starts[trial.number][1]:.1f}s; {best}")
 
-    log(f"[{spec.name}] tuning: up to {tspec.n_trials} trials"
+    log(f"[{spec.name}] tuning (study {study_id}): up to {tspec.n_trials} trials"
         + (f" or {tspec.timeout:g}s" if tspec.timeout else "")
         + f", {direction} validation {metric} over {', '.join(r.name for r in space)}")
     started = time.perf_counter()
@@ -194,7 +199,7 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     summary = (f"tuned by study {study_id}: {len(study.trials)} trials ({counts['complete']} "
                f"complete, {counts['pruned']} pruned, {counts['fail']} failed) in "
                f"{seconds:.0f}s, best validation {metric} {best.value:.5f} (trial "
-               f"{best.number}; trial 0 = spec params"
+               f"{number(best)}; trial 1 = spec params"
                + (f" {study.trials[0].value:.5f}" if study.trials[0].value is not None else "")
                + f"), params {json.dumps(best.params, sort_keys=True)}")
     log(f"[{spec.name}] {summary}")
@@ -214,7 +219,7 @@ def _record(con: duckdb.DuckDBPyConnection, name: str, study_id: str, study: opt
         seconds = (t.duration.total_seconds() if t.duration is not None else 0.0)
         value = t.value if t.state == optuna.trial.TrialState.COMPLETE else (
             t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
-        rows.append(Trial(name, study_id, t.number, None, dict(t.params), metric, direction,
+        rows.append(Trial(name, study_id, number(t), None, dict(t.params), metric, direction,
                           value, t.user_attrs.get("best_round"),
                           STATES.get(t.state, t.state.name.lower()), seconds, started))
     record_trials(con, rows)

@@ -184,7 +184,8 @@ TRIALS = Table("trials", "One row per Optuna trial of a `pyml tune` study (train
                "parts only).", (
     _MODEL,
     _c("study", "varchar not null", "study id: <model>-<time>-<random>"),
-    _c("trial_number", "integer not null", "trial number in the study; 0 = the spec's params"),
+    _c("trial_number", "integer not null", "trial number in the study, from 1 as the log "
+                                           "counts; 1 = the spec's params"),
     _c("version", "integer", "model version the study's best parameters trained"),
     _c("params", "json not null", "the trial's parameters (JSON)"),
     _c("metric", "varchar not null", "validation metric the study optimised"),
@@ -194,6 +195,8 @@ TRIALS = Table("trials", "One row per Optuna trial of a `pyml tune` study (train
     _c("state", "varchar not null", "complete | pruned | fail"),
     _c("seconds", "double not null", "wall time of the trial"),
     _c("started_at", "timestamp not null", "when the trial started (local time)"),
+    _c("study_id", "varchar", "the study's id, as `pyml tune` logs it and the version's note "
+                              "names it: filter on it (same value as study)"),
 ), ("study", "trial_number"))
 
 # `ensure_schema` creates these, in this order. A column missing from an existing table (status,
@@ -288,6 +291,15 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, *, in_transaction: bool = Fals
     for table in TABLES:
         _ensure_table(con, table)
     _migrate_statuses(con, in_transaction)
+    _migrate_trials(con)
+
+
+def _migrate_trials(con: duckdb.DuckDBPyConnection) -> None:
+    """ml.trials from before study_id: fill it in and renumber the trials from 1, as the
+    log counts them (they were numbered from 0). One statement, so atomic; a row without
+    study_id is an old one, so running it again changes nothing."""
+    con.execute(f"update {qualified(SCHEMA, 'trials')} set study_id = study, "
+                "trial_number = trial_number + 1 where study_id is null")
 
 
 def _migrate_statuses(con: duckdb.DuckDBPyConnection, in_transaction: bool = False) -> None:

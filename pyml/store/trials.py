@@ -23,7 +23,7 @@ class Trial:
 
     model_name: str  # model tuned
     study: str  # study id
-    trial_number: int  # 0 = the spec's own parameters
+    trial_number: int  # from 1, as the log counts; 1 = the spec's own parameters
     version: int | None  # version the study's best parameters trained (once linked)
     params: dict[str, Any]  # the trial's parameters
     metric: str  # validation metric optimised
@@ -43,14 +43,15 @@ def record_trials(con: duckdb.DuckDBPyConnection, trials: Sequence[Trial]) -> No
     registry), inside the same transaction as the rows.
     """
     rows = [[t.model_name, t.study, t.trial_number, json.dumps(t.params, sort_keys=True),
-             t.metric, t.direction, t.value, t.best_round, t.state, t.seconds, t.started_at]
-            for t in trials]
+             t.metric, t.direction, t.value, t.best_round, t.state, t.seconds, t.started_at,
+             t.study] for t in trials]
     con.execute("begin transaction")
     try:
         ensure_schema(con, in_transaction=True)
         con.executemany(f"insert into {TABLE} (model_name, study, trial_number, params, "
-                        "metric, direction, value, best_round, state, seconds, started_at) "
-                        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                        "metric, direction, value, best_round, state, seconds, started_at, "
+                        "study_id) "
+                        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         con.execute("commit")
     except BaseException:
         abort_transaction(con)
@@ -59,22 +60,32 @@ def record_trials(con: duckdb.DuckDBPyConnection, trials: Sequence[Trial]) -> No
 
 def link_version(con: duckdb.DuckDBPyConnection, study_id: str, version: int) -> None:
     """Mark the study's trials with the version its best parameters trained."""
-    con.execute(f"update {TABLE} set version = ? where study = ?", [version, study_id])
+    con.execute(f"update {TABLE} set version = ? where study_id = ?", [version, study_id])
 
 
 def trials(con: duckdb.DuckDBPyConnection, name: str, study: str | None = None
            ) -> list[Trial]:
-    """The trials of a model's latest (or the given) study, in trial order."""
+    """The trials of a model's latest (or the given) study, in trial order.
+
+    Works on read-only connections to registries from before study_id (their trials were
+    numbered from 0: read as from 1, as the migration renumbers them).
+    """
     if not table_exists(con, SCHEMA, "trials"):
         return []
+    row = first_row(con, "select count(*) from duckdb_columns() where database_name = "
+                         "current_database() and schema_name = ? and table_name = 'trials' "
+                         "and column_name = 'study_id'", [SCHEMA])
+    # Old rows (no study_id) are renumbered on read as the migration would.
+    fill = "coalesce(study_id, study)" if row and row[0] else "study"
+    shift = "case when study_id is null then 1 else 0 end" if row and row[0] else "1"
     if study is None:
-        row = first_row(con, f"select max_by(study, started_at) from {TABLE} "
+        row = first_row(con, f"select max_by({fill}, started_at) from {TABLE} "
                              "where model_name = ?", [name])
         study = str(row[0]) if row and row[0] is not None else None
     if study is None:
         return []
-    rows = con.execute(f"select model_name, study, trial_number, version, params, metric, "
-                       f"direction, value, best_round, state, seconds, started_at from {TABLE} "
-                       "where study = ? order by trial_number", [study]).fetchall()
+    rows = con.execute(f"select model_name, {fill}, trial_number + {shift}, version, params, "
+                       f"metric, direction, value, best_round, state, seconds, started_at "
+                       f"from {TABLE} where {fill} = ? order by 3", [study]).fetchall()
     return [Trial(str(r[0]), str(r[1]), int(r[2]), r[3], json.loads(r[4]), str(r[5]),
                   str(r[6]), r[7], r[8], str(r[9]), float(r[10]), r[11]) for r in rows]
