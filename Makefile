@@ -10,7 +10,7 @@ SPARK_STAMP := $(VENV)/.installed-spark
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: venv venv-spark demo demo-data test test-all test-spark lint clean bench bench-quick \
+.PHONY: venv venv-spark deps demo demo-data test test-all test-spark lint clean bench bench-quick \
 	bench-serve bench-sql bench-crash bench-extmem bench-spark
 
 # The venv is rebuilt whenever pyproject.toml changes.
@@ -30,12 +30,17 @@ $(SPARK_STAMP): $(STAMP)
 
 venv-spark: $(SPARK_STAMP)
 
+## pyml's dbt package (pyml/dbt_package, named in packages.yml) into dbt_packages/: offline,
+## a symlink to the folder, so `dbt build` and sqlfluff's dbt templater find pyml.<macro>.
+deps: venv
+	$(BIN)/dbt deps --quiet
+
 ## Regenerate the committed seeds (deterministic: same seed, same bytes).
 demo-data: venv
 	$(BIN)/python -m pyml.demo_data --out seeds/
 
 ## Fresh clone -> venv -> demo data -> dbt build -> pyml train -> pyml score -> top predictions.
-demo: venv demo-data
+demo: deps demo-data
 	$(BIN)/dbt build
 	$(BIN)/pyml train
 	$(BIN)/pyml score
@@ -45,7 +50,7 @@ demo: venv demo-data
 
 ## Linters: ruff on the package, tests and benchmarks, mypy on the package, sqlfluff on the
 ## dbt SQL.
-lint: venv
+lint: deps
 	$(BIN)/ruff check pyml tests bench
 	$(BIN)/mypy
 	$(BIN)/sqlfluff lint models macros

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
@@ -16,43 +12,15 @@ from pyml.cliopts import (
     IntRange,
     NumberRange,
     PymlGroup,
+    handle_errors,
     project_options,
     selection_options,
 )
-from pyml.errors import DriftDetected, PymlError
-
-F = TypeVar("F", bound=Callable[..., Any])
+from pyml.errors import DriftDetected
 
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
-
-
-class _Failed(click.ClickException):
-    """A PymlError for click: one line on stderr, the error's own exit code."""
-
-    def __init__(self, error: PymlError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code  # type: ignore[misc]  # click's is a class default
-        # Drift found is a finding, not a failure: its line carries no "Error: ".
-        self.prefix = "" if isinstance(error, DriftDetected) else "Error: "
-
-    def show(self, file: Any = None) -> None:
-        click.echo(self.prefix + self.message, err=True)
-
-
-def handle_errors(func: F) -> F:
-    """Turn PymlError into one clear line and its exit code (1; drift: 2), no traceback."""
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PymlError as e:
-            raise _Failed(e) from e
-        except KeyboardInterrupt:
-            click.echo("Interrupted: nothing was written.", err=True)
-            sys.exit(130)
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(cls=PymlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -472,6 +440,24 @@ def sql(model: str, version: int | None, dialect: str | None, output: Path | Non
                      log=_log)
     what = f"{dialect} scoring SQL" if dialect else "scoring SQL"
     click.echo(f"{model}: {what} -> {path} (build it with `dbt build --select {path.stem}`)")
+
+
+@cli.command()
+@click.option("--project-dir", type=click.Path(file_okay=False),
+              help="dbt project folder (default: DBT_PROJECT_DIR, cwd or a parent).")
+@handle_errors
+def init(project_dir: str | None) -> None:
+    """Add pyml's dbt package (its macros and generic tests) to the project's packages.yml.
+
+    The entry is a local package pointing at the copy installed with pyml, so `dbt deps`
+    works offline and the macros follow the installed pyml version. packages.yml is created
+    when missing; running it again changes nothing. Call the macros as pyml.<macro>.
+
+    Example: pyml init && dbt deps
+    """
+    from pyml.dbt.package import init_project
+
+    click.echo(init_project(project_dir).message())
 
 
 def main() -> None:

@@ -15,10 +15,14 @@ Two rules live here:
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
+
+from pyml.errors import DriftDetected, PymlError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,3 +113,30 @@ def selection_options(func: F) -> F:
                         help="dbt selection of feature models (e.g. customer_features, "
                              "+tag:ml, path:models/features).")(func)
     return click.argument("models", nargs=-1)(func)
+
+
+class _Failed(click.ClickException):
+    """A PymlError for click: one line on stderr, the error's own exit code."""
+
+    def __init__(self, error: PymlError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click's is a class default
+        # Drift found is a finding, not a failure: its line carries no "Error: ".
+        self.prefix = "" if isinstance(error, DriftDetected) else "Error: "
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.prefix + self.message, err=True)
+
+
+def handle_errors(func: F) -> F:
+    """Turn PymlError into one clear line and its exit code (1; drift: 2), no traceback."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PymlError as e:
+            raise _Failed(e) from e
+        except KeyboardInterrupt:
+            click.echo("Interrupted: nothing was written.", err=True)
+            sys.exit(130)
+    return wrapper  # type: ignore[return-value]

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from pyml.cli import cli
+from pyml.dbt.package import init_project
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_ITEMS = ("dbt_project.yml", "profiles.yml", "models", "macros", "seeds", "tests/dbt")
@@ -44,9 +45,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
+    # The demo's packages.yml points at the repo's package folder by a relative path;
+    # the copy gets the entry `pyml init` writes in users' projects (the installed copy).
+    init_project(root)
     old = os.environ.get("PYML_DEMO_DB")
     os.environ["PYML_DEMO_DB"] = str(root / "demo.duckdb")
     try:
+        _dbt(root, "deps")
         _dbt(root, "build")
         yield root
     finally:
@@ -125,6 +130,55 @@ def test_demo_churn_scores_in_pure_sql_inside_dbt_build(demo: Path) -> None:
         con.close()
     assert rows == matched == n_sql == labels > 1000
     assert worst <= 1e-6
+
+
+def _dbt_test_passes(project: Path, select: str) -> bool:
+    """`dbt test --select SELECT` passed (False: a test failed; an error fails the test)."""
+    from dbt.cli.main import dbtRunner
+
+    res = dbtRunner().invoke(["test", "--select", select, "--project-dir", str(project),
+                              "--profiles-dir", str(project), "--quiet"])
+    assert res.exception is None, f"dbt test errored: {res.exception}"
+    statuses = {str(r.status) for r in res.result}
+    assert statuses and statuses <= {"pass", "fail"}, statuses
+    return bool(res.success)
+
+
+def _churn_versions(project: Path) -> list[tuple[int, str]]:
+    con = duckdb.connect(str(project / "demo.duckdb"))
+    try:
+        return [(int(v), str(s)) for v, s in con.execute(
+            "select version, status from ml.models where model_name = 'churn' "
+            "order by version").fetchall()]
+    finally:
+        con.close()
+
+
+def test_stale_predictions_fail_the_champion_test(demo: Path) -> None:
+    """Issue 16: predictions_current_champion (pyml's dbt package) on ml.churn_predictions
+    (the demo's source) and on the model `pyml sql --output` writes passes after train +
+    score, fails after a promote of another version without rescoring, passes after score."""
+    _pyml(demo, "train", "churn")
+    if _churn_versions(demo) == [(1, "champion")]:  # run alone: a second version to promote
+        _pyml(demo, "train", "churn")
+    _pyml(demo, "score", "churn")
+    sql_model = demo / "models" / "ml" / "churn_scored_sql.sql"
+    sql_model.parent.mkdir(exist_ok=True)
+    _pyml(demo, "sql", "churn", "--output", str(sql_model))
+    (sql_model.parent / "_ml__models.yml").write_text(
+        "version: 2\nmodels:\n  - name: churn_scored_sql\n    data_tests:\n"
+        "      - pyml.predictions_current_champion:\n          model_name: churn\n")
+    _dbt(demo, "build", "--select", "churn_scored_sql")
+    source = "source:ml.churn_predictions"
+    assert _dbt_test_passes(demo, source)
+
+    other = next(v for v, status in _churn_versions(demo) if status != "champion")
+    _pyml(demo, "promote", "churn", "--version", str(other))
+    assert not _dbt_test_passes(demo, source)
+    assert not _dbt_test_passes(demo, "churn_scored_sql")
+
+    _pyml(demo, "score", "churn")
+    assert _dbt_test_passes(demo, source)
 
 
 def test_seeds_are_reproducible(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 import pyml
 from pyml.cli import cli
 from pyml.data.encode import select_exprs
+from pyml.dbt.package import init_project
 from pyml.demo_data import LEAK_COLUMN, add_label_leak, shift_feature
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,14 +38,16 @@ def demo_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(src, dst)
         else:
             shutil.copy2(src, dst)
+    init_project(root)  # pyml's dbt package, as in test_demo
     db = root / "demo.duckdb"
     env = {**os.environ, "PYML_DEMO_DB": str(db)}
     # A child process, so that no dbt-duckdb handle stays open on the file we copy.
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "dbt"), "build", "--quiet",
-         "--exclude-resource-type", "test", "unit_test", "--project-dir", str(root),
-         "--profiles-dir", str(root)], env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    for args in (["deps"], ["build", "--exclude-resource-type", "test", "unit_test"]):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "dbt"), *args, "--quiet", "--project-dir",
+             str(root), "--profiles-dir", str(root)], env=env, capture_output=True, text=True,
+            check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
     shutil.copy2(db, root / "built.duckdb")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYML_DEMO_DB", str(db))

@@ -92,32 +92,32 @@ usage_windows as (
         active_customers.customer_id,
         active_customers.as_of_date,
         count(
-            case when {{ as_of_window('usage_days.event_date', 'active_customers.as_of_date', 30) }} then 1 end
+            case when {{ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', 30) }} then 1 end
         ) as usage_active_days_30d,
         sum(
             case
-                when {{ as_of_window('usage_days.event_date', 'active_customers.as_of_date', 30) }}
+                when {{ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', 30) }}
                     then usage_days.events_count
                 else 0
             end
         ) as usage_events_30d,
         sum(
             case
-                when {{ as_of_window('usage_days.event_date', 'active_customers.as_of_date', window_days) }}
+                when {{ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', window_days) }}
                     then usage_days.events_count
                 else 0
             end
         ) as usage_events_90d,
         sum(
             case
-                when {{ as_of_window('usage_days.event_date', 'active_customers.as_of_date', 30) }}
+                when {{ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', 30) }}
                     then usage_days.usage_minutes
                 else 0
             end
         ) as usage_minutes_30d,
         sum(
             case
-                when {{ as_of_window('usage_days.event_date', 'active_customers.as_of_date', window_days) }}
+                when {{ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', window_days) }}
                     then usage_days.usage_minutes
                 else 0
             end
@@ -142,28 +142,28 @@ payment_windows as (
         active_customers.as_of_date,
         sum(
             case
-                when {{ as_of_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
+                when {{ pyml.as_of_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
                     then payment_days.succeeded_payments_count
                 else 0
             end
         ) as payments_succeeded_90d,
         sum(
             case
-                when {{ as_of_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
+                when {{ pyml.as_of_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
                     then payment_days.failed_payments_count
                 else 0
             end
         ) as payments_failed_90d,
         sum(
             case
-                when {{ as_of_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
+                when {{ pyml.as_of_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
                     then payment_days.succeeded_amount_usd
                 else 0
             end
         ) as payment_amount_90d,
         sum(
             case
-                when {{ label_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
+                when {{ pyml.label_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
                     then payment_days.succeeded_amount_usd
                 else 0
             end
@@ -197,7 +197,7 @@ ticket_windows as (
     left join ticket_days
         on
             active_customers.customer_id = ticket_days.customer_id
-            and {{ as_of_window('ticket_days.opened_date', 'active_customers.as_of_date', window_days) }}
+            and {{ pyml.as_of_window('ticket_days.opened_date', 'active_customers.as_of_date', window_days) }}
     group by
         active_customers.customer_id,
         active_customers.as_of_date
@@ -262,7 +262,7 @@ final as (
         case
             when active_customers.is_label_observed
                 then coalesce(
-                    {{ label_window('active_customers.churned_at', 'active_customers.as_of_date', window_days) }},
+                    {{ pyml.label_window('active_customers.churned_at', 'active_customers.as_of_date', window_days) }},
                     false
                 )
         end as churned_next_90d,

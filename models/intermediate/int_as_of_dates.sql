@@ -30,7 +30,7 @@ spine as (
 
     -- Quarter starts up to the one right after the data ends, which is the date to score.
     select spine_date as as_of_date
-    from {{ date_spine(
+    from {{ pyml.date_spine(
         "'" ~ var('pyml_first_as_of_date') ~ "'",
         "(select last_observed_date + 1 from observed)",
         var('pyml_as_of_step_months'),

@@ -28,7 +28,7 @@ converted as (
         customer_id,
         cast(paid_at as date) as payment_date,
         payment_status,
-        {{ convert_to_usd('payment_amount', 'currency_code') }} as payment_amount_usd
+        {{ pyml.convert_to_usd('payment_amount', 'currency_code') }} as payment_amount_usd
 
     from known_customer_payments
 

@@ -5,7 +5,7 @@ with
 
 predictions as (
 
-    select * from {{ relation_or_empty(source('ml', 'churn_predictions'), {
+    select * from {{ pyml.relation_or_empty(source('ml', 'churn_predictions'), {
         'customer_id': 'bigint',
         'as_of_date': 'date',
         'prediction': 'boolean',

@@ -2,7 +2,7 @@ with
 
 predictions as (
 
-    select * from {{ relation_or_empty(source('ml', 'revenue_90d_predictions'), {
+    select * from {{ pyml.relation_or_empty(source('ml', 'revenue_90d_predictions'), {
         'customer_id': 'bigint',
         'as_of_date': 'date',
         'prediction': 'double',

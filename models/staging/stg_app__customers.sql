@@ -18,22 +18,22 @@ deduplicated as (
 cleaned as (
 
     select
-        {{ dbt.safe_cast(null_if_empty('customer_id'), 'bigint') }} as customer_id,
-        {{ clean_email('email') }} as email,
-        {{ clean_text('full_name', case='none') }} as full_name,
-        {{ clean_category('country', var('pyml_country_codes'), case='upper') }} as country_code,
-        {{ parse_date('signup_date') }} as signup_date,
-        {{ clean_category('acquisition_channel', channels) }} as acquisition_channel,
-        {{ clean_category('company_size', company_sizes) }} as company_size,
-        {{ clean_boolean('marketing_opt_in') }} as is_marketing_opt_in,
-        {{ parse_timestamp('updated_at') }} as updated_at,
-        {{ is_invalid_flag('email', clean_email('email')) }} as is_email_invalid,
-        {{ is_invalid_flag('country', clean_category('country', var('pyml_country_codes'), case='upper')) }}
+        {{ pyml.safe_cast(pyml.null_if_empty('customer_id'), 'bigint') }} as customer_id,
+        {{ pyml.clean_email('email') }} as email,
+        {{ pyml.clean_text('full_name', case='none') }} as full_name,
+        {{ pyml.clean_category('country', var('pyml_country_codes'), case='upper') }} as country_code,
+        {{ pyml.parse_date('signup_date') }} as signup_date,
+        {{ pyml.clean_category('acquisition_channel', channels) }} as acquisition_channel,
+        {{ pyml.clean_category('company_size', company_sizes) }} as company_size,
+        {{ pyml.clean_boolean('marketing_opt_in') }} as is_marketing_opt_in,
+        {{ pyml.parse_timestamp('updated_at') }} as updated_at,
+        {{ pyml.is_invalid_flag('email', pyml.clean_email('email')) }} as is_email_invalid,
+        {{ pyml.is_invalid_flag('country', pyml.clean_category('country', var('pyml_country_codes'), case='upper')) }}
             as is_country_invalid,
-        {{ is_invalid_flag('signup_date', parse_date('signup_date')) }} as is_signup_date_invalid,
-        {{ is_invalid_flag('acquisition_channel', clean_category('acquisition_channel', channels)) }}
+        {{ pyml.is_invalid_flag('signup_date', pyml.parse_date('signup_date')) }} as is_signup_date_invalid,
+        {{ pyml.is_invalid_flag('acquisition_channel', pyml.clean_category('acquisition_channel', channels)) }}
             as is_acquisition_channel_invalid,
-        {{ is_invalid_flag('company_size', clean_category('company_size', company_sizes)) }}
+        {{ pyml.is_invalid_flag('company_size', pyml.clean_category('company_size', company_sizes)) }}
             as is_company_size_invalid
 
     from deduplicated

@@ -18,17 +18,17 @@ deduplicated as (
 cleaned as (
 
     select
-        {{ dbt.safe_cast(null_if_empty('payment_id'), 'bigint') }} as payment_id,
-        {{ dbt.safe_cast(null_if_empty('customer_id'), 'bigint') }} as customer_id,
-        {{ parse_timestamp('paid_at') }} as paid_at,
-        {{ clean_amount('amount', min_value=0, max_value=100000) }} as payment_amount,
-        {{ clean_category('currency', currencies, case='upper') }} as currency_code,
-        {{ clean_category('status', statuses) }} as payment_status,
-        {{ is_invalid_flag('paid_at', parse_timestamp('paid_at')) }} as is_paid_at_invalid,
-        {{ is_invalid_flag('amount', clean_amount('amount', min_value=0, max_value=100000)) }} as is_amount_invalid,
-        {{ is_invalid_flag('currency', clean_category('currency', currencies, case='upper')) }}
+        {{ pyml.safe_cast(pyml.null_if_empty('payment_id'), 'bigint') }} as payment_id,
+        {{ pyml.safe_cast(pyml.null_if_empty('customer_id'), 'bigint') }} as customer_id,
+        {{ pyml.parse_timestamp('paid_at') }} as paid_at,
+        {{ pyml.clean_amount('amount', min_value=0, max_value=100000) }} as payment_amount,
+        {{ pyml.clean_category('currency', currencies, case='upper') }} as currency_code,
+        {{ pyml.clean_category('status', statuses) }} as payment_status,
+        {{ pyml.is_invalid_flag('paid_at', pyml.parse_timestamp('paid_at')) }} as is_paid_at_invalid,
+        {{ pyml.is_invalid_flag('amount', pyml.clean_amount('amount', min_value=0, max_value=100000)) }} as is_amount_invalid,
+        {{ pyml.is_invalid_flag('currency', pyml.clean_category('currency', currencies, case='upper')) }}
             as is_currency_invalid,
-        {{ is_invalid_flag('status', clean_category('status', statuses)) }} as is_status_invalid
+        {{ pyml.is_invalid_flag('status', pyml.clean_category('status', statuses)) }} as is_status_invalid
 
     from deduplicated
 

@@ -15,13 +15,13 @@ deduplicated as (
 cleaned as (
 
     select
-        {{ clean_text('plan_code') }} as plan_code,
-        {{ clean_text('plan_name', case='none') }} as plan_name,
-        {{ clean_category('tier', ['basic', 'pro', 'enterprise']) }} as plan_tier,
-        {{ clean_amount('monthly_price', min_value=0, max_value=100000) }} as monthly_price_amount,
-        {{ is_invalid_flag('tier', clean_category('tier', ['basic', 'pro', 'enterprise'])) }}
+        {{ pyml.clean_text('plan_code') }} as plan_code,
+        {{ pyml.clean_text('plan_name', case='none') }} as plan_name,
+        {{ pyml.clean_category('tier', ['basic', 'pro', 'enterprise']) }} as plan_tier,
+        {{ pyml.clean_amount('monthly_price', min_value=0, max_value=100000) }} as monthly_price_amount,
+        {{ pyml.is_invalid_flag('tier', pyml.clean_category('tier', ['basic', 'pro', 'enterprise'])) }}
             as is_plan_tier_invalid,
-        {{ is_invalid_flag('monthly_price', clean_amount('monthly_price', min_value=0, max_value=100000)) }}
+        {{ pyml.is_invalid_flag('monthly_price', pyml.clean_amount('monthly_price', min_value=0, max_value=100000)) }}
             as is_monthly_price_invalid
 
     from deduplicated

@@ -17,17 +17,17 @@ deduplicated as (
 cleaned as (
 
     select
-        {{ dbt.safe_cast(null_if_empty('subscription_id'), 'bigint') }}
+        {{ pyml.safe_cast(pyml.null_if_empty('subscription_id'), 'bigint') }}
             as subscription_id,
-        {{ dbt.safe_cast(null_if_empty('customer_id'), 'bigint') }} as customer_id,
-        {{ clean_text('plan_code') }} as plan_code,
-        {{ parse_timestamp('started_at') }} as started_at,
-        {{ parse_timestamp('cancelled_at') }} as cancelled_at,
-        {{ clean_category('status', statuses, synonyms={'canceled': 'cancelled'}) }} as subscription_status,
-        {{ parse_timestamp('updated_at') }} as updated_at,
-        {{ is_invalid_flag('started_at', parse_timestamp('started_at')) }} as is_started_at_invalid,
-        {{ is_invalid_flag('cancelled_at', parse_timestamp('cancelled_at')) }} as is_cancelled_at_invalid,
-        {{ is_invalid_flag('status', clean_category('status', statuses, synonyms={'canceled': 'cancelled'})) }}
+        {{ pyml.safe_cast(pyml.null_if_empty('customer_id'), 'bigint') }} as customer_id,
+        {{ pyml.clean_text('plan_code') }} as plan_code,
+        {{ pyml.parse_timestamp('started_at') }} as started_at,
+        {{ pyml.parse_timestamp('cancelled_at') }} as cancelled_at,
+        {{ pyml.clean_category('status', statuses, synonyms={'canceled': 'cancelled'}) }} as subscription_status,
+        {{ pyml.parse_timestamp('updated_at') }} as updated_at,
+        {{ pyml.is_invalid_flag('started_at', pyml.parse_timestamp('started_at')) }} as is_started_at_invalid,
+        {{ pyml.is_invalid_flag('cancelled_at', pyml.parse_timestamp('cancelled_at')) }} as is_cancelled_at_invalid,
+        {{ pyml.is_invalid_flag('status', pyml.clean_category('status', statuses, synonyms={'canceled': 'cancelled'})) }}
             as is_status_invalid
 
     from deduplicated

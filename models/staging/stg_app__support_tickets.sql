@@ -18,16 +18,16 @@ deduplicated as (
 cleaned as (
 
     select
-        {{ dbt.safe_cast(null_if_empty('ticket_id'), 'bigint') }} as ticket_id,
-        {{ dbt.safe_cast(null_if_empty('customer_id'), 'bigint') }} as customer_id,
-        {{ parse_timestamp('opened_at') }} as opened_at,
-        {{ clean_category('category', categories) }} as ticket_category,
-        {{ clean_category('priority', priorities) }} as ticket_priority,
-        cast({{ clean_amount('satisfaction_score', min_value=1, max_value=5) }} as integer) as satisfaction_score,
-        {{ is_invalid_flag('opened_at', parse_timestamp('opened_at')) }} as is_opened_at_invalid,
-        {{ is_invalid_flag('category', clean_category('category', categories)) }} as is_category_invalid,
-        {{ is_invalid_flag('priority', clean_category('priority', priorities)) }} as is_priority_invalid,
-        {{ is_invalid_flag('satisfaction_score', clean_amount('satisfaction_score', min_value=1, max_value=5)) }}
+        {{ pyml.safe_cast(pyml.null_if_empty('ticket_id'), 'bigint') }} as ticket_id,
+        {{ pyml.safe_cast(pyml.null_if_empty('customer_id'), 'bigint') }} as customer_id,
+        {{ pyml.parse_timestamp('opened_at') }} as opened_at,
+        {{ pyml.clean_category('category', categories) }} as ticket_category,
+        {{ pyml.clean_category('priority', priorities) }} as ticket_priority,
+        cast({{ pyml.clean_amount('satisfaction_score', min_value=1, max_value=5) }} as integer) as satisfaction_score,
+        {{ pyml.is_invalid_flag('opened_at', pyml.parse_timestamp('opened_at')) }} as is_opened_at_invalid,
+        {{ pyml.is_invalid_flag('category', pyml.clean_category('category', categories)) }} as is_category_invalid,
+        {{ pyml.is_invalid_flag('priority', pyml.clean_category('priority', priorities)) }} as is_priority_invalid,
+        {{ pyml.is_invalid_flag('satisfaction_score', pyml.clean_amount('satisfaction_score', min_value=1, max_value=5)) }}
             as is_satisfaction_score_invalid
 
     from deduplicated

@@ -17,14 +17,14 @@ deduplicated as (
 cleaned as (
 
     select
-        {{ dbt.safe_cast(null_if_empty('event_id'), 'bigint') }} as event_id,
-        {{ dbt.safe_cast(null_if_empty('customer_id'), 'bigint') }} as customer_id,
-        {{ parse_timestamp('event_at') }} as event_at,
-        {{ clean_category('event_type', event_types) }} as event_type,
-        {{ clean_amount('duration_minutes', min_value=0, max_value=1440) }} as duration_minutes,
-        {{ is_invalid_flag('event_at', parse_timestamp('event_at')) }} as is_event_at_invalid,
-        {{ is_invalid_flag('event_type', clean_category('event_type', event_types)) }} as is_event_type_invalid,
-        {{ is_invalid_flag('duration_minutes', clean_amount('duration_minutes', min_value=0, max_value=1440)) }}
+        {{ pyml.safe_cast(pyml.null_if_empty('event_id'), 'bigint') }} as event_id,
+        {{ pyml.safe_cast(pyml.null_if_empty('customer_id'), 'bigint') }} as customer_id,
+        {{ pyml.parse_timestamp('event_at') }} as event_at,
+        {{ pyml.clean_category('event_type', event_types) }} as event_type,
+        {{ pyml.clean_amount('duration_minutes', min_value=0, max_value=1440) }} as duration_minutes,
+        {{ pyml.is_invalid_flag('event_at', pyml.parse_timestamp('event_at')) }} as is_event_at_invalid,
+        {{ pyml.is_invalid_flag('event_type', pyml.clean_category('event_type', event_types)) }} as is_event_type_invalid,
+        {{ pyml.is_invalid_flag('duration_minutes', pyml.clean_amount('duration_minutes', min_value=0, max_value=1440)) }}
             as is_duration_minutes_invalid
 
     from deduplicated

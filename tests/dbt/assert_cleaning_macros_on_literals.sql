@@ -52,22 +52,22 @@ failures as (
 
     select 'clean_amount' as macro_name, raw_value
     from amounts
-    where {{ clean_amount('raw_value', min_value=0, max_value=100000) }} is distinct from expected_amount
+    where {{ pyml.clean_amount('raw_value', min_value=0, max_value=100000) }} is distinct from expected_amount
 
     union all
 
     select 'clean_boolean' as macro_name, raw_value
     from booleans
-    where {{ clean_boolean('raw_value') }} is distinct from expected_boolean
+    where {{ pyml.clean_boolean('raw_value') }} is distinct from expected_boolean
 
     union all
 
     select 'clean_category' as macro_name, raw_value
     from codes
     where
-        {{ clean_category('raw_value', ['basic', 'pro', 'cancelled'], synonyms={'canceled': 'cancelled'}) }}
+        {{ pyml.clean_category('raw_value', ['basic', 'pro', 'cancelled'], synonyms={'canceled': 'cancelled'}) }}
         is distinct from expected_code
-        or {{ is_invalid_flag('raw_value', clean_category('raw_value', ['basic', 'pro', 'cancelled'], synonyms={'canceled': 'cancelled'})) }}
+        or {{ pyml.is_invalid_flag('raw_value', pyml.clean_category('raw_value', ['basic', 'pro', 'cancelled'], synonyms={'canceled': 'cancelled'})) }}
         is distinct from expected_invalid
 
 )

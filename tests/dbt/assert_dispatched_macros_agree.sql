@@ -8,12 +8,12 @@ spines as (
     select
         'duckdb__date_spine' as implementation,
         spine_date
-    from {{ pyml_demo.duckdb__date_spine("'2024-04-01'", "'2025-01-01'", 3) }} as duckdb_spine
+    from {{ pyml.duckdb__date_spine("'2024-04-01'", "'2025-01-01'", 3) }} as duckdb_spine
     union all
     select
         'default__date_spine' as implementation,
         spine_date
-    from {{ pyml_demo.default__date_spine("'2024-04-01'", "'2025-01-01'", 3) }} as default_spine
+    from {{ pyml.default__date_spine("'2024-04-01'", "'2025-01-01'", 3) }} as default_spine
 
 ),
 
@@ -60,14 +60,14 @@ value_mismatches as (
     where
         raw_value not like '%@%'
         and raw_value not like 'not%'
-        and {{ pyml_demo.duckdb__parse_timestamp('raw_value', '2000-01-01', '2030-12-31', ['%Y-%m-%d %H:%M:%S', '%Y-%m-%d']) }}
-        is distinct from {{ pyml_demo.default__parse_timestamp('raw_value', '2000-01-01', '2030-12-31', []) }}
+        and {{ pyml.duckdb__parse_timestamp('raw_value', '2000-01-01', '2030-12-31', ['%Y-%m-%d %H:%M:%S', '%Y-%m-%d']) }}
+        is distinct from {{ pyml.default__parse_timestamp('raw_value', '2000-01-01', '2030-12-31', []) }}
     union all
     select
         'clean_email' as macro_name,
         raw_value as value
     from texts
-    where {{ pyml_demo.duckdb__clean_email('raw_value') }} is distinct from {{ pyml_demo.default__clean_email('raw_value') }}
+    where {{ pyml.duckdb__clean_email('raw_value') }} is distinct from {{ pyml.default__clean_email('raw_value') }}
 
 ),
 

@@ -47,9 +47,9 @@ failures as (
         'default bounds' as case_set,
         raw_value,
         expected_date,
-        {{ parse_date('raw_value') }} as actual_date
+        {{ pyml.parse_date('raw_value') }} as actual_date
     from cases
-    where {{ parse_date('raw_value') }} is distinct from expected_date
+    where {{ pyml.parse_date('raw_value') }} is distinct from expected_date
 
     union all
 
@@ -57,10 +57,10 @@ failures as (
         '2020 only' as case_set,
         raw_value,
         expected_date,
-        {{ parse_date('raw_value', min_date='2020-01-01', max_date='2020-12-31') }} as actual_date
+        {{ pyml.parse_date('raw_value', min_date='2020-01-01', max_date='2020-12-31') }} as actual_date
     from bounded
     where
-        {{ parse_date('raw_value', min_date='2020-01-01', max_date='2020-12-31') }}
+        {{ pyml.parse_date('raw_value', min_date='2020-01-01', max_date='2020-12-31') }}
         is distinct from expected_date
 
 )

@@ -21,9 +21,9 @@ failures as (
     select *
     from cases
     where
-        {{ as_of_window('event_at', "date '2024-04-01'", 90) }} is distinct from expected_in_features
-        or {{ label_window('event_at', "date '2024-04-01'", 90) }} is distinct from expected_in_labels
-        or {{ as_of_window('cast(event_at as date)', "date '2024-04-01'", 90) }}
+        {{ pyml.as_of_window('event_at', "date '2024-04-01'", 90) }} is distinct from expected_in_features
+        or {{ pyml.label_window('event_at', "date '2024-04-01'", 90) }} is distinct from expected_in_labels
+        or {{ pyml.as_of_window('cast(event_at as date)', "date '2024-04-01'", 90) }}
         is distinct from expected_in_features
 
 )

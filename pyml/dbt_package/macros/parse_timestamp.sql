@@ -5,8 +5,8 @@
 {% macro parse_timestamp(column, min_date=none, max_date=none, formats=none) -%}
     {%- set min_date = min_date or var('pyml_min_valid_date', '2000-01-01') -%}
     {%- set max_date = max_date or var('pyml_max_valid_date', '2030-12-31') -%}
-    {%- do pyml_demo.check_date_literal('parse_timestamp', 'min_date', min_date) -%}
-    {%- do pyml_demo.check_date_literal('parse_timestamp', 'max_date', max_date) -%}
+    {%- do pyml.check_date_literal('parse_timestamp', 'min_date', min_date) -%}
+    {%- do pyml.check_date_literal('parse_timestamp', 'max_date', max_date) -%}
     {%- if min_date > max_date -%}
         {{ exceptions.raise_compiler_error("parse_timestamp: `min_date` (" ~ min_date ~ ") is after `max_date` (" ~ max_date ~ ")") }}
     {%- endif -%}
@@ -17,12 +17,12 @@
     {%- if formats is string or formats | length == 0 -%}
         {{ exceptions.raise_compiler_error("parse_timestamp: `formats` must be a non-empty list of strptime formats, got " ~ formats) }}
     {%- endif -%}
-    {{ return(adapter.dispatch('parse_timestamp', 'pyml_demo')(column, min_date, max_date, formats)) }}
+    {{ return(adapter.dispatch('parse_timestamp', 'pyml')(column, min_date, max_date, formats)) }}
 {%- endmacro %}
 
 {#- Portable fallback: ISO text only (`formats` is ignored), via the adapter's safe cast. -#}
 {% macro default__parse_timestamp(column, min_date, max_date, formats) -%}
-    {%- set parsed = dbt.safe_cast(pyml_demo.null_if_empty(column), 'timestamp') -%}
+    {%- set parsed = pyml.safe_cast(pyml.null_if_empty(column), 'timestamp') -%}
     case
         when {{ parsed }} >= cast('{{ min_date }}' as {{ 'timestamp' }})
             and {{ parsed }} < {{ dbt.dateadd('day', 1, "cast('" ~ max_date ~ "' as " ~ 'timestamp' ~ ")") }}
@@ -32,7 +32,7 @@
 
 {% macro duckdb__parse_timestamp(column, min_date, max_date, formats) -%}
     {%- set parsed -%}
-        try_strptime({{ pyml_demo.null_if_empty(column) }}, [
+        try_strptime({{ pyml.null_if_empty(column) }}, [
             {%- for format in formats -%}
                 '{{ format }}'{{ ', ' if not loop.last }}
             {%- endfor -%}

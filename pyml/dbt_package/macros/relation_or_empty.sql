@@ -10,6 +10,10 @@
     {%- if columns is not mapping or columns | length == 0 -%}
         {{ exceptions.raise_compiler_error("relation_or_empty: `columns` must be a non-empty mapping of column name -> SQL type, got " ~ columns) }}
     {%- endif -%}
+    {{ return(adapter.dispatch('relation_or_empty', 'pyml')(relation, columns, hint)) }}
+{%- endmacro %}
+
+{% macro default__relation_or_empty(relation, columns, hint) -%}
     {%- if not execute -%}
         {{ return(relation) }}
     {%- endif -%}

@@ -9,7 +9,14 @@
     {%- for canonical in synonyms.values() if canonical not in accepted_values -%}
         {{ exceptions.raise_compiler_error("clean_category: synonym target '" ~ canonical ~ "' is not in accepted_values") }}
     {%- endfor -%}
-    {%- set cleaned = pyml_demo.clean_text(column, case) -%}
+    {%- for code in (accepted_values | list) + (synonyms.keys() | list) if code is not string or "'" in code -%}
+        {{ exceptions.raise_compiler_error("clean_category: codes must be strings without quotes, got " ~ code ~ (" (YAML reads unquoted yes/no/on/off as booleans: quote the code)" if code is boolean else "")) }}
+    {%- endfor -%}
+    {{ return(adapter.dispatch('clean_category', 'pyml')(column, accepted_values, synonyms, case)) }}
+{%- endmacro %}
+
+{% macro default__clean_category(column, accepted_values, synonyms, case) -%}
+    {%- set cleaned = pyml.clean_text(column, case) -%}
     case
         {%- for raw_code, canonical in synonyms.items() %}
         when {{ cleaned }} = '{{ raw_code }}' then '{{ canonical }}'

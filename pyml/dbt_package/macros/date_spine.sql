@@ -3,7 +3,7 @@
     {%- if step_months is not number or step_months <= 0 or step_months != step_months | int -%}
         {{ exceptions.raise_compiler_error("date_spine: `step_months` must be a positive whole number, got " ~ step_months) }}
     {%- endif -%}
-    {{ return(adapter.dispatch('date_spine', 'pyml_demo')(start_date, end_date, step_months)) }}
+    {{ return(adapter.dispatch('date_spine', 'pyml')(start_date, end_date, step_months)) }}
 {%- endmacro %}
 
 {#- Portable version: a recursive CTE. -#}

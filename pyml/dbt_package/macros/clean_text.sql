@@ -3,9 +3,13 @@
     {%- if case not in ['lower', 'upper', 'none'] -%}
         {{ exceptions.raise_compiler_error("clean_text: `case` must be 'lower', 'upper' or 'none', got '" ~ case ~ "'") }}
     {%- endif -%}
+    {{ return(adapter.dispatch('clean_text', 'pyml')(column, case)) }}
+{%- endmacro %}
+
+{% macro default__clean_text(column, case) -%}
     {%- if case == 'none' -%}
-        {{ pyml_demo.null_if_empty(column) }}
+        {{ pyml.null_if_empty(column) }}
     {%- else -%}
-        {{ case }}({{ pyml_demo.null_if_empty(column) }})
+        {{ case }}({{ pyml.null_if_empty(column) }})
     {%- endif -%}
 {%- endmacro %}

@@ -3,5 +3,9 @@
     {%- if cleaned_expression is not string or cleaned_expression | trim == '' -%}
         {{ exceptions.raise_compiler_error("is_invalid_flag: `cleaned_expression` must be the SQL of the cleaned value, got " ~ cleaned_expression) }}
     {%- endif -%}
-    ({{ pyml_demo.null_if_empty(raw_column) }} is not null and ({{ cleaned_expression }}) is null)
+    {{ return(adapter.dispatch('is_invalid_flag', 'pyml')(raw_column, cleaned_expression)) }}
+{%- endmacro %}
+
+{% macro default__is_invalid_flag(raw_column, cleaned_expression) -%}
+    ({{ pyml.null_if_empty(raw_column) }} is not null and ({{ cleaned_expression }}) is null)
 {%- endmacro %}

@@ -9,8 +9,12 @@
     {%- if min_value is number and max_value is number and min_value > max_value -%}
         {{ exceptions.raise_compiler_error("clean_amount: `min_value` (" ~ min_value ~ ") is greater than `max_value` (" ~ max_value ~ ")") }}
     {%- endif -%}
-    {%- set stripped = dbt.replace(dbt.replace(pyml_demo.null_if_empty(column), "'$'", "''"), "','", "''") -%}
-    {%- set parsed = dbt.safe_cast(stripped, 'double') -%}
+    {{ return(adapter.dispatch('clean_amount', 'pyml')(column, min_value, max_value)) }}
+{%- endmacro %}
+
+{% macro default__clean_amount(column, min_value, max_value) -%}
+    {%- set stripped = dbt.replace(dbt.replace(pyml.null_if_empty(column), "'$'", "''"), "','", "''") -%}
+    {%- set parsed = pyml.safe_cast(stripped, 'double') -%}
     case
         when {{ parsed }} is null then null
         {%- if min_value is not none %}

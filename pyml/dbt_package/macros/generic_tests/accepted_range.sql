@@ -2,8 +2,11 @@
 {% test accepted_range(model, column_name, min_value=none, max_value=none) %}
     {%- if min_value is none and max_value is none -%}
         {{ exceptions.raise_compiler_error("accepted_range: give `min_value`, `max_value` or both for column " ~ column_name) }}
-    {%- endif %}
+    {%- endif -%}
+    {{ return(adapter.dispatch('test_accepted_range', 'pyml')(model, column_name, min_value, max_value)) }}
+{% endtest %}
 
+{% macro default__test_accepted_range(model, column_name, min_value, max_value) %}
     select *
     from {{ model }}
     where {{ column_name }} is not null
@@ -16,4 +19,4 @@
             or {{ column_name }} > {{ max_value }}
             {%- endif %}
         )
-{% endtest %}
+{% endmacro %}
