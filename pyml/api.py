@@ -40,8 +40,11 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
           project_dir: PathLike = None, profiles_dir: PathLike = None,
           target: str | None = None, log: Log | None = None,
           lock_timeout: float = 5.0, max_memory: int | str | None = None,
-          external: bool | None = None, num_workers: int | None = None) -> list[TrainResult]:
-    """Train the named (or dbt-selected, or all) models; each gets a new version.
+          external: bool | None = None, num_workers: int | None = None,
+          force: bool = False) -> list[TrainResult]:
+    """Train the named (or dbt-selected, or all) models; each gets a new version, except a
+    model whose spec, feature SQL and data are those of its latest version (DuckDB targets):
+    its result is `unchanged` and nothing is trained, unless `force`.
 
     `max_memory` (bytes or a size such as "2GB") overrides the specs' budget: a training set
     that would not fit it trains from disk with XGBoost external memory; `external=True`
@@ -66,7 +69,7 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
         return _spark_train(session, specs, num_workers=num_workers)
     if num_workers is not None:
         raise UsageError("num_workers applies to Spark targets (dbt `type: spark`) only")
-    return _train(session, specs, external=external)
+    return _train(session, specs, external=external, force=force)
 
 
 @write_errors

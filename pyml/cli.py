@@ -43,17 +43,22 @@ def cli() -> None:
                    "memory).")
 @click.option("--external-memory", "external", is_flag=True, default=None,
               help="train from disk (external memory) whatever the size.")
+@click.option("--force", is_flag=True,
+              help="retrain a model even if its spec, SQL and data are unchanged.")
 @click.option("--num-workers", type=click.IntRange(min=1), default=None,
               help="Spark targets: xgboost.spark workers (default: the spec's num_workers, "
                    "else one per core of the cluster).")
 @project_options
 @handle_errors
 def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | None,
-          external: bool | None, num_workers: int | None, project_dir: str | None,
-          profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+          external: bool | None, num_workers: int | None, force: bool,
+          project_dir: str | None, profiles_dir: str | None, target: str | None,
+          lock_timeout: float) -> None:
     """Train models declared in the dbt project; each run stores a new version.
 
-    With no MODELS and no --select, every declared model is trained.
+    With no MODELS and no --select, every declared model is trained. A model whose spec,
+    feature SQL and data are unchanged since its latest version is skipped (--force
+    retrains it).
     Results go to ml.models, ml.metrics and ml.feature_importance. The new version is a
     challenger; the spec's promote policy (default: auto) may make it the champion.
     Specs with `tune: {on_train: true}` are tuned first (as `pyml tune`).
@@ -66,7 +71,7 @@ def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | No
     for r in run_train(models, select=select, project_dir=project_dir,
                        profiles_dir=profiles_dir, target=target, log=_log,
                        lock_timeout=lock_timeout, max_memory=max_memory,
-                       external=external or None, num_workers=num_workers):
+                       external=external or None, num_workers=num_workers, force=force):
         click.echo(format_train(r))
 
 

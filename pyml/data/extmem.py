@@ -12,7 +12,9 @@ training set whose in-memory footprint would not fit it, nothing row-sized is he
 - the holdout is streamed once more after training: each batch is predicted and only its
   labels and predictions are kept (plus a small hashed sample of rows for mean |SHAP|);
 - DuckDB streams on one thread, and its buffer pool and the batch size are cut down to
-  fractions of the budget (see `Budget.duckdb`).
+  fractions of the budget (see `Budget.duckdb`);
+- every read is in `row_order` (key hash, then key), so the booster and the metrics do not
+  depend on the order dbt wrote the rows in; DuckDB sorts each pass, spilling to disk.
 
 What remains in memory grows with the row count only through XGBoost's per-row state
 (labels, gradients, the prediction cache: about 24 bytes a row) and the holdout's labels and
@@ -35,7 +37,7 @@ import xgboost as xgb
 
 from pyml.data.encode import Encoder, Feature, Target, is_range_error, matrix_sql, range_error
 from pyml.data.split import sample_sql
-from pyml.data.trainset import Part, ReadProgress, labels
+from pyml.data.trainset import Part, ReadProgress, labels, row_order
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import quote, stream_arrow
 from pyml.errors import DataError, PymlError
@@ -68,8 +70,9 @@ class Budget:
           column, so not much less);
         - threads = 1: a parallel scan runs ahead of a consumer slower than it (XGBoost
           quantising a batch) and buffers its output until it hits the memory limit;
-        - preserve_insertion_order = false: no buffering to keep row order either (pyml
-          needs none: samples are hashed and the holdout is put in a canonical order).
+        - preserve_insertion_order = false: no buffering to keep the relation's row order
+          either (every read has its own ORDER BY, `pyml.data.trainset.row_order`, which
+          DuckDB keeps whatever this setting says; its sort spills to disk past the limit).
         """
         return {"memory_limit": f"{max(128 << 20, self.total // 4) >> 20}MB", "threads": "1",
                 "preserve_insertion_order": "false"}
@@ -144,8 +147,9 @@ class ExternalSet:
 
     def _query(self, part: int, extra: str = "", where: str = "") -> tuple[str, list[Any]]:
         y = quote(self.spec.target)
-        sql = (f"select {y} as __pyml_y, {matrix_sql(self.features)}{extra} from {self.source} "
-               f"where {y} is not null and ({self.part_sql}) = {part}{where}")
+        sql = (f"select {y} as __pyml_y, {matrix_sql(self.features)} as __pyml_x{extra} "
+               f"from {self.source} where {y} is not null and ({self.part_sql}) = {part}{where} "
+               f"order by {row_order(self.spec)}")
         return sql, list(self.part_params)
 
     def _classes(self) -> pa.Array | None:

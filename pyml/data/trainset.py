@@ -3,9 +3,11 @@
 DuckDB computes the split column and the row-major FLOAT[k] input matrix in parallel; Python
 receives Arrow batches whose values buffer is already the XGBoost input, and copies each
 batch's rows straight into preallocated float32 arrays for the train, validation and holdout
-parts (`np.compress(..., out=...)`). There is no pandas frame, no float64 copy of the data and
-no fancy-indexing copy of the whole matrix: peak memory is one float32 matrix plus XGBoost's
-own quantised copy.
+parts (`np.compress(..., out=...)`), in one order whatever order the relation's rows are
+stored in (`row_order`: XGBoost's booster depends on row order; DuckDB sorts, spilling to
+disk past its bounded buffer pool). There is no pandas frame, no float64 copy of the data
+and no fancy-indexing copy of the whole matrix: peak memory is one float32 matrix plus
+XGBoost's own quantised copy.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pyml.data.encode import (
     range_error,
 )
 from pyml.data.encode import learn_categories as data_learn_categories
+from pyml.data.split import order_sql
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import first_row, quote, stream_arrow
 from pyml.errors import DataError
@@ -165,11 +168,20 @@ def train_label_base(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
     return counts / max(counts.sum(), 1.0)
 
 
+def row_order(spec: ModelSpec) -> str:
+    """The ORDER BY of every training read (pyml.data.split.order_sql): the same rows give the
+    same booster bit for bit, however dbt wrote the table. Rows whose key ties (duplicate
+    keys) are ordered by a hash of their label and input row (`__pyml_y`, `__pyml_x`)."""
+    return order_sql(spec.key, spec.split.seed, "duckdb", "hash(__pyml_y, __pyml_x)")
+
+
 def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                       features: Sequence[Feature], target: Target, part_sql: str,
                       part_params: list[Any], batch_rows: int = BATCH_ROWS,
-                      log: Callable[[str], None] | None = None) -> TrainingSet:
-    """Stream the labelled rows once into preallocated float32 parts."""
+                      log: Callable[[str], None] | None = None, ordered: bool = True
+                      ) -> TrainingSet:
+    """Stream the labelled rows once into preallocated float32 parts, in `row_order`
+    (`ordered=False`: in whatever order DuckDB returns them; for benchmarks only)."""
     y = quote(spec.target)
     sizes = part_sizes(con, spec, source, part_sql, part_params)
     k = len(features)
@@ -178,9 +190,11 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
     classes = pa.array(list(target.classes)) if target.classes else None
     reader = None
     try:  # the first batch is computed when the reader is made: a range error can come here
+        order = f" order by {row_order(spec)}" if ordered else ""
         reader = stream_arrow(
             con, f"select {y} as __pyml_y, {part_sql} as __pyml_part, {matrix_sql(features)} "
-                 f"from {source} where {y} is not null", batch_rows, part_params)
+                 f"as __pyml_x from {source} where {y} is not null{order}", batch_rows,
+            part_params)
         progress = ReadProgress(spec.name, "read", sum(sizes),
                                 log or (lambda _: None), passes=False)
         progress.next_pass()

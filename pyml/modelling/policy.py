@@ -3,7 +3,8 @@
 The spec's `promote:` policy decides at train time, inside the transaction that writes the
 version (`pyml.store.registry.write_version(..., decide=...)`): `auto` re-scores the champion
 and the challenger on the rows that are holdout for both and promotes the challenger when it
-is not worse (by `min_delta`) on the chosen metric; `manual` leaves it to `pyml promote`.
+is not worse (by `min_delta`) on the chosen metric; `manual` leaves it to `pyml promote`. A
+version whose booster is byte for byte the champion's is never promoted, whatever the policy.
 The store records the decision (statuses, ml.model_events); the decision itself is modelling.
 
 Rows held out by both: when the two versions were split differently (another seed, fraction,
@@ -35,7 +36,7 @@ from pyml.modelling.compare import Comparison, compare
 from pyml.modelling.model import LoadedModel
 from pyml.store.evaluation import model_row
 from pyml.store.lifecycle import Decision
-from pyml.store.registry import load_version
+from pyml.store.registry import load_version, same_booster
 
 COMPARE_BATCH_ROWS = DEFAULT_BATCH_ROWS  # holdout rows per batch when models compete
 # Fewest rows held out by both versions to compare them on (and, for classifiers, of each
@@ -61,15 +62,24 @@ class HoldoutPolicy:
     def __call__(self, con: duckdb.DuckDBPyConnection, version: int, champion: int
                  ) -> Decision:
         return decide(self.spec, version, champion, self.log, lambda metric: holdout_comparison(
-            con, self.spec, champion, version, metric, self.holdout_sql, self.holdout_params))
+            con, self.spec, champion, version, metric, self.holdout_sql, self.holdout_params),
+            identical=lambda: same_booster(con, self.spec.name, champion, version))
 
 
 def decide(spec: ModelSpec, version: int, champion: int, log: Log,
-           comparison: Callable[[str], tuple[Comparison, list[str]]]) -> Decision:
+           comparison: Callable[[str], tuple[Comparison, list[str]]],
+           identical: Callable[[], bool]) -> Decision:
     """The `promote:` rule, whatever engine scores the two versions: `comparison(metric)`
     compares champion and challenger on the rows both held out (and says how their splits
-    differ); too few such rows, or a champion that cannot be scored, keeps the challenger."""
+    differ); too few such rows, or a champion that cannot be scored, keeps the challenger.
+    A challenger whose booster bytes are the champion's (`identical()`) is never promoted:
+    it would retire its own twin on a gain of exactly 0."""
     policy = spec.promote
+    if identical():
+        reason = (f"v{version}'s booster is identical to champion v{champion}'s (the same "
+                  f"trees): v{champion} stays champion")
+        log(f"[{spec.name}] v{version} stays challenger: {reason}")
+        return Decision(False, "rejected", reason)
     if policy.policy == "manual":
         return Decision(False, "registered", f"promote.policy is manual: challenger to "
                         f"v{champion}; `pyml promote {spec.name}` makes it the champion")

@@ -67,13 +67,17 @@ def top_predictions(project: Project, model: str, limit: int, lock_timeout: floa
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
     try:
         cols, rows = tables.top_predictions(con, model, limit)
+        hints = stale_hints(con, [model], predictions_only=True)
     finally:
         con.close()
-    return text_table(cols, rows)
+    return with_hints(text_table(cols, rows), hints)
 
 
 def format_train(r: TrainResult) -> str:
-    """What `pyml train` and `pyml tune` print for one new version: rows, metrics, decision."""
+    """What `pyml train` and `pyml tune` print for one new version: rows, metrics, decision
+    (one line when the inputs had not changed and nothing was trained)."""
+    if r.unchanged:
+        return r.decision
     out = [f"{r.name} v{r.version} ({r.task}): {r.rows[0]:,} train / {r.rows[1]:,} "
            f"validation / {r.rows[2]:,} holdout rows, {r.num_trees} trees, {r.seconds:.1f}s"]
     for m in r.metrics:

@@ -36,6 +36,13 @@ COMPARE_ROWS = 500_000  # holdout rows both versions score at most (a hashed sam
 SAMPLE_SALT = 7
 
 
+def _same_booster(spark: SparkSession, name: str, a: int, b: int) -> bool:
+    """Whether two versions store the same booster (compared re-serialised as UBJ: equal
+    stored bytes load and save to equal bytes)."""
+    one, two = (spark_registry.load_version(spark, name, v).booster for v in (a, b))
+    return bytes(one.save_raw("ubj")) == bytes(two.save_raw("ubj"))
+
+
 class SparkHoldoutPolicy:
     """The spec's `promote:` policy, deciding a new version's status on Spark."""
 
@@ -46,7 +53,8 @@ class SparkHoldoutPolicy:
 
     def __call__(self, spark: SparkSession, version: int, champion: int) -> Decision:
         return decide(self.spec, version, champion, self.log,
-                      lambda metric: self.comparison(spark, champion, version, metric))
+                      lambda metric: self.comparison(spark, champion, version, metric),
+                      lambda: _same_booster(spark, self.spec.name, champion, version))
 
     def comparison(self, spark: SparkSession, champion: int, challenger: int, metric: str
                    ) -> tuple[Comparison, list[str]]:

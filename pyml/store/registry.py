@@ -7,6 +7,7 @@ evaluated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -79,6 +80,61 @@ class NewVersion:
     metrics: tuple[MetricRecord, ...]  # holdout (and cv) metrics
     importance: tuple[tuple[str, str, float], ...]  # (feature, type, value)
     note: str | None = None  # why this version exists (e.g. the tuning result)
+    lineage: Lineage | None = None  # fingerprints of its inputs (ml.lineage); None: unknown
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Fingerprints of what a version was trained from (ml.lineage, and ml.models' releases).
+
+    Two versions with equal fingerprints were trained from the same inputs: `pyml train`
+    retrains nothing then (pyml.verbs.train).
+    """
+
+    spec: str  # sha256 of the resolved spec's canonical JSON and how it trained
+    sql: str | None  # compiled:<sha256> / raw:<sha256> of the feature model's SQL; None
+    data: str  # sha256 of the used columns and an order-independent hash of the rows
+    data_rows: int  # rows that fingerprint covers
+    pyml_version: str  # pyml release
+    xgboost_version: str  # XGBoost release
+
+    def changes(self, other: Lineage) -> list[str]:
+        """What differs from `other`: spec, SQL, data, pyml/XGBoost release ([]: nothing)."""
+        pairs = (("spec", self.spec, other.spec),
+                 ("SQL", self.sql, other.sql),
+                 ("data", (self.data, self.data_rows), (other.data, other.data_rows)),
+                 ("pyml release", self.pyml_version, other.pyml_version),
+                 ("XGBoost release", self.xgboost_version, other.xgboost_version))
+        return [what for what, a, b in pairs if a != b]
+
+
+LINEAGE = qualified(SCHEMA, "lineage")
+
+
+def latest_lineage(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, Lineage] | None:
+    """The latest version of model `name` and its fingerprints; None when the model has no
+    version, or its latest has no fingerprints (trained before pyml kept them)."""
+    check_registry(con)
+    if not _has_registry(con) or not table_exists(con, SCHEMA, "lineage"):
+        return None
+    row = first_row(con, f"""select m.version, l.spec_sha256, l.sql_sha256, l.data_sha256,
+                                    l.data_rows, m.pyml_version, m.xgboost_version
+                             from {MODELS} m left join {LINEAGE} l
+                               on l.model_name = m.model_name and l.version = m.version
+                             where m.model_name = ? order by m.version desc limit 1""", [name])
+    if row is None or row[1] is None:
+        return None
+    return int(row[0]), Lineage(str(row[1]), None if row[2] is None else str(row[2]),
+                                str(row[3]), int(row[4]), str(row[5]), str(row[6]))
+
+
+def same_booster(con: duckdb.DuckDBPyConnection, name: str, a: int, b: int) -> bool:
+    """Whether versions `a` and `b` of model `name` store byte-identical boosters."""
+    row = first_row(con, f"select count(*) from {MODELS} x join {MODELS} y "
+                         "on x.model_name = y.model_name where x.model_name = ? and "
+                         "x.version = ? and y.version = ? and x.booster = y.booster",
+                    [name, a, b])
+    return bool(row and row[0])
 
 
 def _json(value: Any) -> str:
@@ -104,6 +160,7 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
                           "where model_name = ?", [new.name])
         version = int(row[0]) if row else 1
         train_rows, valid_rows, test_rows, dropped = new.rows
+        booster = bytes(new.booster.save_raw("ubj"))
         con.execute(
             # Columns named: later releases add columns (status, note) at the end.
             f"insert into {MODELS} ({MODEL_COLUMNS}) values "
@@ -116,7 +173,7 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
              _json(new.spec), _json(new.params), _json(new.split),
              train_rows, valid_rows, test_rows, dropped,
              new.booster.num_boosted_rounds(), new.best_iteration, new.dbt_invocation_id,
-             __version__, xgb.__version__, "ubj", bytes(new.booster.save_raw("ubj"))],
+             __version__, xgb.__version__, "ubj", booster],
         )
         if new.metrics:
             con.executemany(
@@ -135,6 +192,12 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
             )
         if extra is not None:
             extra(con, version)
+        if new.lineage is not None:
+            lin = new.lineage
+            con.execute(f"insert into {LINEAGE} (model_name, version, spec_sha256, sql_sha256, "
+                        "data_sha256, data_rows, booster_sha256) values (?, ?, ?, ?, ?, ?, ?)",
+                        [new.name, version, lin.spec, lin.sql, lin.data, lin.data_rows,
+                         hashlib.sha256(booster).hexdigest()])
         on_version_written(con, new.name, version, new.note, decide)
         con.execute("commit")
     except BaseException:

@@ -199,10 +199,24 @@ TRIALS = Table("trials", "One row per Optuna trial of a `pyml tune` study (train
                               "names it: filter on it (same value as study)"),
 ), ("study", "trial_number"))
 
+LINEAGE = Table("lineage", "One row per model version: fingerprints of what it was trained "
+                "from; `pyml train` skips a model whose inputs match its latest version's.", (
+    _MODEL, _VERSION,
+    _c("spec_sha256", "varchar not null", "sha256 of the resolved spec as canonical JSON, "
+                                          "with how it trained (tuning, external memory)"),
+    _c("sql_sha256", "varchar", "the feature model's SQL in dbt's manifest: compiled:<sha256> "
+                                "(after dbt compile/run/build) or raw:<sha256> (parsed only); "
+                                "NULL without a dbt project"),
+    _c("data_sha256", "varchar not null", "order-independent fingerprint of the relation's "
+                                          "used columns (names, types) and rows, from SQL"),
+    _c("data_rows", "bigint not null", "rows the data fingerprint covers (NULL labels too)"),
+    _c("booster_sha256", "varchar not null", "sha256 of the stored booster bytes"),
+), ("model_name", "version"))
+
 # `ensure_schema` creates these, in this order. A column missing from an existing table (status,
 # note, ci_low, ci_high, std came after the first release) is added by ALTER.
 TABLES = (MODELS, METRICS, FEATURE_IMPORTANCE, MODEL_EVENTS, CALIBRATION, LIFT, CURVES,
-          TRAINING_SNAPSHOTS, DRIFT, TRIALS)
+          TRAINING_SNAPSHOTS, DRIFT, TRIALS, LINEAGE)
 
 def literal(text: str) -> str:
     """`text` as a SQL string literal.

@@ -17,6 +17,7 @@ import xgboost as xgb
 
 from pyml.data import extmem, split
 from pyml.data.encode import Feature, Target, booster_feature_names, resolve_features
+from pyml.data.lineage import fingerprints
 from pyml.data.trainset import (
     learn_categories,
     learn_target,
@@ -68,6 +69,9 @@ class TrainResult:
     status: str = ""  # champion | challenger, after the promotion policy (pyml.lifecycle)
     decision: str = ""  # why: the policy's reason
     note: str | None = None  # ml.models.note (tuning: tuned vs spec params on the holdout)
+    # Inputs equal to the latest version's (pyml.data.lineage): nothing was trained, `version`
+    # is that version, `decision` the one-line message, and the counts are zeros.
+    unchanged: bool = False
 
 
 def _noop(_: str) -> None:
@@ -75,15 +79,15 @@ def _noop(_: str) -> None:
 
 
 def train(session: Session, specs: Sequence[ModelSpec], *, tune: bool | None = None,
-          external: bool | None = None) -> list[TrainResult]:
+          external: bool | None = None, force: bool = False) -> list[TrainResult]:
     """Train every spec on its feature relation and store a new version of each.
 
     `tune`: True runs an Optuna study first (`pyml tune`); None tunes the specs that say
-    `tune: {on_train: true}`. `external`: see `train_one`.
+    `tune: {on_train: true}`. `external`, `force`: see `train_one`.
     """
     with session.database() as con:
         return [train_one(con, session.project, spec, log=session.log, tune=tune,
-                          external=external) for spec in specs]
+                          external=external, force=force) for spec in specs]
 
 
 def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
@@ -116,12 +120,15 @@ class _Fitted:
 
 
 def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: ModelSpec, *,
-              log: Log = _noop, tune: bool | None = None, external: bool | None = None
-              ) -> TrainResult:
+              log: Log = _noop, tune: bool | None = None, external: bool | None = None,
+              force: bool = False) -> TrainResult:
     """Train one spec and store it as a new version.
 
     The spec's `max_memory` (bytes) is the budget: a training set that would not fit it in
-    memory trains from disk (pyml.extmem). `external` forces that choice.
+    memory trains from disk (pyml.extmem). `external` forces that choice. When the spec, the
+    feature model's SQL, the data and the releases all match the latest version's
+    (pyml.data.lineage), nothing is trained and the result says so (`unchanged`), unless
+    `force` (or `tune=True`: an explicit study always runs).
     """
     started = time.perf_counter()
     source = qualified(spec.schema, spec.relation)
@@ -138,6 +145,14 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     budget = spec.max_memory
     on_disk = external if external is not None else (
         budget is not None and extmem.in_memory_bytes(labelled, len(features)) > budget)
+    lineage = fingerprints(con, project, spec, features, dict(columns),
+                           {"tune": wants_tuning(spec, tune), "external": on_disk})
+    last = None if force or tune else registry.latest_lineage(con, spec.name)
+    if last is not None and not lineage.changes(last[1]):
+        message = (f"{spec.name}: unchanged since v{last[0]} \u2014 same spec, SQL and data; "
+                   "--force retrains")
+        return TrainResult(spec.name, last[0], spec.task, (0, 0, 0, 0), 0, (),
+                           time.perf_counter() - started, decision=message, unchanged=True)
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
         + (f" ({dropped:,} rows with NULL target skipped)" if dropped else "")
         + (" to train from disk (external memory)" if on_disk else ""))
@@ -176,6 +191,7 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
             best_iteration=fitted.best,
             dbt_invocation_id=invocation_for(project, spec.feature_model) if project else None,
             metrics=tuple(metrics), importance=tuple(importance), note=fitted.note,
+            lineage=lineage,
         ), extra=lambda c, v: evaluation.write(c, spec.name, v),
            decide=HoldoutPolicy(spec, part_sql, part_params, log))
         if fitted.tuning:

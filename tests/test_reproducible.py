@@ -1,0 +1,236 @@
+"""Issue 16: reproducible training, lineage fingerprints, skipping what has not changed.
+
+- the same rows in any order give a byte-identical stored booster and identical metrics
+  (every training read is ordered by key hash, then key: pyml.data.trainset.row_order);
+- `pyml train` on unchanged inputs trains nothing and says so in one line, exit 0;
+- any change to a cell, a row or the spec changes the fingerprints, so the model trains;
+- a version whose booster equals the champion's is never promoted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyml import api
+from pyml.data.encode import resolve_features
+from pyml.data.lineage import fingerprints
+from pyml.dbt.spec import ModelSpec, parse_specs
+from pyml.engines.duckdb import relation_columns
+from pyml.verbs.train import train_one
+
+from .conftest import SCHEMA_YML, Loans
+
+UNCHANGED = "default_risk: unchanged since v{} \u2014 same spec, SQL and data; --force retrains"
+N_ROWS = 400
+
+
+def _versions(loans: Loans, name: str = "default_risk") -> list[tuple[int, str]]:
+    return [(int(v), str(s)) for v, s in loans.sql(
+        "select version, status from ml.models where model_name = ? order by 1", [name])]
+
+
+def _metrics(loans: Loans, version: int) -> list[tuple[Any, ...]]:
+    return loans.sql("select split, metric, value, baseline, n_rows, ci_low, ci_high from "
+                     "ml.metrics where model_name = 'default_risk' and version = ? "
+                     "order by all", [version])
+
+
+def _shuffle(loans: Loans, seed: float) -> None:
+    """Rewrite main.loan_features with the same rows in another order, as dbt may."""
+    loans.sql(f"select setseed({seed}); create table main.shuffled as select * from "
+              "main.loan_features order by random()")
+    loans.sql("drop table main.loan_features")
+    loans.sql("alter table main.shuffled rename to loan_features")
+
+
+def test_unchanged_inputs_train_nothing(scored: Loans) -> None:
+    before = scored.sql("select count(*) from ml.model_events")
+    result = scored.pyml("train", "default_risk")
+    assert result.exit_code == 0, result.output
+    assert UNCHANGED.format(1) in result.output.splitlines()
+    assert _versions(scored) == [(1, "champion")]
+    assert scored.sql("select count(*) from ml.model_events") == before
+    # The same rows in another order are the same data.
+    _shuffle(scored, 0.5)
+    assert UNCHANGED.format(1) in scored.ok("train", "default_risk").output.splitlines()
+    assert _versions(scored) == [(1, "champion")]
+
+
+def test_a_shuffled_forced_retrain_is_identical_and_never_promoted(scored: Loans) -> None:
+    first = scored.sql("select loan_id from main.loan_features limit 5")
+    _shuffle(scored, 0.25)
+    assert scored.sql("select loan_id from main.loan_features limit 5") != first
+    out = scored.ok("train", "default_risk", "--force").output
+    assert _versions(scored) == [(1, "champion"), (2, "challenger")]
+    (same,), = scored.sql("select a.booster = b.booster from ml.models a, ml.models b where "
+                          "a.model_name = 'default_risk' and b.model_name = a.model_name "
+                          "and a.version = 1 and b.version = 2")
+    assert same
+    assert _metrics(scored, 2) == _metrics(scored, 1)
+    reason = ("v2's booster is identical to champion v1's (the same trees): v1 stays champion")
+    assert f"-> challenger: {reason}" in out
+    assert scored.sql("select event, reason from ml.model_events where version = 2 and "
+                      "model_name = 'default_risk'") == [("rejected", reason)]
+    lineage = scored.sql("select version, data_rows, booster_sha256 from ml.lineage where "
+                         "model_name = 'default_risk' order by version")
+    assert [r[:2] for r in lineage] == [(1, 3000), (2, 3000)] and lineage[0][2] == lineage[1][2]
+
+
+def test_what_changes_retrains(scored: Loans) -> None:
+    # One changed label: trains, and the new booster may be promoted.
+    scored.sql("update main.loan_features set defaulted = not defaulted where loan_id = 7")
+    assert "default_risk v2 (binary)" in scored.ok("train", "default_risk").output
+    assert UNCHANGED.format(2) in scored.ok("train", "default_risk").output.splitlines()
+    # A spec edit (and the re-parse that drops the manifest's compiled SQL) trains.
+    scored.write_schema(SCHEMA_YML.replace("exclude: [loss, grade]\n",
+                                           "exclude: [loss, grade]\n            threshold: 0.4\n",
+                                           1))
+    assert "default_risk v3 (binary)" in scored.ok("train", "default_risk").output
+    # The library's force.
+    results = api.train(["default_risk"], project_dir=scored.dir, profiles_dir=scored.dir)
+    assert [r.unchanged for r in results] == [True]
+    results = api.train(["default_risk"], project_dir=scored.dir, profiles_dir=scored.dir,
+                        force=True)
+    assert [(r.unchanged, r.version) for r in results] == [(False, 4)]
+
+
+def test_a_registry_from_before_lineage_retrains_once(scored: Loans) -> None:
+    scored.sql("drop table ml.lineage")
+    assert "default_risk v2 (binary)" in scored.ok("train", "default_risk").output
+    assert UNCHANGED.format(2) in scored.ok("train", "default_risk").output.splitlines()
+
+
+# --- properties on a small real table ---------------------------------------------------
+
+def _table(seed: int = 5) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=N_ROWS)
+    x2 = np.where(rng.random(N_ROWS) < 0.1, np.nan, rng.normal(size=N_ROWS))
+    colour = rng.choice(["red", "green", "blue"], size=N_ROWS)
+    y = (x1 + np.nan_to_num(x2) * 0.5 + (colour == "red") + rng.normal(0, 0.7, N_ROWS)) > 0.5
+    return pa.table({"id": pa.array(np.arange(N_ROWS), pa.int64()),
+                     "x1": x1, "x2": pa.array(x2, from_pandas=True),
+                     "colour": colour, "y": y})
+
+
+def _spec(**extra: Any) -> ModelSpec:
+    raw = {"name": "m", "task": "binary", "target": "y", "key": "id",
+           "num_boost_round": 20, "early_stopping_rounds": 5,
+           "params": {"max_depth": 3, "subsample": 0.8, "colsample_bytree": 0.8}, **extra}
+    [spec] = parse_specs(raw, feature_model="model.p.f", schema="main", relation="f",
+                         source_file="models/f.yml")
+    return spec
+
+
+def _write(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
+    con.register("pyml_test_rows", table)
+    con.execute("create or replace table main.f as select * from pyml_test_rows")
+    con.unregister("pyml_test_rows")
+
+
+def _stored(con: duckdb.DuckDBPyConnection, version: int) -> tuple[Any, ...]:
+    (blob,), = con.execute("select booster from ml.models where version = ?",
+                           [version]).fetchall()
+    metrics = con.execute("select split, metric, value, ci_low, ci_high from ml.metrics "
+                          "where version = ? order by all", [version]).fetchall()
+    return blob, metrics
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.permutations(range(N_ROWS)), external=st.booleans())
+def test_any_row_order_gives_the_same_booster(tmp_path_factory: pytest.TempPathFactory,
+                                              order: list[int], external: bool) -> None:
+    db = tmp_path_factory.mktemp("order") / "f.duckdb"
+    table = _table()
+    con = duckdb.connect(str(db))
+    try:
+        _write(con, table)
+        train_one(con, None, _spec(), external=external)
+        _write(con, table.take(pa.array(order)))
+        train_one(con, None, _spec(), external=external, force=True)
+        assert _stored(con, 2) == _stored(con, 1)
+        assert con.execute("select status from ml.models order by version").fetchall() == [
+            ("champion",), ("challenger",)]
+    finally:
+        con.close()
+
+
+SPEC_EDITS: list[dict[str, Any]] = [
+    {"threshold": 0.4}, {"split": {"seed": 7}}, {"split": {"test_fraction": 0.3}},
+    {"params": {"max_depth": 4, "subsample": 0.8, "colsample_bytree": 0.8}},
+    {"num_boost_round": 21}, {"exclude": ["x2"]}, {"description": "another"},
+    {"promote": {"policy": "manual"}},
+]
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> tuple[str, Any]:
+    kind = draw(st.sampled_from(["cell", "add", "remove", "duplicate", "spec"]))
+    row = draw(st.integers(0, N_ROWS - 1))
+    if kind == "cell":
+        column = draw(st.sampled_from(["id", "x1", "x2", "colour", "y"]))
+        return kind, (row, column, draw(st.integers(1, 2**31)))
+    if kind == "spec":
+        return kind, draw(st.sampled_from(SPEC_EDITS))
+    return kind, row
+
+
+def _changed(table: pa.Table, kind: str, arg: Any) -> pa.Table:
+    rows = table.to_pylist()
+    if kind == "cell":
+        i, column, salt = arg
+        old = rows[i][column]
+        new: Any
+        if column == "id":
+            new = N_ROWS + salt  # a key no row has
+        elif column == "y":
+            new = not old
+        elif column == "colour":
+            new = None if salt % 3 == 0 else f"c{salt}"
+        else:  # a float that differs from the old one (NULL <-> value too)
+            new = None if old is not None and not math.isnan(old) and salt % 4 == 0 \
+                else float(salt) + 0.5
+        rows[i][column] = new
+    elif kind == "add":
+        rows.append({**rows[arg], "id": N_ROWS + arg})
+    elif kind == "duplicate":
+        rows.append(dict(rows[arg]))
+    else:
+        del rows[arg]
+    return pa.Table.from_pylist(rows, schema=table.schema)
+
+
+def _fingerprints(con: duckdb.DuckDBPyConnection, spec: ModelSpec) -> Any:
+    columns = relation_columns(con, "main", "f")
+    return fingerprints(con, None, spec, resolve_features(spec, columns), dict(columns),
+                        {"tune": False, "external": False})
+
+
+@settings(max_examples=80, deadline=None)
+@given(change=changes(), order=st.permutations(range(N_ROWS)))
+def test_any_change_trains_and_no_reorder_does(change: tuple[str, Any],
+                                               order: list[int]) -> None:
+    kind, arg = change
+    table = _table()
+    con = duckdb.connect()
+    try:
+        _write(con, table)
+        before = _fingerprints(con, _spec())
+        _write(con, table.take(pa.array(order)))
+        assert _fingerprints(con, _spec()).changes(before) == []  # same rows: unchanged
+        if kind == "spec":
+            after = _fingerprints(con, _spec(**arg))
+            assert "spec" in after.changes(before)  # (and data, when columns are dropped)
+        else:
+            _write(con, _changed(table, kind, arg))
+            assert _fingerprints(con, _spec()).changes(before) == ["data"]
+    finally:
+        con.close()
