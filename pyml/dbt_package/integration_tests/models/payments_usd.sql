@@ -1,0 +1,6 @@
+-- convert_to_usd with var('pyml_usd_per_unit'); unknown or missing currencies give null.
+select
+    amount,
+    currency,
+    {{ pyml.convert_to_usd('amount', 'currency') }} as amount_usd
+from {{ ref('input_payments') }}

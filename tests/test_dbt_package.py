@@ -1,0 +1,231 @@
+"""pyml's dbt package (pyml/dbt_package): its integration_tests project builds green on a
+copy wired the way `pyml init` wires users' projects, bad macro arguments are compiler errors
+naming the argument, `pyml init` edits packages.yml idempotently (keeping what was there),
+and the wheel's package data carries every file of the package."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyml.cli import cli
+from pyml.dbt.package import init_project, package_dir
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "pyml" / "dbt_package"
+
+
+def _dbt(project: Path, *args: str) -> object:
+    from dbt.cli.main import dbtRunner
+
+    return dbtRunner().invoke([*args, "--project-dir", str(project), "--profiles-dir",
+                               str(project), "--quiet"])
+
+
+@pytest.fixture(scope="module")
+def integration(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of integration_tests/ whose packages.yml is the one `pyml init` writes."""
+    root = tmp_path_factory.mktemp("dbt_package") / "integration_tests"
+    shutil.copytree(PACKAGE / "integration_tests", root)
+    (root / "packages.yml").unlink()  # `local: ../` would point into the temp dir
+    assert init_project(root).change == "created"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYML_INTEGRATION_DB", str(root / "integration.duckdb"))
+        res = _dbt(root, "deps")
+        assert res.success, res.exception  # type: ignore[attr-defined]
+        yield root
+
+
+def test_integration_tests_build_green(integration: Path) -> None:
+    """Every macro against its expected seed, every generic test passing or failing on
+    exactly the rows it must (`dbt build`: seeds, models, equality tests)."""
+    res = _dbt(integration, "build")
+    results = res.result  # type: ignore[attr-defined]
+    assert res.exception is None, res.exception  # type: ignore[attr-defined]
+    bad = [f"{r.node.name}: {r.status} {r.message}" for r in results
+           if str(r.status) not in ("success", "pass")]
+    assert not bad, bad
+    assert res.success  # type: ignore[attr-defined]
+    tested = {r.node.name for r in results if r.node.resource_type == "test"}
+    macros = sorted(p.stem for p in (PACKAGE / "macros").rglob("*.sql"))
+    used = " ".join(p.read_text() for p in (integration / "models").glob("*")) + " ".join(
+        p.read_text() for p in (integration / "seeds").glob("*.yml"))
+    # Every macro and generic test of the package is exercised (check_date_literal through
+    # parse_timestamp's bounds).
+    assert [m for m in macros if m not in used and m != "check_date_literal"] == []
+    assert len(tested) >= 20
+
+
+@pytest.mark.parametrize("call, message", [
+    ("pyml.clean_category('c', ['US', false])",
+     "clean_category: codes must be strings without quotes, got False (YAML reads unquoted "
+     "yes/no/on/off as booleans: quote the code)"),
+    ("pyml.as_of_window('e', 'a', 0)",
+     "as_of_window: `days` must be a positive whole number, got 0"),
+    ("pyml.parse_date('d', min_date='2025-13')",
+     "parse_timestamp: `min_date` must be a 'YYYY-MM-DD' string, got 2025-13"),
+    ("pyml.clean_amount('a', min_value=5, max_value=1)",
+     "clean_amount: `min_value` (5) is greater than `max_value` (1)"),
+])
+def test_bad_arguments_are_compiler_errors(integration: Path, call: str, message: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    res = _dbt(integration, "compile", "--inline", "select {{ " + call + " }}")
+    assert not res.success  # type: ignore[attr-defined]
+    assert message in capsys.readouterr().out  # dbt logs the compiler error
+
+
+# --- pyml init -----------------------------------------------------------------------------
+
+
+def _project(tmp_path: Path) -> Path:
+    (tmp_path / "dbt_project.yml").write_text("name: shop\nprofile: shop\n")
+    return tmp_path
+
+
+def _init(root: Path) -> Result:
+    return CliRunner().invoke(cli, ["init", "--project-dir", str(root)])
+
+
+def test_init_creates_packages_yml_then_changes_nothing(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    first = _init(root)
+    assert first.exit_code == 0, first.output
+    assert first.output == (f"created {root / 'packages.yml'} with pyml's dbt package "
+                            f"(local: {package_dir()}); run `dbt deps` to install it\n")
+    text = (root / "packages.yml").read_text()
+    assert yaml.safe_load(text) == {"packages": [{"local": str(package_dir())}]}
+    second = _init(root)
+    assert second.exit_code == 0, second.output
+    assert second.output.startswith("packages.yml already includes pyml's dbt package")
+    assert (root / "packages.yml").read_text() == text
+
+
+def test_init_adds_to_a_list_keeping_comments(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    original = ("# ours\npackages:\n  # the hub one\n  - package: dbt-labs/dbt_utils\n"
+                "    version: [\">=1.0.0\", \"<2.0.0\"]\n\n# the end\n")
+    (root / "packages.yml").write_text(original)
+    result = _init(root)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"added pyml's dbt package to {root / 'packages.yml'}")
+    text = (root / "packages.yml").read_text()
+    assert text == original.replace(
+        "\"<2.0.0\"]\n", f"\"<2.0.0\"]\n  - local: {package_dir()}\n")
+
+
+def test_init_repoints_an_old_copy(tmp_path: Path) -> None:
+    """A venv rebuilt elsewhere leaves the entry pointing at a removed copy: init follows."""
+    root = _project(tmp_path)
+    old = "/gone/venv/lib/python3.11/site-packages/pyml/dbt_package"
+    (root / "packages.yml").write_text(f"packages:\n  - local: {old}  # pyml\n")
+    result = _init(root)
+    assert result.exit_code == 0, result.output
+    assert f"now points at {package_dir()} (was {old})" in result.output
+    assert (root / "packages.yml").read_text() == f"packages:\n  - local: {package_dir()}  # pyml\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("packages: [\n", "packages.yml is not valid YAML (line 2): fix it and run `pyml init` "
+                      "again"),
+    ("- local: x\n", "packages.yml must be a YAML mapping with a `packages:` list"),
+    ("packages: dbt_utils\n", "`packages:` in {file} must be a list of packages"),
+])
+def test_init_refuses_a_malformed_file_and_changes_nothing(tmp_path: Path, content: str,
+                                                           message: str) -> None:
+    root = _project(tmp_path)
+    (root / "packages.yml").write_text(content)
+    result = _init(root)
+    assert result.exit_code == 1
+    assert len(result.output.splitlines()) == 1
+    assert message.format(file=root / "packages.yml") in result.output
+    assert (root / "packages.yml").read_text() == content
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes through file permissions")
+def test_init_refuses_an_unwritable_project(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    root.chmod(0o555)
+    try:
+        result = _init(root)
+    finally:
+        root.chmod(0o755)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot write {root / 'packages.yml'}")
+    assert not (root / "packages.yml").exists()
+
+
+def test_init_outside_a_project_names_the_fix(tmp_path: Path) -> None:
+    result = _init(tmp_path)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: no dbt_project.yml in {tmp_path}: pass --project-dir "
+                             "pointing at your dbt project\n")
+
+
+_names = st.text("abcdefghij_", min_size=1, max_size=8)
+_entries = st.one_of(
+    st.builds(lambda n, v: {"package": f"org/{n}", "version": v}, _names,
+              st.sampled_from(["1.0.0", "0.9.1"])),
+    st.builds(lambda n: {"git": f"https://example.com/{n}.git", "revision": "main"}, _names),
+    st.builds(lambda n: {"local": f"../{n}"}, _names),
+)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(_entries, max_size=4), comments=st.booleans(),
+       other_key=st.booleans())
+def test_init_keeps_every_other_package_in_order(tmp_path_factory: pytest.TempPathFactory,
+                                                 entries: list[dict[str, str]],
+                                                 comments: bool, other_key: bool) -> None:
+    """Whatever list was there stays, in order, with pyml's entry added once; comments stay
+    when the list is block style; a second run changes no byte."""
+    root = _project(tmp_path_factory.mktemp("init"))
+    lines = ["# header"] if comments else []
+    if entries:
+        lines.append("packages:")
+        for entry in entries:
+            if comments:
+                lines.append("  # an entry")
+            first, *rest = entry.items()
+            lines.append(f"  - {first[0]}: {first[1]}")
+            lines.extend(f"    {k}: {v}" for k, v in rest)
+    if other_key:
+        lines.append("other: 1")
+    original = "\n".join(lines) + ("\n" if lines else "")
+    if lines:
+        (root / "packages.yml").write_text(original)
+    result = init_project(root)
+    text = (root / "packages.yml").read_text()
+    data = yaml.safe_load(text)
+    assert data["packages"] == [*entries, {"local": str(package_dir())}]
+    assert data.get("other") == (1 if other_key else None)
+    assert not result.rewritten
+    for line in lines:
+        assert line in text.splitlines()
+    assert init_project(root).change == "unchanged"
+    assert (root / "packages.yml").read_text() == text
+
+
+def test_wheel_package_data_carries_the_dbt_package() -> None:
+    """Every file of the package (integration_tests/ aside) matches a package-data glob, so a
+    wheel install carries it (checked by hand: `pip wheel .` lists them all)."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["pyml"]
+    files = [p.relative_to(REPO / "pyml").as_posix() for p in PACKAGE.rglob("*")
+             if p.is_file() and "integration_tests" not in p.parts
+             and "__pycache__" not in p.parts]
+    assert "dbt_package/dbt_project.yml" in files
+    assert [f for f in files if not any(fnmatch.fnmatchcase(f, g) and f.count("/")
+                                        == g.count("/") for g in globs)] == []
