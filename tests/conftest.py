@@ -226,6 +226,19 @@ class Loans:
         """Replace models/schema.yml (newer than the manifest, so pyml re-parses)."""
         (self.dir / "models" / "schema.yml").write_text(text)
 
+    def describe(self, model: str, text: str) -> None:
+        """Give spec `model` the description `text`: a spec edit that keeps the booster, so
+        the next `pyml train` stores another model (not the same one, which pyml would skip
+        or never promote) that the auto policy compares and promotes when not worse."""
+        path = self.dir / "models" / "schema.yml"
+        entry = f"          - name: {model}\n"
+        lines = path.read_text().splitlines(keepends=True)
+        at = lines.index(entry) + 1
+        while at < len(lines) and lines[at].startswith("            description:"):
+            del lines[at]
+        lines.insert(at, f"            description: {text}\n")
+        self.write_schema("".join(lines))
+
 
 @pytest.fixture
 def loans(built_loans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loans:

@@ -49,6 +49,7 @@ def test_first_version_of_each_model_is_champion(scored: Loans) -> None:
 
 
 def test_auto_promotes_a_challenger_that_is_not_worse(scored: Loans) -> None:
+    scored.describe("default_risk", "Chance of default.")  # the same trees, another model
     out = scored.ok("train", "default_risk").output
     assert "-> champion: auto: holdout auc v2" in out
     assert statuses(scored) == [(1, "retired"), (2, "champion")]
@@ -142,7 +143,9 @@ def test_rollback_walks_back_through_earlier_champions(scored: Loans) -> None:
     assert statuses(scored) == [(1, "retired"), (2, "champion"), (3, "retired")]
     scored.ok("rollback", "default_risk")
     assert statuses(scored) == [(1, "champion"), (2, "retired"), (3, "retired")]
+    scored.describe("default_risk", "v2")
     assert scored.pyml("rollback", "default_risk").exit_code == 1
+    scored.describe("default_risk", "v3")
     scored.ok("promote", "default_risk", "--version", "3")
     scored.ok("rollback", "default_risk")
     assert statuses(scored) == [(1, "champion"), (2, "retired"), (3, "retired")]
@@ -160,7 +163,7 @@ def test_a_failing_decision_writes_nothing(scored: Loans,
               scored.sql("select * from ml.model_events order by event_id"),
               scored.sql("select count(*) from ml.metrics"))
     monkeypatch.setattr(policy.HoldoutPolicy, "__call__", broken)
-    result = scored.pyml("train", "default_risk")
+    result = scored.pyml("train", "default_risk", "--force")
     assert isinstance(result.exception, RuntimeError)
     after = (scored.sql("select model_name, version, status from ml.models order by 1, 2"),
              scored.sql("select * from ml.model_events order by event_id"),
@@ -176,6 +179,8 @@ def test_registry_from_before_statuses_is_migrated(scored: Loans) -> None:
     # Read-only commands see the latest version as the champion, as pyml score used it.
     lines = scored.ok("models", "grade").output.splitlines()
     assert [line.split()[:3] for line in lines[2:]] == [["grade", "2", "champion"],
+    scored.describe("grade", "Loan grade.")
+    scored.describe("default_risk", "Chance of default.")
                                                         ["grade", "1", "retired"]]
     assert scored_version(scored, "grade") == [(2,)]
     scored.ok("train", "default_risk")  # the first write migrates every model

@@ -75,7 +75,8 @@ def test_a_shuffled_forced_retrain_is_identical_and_never_promoted(scored: Loans
                           "and a.version = 1 and b.version = 2")
     assert same
     assert _metrics(scored, 2) == _metrics(scored, 1)
-    reason = ("v2's booster is identical to champion v1's (the same trees): v1 stays champion")
+    reason = ("v2 is identical to champion v1 (the same booster, spec and features): v1 stays "
+              "champion")
     assert f"-> challenger: {reason}" in out
     assert scored.sql("select event, reason from ml.model_events where version = 2 and "
                       "model_name = 'default_risk'") == [("rejected", reason)]
@@ -85,15 +86,17 @@ def test_a_shuffled_forced_retrain_is_identical_and_never_promoted(scored: Loans
 
 
 def test_what_changes_retrains(scored: Loans) -> None:
-    # One changed label: trains, and the new booster may be promoted.
-    scored.sql("update main.loan_features set defaulted = not defaulted where loan_id = 7")
-    assert "default_risk v2 (binary)" in scored.ok("train", "default_risk").output
-    assert UNCHANGED.format(2) in scored.ok("train", "default_risk").output.splitlines()
-    # A spec edit (and the re-parse that drops the manifest's compiled SQL) trains.
+    # A spec edit (and the re-parse that drops the manifest's compiled SQL) trains; the same
+    # booster with another threshold is another model, promoted as not worse.
     scored.write_schema(SCHEMA_YML.replace("exclude: [loss, grade]\n",
                                            "exclude: [loss, grade]\n            threshold: 0.4\n",
                                            1))
+    assert "default_risk v2 (binary)" in scored.ok("train", "default_risk").output
+    assert _versions(scored) == [(1, "retired"), (2, "champion")]
+    # One changed label trains.
+    scored.sql("update main.loan_features set defaulted = not defaulted where loan_id = 7")
     assert "default_risk v3 (binary)" in scored.ok("train", "default_risk").output
+    assert UNCHANGED.format(3) in scored.ok("train", "default_risk").output.splitlines()
     # The library's force.
     results = api.train(["default_risk"], project_dir=scored.dir, profiles_dir=scored.dir)
     assert [r.unchanged for r in results] == [True]

@@ -4,7 +4,7 @@ The spec's `promote:` policy decides at train time, inside the transaction that 
 version (`pyml.store.registry.write_version(..., decide=...)`): `auto` re-scores the champion
 and the challenger on the rows that are holdout for both and promotes the challenger when it
 is not worse (by `min_delta`) on the chosen metric; `manual` leaves it to `pyml promote`. A
-version whose booster is byte for byte the champion's is never promoted, whatever the policy.
+version identical to the champion (booster bytes, spec, features) is never promoted.
 The store records the decision (statuses, ml.model_events); the decision itself is modelling.
 
 Rows held out by both: when the two versions were split differently (another seed, fraction,
@@ -36,7 +36,7 @@ from pyml.modelling.compare import Comparison, compare
 from pyml.modelling.model import LoadedModel
 from pyml.store.evaluation import model_row
 from pyml.store.lifecycle import Decision
-from pyml.store.registry import load_version, same_booster
+from pyml.store.registry import load_version, same_model
 
 COMPARE_BATCH_ROWS = DEFAULT_BATCH_ROWS  # holdout rows per batch when models compete
 # Fewest rows held out by both versions to compare them on (and, for classifiers, of each
@@ -63,7 +63,7 @@ class HoldoutPolicy:
                  ) -> Decision:
         return decide(self.spec, version, champion, self.log, lambda metric: holdout_comparison(
             con, self.spec, champion, version, metric, self.holdout_sql, self.holdout_params),
-            identical=lambda: same_booster(con, self.spec.name, champion, version))
+            identical=lambda: same_model(con, self.spec.name, champion, version))
 
 
 def decide(spec: ModelSpec, version: int, champion: int, log: Log,
@@ -72,17 +72,17 @@ def decide(spec: ModelSpec, version: int, champion: int, log: Log,
     """The `promote:` rule, whatever engine scores the two versions: `comparison(metric)`
     compares champion and challenger on the rows both held out (and says how their splits
     differ); too few such rows, or a champion that cannot be scored, keeps the challenger.
-    A challenger whose booster bytes are the champion's (`identical()`) is never promoted:
-    it would retire its own twin on a gain of exactly 0."""
+    A challenger that is the champion's twin (`identical()`: the same booster bytes, spec
+    and features) is never promoted: it would retire its twin on a gain of exactly 0."""
     policy = spec.promote
-    if identical():
-        reason = (f"v{version}'s booster is identical to champion v{champion}'s (the same "
-                  f"trees): v{champion} stays champion")
-        log(f"[{spec.name}] v{version} stays challenger: {reason}")
-        return Decision(False, "rejected", reason)
     if policy.policy == "manual":
         return Decision(False, "registered", f"promote.policy is manual: challenger to "
                         f"v{champion}; `pyml promote {spec.name}` makes it the champion")
+    if identical():
+        reason = (f"v{version} is identical to champion v{champion} (the same booster, spec "
+                  f"and features): v{champion} stays champion")
+        log(f"[{spec.name}] v{version} stays challenger: {reason}")
+        return Decision(False, "rejected", reason)
     try:
         cmp, differ = comparison(promote_metric(policy, spec.task))
     except _TooFewRows as e:

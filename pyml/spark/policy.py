@@ -36,11 +36,14 @@ COMPARE_ROWS = 500_000  # holdout rows both versions score at most (a hashed sam
 SAMPLE_SALT = 7
 
 
-def _same_booster(spark: SparkSession, name: str, a: int, b: int) -> bool:
-    """Whether two versions store the same booster (compared re-serialised as UBJ: equal
-    stored bytes load and save to equal bytes)."""
-    one, two = (spark_registry.load_version(spark, name, v).booster for v in (a, b))
-    return bytes(one.save_raw("ubj")) == bytes(two.save_raw("ubj"))
+def _same_model(spark: SparkSession, name: str, a: int, b: int) -> bool:
+    """Whether two versions are the same model (pyml.store.registry.same_model): the same
+    booster (compared re-serialised as UBJ: equal stored bytes load and save to equal
+    bytes), spec, features, classes and key."""
+    one, two = (spark_registry.load_version(spark, name, v) for v in (a, b))
+    return ((one.spec, one.features, one.target, one.key) ==
+            (two.spec, two.features, two.target, two.key) and
+            bytes(one.booster.save_raw("ubj")) == bytes(two.booster.save_raw("ubj")))
 
 
 class SparkHoldoutPolicy:
@@ -54,7 +57,7 @@ class SparkHoldoutPolicy:
     def __call__(self, spark: SparkSession, version: int, champion: int) -> Decision:
         return decide(self.spec, version, champion, self.log,
                       lambda metric: self.comparison(spark, champion, version, metric),
-                      lambda: _same_booster(spark, self.spec.name, champion, version))
+                      lambda: _same_model(spark, self.spec.name, champion, version))
 
     def comparison(self, spark: SparkSession, champion: int, challenger: int, metric: str
                    ) -> tuple[Comparison, list[str]]:

@@ -128,12 +128,17 @@ def latest_lineage(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, Line
                                 str(row[3]), int(row[4]), str(row[5]), str(row[6]))
 
 
-def same_booster(con: duckdb.DuckDBPyConnection, name: str, a: int, b: int) -> bool:
-    """Whether versions `a` and `b` of model `name` store byte-identical boosters."""
+def same_model(con: duckdb.DuckDBPyConnection, name: str, a: int, b: int) -> bool:
+    """Whether versions `a` and `b` of model `name` are the same model: byte-identical
+    boosters, and the same spec, features (category codes), classes and key."""
     row = first_row(con, f"select count(*) from {MODELS} x join {MODELS} y "
                          "on x.model_name = y.model_name where x.model_name = ? and "
-                         "x.version = ? and y.version = ? and x.booster = y.booster",
-                    [name, a, b])
+                         "x.version = ? and y.version = ? and x.booster = y.booster and "
+                         "x.spec::varchar = y.spec::varchar and "
+                         "x.features::varchar = y.features::varchar and "
+                         "x.classes::varchar is not distinct from y.classes::varchar and "
+                         "x.key_columns::varchar = y.key_columns::varchar and "
+                         "x.target_type = y.target_type", [name, a, b])
     return bool(row and row[0])
 
 
