@@ -123,8 +123,11 @@ def explain(models: Sequence[str] = (), *, select: Sequence[str] = (), top_k: in
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
-    session.require_duckdb("pyml explain")
     specs = session.specs(models, select, Overrides(batch_size=batch_size))
+    if session.engine == "spark":
+        from pyml.spark.explain import explain as _spark_explain
+
+        return _spark_explain(session, specs, top_k=top_k, version=version)
     return _explain(session, specs, top_k=top_k, version=version)
 
 
@@ -257,10 +260,11 @@ def show(model: str, *, version: int | None = None, project_dir: PathLike = None
          profiles_dir: PathLike = None, target: str | None = None,
          lock_timeout: float = 5.0) -> str:
     """`pyml show`: versions, status, metrics, data snapshot and events of a model."""
-    from pyml.export import render_show, version_info
+    from pyml.export import render_show, spark_version_info, version_info
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
-    session.require_duckdb("pyml show")
+    if session.engine == "spark":
+        return render_show(spark_version_info(session.spark(), model, version))
     with session.database(read_only=True) as con:
         return render_show(version_info(con, model, version))
 
@@ -269,10 +273,13 @@ def export(model: str, output: str | Path, *, version: int | None = None,
            project_dir: PathLike = None, profiles_dir: PathLike = None,
            target: str | None = None, lock_timeout: float = 5.0) -> ExportResult:
     """Write a version (default: the champion) as XGBoost JSON + model card + predict.py."""
+    from pyml.export import check_folder, spark_version_info, write_export
     from pyml.export import export as _export
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
-    session.require_duckdb("pyml export")
+    if session.engine == "spark":
+        out = check_folder(Path(output))
+        return write_export(spark_version_info(session.spark(), model, version), out)
     with session.database(read_only=True) as con:
         return _export(con, model, version, Path(output))
 

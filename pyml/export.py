@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -21,7 +22,11 @@ from pyml.data.records import portable_source
 from pyml.errors import OutputError
 from pyml.files import replacing
 from pyml.modelling.model import check_outputs
-from pyml.store.registry import load_version
+from pyml.store.lifecycle import Event
+from pyml.store.registry import StoredModel, VersionRow, load_version
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 CARD_FORMAT = "pyml-model-card/1"
 BOOSTER_FILE = "model.json"
@@ -37,17 +42,36 @@ def version_info(con: duckdb.DuckDBPyConnection, name: str, version: int | None 
     from pyml.store.registry import list_versions
 
     stored = load_version(con, name, version)
-    all_status = statuses(con)
+    return _info(stored, evaluation.model_row(con, name, stored.version),
+                 evaluation.metrics(con, name, stored.version), statuses(con),
+                 list_versions(con, [name]), events(con, name))
+
+
+def spark_version_info(spark: SparkSession, name: str, version: int | None = None
+                       ) -> dict[str, Any]:
+    """version_info on a Spark target: the same dict, read from the Spark registry."""
+    from pyml.store import spark_info, spark_registry
+
+    stored = spark_registry.load_version(spark, name, version)
+    return _info(stored, spark_info.model_row(spark, name, stored.version),
+                 spark_info.metrics(spark, name, stored.version),
+                 spark_registry.statuses(spark, name),
+                 spark_registry.list_versions(spark, [name]), spark_info.events(spark, name))
+
+
+def _info(stored: StoredModel, row: dict[str, Any], metrics: list[dict[str, Any]],
+          all_status: dict[tuple[str, int], str], versions: Sequence[VersionRow],
+          events: Sequence[Event]) -> dict[str, Any]:
+    name = stored.name
     return {
-        "stored": stored, "row": evaluation.model_row(con, name, stored.version),
-        "metrics": evaluation.metrics(con, name, stored.version),
+        "stored": stored, "row": row, "metrics": metrics,
         "status": all_status.get((name, stored.version), "champion"),
         "versions": [{"version": v.version, "status": all_status.get((name, v.version), ""),
                       "created_at": v.created_at, "train_rows": v.train_rows,
                       "holdout_rows": v.test_rows, "trees": v.num_trees, "metric": v.metric,
                       "value": v.value, "note": v.note}
-                     for v in list_versions(con, [name])],
-        "events": events(con, name),
+                     for v in versions],
+        "events": list(events),
     }
 
 
@@ -159,13 +183,23 @@ def _write(path: Path, data: bytes) -> None:
 def export(con: duckdb.DuckDBPyConnection, name: str, version: int | None, output: Path
            ) -> ExportResult:
     """Write booster (XGBoost JSON), model card and predict.py into the folder `output`."""
+    out = check_folder(output)
+    return write_export(version_info(con, name, version), out)
+
+
+def check_folder(output: Path) -> Path:
+    """The resolved output folder, refused before anything is read when it cannot be one."""
     out = output.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise OutputError(f"output folder {out} is a file; give a folder to write the model "
                           "into")
     if not out.parent.is_dir():
         raise OutputError(f"output folder {out}: folder {out.parent} does not exist")
-    info = version_info(con, name, version)
+    return out
+
+
+def write_export(info: dict[str, Any], out: Path) -> ExportResult:
+    """Write one version (`version_info` of either engine) into the checked folder `out`."""
     check_outputs(info["stored"], ())  # predict.py answers with the keys and predictions
     booster = bytes(info["stored"].booster.save_raw("json"))
     card = model_card(info, hashlib.sha256(booster).hexdigest())
@@ -177,7 +211,7 @@ def export(con: duckdb.DuckDBPyConnection, name: str, version: int | None, outpu
         _write(files[2], predict_script().encode())
     except OSError as e:
         raise OutputError(f"cannot write into {out}: {e.strerror}") from e
-    return ExportResult(name, info["stored"].version, files)
+    return ExportResult(info["stored"].name, info["stored"].version, files)
 
 
 def predict_script() -> str:

@@ -111,12 +111,12 @@ def predict_frame(spark: SparkSession, frame: DataFrame, model: LoadedModel) -> 
     schema = StructType([*frame.schema.fields[:n_keys],
                          *[StructField(c.name, from_arrow_type(c.type), True)
                            for c in outputs]])
-    payload = spark.sparkContext.broadcast(_payload(stored))
+    payload = spark.sparkContext.broadcast(model_payload(stored))
     # The closure takes plain values only: Spark pickles it for the executors.
     names = [*stored.key, *[c.name for c in outputs]]
 
     def predict(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        local = LoadedModel(_stored(payload.value))  # once per task, not per batch
+        local = LoadedModel(payload_model(payload.value))  # once per task, not per batch
         where = f"model '{local.name}'"
         for batch in batches:
             cols = [batch.column(n_keys + j) for j in range(len(local.stored.features))]
@@ -127,7 +127,7 @@ def predict_frame(spark: SparkSession, frame: DataFrame, model: LoadedModel) -> 
     return frame.mapInArrow(predict, schema)
 
 
-def _payload(stored: StoredModel) -> dict[str, Any]:
+def model_payload(stored: StoredModel) -> dict[str, Any]:
     """What the executors need of a version, as plain picklable data (the booster as its
     own UBJ bytes: nothing of XGBoost's is pickled)."""
     return {"name": stored.name, "version": stored.version, "task": stored.task,
@@ -137,7 +137,8 @@ def _payload(stored: StoredModel) -> dict[str, Any]:
             "created_at": stored.created_at, "booster": bytes(stored.booster.save_raw("ubj"))}
 
 
-def _stored(payload: dict[str, Any]) -> StoredModel:
+def payload_model(payload: dict[str, Any]) -> StoredModel:
+    """The StoredModel back from `model_payload` (on an executor)."""
     import xgboost as xgb
 
     booster = xgb.Booster()

@@ -32,7 +32,7 @@ from pyml.modelling.model import LoadedModel, check_outputs, key_types
 from pyml.modelling.shap import top_contributions
 from pyml.session import Session
 from pyml.store.names import explanations_table
-from pyml.store.registry import load_version
+from pyml.store.registry import StoredModel, load_version
 from pyml.store.writer import Constant, replace_table
 from pyml.tasks import EXPLANATION_COLUMNS
 
@@ -56,8 +56,9 @@ class ExplainResult:
     seconds: float  # wall time
 
 
-class _Explain:
-    """One batch of keys, feature values and their texts -> its top-K explanation rows."""
+class ExplainBatch:
+    """One batch of keys, feature values and their texts -> its top-K explanation rows
+    (DuckDB's batches here, each Spark executor's in pyml.spark.explain)."""
 
     def __init__(self, model: LoadedModel, n_keys: int, top_k: int, schema: pa.Schema,
                  total: int, log: Log) -> None:
@@ -99,7 +100,20 @@ class _Explain:
         return pa.record_batch(arrays, schema=self.schema)
 
 
-def _comments(model: LoadedModel, label: str) -> dict[str, str]:
+def explanation_schema(stored: StoredModel, key_fields: Sequence[pa.Field]) -> pa.Schema:
+    """The Arrow schema of ml.<model>_explanations' computed columns, after the keys'."""
+    fields = list(key_fields)
+    if stored.task == "multiclass":
+        fields.append(pa.field("class", pa.array(list(stored.target.classes)).type))
+    fields += [pa.field("rank", pa.int32()), pa.field("feature", pa.string()),
+               pa.field("feature_value", pa.string()),
+               pa.field("contribution", pa.float64()),
+               pa.field("other_contribution", pa.float64()),
+               pa.field("bias", pa.float64()), pa.field("margin", pa.float64())]
+    return pa.schema(fields)
+
+
+def explanation_comments(model: LoadedModel, label: str) -> dict[str, str]:
     """What each column of ml.<model>_explanations holds (its COMMENTs)."""
     out = {k: f"key column from {label}" for k in model.stored.key}
     if model.stored.task == "multiclass":
@@ -148,28 +162,21 @@ def explain_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
         exprs = [quote(k) for k in stored.key] + select_exprs(stored.features) + texts
         reader = stream_arrow(reader_con, f"select {', '.join(exprs)} from {source}",
                               batch_size)
-        fields = [reader.schema.field(i).with_name(k) for i, k in enumerate(stored.key)]
-        if stored.task == "multiclass":
-            fields.append(pa.field("class", pa.array(list(stored.target.classes)).type))
-        fields += [pa.field("rank", pa.int32()), pa.field("feature", pa.string()),
-                   pa.field("feature_value", pa.string()),
-                   pa.field("contribution", pa.float64()),
-                   pa.field("other_contribution", pa.float64()),
-                   pa.field("bias", pa.float64()), pa.field("margin", pa.float64())]
-        out_schema = pa.schema(fields)
+        out_schema = explanation_schema(stored, [reader.schema.field(i).with_name(k)
+                                                 for i, k in enumerate(stored.key)])
         explained_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         log(f"[{model.name}] explaining {total:,} rows of {label} with version "
             f"{model.version} (top {top_k} features per row)")
         written = replace_table(
             con, explanations_table(model.name), reader,
-            transform=_Explain(model, len(stored.key), top_k, out_schema, total, log),
+            transform=ExplainBatch(model, len(stored.key), top_k, out_schema, total, log),
             schema=out_schema,
             constants=[Constant("model_version", "integer", model.version),
                        Constant("explained_at", "timestamp", explained_at)],
             expected_rows=total, where=f"{where}: {label}",
             comment=f"Top {top_k} TreeSHAP contributions per row of {label} for pyml model "
                     f"'{model.name}' v{model.version} (pyml explain)",
-            column_comments=_comments(model, label))
+            column_comments=explanation_comments(model, label))
     finally:
         if reader is not None:
             reader.close()  # replace_table closed it already, unless it never got it

@@ -276,3 +276,12 @@ def spark_loans(spark: Any, spark_home: Path, tmp_path_factory: pytest.TempPathF
     project = SparkLoans(root, spark)
     project.dbt("build")
     return project
+
+
+@pytest.fixture(scope="session")
+def spark_trained(spark_loans: SparkLoans) -> SparkLoans:
+    """The Spark project after one `pyml train` and `pyml score` of both specs (v1 of each;
+    test_spark_flow's last tests add versions of loss_amount)."""
+    spark_loans.ok("train")
+    spark_loans.ok("score")
+    return spark_loans
