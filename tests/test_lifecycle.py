@@ -136,16 +136,16 @@ def test_manual_policy_promote_and_rollback_by_hand(scored: Loans) -> None:
 
 
 def test_rollback_walks_back_through_earlier_champions(scored: Loans) -> None:
+    scored.describe("default_risk", "v2")
     scored.ok("train", "default_risk")
+    scored.describe("default_risk", "v3")
     scored.ok("train", "default_risk")
     assert statuses(scored) == [(1, "retired"), (2, "retired"), (3, "champion")]
     scored.ok("rollback", "default_risk")
     assert statuses(scored) == [(1, "retired"), (2, "champion"), (3, "retired")]
     scored.ok("rollback", "default_risk")
     assert statuses(scored) == [(1, "champion"), (2, "retired"), (3, "retired")]
-    scored.describe("default_risk", "v2")
     assert scored.pyml("rollback", "default_risk").exit_code == 1
-    scored.describe("default_risk", "v3")
     scored.ok("promote", "default_risk", "--version", "3")
     scored.ok("rollback", "default_risk")
     assert statuses(scored) == [(1, "champion"), (2, "retired"), (3, "retired")]
@@ -172,6 +172,8 @@ def test_a_failing_decision_writes_nothing(scored: Loans,
 
 
 def test_registry_from_before_statuses_is_migrated(scored: Loans) -> None:
+    scored.describe("grade", "Loan grade.")
+    scored.describe("default_risk", "Chance of default.")
     scored.ok("train", "grade")  # grade v2 (champion), v1 retired
     scored.sql("alter table ml.models drop column status")
     scored.sql("alter table ml.models drop column note")
@@ -179,8 +181,6 @@ def test_registry_from_before_statuses_is_migrated(scored: Loans) -> None:
     # Read-only commands see the latest version as the champion, as pyml score used it.
     lines = scored.ok("models", "grade").output.splitlines()
     assert [line.split()[:3] for line in lines[2:]] == [["grade", "2", "champion"],
-    scored.describe("grade", "Loan grade.")
-    scored.describe("default_risk", "Chance of default.")
                                                         ["grade", "1", "retired"]]
     assert scored_version(scored, "grade") == [(2,)]
     scored.ok("train", "default_risk")  # the first write migrates every model
