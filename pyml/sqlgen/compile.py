@@ -36,6 +36,7 @@ from pyml.engines.duckdb import quote
 from pyml.errors import InternalError, OutputError, RegistryError, SqlGenError, UsageError
 from pyml.files import replacing
 from pyml.modelling.model import check_outputs
+from pyml.sqlgen.outputs import output_ctes
 from pyml.sqlgen.trees import (
     Forest,
     Tree,
@@ -54,6 +55,7 @@ DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "sqlite", "spark")
 # Java float: IEEE binary32, round to nearest even, and FLOAT + FLOAT stays FLOAT).
 NATIVE_FLOAT32 = ("duckdb", "postgres", "spark")
 TREES_PER_LEVEL = 100  # float32 additions per margin CTE (keeps expressions shallow)
+TREES_PER_TABLE = 500  # tree columns per CTE where sums are emulated (SQLite: 2,000 at most)
 SORT_MIN_TREES = 8  # below this, ordering rows by the first tree costs more than it saves
 MISSING_LEFT, MISSING_RIGHT = "-1e308", "1e308"  # NULL/NaN stand-ins (beyond any float32)
 VELTKAMP = "536870913.0"  # 2^29 + 1: splits a double's 53 bits into 24 + 29
@@ -102,7 +104,8 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
                  tuple(quote(k) for k in stored.key), _literal(dialect), cut)
     ctes = _input_ctes(plan) + (_native_margin_ctes(plan) if plan.native
                                 else _emulated_margin_ctes(plan))
-    ctes += _output_ctes(plan)
+    ctes += output_ctes(stored, forest, plan.keys, plan.native, cut, _class_literal,
+                        _fence(plan))
     body = "with " + ",\n\n".join(f"{name} as {mat}(\n{sql}\n)" for name, sql, mat in ctes)
     body += "\n\nselect * from final\n"
     if dialect != "duckdb":
@@ -293,9 +296,21 @@ def _input_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
         case = _tree_case(plan, tree) if plan.dialect == "duckdb" else f"__pyml_tree_{k}__"
         trees.append(f"cast({case} as float) as __pyml_t{k}" if plan.native
                      else f"{case} as __pyml_t{k}")
-    ctes.append(("__pyml_trees", "    select\n        " + ",\n        ".join(carry + trees)
-                 + "\n    from __pyml_inputs", "" if plan.native else mat))
+    if plan.native:
+        ctes.append(("__pyml_trees", "    select\n        " + ",\n        ".join(carry + trees)
+                     + "\n    from __pyml_inputs", ""))
+        return ctes
+    # SQLite allows 2,000 columns a result: the emulated sums read the trees from tables of
+    # TREES_PER_TABLE columns each.
+    for start in range(0, max(1, len(trees)), TREES_PER_TABLE):
+        ctes.append((_trees_table(start), "    select\n        " + ",\n        ".join(
+            carry + trees[start:start + TREES_PER_TABLE]) + "\n    from __pyml_inputs", mat))
     return ctes
+
+
+def _trees_table(k: int) -> str:
+    """The emulated dialects' CTE that holds tree k's leaf values."""
+    return f"__pyml_trees_{k // TREES_PER_TABLE}"
 
 
 def _fence(plan: _Plan) -> str:
@@ -350,7 +365,7 @@ def _emulated_margin_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
     groups = range(forest.num_groups)
     first = [f"{_num(b)} as __pyml_m{g}" for g, b in enumerate(forest.base_margin)]
     ctes = [("__pyml_step_0", "    select\n        __pyml_rid,\n        " + ",\n        ".join(
-        first) + "\n    from __pyml_trees", "materialized ")]
+        first) + "\n    from __pyml_inputs", "materialized ")]
     for k, tree in enumerate(forest.trees):
         items = []
         for g in groups:
@@ -361,7 +376,7 @@ def _emulated_margin_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
                 items.append(f"p.__pyml_m{g} as __pyml_m{g}")
         ctes.append((f"__pyml_step_{k + 1}", "    select\n        p.__pyml_rid,\n        "
                      + ",\n        ".join(items) + f"\n    from __pyml_step_{k} as p\n"
-                     "    join __pyml_trees as q on q.__pyml_rid = p.__pyml_rid",
+                     f"    join {_trees_table(k)} as q on q.__pyml_rid = p.__pyml_rid",
                      "materialized "))
     last = f"__pyml_step_{len(forest.trees)}"
     keys = [f"i.{k}" for k in plan.keys]
@@ -370,59 +385,6 @@ def _emulated_margin_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
                  + f"\n    from __pyml_inputs as i\n    join {last} as s on s.__pyml_rid = "
                  "i.__pyml_rid", ""))
     return ctes
-
-
-def _output_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
-    stored, forest = plan.stored, plan.forest
-    keys = list(plan.keys)
-    version = f"{stored.version} as model_version"
-    if stored.task == "regression":
-        cols = [*keys, "cast(__pyml_m0 as double) as prediction", version]
-        return [("final", "    select\n        " + ",\n        ".join(cols)
-                 + "\n    from __pyml_scores", "")]
-    classes = stored.target.classes
-    if stored.task == "binary":
-        threshold = stored.threshold
-        prob = "1.0 / (1.0 + exp(least(-cast(__pyml_m0 as double), 88.7)))"
-        cut = plan.cut
-        if cut is None:
-            test = f"{prob} >= {_num(threshold)}"
-        elif cut == float("inf"):
-            test = "false"
-        elif cut == float("-inf"):
-            test = "true"
-        else:
-            # The label XGBoost's float32 sigmoid gives, decided on the exact margin.
-            test = f"__pyml_m0 >= {_num(cut)}"
-        label = (f"case when {test} then {_class_literal(classes[1])} "
-                 f"else {_class_literal(classes[0])} end as prediction")
-        cols = [*keys, label, f"{prob} as probability", version]
-        return [("final", "    select\n        " + ",\n        ".join(cols)
-                 + "\n    from __pyml_scores", "")]
-    k = forest.num_groups
-    margins = [f"__pyml_m{g}" for g in range(k)]
-    top = f"greatest({', '.join(margins)})"
-    exps = [f"exp(cast(__pyml_m{g} as double) - cast(__pyml_mx as double)) as __pyml_e{g}"
-            for g in range(k)]
-    total = " + ".join(f"__pyml_e{g}" for g in range(k))
-    probs = [f"__pyml_e{g} / ({total}) as __pyml_p{g}" for g in range(k)]
-    # numpy's argmax takes the first largest; margins rank as the probabilities do.
-    label = ("case " + " ".join(f"when __pyml_m{g} = __pyml_mx then {_class_literal(c)}"
-                                for g, c in enumerate(classes)) + " end as prediction")
-    cols = [*keys, label, f"greatest({', '.join(f'__pyml_p{g}' for g in range(k))}) "
-            "as probability",
-            *[f"__pyml_p{g} as {quote(f'probability_{c}')}" for g, c in enumerate(classes)],
-            version]
-    return [
-        ("__pyml_top", "    select\n        *,\n        " + f"{top} as __pyml_mx"
-         + "\n    from __pyml_scores", ""),
-        ("__pyml_exp", "    select\n        *,\n        " + ",\n        ".join(exps)
-         + "\n    from __pyml_top", ""),
-        ("__pyml_prob", "    select\n        *,\n        " + ",\n        ".join(probs)
-         + "\n    from __pyml_exp", ""),
-        ("final", "    select\n        " + ",\n        ".join(cols) + "\n    from __pyml_prob",
-         ""),
-    ]
 
 
 def _transpile(sql: str, dialect: str) -> str:
