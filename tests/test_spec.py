@@ -170,7 +170,7 @@ def test_exclude_is_kept() -> None:
     (minimal(score="loans_to_score"),
      f"{WHERE}: 'score' must be a mapping such as {{relation: my_model}}"),
     (minimal(score={"relaton": "x"}),
-     f"{WHERE}: unknown key 'score.relaton'; allowed: relation, batch_size"),
+     f"{WHERE}: unknown key 'score.relaton'; allowed: relation, batch_size, incremental"),
     (minimal(score={"relation": 5}),
      f"{WHERE}: score.relation must be a dbt model name or schema.table"),
     (minimal(score={"batch_size": 0}), f"{WHERE} score: 'batch_size' must be at least 1, got 0"),

@@ -39,6 +39,11 @@ WRITE_MEMORY_LIMIT = "256MB"
 _VIEW = "__pyml_rows"  # the Arrow stream, registered on the writing cursor only
 
 Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
+# replace_table's hook, run in its transaction: (cursor, temporary table) -> more
+# (temporary, target) tables to swap in with it.
+Finish = Callable[[duckdb.DuckDBPyConnection, str], Sequence[tuple[str, str]]]
+# update_table's merge, run in its transaction: (cursor, temporary table) -> the target's rows.
+Apply = Callable[[duckdb.DuckDBPyConnection, str], int]
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,8 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
                   constants: Sequence[Constant] = (), expected_rows: int | None = None,
                   where: str = "pyml", output: Path | None = None,
                   comment: str | None = None, column_comments: Mapping[str, str] | None = None,
-                  memory_limit: str = WRITE_MEMORY_LIMIT) -> Written:
+                  memory_limit: str = WRITE_MEMORY_LIMIT, finish: Finish | None = None
+                  ) -> Written:
     """Build ml.<table> from `source`'s batches and swap it in, in one transaction.
 
     `transform` maps each source batch to an output batch of `schema` (both or neither);
@@ -78,16 +84,68 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
     `where`). `output` (.parquet / .csv) is written from the new table before the swap, so a
     file that cannot be written leaves the database as it was. `comment` and
     `column_comments` become the new table's COMMENTs, committed with it (column comments
-    need a table comment).
+    need a table comment). `finish(cursor, tmp)`, if given, runs in the same transaction once
+    the rows are in (before the comments): it may reshape the temporary table and returns
+    further (temporary, target) tables to swap in with it (pyml.store.fingerprints).
 
     `source` is closed however this ends. The first error raised while reading or
     transforming a batch is re-raised as it was (not as DuckDB's wrapping of it), so a
     caller's one-line DataError reaches the user unchanged.
     """
-    if (transform is None) != (schema is None):
-        raise ValueError("replace_table: give both transform and schema, or neither")
     if column_comments and comment is None:
         raise ValueError("replace_table: column_comments need a table comment")
+
+    def body(writer: duckdb.DuckDBPyConnection, tmp: str, rows: int) -> None:
+        if expected_rows is not None and rows != expected_rows:
+            raise DataError(f"{where}: read {rows:,} rows but expected "
+                            f"{expected_rows:,}; the relation changed while "
+                            f"{display_name(table)} was written, rerun")
+        more = finish(writer, tmp) if finish is not None else ()
+        if comment is not None:
+            comment_table(writer, tmp, comment, column_comments or {})
+        if output is not None:
+            write_file(writer, qualified(SCHEMA, tmp), output)
+        _swap(writer, [(tmp, table), *more])
+
+    rows = _write(con, table, source, transform, schema, constants, memory_limit, body)
+    return Written(display_name(table), rows)
+
+
+def update_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchReader,
+                 *, transform: Transform, schema: pa.Schema, apply: Apply,
+                 expected_rows: int, where: str = "pyml",
+                 memory_limit: str = WRITE_MEMORY_LIMIT) -> Written:
+    """Change ml.<table> in place with `source`'s batches, in one transaction.
+
+    The batches (transformed as in replace_table) go into a temporary table; `apply(cursor,
+    tmp)` then merges it into ml.<table> (and whatever else must change with it) in the same
+    transaction and returns ml.<table>'s rows after the merge, which must equal
+    `expected_rows` (else nothing changes: DataError naming `where`). The temporary table is
+    dropped and the transaction commits: readers see the old table or the new one, and a
+    process killed at any moment before the commit leaves the old one (DuckDB rolls back an
+    uncommitted transaction). `written.rows` counts the merged rows read from `source`.
+    """
+
+    def body(writer: duckdb.DuckDBPyConnection, tmp: str, rows: int) -> None:
+        after = apply(writer, tmp)
+        if after != expected_rows:
+            raise DataError(f"{where}: {display_name(table)} would have {after:,} rows but "
+                            f"the relation has {expected_rows:,}; the relation changed while "
+                            "it was written, rerun")
+        _swap(writer, [], drop=[tmp])
+
+    rows = _write(con, table, source, transform, schema, (), memory_limit, body)
+    return Written(display_name(table), rows)
+
+
+def _write(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchReader,
+           transform: Transform | None, schema: pa.Schema | None,
+           constants: Sequence[Constant], memory_limit: str,
+           body: Callable[[duckdb.DuckDBPyConnection, str, int], None]) -> int:
+    """Open the transaction, build the temporary table from `source`, run `body(cursor, tmp,
+    rows read)`, which ends the transaction; roll back on any error. Returns the rows read."""
+    if (transform is None) != (schema is None):
+        raise ValueError("replace_table: give both transform and schema, or neither")
     try:
         drop_leftovers(con, table)
         tmp = f"{TEMP_PREFIX}{table}_{uuid.uuid4().hex[:8]}"
@@ -114,15 +172,7 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
                 # After a failure the transaction is aborted and unregister raises too.
                 with contextlib.suppress(duckdb.Error):
                     writer.unregister(_VIEW)
-            if expected_rows is not None and batches.rows != expected_rows:
-                raise DataError(f"{where}: read {batches.rows:,} rows but expected "
-                                f"{expected_rows:,}; the relation changed while "
-                                f"{display_name(table)} was written, rerun")
-            if comment is not None:
-                comment_table(writer, tmp, comment, column_comments or {})
-            if output is not None:
-                write_file(writer, tmp_sql, output)
-            _swap(writer, tmp, table)
+            body(writer, tmp, batches.rows)
         except BaseException:
             abort_transaction(writer)
             raise
@@ -136,14 +186,19 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
         # An open reader keeps the database open (and locked) for as long as an exception's
         # traceback lives, e.g. in a notebook after an error.
         source.close()
-    return Written(display_name(table), batches.rows)
+    return batches.rows
 
 
-def _swap(con: duckdb.DuckDBPyConnection, tmp: str, table: str) -> None:
-    # Ends the transaction that built `tmp`: concurrent readers see the old table or the new
-    # one. (A module-level function so bench/crash.py can kill a process exactly around it.)
-    con.execute(f"drop table if exists {qualified(SCHEMA, table)}")
-    con.execute(f"alter table {qualified(SCHEMA, tmp)} rename to {quote(table)}")
+def _swap(con: duckdb.DuckDBPyConnection, swaps: Sequence[tuple[str, str]],
+          drop: Sequence[str] = ()) -> None:
+    # Ends the transaction that built the temporary tables: each (tmp, table) replaces its
+    # table, `drop` goes, and concurrent readers see the old tables or the new ones. (A
+    # module-level function so bench/crash.py can kill a process exactly around it.)
+    for tmp, table in swaps:
+        con.execute(f"drop table if exists {qualified(SCHEMA, table)}")
+        con.execute(f"alter table {qualified(SCHEMA, tmp)} rename to {quote(table)}")
+    for table in drop:
+        con.execute(f"drop table if exists {qualified(SCHEMA, table)}")
     con.execute("commit")
 
 

@@ -9,7 +9,8 @@ new one, never a half-written one, and a failure leaves the old one in place.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +25,11 @@ from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, s
 from pyml.errors import OutputError, UsageError
 from pyml.modelling.model import LoadedModel, check_key_counts, check_outputs, key_types
 from pyml.session import Session
+from pyml.store import fingerprints as fp
 from pyml.store.names import predictions_table
 from pyml.store.registry import load_version
-from pyml.store.writer import Constant, replace_table
+from pyml.store.schema import comment_table
+from pyml.store.writer import Constant, replace_table, update_table
 from pyml.tasks import EXPLANATION_COLUMNS, PREDICTION_EXTRAS
 from pyml.verbs.explain import ExplainResult, explain_relation
 
@@ -44,6 +47,7 @@ class ScoreResult:
     seconds: float  # wall time
     output: Path | None  # file written with --output, if any
     explanation: ExplainResult | None = None  # with `explain`: the explanations written
+    rescored: int | None = None  # incremental: rows scored anew (None: every row was)
 
 
 def _noop(_: str) -> None:
@@ -51,8 +55,12 @@ def _noop(_: str) -> None:
 
 
 def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None = None,
-          output: Path | None = None, explain: int | None = None) -> list[ScoreResult]:
+          output: Path | None = None, explain: int | None = None,
+          incremental: bool | None = None) -> list[ScoreResult]:
     """Score every spec with its champion (or the given version); write the predictions tables.
+
+    `incremental` (None: each spec's score.incremental) rescores only new and changed rows
+    where it can (score_relation).
 
     `explain` = K also writes each row's top K SHAP contributions (pyml.verbs.explain) with
     the very model object that scored, on the same connection: a promotion by another process
@@ -67,6 +75,10 @@ def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None =
         # Checked before scoring, so a mistyped folder leaves the predictions table as it was.
         path = output.expanduser().resolve()
         raise OutputError(f"output file {path}: folder {path.parent} does not exist")
+    modes = {spec.name: spec.score.incremental if incremental is None else incremental
+             for spec in specs}
+    if output is not None and any(modes.values()):
+        raise UsageError(INCREMENTAL_OUTPUT)
     with session.database() as con:
         results = []
         for spec in specs:
@@ -78,7 +90,8 @@ def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None =
             if explain is not None:  # refused before the predictions table is replaced
                 check_outputs(model.stored, EXPLANATION_COLUMNS, predictions=False)
             result = score_relation(con, model, relation, batch_size=spec.score.batch_size,
-                                    output=output, log=session.log)
+                                    output=output, log=session.log,
+                                    incremental=modes[spec.name])
             if explain is not None:
                 result = replace(result, explanation=explain_relation(
                     con, model, relation, top_k=explain, batch_size=spec.score.batch_size,
@@ -88,7 +101,8 @@ def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None =
 
 
 class _Predict:
-    """One batch of keys + `FLOAT[k]` inputs -> keys + predictions; logs progress."""
+    """One batch of keys + `FLOAT[k]` inputs (+ columns passed through) -> keys +
+    predictions (+ those columns); logs progress."""
 
     def __init__(self, model: LoadedModel, n_keys: int, schema: pa.Schema, total: int,
                  log: Log) -> None:
@@ -101,7 +115,9 @@ class _Predict:
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         keys = [batch.column(i) for i in range(self.n_keys)]
         X = self.model.encoder.from_fixed(batch.column(self.n_keys), self.where)
-        out = pa.record_batch([*keys, *self.model.predict_matrix(X)], schema=self.schema)
+        rest = [batch.column(i) for i in range(self.n_keys + 1, batch.num_columns)]
+        out = pa.record_batch([*keys, *self.model.predict_matrix(X), *rest],
+                              schema=self.schema)
         self.rows += batch.num_rows
         now = time.perf_counter()
         if now - self.last > 2.0:
@@ -134,8 +150,15 @@ def prediction_comments(model: LoadedModel, label: str) -> dict[str, str]:
 
 def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
                    relation: tuple[str, str], *, batch_size: int = DEFAULT_BATCH_ROWS,
-                   output: Path | None = None, log: Log = _noop) -> ScoreResult:
-    """Score one relation with one loaded model and swap in its predictions table."""
+                   output: Path | None = None, log: Log = _noop,
+                   incremental: bool = False) -> ScoreResult:
+    """Score one relation with one loaded model and swap in its predictions table.
+
+    `incremental`: when the table was written by this version with fingerprints, score only
+    the rows whose key is new or whose features changed, drop the rows whose key is gone,
+    all in place in one transaction (the result equals a full score's, row for row);
+    otherwise score in full, keeping fingerprints, and log one line saying why.
+    """
     started = time.perf_counter()
     schema, name = relation
     label = f"{schema}.{name}"
@@ -152,45 +175,127 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
                          f"count(*) filter (where {any_null}) from {source}")
     total, distinct, null_keys = (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
     check_key_counts(where, label, stored.key, total, distinct, null_keys)
-    reader_con = con.cursor()
-    reader = None
-    try:
-        exprs = [quote(k) for k in stored.key] + [matrix_sql(stored.features)]
-        try:  # the first batch is computed here: a value beyond float32 fails already
-            reader = stream_arrow(reader_con, f"select {', '.join(exprs)} from {source}",
-                                  batch_size)
-        except duckdb.Error as e:
-            if is_range_error(e):
-                raise range_error(con, source, stored.features, where) from None
-            raise
-        key_fields = [reader.schema.field(i).with_name(k) for i, k in enumerate(stored.key)]
-        out_schema = pa.schema(
-            key_fields
-            + [pa.field(c.name, c.type) for c in model.output_columns()]
-        )
-        scored_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-        log(f"[{model.name}] scoring {total:,} rows of {label} with version {model.version}")
+    scored_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    job = _Job(con, model, source, label, where, total, batch_size, scored_at, log)
+    if incremental and output is not None:
+        raise UsageError(INCREMENTAL_OUTPUT)
+    reason = fp.stale_reason(con, model.name, model.version, stored.key) if incremental else None
+    if incremental and reason is None:
         try:
+            return job.update(started)
+        except fp.Stale as e:  # found in the update's transaction, which rolled back
+            reason = str(e)
+    if incremental:
+        log(f"[{model.name}] full score instead of an incremental one: {reason}")
+    return job.replace(started, output, fingerprints=incremental)
+
+
+INCREMENTAL_OUTPUT = ("pyml score --incremental updates ml.<model>_predictions in place and "
+                      "writes no --output file; drop --output, or score in full with "
+                      "--no-incremental")
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One relation being scored by one model, after its checks: the two ways to write."""
+
+    con: duckdb.DuckDBPyConnection
+    model: LoadedModel
+    source: str  # quoted schema.name
+    label: str  # schema.name as users read it
+    where: str  # model 'x' vN, for messages
+    total: int  # rows of the relation
+    batch_size: int
+    scored_at: datetime
+    log: Log
+
+    def replace(self, started: float, output: Path | None, *, fingerprints: bool
+                ) -> ScoreResult:
+        """Score every row and swap in the table (with fingerprints beside it, or none)."""
+        name, stored = self.model.name, self.model.stored
+        sql = (fp.full_rows_sql(self.source, stored.key, stored.features) if fingerprints
+               else f"select {', '.join(quote(k) for k in stored.key)}, "
+                    f"{matrix_sql(stored.features)} from {self.source}")
+        self.log(f"[{name}] scoring {self.total:,} rows of {self.label} with version "
+                 f"{self.model.version}")
+
+        def finish(cursor: duckdb.DuckDBPyConnection, tmp: str) -> list[tuple[str, str]]:
+            if fingerprints:
+                return fp.split_off(cursor, tmp, name, stored.key, self.label)
+            return fp.drop_stale(cursor, name)
+
+        with self._stream(sql) as (reader, schema):
             written = replace_table(
-                con, predictions_table(model.name), reader,
-                transform=_Predict(model, len(stored.key), out_schema, total, log),
-                schema=out_schema,
-                constants=[Constant("model_version", "integer", model.version),
-                           Constant("scored_at", "timestamp", scored_at)],
-                expected_rows=total, where=f"{where}: {label}", output=output,
-                comment=f"Predictions of pyml model '{model.name}' v{model.version} for "
-                        f"every row of {label} (pyml score)",
-                column_comments=prediction_comments(model, label))
-        except (duckdb.Error, pa.ArrowException, OSError) as e:
-            # DuckDB's DOUBLE -> FLOAT overflow, met in a later batch than the first.
-            if is_range_error(e):
-                raise range_error(con, source, stored.features, where) from None
-            raise
-    finally:
-        if reader is not None:
-            reader.close()  # replace_table closed it already, unless it never got it
-        reader_con.close()
-    seconds = time.perf_counter() - started
-    log(f"[{model.name}] wrote {written.table}: {total:,} rows in {seconds:.1f}s "
-        f"({total / max(seconds, 1e-9):,.0f} rows/s)")
-    return ScoreResult(model.name, model.version, written.table, total, seconds, output)
+                self.con, predictions_table(name), reader,
+                transform=_Predict(self.model, len(stored.key), schema, self.total, self.log),
+                schema=schema,
+                constants=[Constant("model_version", "integer", self.model.version),
+                           Constant("scored_at", "timestamp", self.scored_at)],
+                expected_rows=self.total, where=f"{self.where}: {self.label}", output=output,
+                comment=self.comment(), column_comments=prediction_comments(self.model,
+                                                                            self.label),
+                finish=finish)
+        seconds = time.perf_counter() - started
+        self.log(f"[{name}] wrote {written.table}: {self.total:,} rows in {seconds:.1f}s "
+                 f"({self.total / max(seconds, 1e-9):,.0f} rows/s)")
+        return ScoreResult(name, self.model.version, written.table, self.total, seconds,
+                           output)
+
+    def update(self, started: float) -> ScoreResult:
+        """Score the new and changed rows only and merge them in (pyml.store.fingerprints)."""
+        name, stored = self.model.name, self.model.stored
+        sql = fp.changed_rows_sql(name, self.source, stored.key, stored.features)
+        self.log(f"[{name}] scoring the new and changed rows of {self.label} with version "
+                 f"{self.model.version} (incremental)")
+
+        def apply(cursor: duckdb.DuckDBPyConnection, tmp: str) -> int:
+            rows = fp.merge(cursor, tmp, model=name, version=self.model.version,
+                            source=self.source, key=stored.key, scored_at=self.scored_at)
+            comment_table(cursor, predictions_table(name), self.comment(),
+                          prediction_comments(self.model, self.label))
+            return rows
+
+        with self._stream(sql) as (reader, schema):
+            written = update_table(
+                self.con, predictions_table(name), reader,
+                transform=_Predict(self.model, len(stored.key), schema, self.total, self.log),
+                schema=schema, apply=apply, expected_rows=self.total,
+                where=f"{self.where}: {self.label}")
+        seconds = time.perf_counter() - started
+        self.log(f"[{name}] updated {written.table}: rescored {written.rows:,} new or changed "
+                 f"of {self.total:,} rows in {seconds:.1f}s")
+        return ScoreResult(name, self.model.version, written.table, self.total, seconds, None,
+                           rescored=written.rows)
+
+    def comment(self) -> str:
+        """The predictions table's COMMENT."""
+        return (f"Predictions of pyml model '{self.model.name}' v{self.model.version} for "
+                f"every row of {self.label} (pyml score)")
+
+    @contextmanager
+    def _stream(self, sql: str) -> Iterator[tuple[pa.RecordBatchReader, pa.Schema]]:
+        """The query's batches and the output schema: the keys, the prediction columns and
+        any column after the input row (the fingerprint), passed through."""
+        stored = self.model.stored
+        reader_con = self.con.cursor()
+        reader = None
+        try:
+            try:  # the first batch is computed here: a value beyond float32 fails already
+                reader = stream_arrow(reader_con, sql, self.batch_size)
+                n = len(stored.key)
+                fields = [reader.schema.field(i) for i in range(len(reader.schema))]
+                schema = pa.schema(
+                    [f.with_name(k) for f, k in zip(fields, stored.key, strict=False)]
+                    + [pa.field(c.name, c.type) for c in self.model.output_columns()]
+                    + fields[n + 1:])
+                yield reader, schema
+            except (duckdb.Error, pa.ArrowException, OSError) as e:
+                # DuckDB's DOUBLE -> FLOAT overflow, in the first batch or a later one.
+                if is_range_error(e):
+                    raise range_error(self.con, self.source, stored.features,
+                                      self.where) from None
+                raise
+        finally:
+            if reader is not None:
+                reader.close()  # the writer closed it already, unless it never got it
+            reader_con.close()
