@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -46,10 +47,16 @@ def integration(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
-def test_integration_tests_build_green(integration: Path) -> None:
+@pytest.fixture(scope="module")
+def built(integration: Path) -> object:
+    """`dbt build` of the integration project (its result)."""
+    return _dbt(integration, "build")
+
+
+def test_integration_tests_build_green(integration: Path, built: object) -> None:
     """Every macro against its expected seed, every generic test passing or failing on
     exactly the rows it must (`dbt build`: seeds, models, equality tests)."""
-    res = _dbt(integration, "build")
+    res = built
     results = res.result  # type: ignore[attr-defined]
     assert res.exception is None, res.exception  # type: ignore[attr-defined]
     bad = [f"{r.node.name}: {r.status} {r.message}" for r in results
@@ -83,6 +90,44 @@ def test_bad_arguments_are_compiler_errors(integration: Path, call: str, message
     res = _dbt(integration, "compile", "--inline", "select {{ " + call + " }}")
     assert not res.success  # type: ignore[attr-defined]
     assert message in capsys.readouterr().out  # dbt logs the compiler error
+
+
+def _serving(registry: list[tuple[str, int, str | None]], name: str) -> int | None:
+    """The version `pyml score` uses (store.registry.load_version): the champion, else the
+    latest version."""
+    mine = [(v, status) for n, v, status in registry if n == name]
+    champions = [v for v, status in mine if status == "champion"]
+    return max(champions) if champions else max((v for v, _ in mine), default=None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(statuses=st.lists(st.sampled_from([None, "champion", "challenger", "retired"]),
+                         max_size=5),
+       scored=st.lists(st.one_of(st.none(), st.integers(1, 6)), max_size=8))
+def test_champion_test_flags_exactly_the_stale_versions(
+        built: object, integration: Path, statuses: list[str | None],
+        scored: list[int | None]) -> None:
+    """The compiled predictions_current_champion SQL, on any registry and any scored
+    versions: one failing row per version (null included) that is not the one pyml scores
+    with, with its row count; another model's champion never counts."""
+    sql = next((integration / "target" / "compiled").rglob(
+        "*predictions_current_champion_stale_predictions*.sql")).read_text()
+    registry = [("stale", i + 1, status) for i, status in enumerate(statuses)]
+    registry += [("stale_other", 9, "champion"), ("other", 7, "champion")]
+    # A database named like the integration one: the compiled SQL names its catalog.
+    with duckdb.connect() as con:
+        con.execute("attach ':memory:' as integration")
+        con.execute("create schema integration.ml")
+        con.execute("create table integration.ml.models as select r.* from (select unnest("
+                    "?::struct(model_name varchar, version integer, status varchar)[]) as r)",
+                    [[{"model_name": n, "version": v, "status": s} for n, v, s in registry]])
+        con.execute("create table integration.ml.stale_predictions as select r.* from (select "
+                    "unnest(?::struct(customer_id integer, model_version integer)[]) as r)",
+                    [[{"customer_id": i, "model_version": v} for i, v in enumerate(scored)]])
+        got = {(v, n) for v, _, n in con.execute(sql).fetchall()}
+    serving = _serving(registry, "stale")
+    want = {(v, scored.count(v)) for v in set(scored) if v is None or v != serving}
+    assert got == want
 
 
 # --- pyml init -----------------------------------------------------------------------------
