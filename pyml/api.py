@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pyml.engines.duckdb import write_errors
 from pyml.errors import EngineError, UsageError
-from pyml.session import Overrides, open_session
+from pyml.session import Overrides, Session, open_session
 
 if TYPE_CHECKING:
     from pyml.export import ExportResult
@@ -78,12 +78,11 @@ def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
           batch_size: int | None = None, explain: int | None = None,
           project_dir: PathLike = None, profiles_dir: PathLike = None,
           target: str | None = None, log: Log | None = None,
-          lock_timeout: float = 5.0, incremental: bool | None = None) -> list[ScoreResult]:
+          lock_timeout: float = 5.0) -> list[ScoreResult]:
     """Score the named (or dbt-selected, or all) models into ml.<model>_predictions.
 
     `explain` = K also writes each row's top K SHAP contributions to ml.<model>_explanations,
-    from the same model version that scored (each result's `explanation`). `incremental`
-    (None: each spec's score.incremental) rescores only new and changed rows (DuckDB only).
+    from the same model version that scored (each result's `explanation`).
     """
     from pyml.verbs.score import score as _score
 
@@ -95,13 +94,9 @@ def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
         from pyml.spark.score import score as _spark_score
 
         refuse_options(output, explain)
-        if incremental or (incremental is None and any(s.score.incremental for s in specs)):
-            raise EngineError("pyml score --incremental (score.incremental) is not yet "
-                              "available on Spark targets: score without it")
         return _spark_score(session, specs, version=version)
     return _score(session, specs, version=version,
-                  output=Path(output) if output is not None else None, explain=explain,
-                  incremental=incremental)
+                  output=Path(output) if output is not None else None, explain=explain)
 
 
 @write_errors
@@ -181,12 +176,15 @@ def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
          n_trials: int | None = None, timeout: float | None = None,
          project_dir: PathLike = None, profiles_dir: PathLike = None,
          target: str | None = None, log: Log | None = None,
-         lock_timeout: float = 5.0) -> list[TrainResult]:
+         lock_timeout: float = 5.0, score: bool | None = None) -> list[TrainResult]:
     """Tune the named models with Optuna, then train a version with the best parameters.
 
     `n_trials` / `timeout` override the spec's `tune:` budget; a spec without `tune:` gets
-    the task's default search space.
+    the task's default search space. When a tuned version becomes champion, `score` (None:
+    the spec's promote.score) rescores it at once; otherwise `log` gets a `stale:` line for
+    each output table the old champion wrote.
     """
+    from pyml.verbs.rescore import after_champion_change
     from pyml.verbs.train import train as _train
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
@@ -194,39 +192,66 @@ def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
     session.require_duckdb("pyml tune")
     specs = session.specs(models, select, Overrides(n_trials=n_trials, tune_timeout=timeout,
                                                     tuning=True))
-    return _train(session, specs, tune=True)
+    results = _train(session, specs, tune=True)
+    crowned = [r for r in results if r.status == "champion"]
+    for r in crowned:
+        for note in after_champion_change(session, [r.name], score,
+                                          f"{r.name}: v{r.version} is now the champion"):
+            session.log(note)
+    return results
 
 
 @write_errors
 def promote(model: str, *, version: int | None = None, reason: str | None = None,
             project_dir: PathLike = None, profiles_dir: PathLike = None,
-            target: str | None = None, lock_timeout: float = 5.0) -> Change:
-    """Make a version (default: the newest) the champion that score and serve use."""
+            target: str | None = None, lock_timeout: float = 5.0, score: bool | None = None,
+            log: Log | None = None) -> Change:
+    """Make a version (default: the newest) the champion that score and serve use.
+
+    `score` (None: the spec's promote.score) rescores at once; the Change's `notes` name
+    each output table still written by another version, with the command that rewrites it.
+    """
     from pyml.store.lifecycle import promote as _promote
 
-    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
     if session.engine == "spark":
         from pyml.store.spark_registry import promote as _spark_promote
 
-        return _spark_promote(session.spark(), model, version, reason)
+        return _noted(session, _spark_promote(session.spark(), model, version, reason), score)
     with session.database() as con:
-        return _promote(con, model, version, reason)
+        change = _promote(con, model, version, reason)
+    return _noted(session, change, score)
+
+
+def _noted(session: Session, change: Change, score: bool | None) -> Change:
+    """The change with its staleness notes, after rescoring where wanted."""
+    from dataclasses import replace
+
+    from pyml.verbs.rescore import after_champion_change
+
+    notes = after_champion_change(session, [change.name], score, change.message)
+    return replace(change, notes=tuple(notes))
 
 
 @write_errors
 def rollback(model: str, *, reason: str | None = None, project_dir: PathLike = None,
              profiles_dir: PathLike = None, target: str | None = None,
-             lock_timeout: float = 5.0) -> Change:
-    """Retire the champion and bring back the one it replaced."""
+             lock_timeout: float = 5.0, score: bool | None = None,
+             log: Log | None = None) -> Change:
+    """Retire the champion and bring back the one it replaced (`score`, `notes`: as
+    `promote`)."""
     from pyml.store.lifecycle import rollback as _rollback
 
-    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
     if session.engine == "spark":
         from pyml.store.spark_registry import rollback as _spark_rollback
 
-        return _spark_rollback(session.spark(), model, reason)
+        return _noted(session, _spark_rollback(session.spark(), model, reason), score)
     with session.database() as con:
-        return _rollback(con, model, reason)
+        change = _rollback(con, model, reason)
+    return _noted(session, change, score)
 
 
 def models(names: Sequence[str] = (), *, project_dir: PathLike = None,
@@ -237,12 +262,14 @@ def models(names: Sequence[str] = (), *, project_dir: PathLike = None,
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
     if session.engine == "spark":
-        from pyml.report.text import versions_text
+        from pyml.report.text import versions_text, with_hints
         from pyml.store import spark_registry
 
         spark = session.spark()
-        return versions_text(spark_registry.list_versions(spark, names),
-                             spark_registry.statuses(spark))
+        status = spark_registry.statuses(spark)
+        return with_hints(versions_text(spark_registry.list_versions(spark, names), status),
+                          spark_registry.stale_hints(spark, names or sorted(
+                              {n for n, _ in status})))
     return models_table(session.project, names, lock_timeout=lock_timeout)
 
 
@@ -266,12 +293,15 @@ def show(model: str, *, version: int | None = None, project_dir: PathLike = None
          lock_timeout: float = 5.0) -> str:
     """`pyml show`: versions, status, metrics, data snapshot and events of a model."""
     from pyml.export import render_show, spark_version_info, version_info
+    from pyml.report.text import with_hints
+    from pyml.store.staleness import stale_hints
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
     if session.engine == "spark":
         return render_show(spark_version_info(session.spark(), model, version))
     with session.database(read_only=True) as con:
-        return render_show(version_info(con, model, version))
+        return with_hints(render_show(version_info(con, model, version)),
+                          stale_hints(con, [model]))
 
 
 def export(model: str, output: str | Path, *, version: int | None = None,

@@ -14,6 +14,7 @@ from pyml.cliopts import (
     PymlGroup,
     handle_errors,
     project_options,
+    score_option,
     selection_options,
 )
 from pyml.errors import DriftDetected
@@ -86,20 +87,15 @@ def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | No
 @click.option("--explain", "explain_k", type=IntRange(min=1), metavar="K",
               help="also write each row's top K SHAP contributions to "
                    "ml.<model>_explanations (see `pyml explain`).")
-@click.option("--incremental/--no-incremental", default=None,
-              help="rescore only new and changed rows (default: the spec's "
-                   "score.incremental, false).")
 @project_options
 @handle_errors
 def score(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
           output: Path | None, batch_size: int | None, explain_k: int | None,
-          incremental: bool | None, project_dir: str | None, profiles_dir: str | None,
-          target: str | None, lock_timeout: float) -> None:
+          project_dir: str | None, profiles_dir: str | None, target: str | None,
+          lock_timeout: float) -> None:
     """Score relations with trained models into ml.<model>_predictions.
 
-    The table is replaced atomically: readers see the old or the new table. With
-    --incremental, rows whose features and key are unchanged since the same version last
-    scored them keep their prediction (ml.<model>_fingerprints), in the same transaction.
+    The table is replaced atomically: readers see the old or the new table.
 
     Example: pyml score churn --output churn.parquet
     """
@@ -109,7 +105,7 @@ def score(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
     results = run_score(models, select=select, version=version, output=output,
                         batch_size=batch_size, explain=explain_k, project_dir=project_dir,
                         profiles_dir=profiles_dir, target=target, log=_log,
-                        lock_timeout=lock_timeout, incremental=incremental)
+                        lock_timeout=lock_timeout)
     for r in results:
         click.echo(format_score(r))
     for e in (r.explanation for r in results if r.explanation):
@@ -273,11 +269,12 @@ def report(model: str, output: Path | None, version: int | None, project_dir: st
               help="most trials (default: the spec's tune.n_trials, 30).")
 @click.option("--timeout", type=NumberRange(min=0, min_open=True), metavar="SECONDS",
               help="stop starting trials after this long (default: tune.timeout, 600).")
+@score_option
 @project_options
 @handle_errors
 def tune(models: tuple[str, ...], select: tuple[str, ...], n_trials: int | None,
-         timeout: float | None, project_dir: str | None, profiles_dir: str | None,
-         target: str | None, lock_timeout: float) -> None:
+         timeout: float | None, score: bool | None, project_dir: str | None,
+         profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
     """Search XGBoost parameters with Optuna, then train a version with the best ones.
 
     Trials train on the train part and stop early on the validation part; the holdout
@@ -291,7 +288,7 @@ def tune(models: tuple[str, ...], select: tuple[str, ...], n_trials: int | None,
 
     results = run_tune(models, select=select, n_trials=n_trials, timeout=timeout,
                        project_dir=project_dir, profiles_dir=profiles_dir, target=target,
-                       log=_log, lock_timeout=lock_timeout)
+                       log=_log, lock_timeout=lock_timeout, score=score)
     for r in results:
         click.echo(f"{r.name} v{r.version} ({r.task}) {r.status}: {r.decision}")
         if r.note:
@@ -302,10 +299,12 @@ def tune(models: tuple[str, ...], select: tuple[str, ...], n_trials: int | None,
 @click.argument("model")
 @click.option("--version", "version", type=INT, help="version to promote (default: newest).")
 @click.option("--reason", help="why, recorded in ml.model_events.")
+@score_option
 @project_options
 @handle_errors
-def promote(model: str, version: int | None, reason: str | None, project_dir: str | None,
-            profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
+def promote(model: str, version: int | None, reason: str | None, score: bool | None,
+            project_dir: str | None, profiles_dir: str | None, target: str | None,
+            lock_timeout: float) -> None:
     """Make a version the champion: the one `pyml score` and `pyml serve` use.
 
     The previous champion is retired; `pyml rollback` brings it back.
@@ -315,16 +314,18 @@ def promote(model: str, version: int | None, reason: str | None, project_dir: st
     from pyml.api import promote as run_promote
 
     change = run_promote(model, version=version, reason=reason, project_dir=project_dir,
-                         profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout)
-    click.echo(change.message)
+                         profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout,
+                         score=score, log=_log)
+    click.echo("\n".join([change.message, *change.notes]))
 
 
 @cli.command()
 @click.argument("model")
 @click.option("--reason", help="why, recorded in ml.model_events.")
+@score_option
 @project_options
 @handle_errors
-def rollback(model: str, reason: str | None, project_dir: str | None,
+def rollback(model: str, reason: str | None, score: bool | None, project_dir: str | None,
              profiles_dir: str | None, target: str | None, lock_timeout: float) -> None:
     """Retire the champion and bring back the champion it replaced.
 
@@ -333,8 +334,9 @@ def rollback(model: str, reason: str | None, project_dir: str | None,
     from pyml.api import rollback as run_rollback
 
     change = run_rollback(model, reason=reason, project_dir=project_dir,
-                          profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout)
-    click.echo(change.message)
+                          profiles_dir=profiles_dir, target=target, lock_timeout=lock_timeout,
+                          score=score, log=_log)
+    click.echo("\n".join([change.message, *change.notes]))
 
 
 @cli.command()

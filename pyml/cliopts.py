@@ -140,3 +140,10 @@ def handle_errors(func: F) -> F:
             click.echo("Interrupted: nothing was written.", err=True)
             sys.exit(130)
     return wrapper  # type: ignore[return-value]
+
+
+# promote, rollback, tune: what to do about the predictions the old champion wrote.
+score_option = click.option(
+    "--score/--no-score", default=None,
+    help="rescore (pyml score) as soon as the champion changes (default: the spec's "
+         "promote.score, false: print which tables are stale and the command to fix them).")

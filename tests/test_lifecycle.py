@@ -80,8 +80,11 @@ def test_auto_keeps_the_champion_when_the_challenger_is_worse(scored: Loans) -> 
     scored.ok("score", "default_risk", "--version", "2")
     assert scored.sql("select distinct model_version from ml.default_risk_predictions") == [(2,)]
     lines = scored.ok("models", "default_risk").output.splitlines()
-    assert [line.split()[:3] for line in lines[2:]] == [["default_risk", "2", "challenger"],
-                                                        ["default_risk", "1", "champion"]]
+    assert [line.split()[:3] for line in lines[2:4]] == [["default_risk", "2", "challenger"],
+                                                         ["default_risk", "1", "champion"]]
+    # Scored by the challenger: `pyml models` says the table is not the champion's.
+    assert lines[4:] == ["stale: ml.default_risk_predictions was written by v2; the champion "
+                         "is v1: run `pyml score default_risk`"]
 
 
 def test_min_delta_demands_a_real_gain(scored: Loans) -> None:
@@ -104,7 +107,9 @@ def test_manual_policy_promote_and_rollback_by_hand(scored: Loans) -> None:
     assert scored_version(scored) == [(1,)]
 
     out = scored.ok("promote", "default_risk", "--reason", "checked by hand").output
-    assert out == "default_risk: v2 is now the champion (was v1)\n"
+    assert out == ("default_risk: v2 is now the champion (was v1)\n"
+                   "stale: ml.default_risk_predictions was written by v1; the champion is v2: "
+                   "run `pyml score default_risk`\n")
     assert statuses(scored) == [(1, "retired"), (2, "champion")]
     (reason, actor), = scored.sql("select reason, actor from ml.model_events "
                                   "order by event_id desc limit 1")
@@ -112,7 +117,9 @@ def test_manual_policy_promote_and_rollback_by_hand(scored: Loans) -> None:
     assert scored_version(scored) == [(2,)]
 
     assert scored.ok("rollback", "default_risk").output == (
-        "default_risk: rolled back from v2 to v1\n")
+        "default_risk: rolled back from v2 to v1\n"
+        "stale: ml.default_risk_predictions was written by v2; the champion is v1: "
+        "run `pyml score default_risk`\n")
     assert statuses(scored) == [(1, "champion"), (2, "retired")]
     assert events(scored)[-2:] == [(2, "rolled_back", "champion", "retired"),
                                    (1, "restored", "retired", "champion")]
@@ -180,8 +187,10 @@ def test_registry_from_before_statuses_is_migrated(scored: Loans) -> None:
     scored.sql("drop table ml.model_events")
     # Read-only commands see the latest version as the champion, as pyml score used it.
     lines = scored.ok("models", "grade").output.splitlines()
-    assert [line.split()[:3] for line in lines[2:]] == [["grade", "2", "champion"],
-                                                        ["grade", "1", "retired"]]
+    assert [line.split()[:3] for line in lines[2:4]] == [["grade", "2", "champion"],
+                                                         ["grade", "1", "retired"]]
+    assert lines[4:] == ["stale: ml.grade_predictions was written by v1; the champion is v2: "
+                         "run `pyml score grade`"]
     assert scored_version(scored, "grade") == [(2,)]
     scored.ok("train", "default_risk")  # the first write migrates every model
     assert statuses(scored, "grade") == [(1, "retired"), (2, "champion")]

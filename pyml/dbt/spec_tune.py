@@ -21,7 +21,7 @@ from pyml.tasks import (
 )
 
 TUNE_KEYS = ("n_trials", "timeout", "metric", "direction", "space", "on_train", "seed")
-PROMOTE_KEYS = ("policy", "metric", "min_delta")
+PROMOTE_KEYS = ("policy", "metric", "min_delta", "score")
 POLICIES = ("auto", "manual")
 DIRECTIONS = ("minimize", "maximize")
 
@@ -58,6 +58,7 @@ class PromoteSpec:
     policy: str = "auto"  # auto: decided at train time; manual: only `pyml promote`
     metric: str | None = None  # holdout metric compared; None = the task's headline
     min_delta: float = 0.0  # how much better the challenger must be (0 = not worse)
+    score: bool = False  # rescore (pyml score) as soon as a version becomes champion
 
 
 def tune_metric(spec_tune: TuneSpec, task: str) -> tuple[str, str]:
@@ -204,4 +205,7 @@ def parse_promote(raw: Any, task: str, where: str) -> PromoteSpec:
     min_delta = raw.get("min_delta", 0.0)
     if isinstance(min_delta, bool) or not isinstance(min_delta, int | float) or min_delta < 0:
         raise SpecError(f"{where}: promote.min_delta must be a number >= 0, got {min_delta!r}")
-    return PromoteSpec(policy, metric, float(min_delta))
+    score = raw.get("score", False)
+    if not isinstance(score, bool):
+        raise SpecError(f"{where}: promote.score must be true or false, got {score!r}")
+    return PromoteSpec(policy, metric, float(min_delta), score)

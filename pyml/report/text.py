@@ -11,6 +11,7 @@ from pyml.engines.duckdb import connect
 from pyml.store import tables
 from pyml.store.lifecycle import statuses
 from pyml.store.registry import VersionRow, list_versions
+from pyml.store.staleness import stale_hints
 
 if TYPE_CHECKING:
     from pyml.verbs.drift import DriftResult
@@ -44,9 +45,15 @@ def models_table(project: Project, names: Sequence[str] = (), lock_timeout: floa
     try:
         rows = list_versions(con, names)
         status = statuses(con)
+        hints = stale_hints(con, names)
     finally:
         con.close()
-    return versions_text(rows, status)
+    return with_hints(versions_text(rows, status), hints)
+
+
+def with_hints(text: str, hints: Sequence[str]) -> str:
+    """A listing followed by its staleness lines (pyml.store.staleness), if any."""
+    return "\n".join([text, *(f"stale: {h}" for h in hints)])
 
 
 def versions_text(rows: Sequence[VersionRow], status: Mapping[tuple[str, int], str]) -> str:

@@ -56,6 +56,9 @@ class Change:
     version: int  # the new champion
     previous: int | None  # the champion it replaced
     message: str  # one line for the CLI
+    # `stale: ...` lines of the output tables the new champion did not write (set by
+    # pyml.api after the change, with what was rescored; pyml.store.staleness)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

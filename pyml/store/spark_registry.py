@@ -33,7 +33,7 @@ import xgboost as xgb
 
 from pyml.engines.spark import qualified, quote, sql, string_literal, table_exists
 from pyml.errors import LifecycleError, ModelNotFound
-from pyml.store import champions
+from pyml.store import champions, staleness
 from pyml.store.drift import Snapshot
 from pyml.store.events import actor
 from pyml.store.lifecycle import Change, Decision, Outcome
@@ -331,6 +331,31 @@ def rollback(spark: SparkSession, name: str, reason: str | None = None) -> Chang
            retire_event="rolled_back")
     return Change(name, previous, current, f"{name}: rolled back from v{current} to "
                                            f"v{previous}")
+
+
+def stale_hints(spark: SparkSession, names: Sequence[str]) -> list[str]:
+    """pyml.store.staleness on Spark: one line for each of the models' output tables written
+    by another version than the champion. One aggregate job per existing table (min and max
+    of model_version; the distinct versions only when they differ)."""
+    out = []
+    for name in names:
+        have = statuses(spark, name)
+        serving = champion(spark, name) or max((v for (_, v) in have), default=None)
+        for table_of, command in staleness.OUTPUTS:
+            table = table_of(name)
+            if not table_exists(spark, SCHEMA, table):
+                continue
+            low, high = sql(spark, f"select min(`model_version`), max(`model_version`) "
+                                   f"from {_table(table)}").collect()[0]
+            if low is None:
+                continue
+            versions = (int(low),) if low == high else tuple(int(r[0]) for r in sql(
+                spark, f"select distinct `model_version` from {_table(table)} where "
+                       "`model_version` is not null order by 1").collect())
+            written = staleness.Written(name, f"{SCHEMA}.{table}", versions, serving, command)
+            if written.stale:
+                out.append(written.hint())
+    return out
 
 
 def last_decision(spark: SparkSession, name: str, version: int) -> Outcome:
