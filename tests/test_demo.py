@@ -160,7 +160,7 @@ def test_stale_predictions_fail_the_champion_test(demo: Path) -> None:
     score, fails after a promote of another version without rescoring, passes after score."""
     _pyml(demo, "train", "churn")
     if _churn_versions(demo) == [(1, "champion")]:  # run alone: a second version to promote
-        _pyml(demo, "train", "churn")
+        _pyml(demo, "train", "churn", "--force")
     _pyml(demo, "score", "churn")
     sql_model = demo / "models" / "ml" / "churn_scored_sql.sql"
     sql_model.parent.mkdir(exist_ok=True)

@@ -130,7 +130,7 @@ def test_old_registry_gains_the_interval_columns(loans: Loans) -> None:
     loans.ok("train", "loss_amount")
     for column in ("ci_low", "ci_high", "std"):
         loans.sql(f"alter table ml.metrics drop column {column}")
-    loans.ok("train", "loss_amount")
+    loans.ok("train", "loss_amount", "--force")
     assert loans.sql("select distinct ci_low, ci_high from ml.metrics where "
                      "model_name = 'loss_amount' and version = 1") == [(None, None)]
     inside = loans.sql("select count(*) from ml.metrics where model_name = 'loss_amount' "

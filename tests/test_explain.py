@@ -117,7 +117,7 @@ def _champion(loans: Loans, name: str = "default_risk") -> int:
 
 
 def test_score_explain_writes_one_version_to_both_tables(scored: Loans) -> None:
-    scored.ok("train", "default_risk")  # v2: two versions to choose from
+    scored.ok("train", "default_risk", "--force")  # v2: two versions to choose from
     out = scored.ok("score", "default_risk", "--explain", "2").output
     champion = _champion(scored)
     assert f"default_risk v{champion}: top 2 contributions of 3,000 rows" in out
@@ -132,7 +132,7 @@ def test_a_promotion_while_scoring_does_not_split_score_and_explain(scored: Loan
     in between gave predictions of one version and explanations of another. Explain now uses
     the model object score loaded: a promotion made while scoring runs (here from the log
     callback, as scoring starts) changes neither table."""
-    scored.ok("train", "default_risk")
+    scored.ok("train", "default_risk", "--force")
     where = {"project_dir": scored.dir, "profiles_dir": scored.dir}
     champion = _champion(scored)
     other = 1 if champion == 2 else 2

@@ -97,6 +97,7 @@ def test_model_card_describes_inputs_and_outputs(scored: Loans, tmp_path: Path) 
 
 
 def test_export_a_given_version(scored: Loans, tmp_path: Path) -> None:
+    scored.describe("grade", "Loan grade.")  # the same trees, another model: promoted
     scored.ok("train", "grade")
     scored.ok("export", "grade", "--version", "1", "-o", str(tmp_path / "g"))
     card = json.loads((tmp_path / "g" / "model_card.json").read_text())

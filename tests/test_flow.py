@@ -85,6 +85,7 @@ def test_train_stores_version_1_of_every_spec(loans: Loans) -> None:
 def test_training_again_adds_version_2_and_keeps_version_1(scored: Loans) -> None:
     before = scored.sql("select version, md5(booster::varchar), features, spec "
                         "from ml.models where model_name = 'default_risk'")
+    scored.describe("default_risk", "v2")  # unchanged inputs would train nothing
     scored.ok("train", "default_risk")
     after = scored.sql("select version, md5(booster::varchar), features, spec from ml.models "
                        "where model_name = 'default_risk' order by version")
@@ -268,7 +269,7 @@ def test_names_and_select_pick_specs(loans: Loans) -> None:
     assert trained(loans) == [("grade", 1)]
     loans.ok("train", "--select", "small_loans")
     assert trained(loans) == [("grade", 1), ("small_default_risk", 1)]
-    loans.ok("train", "loss_amount", "-s", "loan_features")
+    loans.ok("train", "loss_amount", "-s", "loan_features", "--force")
     assert trained(loans) == [("default_risk", 1), ("grade", 2), ("loss_amount", 1),
                               ("small_default_risk", 1)]
 
@@ -284,7 +285,7 @@ def test_names_and_select_pick_specs(loans: Loans) -> None:
 # --- listing and help ---------------------------------------------------------------------
 
 def test_models_lists_versions(scored: Loans) -> None:
-    scored.ok("train", "grade")
+    scored.ok("train", "grade", "--force")
     lines = scored.ok("models").output.splitlines()
     assert lines[0].split() == ["model", "version", "status", "created_at", "task",
                                 "relation", "train_rows", "holdout_rows", "trees", "metric",

@@ -193,6 +193,7 @@ def test_refresh_picks_up_promotions_without_holding_the_file(scored: Loans,
     champions = client.app.state.champions  # type: ignore[attr-defined]
     # The server holds no connection: this process can open the file for writing.
     duckdb.connect(str(scored.db)).close()
+    scored.describe("default_risk", "v2")  # the same trees, another model: promoted
     scored.ok("train", "default_risk")  # v2, promoted
     champions.poll()
     assert client.get("/health").json()["models"]["default_risk"] == 2
@@ -203,6 +204,7 @@ def test_refresh_picks_up_promotions_without_holding_the_file(scored: Loans,
 
 
 def test_real_uvicorn_process(scored: Loans) -> None:
+    scored.describe("default_risk", "v2")  # the same trees, another model: promoted
     scored.ok("train", "default_risk")  # v2 is the champion
     port = free_port()
     env = {**os.environ, DB_ENV: str(scored.db)}

@@ -260,6 +260,7 @@ def test_a_version_split_with_the_old_duckdb_hash_is_compared_on_its_own_holdout
     loans.ok("train", "default_risk")
     loans.sql("update ml.models set split = json_remove(split, '$.hash') "
               "where model_name = 'default_risk' and version = 1")
+    loans.describe("default_risk", "v2")  # not v1's twin (which is never promoted)
     loans.ok("train", "default_risk")  # the same settings, split with md5
     old = {int(i) for i, in loans.sql("select loan_id from main.loan_features where "
                                       "defaulted is not null and "

@@ -49,7 +49,7 @@ def test_a_registry_from_before_comments_gains_them(scored: Loans) -> None:
     scored.sql("comment on column ml.metrics.ci_low is null")
     scored.sql("alter table ml.metrics drop column std")  # as before intervals existed
     assert _uncommented(scored)[0] == [("models",)]
-    scored.ok("train", "grade")
+    scored.ok("train", "grade", "--force")
     assert _uncommented(scored) == ([], [])
     assert scored.sql("select count(*) from duckdb_columns() where schema_name = 'ml' and "
                       "table_name = 'metrics' and column_name = 'std'") == [(1,)]

@@ -28,7 +28,7 @@ from pyml.data.trainset import (
 from pyml.dbt.project import Project, invocation_for
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns
-from pyml.errors import DataError, SpecError
+from pyml.errors import DataError, RegistryError, SpecError
 from pyml.modelling.checks import check_training
 from pyml.modelling.evaluate import (
     Evaluation,
@@ -148,7 +148,7 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     lineage = fingerprints(con, project, spec, features, dict(columns),
                            {"tune": wants_tuning(spec, tune), "external": on_disk})
     last = None if force or tune else registry.latest_lineage(con, spec.name)
-    if last is not None and not lineage.changes(last[1]):
+    if last is not None and not lineage.changes(last[1]) and _loads(con, spec.name, last[0]):
         message = (f"{spec.name}: unchanged since v{last[0]} \u2014 same spec, SQL and data; "
                    "--force retrains")
         return TrainResult(spec.name, last[0], spec.task, (0, 0, 0, 0), 0, (),
@@ -203,6 +203,16 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
                            tuple(metrics), seconds, outcome.status, outcome.reason,
                            fitted.note)
+
+
+def _loads(con: duckdb.DuckDBPyConnection, name: str, version: int) -> bool:
+    """Whether a stored version decodes: one that does not (hand-edited JSON, a broken
+    booster) is retrained rather than skipped, as its error message tells the user to."""
+    try:
+        registry.load_version(con, name, version)
+    except RegistryError:
+        return False
+    return True
 
 
 def _check_split(spec: ModelSpec, sizes: Sequence[int]) -> None:
