@@ -457,8 +457,10 @@ def sql(model: str, version: int | None, dialect: str | None, output: Path | Non
 @cli.command()
 @click.option("--project-dir", type=click.Path(file_okay=False),
               help="dbt project folder (default: DBT_PROJECT_DIR, cwd or a parent).")
+@click.option("--profiles-dir", type=click.Path(file_okay=False),
+              help="accepted and unused, as by `dbt deps` (scripts pass it to every command).")
 @handle_errors
-def init(project_dir: str | None) -> None:
+def init(project_dir: str | None, profiles_dir: str | None) -> None:
     """Add pyml's dbt package (its macros and generic tests) to the project's packages.yml.
 
     The entry is a local package pointing at the copy installed with pyml, so `dbt deps`
