@@ -197,6 +197,16 @@ def test_init_refuses_a_malformed_file_and_changes_nothing(tmp_path: Path, conte
     assert (root / "packages.yml").read_text() == content
 
 
+def test_init_refuses_a_packages_yml_it_cannot_read(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    (root / "packages.yml").mkdir()
+    result = _init(root)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: cannot read {root / 'packages.yml'}: Is a directory: "
+                             "make it a readable file and run `pyml init` again\n")
+    assert list((root / "packages.yml").iterdir()) == []
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
                     reason="root writes through file permissions")
 def test_init_refuses_an_unwritable_project(tmp_path: Path) -> None:

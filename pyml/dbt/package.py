@@ -64,7 +64,8 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ProjectError(f"cannot read {path}: {e.strerror}: check its permissions") from e
+        raise ProjectError(f"cannot read {path}: {e.strerror}: make it a readable file and "
+                           "run `pyml init` again") from e
     except UnicodeDecodeError as e:
         raise ProjectError(f"{path} is not UTF-8 text: fix or remove it and run "
                            "`pyml init` again") from e
