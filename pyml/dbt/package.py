@@ -3,9 +3,10 @@
 
 The entry is a local package pointing at the installed copy, so `dbt deps` works offline and
 the macros always match the installed pyml. The file is edited as text (one line added or
-changed) so the user's comments and layout stay; the result is parsed back and must equal
-the intended packages list, else the file is left as it was and the whole YAML is rewritten
-only when a line edit cannot express the change (flow style). Every write is atomic.
+changed) so the user's comments and layout stay; the edited text is parsed back and must
+equal the intended YAML. Where a line edit cannot express the change (a flow-style list,
+`packages:` with no items), the YAML is re-serialised instead and the message says that
+comments were lost. Every write is atomic; an error changes nothing.
 """
 
 from __future__ import annotations
