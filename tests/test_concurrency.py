@@ -417,6 +417,7 @@ def test_serve_answers_from_memory_while_pyml_writes(scored: Loans) -> None:
                 assert server.poll() is None and time.monotonic() < deadline
                 time.sleep(0.2)
         client.thread.start()
+        scored.describe("default_risk", "v2")  # the same trees, another model: promoted
         for name, args in (("score", ("score", "default_risk")),
                            ("train", ("train", "default_risk")),
                            ("promote", ("promote", "default_risk", "--version", "1"))):
@@ -424,7 +425,8 @@ def test_serve_answers_from_memory_while_pyml_writes(scored: Loans) -> None:
             assert proc.wait() == 0, proc.text()
             assert client.during(proc) > 0, f"no answer while pyml {name} ran"
             if name == "train":
-                # v2 (same rows, so not worse) was promoted by train: the server takes it.
+                # v2 (same rows and trees, a new description: not worse) was promoted by
+                # train: the server takes it.
                 wait_for_version(base, 2)
         wait_for_version(base, 1)
         client.stop.set()
