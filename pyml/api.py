@@ -78,11 +78,12 @@ def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
           batch_size: int | None = None, explain: int | None = None,
           project_dir: PathLike = None, profiles_dir: PathLike = None,
           target: str | None = None, log: Log | None = None,
-          lock_timeout: float = 5.0) -> list[ScoreResult]:
+          lock_timeout: float = 5.0, incremental: bool | None = None) -> list[ScoreResult]:
     """Score the named (or dbt-selected, or all) models into ml.<model>_predictions.
 
     `explain` = K also writes each row's top K SHAP contributions to ml.<model>_explanations,
-    from the same model version that scored (each result's `explanation`).
+    from the same model version that scored (each result's `explanation`). `incremental`
+    (None: each spec's score.incremental) rescores only new and changed rows (DuckDB only).
     """
     from pyml.verbs.score import score as _score
 
@@ -94,9 +95,13 @@ def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
         from pyml.spark.score import score as _spark_score
 
         refuse_options(output, explain)
+        if incremental or (incremental is None and any(s.score.incremental for s in specs)):
+            raise EngineError("pyml score --incremental (score.incremental) is not yet "
+                              "available on Spark targets: score without it")
         return _spark_score(session, specs, version=version)
     return _score(session, specs, version=version,
-                  output=Path(output) if output is not None else None, explain=explain)
+                  output=Path(output) if output is not None else None, explain=explain,
+                  incremental=incremental)
 
 
 @write_errors

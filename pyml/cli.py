@@ -87,15 +87,20 @@ def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | No
 @click.option("--explain", "explain_k", type=IntRange(min=1), metavar="K",
               help="also write each row's top K SHAP contributions to "
                    "ml.<model>_explanations (see `pyml explain`).")
+@click.option("--incremental/--no-incremental", default=None,
+              help="rescore only new and changed rows (default: the spec's "
+                   "score.incremental, false).")
 @project_options
 @handle_errors
 def score(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
           output: Path | None, batch_size: int | None, explain_k: int | None,
-          project_dir: str | None, profiles_dir: str | None, target: str | None,
-          lock_timeout: float) -> None:
+          incremental: bool | None, project_dir: str | None, profiles_dir: str | None,
+          target: str | None, lock_timeout: float) -> None:
     """Score relations with trained models into ml.<model>_predictions.
 
-    The table is replaced atomically: readers see the old or the new table.
+    The table is replaced atomically: readers see the old or the new table. With
+    --incremental, rows whose features and key are unchanged since the same version last
+    scored them keep their prediction (ml.<model>_fingerprints), in the same transaction.
 
     Example: pyml score churn --output churn.parquet
     """
@@ -105,7 +110,7 @@ def score(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
     results = run_score(models, select=select, version=version, output=output,
                         batch_size=batch_size, explain=explain_k, project_dir=project_dir,
                         profiles_dir=profiles_dir, target=target, log=_log,
-                        lock_timeout=lock_timeout)
+                        lock_timeout=lock_timeout, incremental=incremental)
     for r in results:
         click.echo(format_score(r))
     for e in (r.explanation for r in results if r.explanation):

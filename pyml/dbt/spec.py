@@ -34,7 +34,7 @@ ALLOWED_KEYS = {
     "early_stopping_rounds": "stop when the validation metric has not improved for N rounds",
     "threshold": "probability at or above which a binary prediction is the positive class",
     "positive_class": "the label value that counts as positive (binary)",
-    "score": "{relation, batch_size}: what `pyml score` reads",
+    "score": "{relation, batch_size, incremental}: what `pyml score` reads and how",
     "tune": "{n_trials, timeout, metric, direction, space, on_train, seed}: Optuna search",
     "promote": "{policy: auto|manual, metric, min_delta, score}: when a new version becomes "
                "champion, and whether to rescore then",
@@ -48,7 +48,7 @@ MIN_MEMORY = 512 << 20  # the smallest max_memory: pyml and its libraries take ~
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
 SPLIT_KEYS = ("method", "test_fraction", "validation_fraction", "seed", "column", "folds")
-SCORE_KEYS = ("relation", "batch_size")
+SCORE_KEYS = ("relation", "batch_size", "incremental")
 # Rows per Arrow batch when pyml streams a relation (score, explain, drift, the champion's
 # re-scoring): large enough that per-batch overheads vanish, small enough to bound memory.
 DEFAULT_BATCH_ROWS = 100_000
@@ -80,6 +80,7 @@ class ScoreSpec:
 
     relation: str | None = None  # dbt model name or schema.table; None = the feature model
     batch_size: int = DEFAULT_BATCH_ROWS  # rows per batch when streaming
+    incremental: bool = False  # rescore only new and changed rows (pyml score --incremental)
 
 
 @dataclass(frozen=True)
@@ -343,4 +344,7 @@ def _score(raw: Any, where: str) -> ScoreSpec:
     if relation is not None and (not isinstance(relation, str) or not relation):
         raise SpecError(f"{where}: score.relation must be a dbt model name or schema.table")
     batch_size = _int(raw, "batch_size", f"{where} score", DEFAULT_BATCH_ROWS, minimum=1)
-    return ScoreSpec(relation, batch_size)
+    incremental = raw.get("incremental", False)
+    if not isinstance(incremental, bool):
+        raise SpecError(f"{where}: score.incremental must be true or false, got {incremental!r}")
+    return ScoreSpec(relation, batch_size, incremental)
