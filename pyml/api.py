@@ -331,11 +331,15 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.
           lock_timeout: float = 5.0, body_timeout: float = 10.0) -> None:
     """Serve every model's champion over HTTP until interrupted (see pyml.serve)."""
     from pyml.serve.app import serve as _serve
+    from pyml.serve.champions import DuckDBRegistry, Registry, SparkRegistry
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
-    session.require_duckdb("pyml serve")
-    _serve(session.project.db_path, host=host, port=port, poll_seconds=poll_seconds,
+    # On Spark the server reads the catalog through this process's session: with Derby's
+    # embedded metastore no other process can open the catalog meanwhile (docs/scale-out.md).
+    registry: Registry = (SparkRegistry(session.spark()) if session.engine == "spark"
+                          else DuckDBRegistry(session.project.db_path))
+    _serve(registry, host=host, port=port, poll_seconds=poll_seconds,
            max_records=max_records, max_body_bytes=max_body_bytes, access_log=access_log,
            lock_timeout=lock_timeout, body_timeout=body_timeout)
 

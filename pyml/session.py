@@ -29,6 +29,12 @@ Log = Callable[[str], None]
 PathLike = str | Path | None
 
 
+# The commands that run on a Spark target (docs/scale-out.md); the others that need a
+# target refuse it with Session.require_duckdb's line, which names these.
+SPARK_VERBS = ("train", "score", "explain", "show", "export", "serve", "sql", "models",
+               "predictions", "promote", "rollback")
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -79,13 +85,13 @@ class Session:
         return self.project.engine
 
     def require_duckdb(self, verb: str) -> None:
-        """Refuse, in one line, a verb (e.g. "pyml explain") that runs on DuckDB targets only
+        """Refuse, in one line, a verb (e.g. "pyml drift") that runs on DuckDB targets only
         for now."""
         if self.engine != "duckdb":
             raise EngineError(
                 f"{verb} runs on DuckDB targets only for now: target "
-                f"'{self.project.target_name}' is type {self.engine} (train, score, models, "
-                "predictions, promote and rollback run on Spark)")
+                f"'{self.project.target_name}' is type {self.engine} "
+                f"({', '.join(SPARK_VERBS[:-1])} and {SPARK_VERBS[-1]} run on Spark)")
 
     def spark(self) -> SparkSession:
         """The SparkSession of a Spark target (started on first use; dbt, run in this

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pyml.serve.batcher import Batcher
-from pyml.serve.champions import Champions, Served, champion_versions, load_served
+from pyml.serve.champions import Champions, Registry, Served, champion_versions, load_served
 from pyml.serve.codec import (
     RequestError,
     encode,
@@ -180,11 +180,14 @@ class PredictRoute:
         await response(scope, receive, send)
 
 
-def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
+def create_app(registry: Path | Registry, *, poll_seconds: float = POLL_SECONDS,
                max_records: int = MAX_RECORDS, max_body_bytes: int = MAX_BODY_BYTES,
                lock_timeout: float = 5.0, body_timeout: float = BODY_TIMEOUT) -> FastAPI:
-    """The app, with the champions already loaded (errors surface before serving)."""
-    champions = Champions(db_path, lock_timeout)
+    """The app, with the champions already loaded (errors surface before serving).
+
+    `registry`: a DuckDB file's path, or a Registry of pyml.serve.champions (SparkRegistry
+    on a Spark target)."""
+    champions = Champions(registry, lock_timeout)
     champions.refresh()
 
     @contextlib.asynccontextmanager
@@ -273,14 +276,14 @@ def create_app(db_path: Path, *, poll_seconds: float = POLL_SECONDS,
     return app
 
 
-def serve(db_path: Path, *, host: str = "127.0.0.1", port: int = 8000,
+def serve(registry: Path | Registry, *, host: str = "127.0.0.1", port: int = 8000,
           poll_seconds: float = POLL_SECONDS, max_records: int = MAX_RECORDS,
           max_body_bytes: int = MAX_BODY_BYTES, access_log: bool = False,
           lock_timeout: float = 5.0, body_timeout: float = BODY_TIMEOUT) -> None:
     """Load the champions and serve them until interrupted."""
     import uvicorn
 
-    app = create_app(db_path, poll_seconds=poll_seconds, max_records=max_records,
+    app = create_app(registry, poll_seconds=poll_seconds, max_records=max_records,
                      max_body_bytes=max_body_bytes, lock_timeout=lock_timeout,
                      body_timeout=body_timeout)
     served = ", ".join(f"{n} v{s.model.version}"

@@ -6,6 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from pyml.cli import cli
+from pyml.session import SPARK_VERBS
+
 from ..support import error_line
 from .conftest import SCHEMA, SPARK, SparkLoans
 
@@ -46,4 +51,25 @@ def test_a_feature_relation_that_does_not_exist_is_named(spark_loans: SparkLoans
     assert error_line(result.output, result.exit_code) == (
         f"relation {SCHEMA}.loan_features does not exist in the Spark catalog: build it with "
         "`dbt build --select loan_features` first")
+    assert _versions(spark_loans) == before
+
+
+# The commands that refuse a Spark target, and `init`, which needs no target.
+DUCKDB_ONLY = {"drift": ("drift",), "profile": ("profile", "loan_features"),
+               "report": ("report", "default_risk"), "tune": ("tune", "default_risk")}
+
+
+def test_the_spark_list_names_every_other_command() -> None:
+    assert set(SPARK_VERBS) == set(cli.commands) - set(DUCKDB_ONLY) - {"init"}
+
+
+@pytest.mark.parametrize("command", sorted(DUCKDB_ONLY))
+def test_a_duckdb_only_command_names_what_runs_on_spark(spark_loans: SparkLoans,
+                                                        command: str) -> None:
+    before = _versions(spark_loans)
+    result = spark_loans.pyml(*DUCKDB_ONLY[command])
+    assert error_line(result.output, result.exit_code) == (
+        f"pyml {command} runs on DuckDB targets only for now: target 'dev' is type spark "
+        "(train, score, explain, show, export, serve, sql, models, predictions, promote and "
+        "rollback run on Spark)")
     assert _versions(spark_loans) == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,16 @@ import pandas as pd
 import xgboost as xgb
 
 from pyml.engines.spark import duckdb_type
+from pyml.serve.app import create_app
+from pyml.serve.champions import SparkRegistry
 from pyml.store import spark_registry
 
 from ..conftest import Loans
 from .conftest import SCHEMA, SPARK, SparkLoans
+
+with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
 
 pytestmark = SPARK
 
@@ -38,6 +45,12 @@ def _matrix(features: Any, frame: pd.DataFrame) -> np.ndarray:
             cols.append(np.array([code.get(v, np.nan) if isinstance(v, str) else np.nan
                                   for v in frame[f.name]], dtype=np.float32))
     return np.column_stack(cols)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready records (NaN -> None)."""
+    return [{k: (None if v != v else v) for k, v in r.items()}
+            for r in frame.astype(object).to_dict("records")]
 
 
 def test_show_reads_the_spark_registry(spark_trained: SparkLoans) -> None:
@@ -65,8 +78,7 @@ def test_export_predicts_what_spark_scored(spark_trained: SparkLoans, tmp_path: 
     assert card["version"] == 1 and card["training"]["feature_relation"] == \
         f"{SCHEMA}.loan_features"
     frame = _features(spark_trained).iloc[::10]  # 300 rows, NULL incomes among them
-    rows = [{k: (None if v != v else v) for k, v in r.items()}
-            for r in frame.astype(object).to_dict("records")]
+    rows = _records(frame)
     assert any(r["income"] is None for r in rows)
     data = tmp_path / "records.json"
     data.write_text(json.dumps(rows))
@@ -120,3 +132,30 @@ def test_explain_equals_xgboost_pred_contribs(spark_trained: SparkLoans, loans: 
                      "order by column_index")
     spark_columns = spark_trained.spark.table("ml.default_risk_explanations").schema.fields
     assert [(f.name, duckdb_type(f.dataType)) for f in spark_columns] == duck
+
+
+def test_serve_answers_from_the_spark_registry(spark_trained: SparkLoans) -> None:
+    """In-process: Derby's embedded metastore admits one process, so a `pyml serve` child
+    could not open the suite's catalog; the app is the one `pyml serve` runs."""
+    spark = spark_trained.spark
+    frame = _features(spark_trained).iloc[::10]
+    rows = _records(frame)
+    with TestClient(create_app(SparkRegistry(spark), poll_seconds=3600)) as client:
+        health = client.get("/health").json()
+        assert set(health["models"]) == {"default_risk", "loss_amount"}
+        info = client.get("/models/default_risk").json()
+        version = info["version"]
+        assert (info["status"], info["task"]) == ("champion", "binary")
+        (auc,) = spark_trained.rows(
+            "select value from ml.metrics where model_name = 'default_risk' and split = "
+            f"'holdout' and metric = 'auc' and version = {version}")[0]
+        assert info["metrics"]["holdout"]["auc"]["value"] == auc
+        response = client.post("/models/default_risk/predict", json=rows)
+        assert response.status_code == 200, response.text
+        body = response.json()
+    assert (body["model"], body["version"]) == ("default_risk", version)
+    scored = {k: (p, q) for k, p, q in spark_trained.rows(
+        "select loan_id, prediction, probability from ml.default_risk_predictions")}
+    assert [p["loan_id"] for p in body["predictions"]] == [r["loan_id"] for r in rows]
+    for p in body["predictions"]:
+        assert (p["prediction"], p["probability"]) == scored[p["loan_id"]], p
