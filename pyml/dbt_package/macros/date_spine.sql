@@ -30,3 +30,13 @@
         )) as date) as spine_date
     )
 {%- endmacro %}
+
+{% macro spark__date_spine(start_date, end_date, step_months) -%}
+    (
+        select explode(sequence(
+            cast({{ start_date }} as date),
+            cast({{ end_date }} as date),
+            interval {{ step_months }} month
+        )) as spine_date
+    )
+{%- endmacro %}
