@@ -41,7 +41,7 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
           target: str | None = None, log: Log | None = None,
           lock_timeout: float = 5.0, max_memory: int | str | None = None,
           external: bool | None = None, num_workers: int | None = None,
-          force: bool = False) -> list[TrainResult]:
+          force: bool = False, score: bool | None = None) -> list[TrainResult]:
     """Train the named (or dbt-selected, or all) models; each gets a new version, except a
     model whose spec, feature SQL and data are those of its latest version (DuckDB targets):
     its result is `unchanged` and nothing is trained, unless `force`.
@@ -50,7 +50,9 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
     that would not fit it trains from disk with XGBoost external memory; `external=True`
     trains from disk whatever the size. On a Spark target (dbt `type: spark`) the models
     train with xgboost.spark on `num_workers` workers (default: the spec's, else one per
-    core of the cluster).
+    core of the cluster). A new version that becomes champion is rescored at once (`score`;
+    None: the spec's promote.score), else `log` gets a `stale:` line per table it did not
+    write.
     """
     from pyml.dbt.spec import parse_size
     from pyml.verbs.train import train as _train
@@ -66,10 +68,25 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
         if budget is not None or external:
             raise EngineError("max_memory and external memory run on DuckDB targets only; "
                               "on Spark, num_workers spreads the training set over executors")
-        return _spark_train(session, specs, num_workers=num_workers)
+        return _crowned(session, _spark_train(session, specs, num_workers=num_workers), score)
     if num_workers is not None:
         raise UsageError("num_workers applies to Spark targets (dbt `type: spark`) only")
-    return _train(session, specs, external=external, force=force)
+    return _crowned(session, _train(session, specs, external=external, force=force), score)
+
+
+def _crowned(session: Session, results: list[TrainResult], score: bool | None
+             ) -> list[TrainResult]:
+    """After a train or tune: for each new version that became champion, rescore (`score`,
+    None: the spec's promote.score) or log a `stale:` line per output table it did not
+    write (pyml.verbs.rescore)."""
+    from pyml.verbs.rescore import after_champion_change
+
+    for r in results:
+        if r.status == "champion" and not r.unchanged:
+            for note in after_champion_change(session, [r.name], score,
+                                              f"{r.name}: v{r.version} is now the champion"):
+                session.log(note)
+    return results
 
 
 @write_errors
@@ -189,7 +206,6 @@ def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
     the spec's promote.score) rescores it at once; otherwise `log` gets a `stale:` line for
     each output table the old champion wrote.
     """
-    from pyml.verbs.rescore import after_champion_change
     from pyml.verbs.train import train as _train
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
@@ -197,13 +213,7 @@ def tune(models: Sequence[str] = (), *, select: Sequence[str] = (),
     session.require_duckdb("pyml tune")
     specs = session.specs(models, select, Overrides(n_trials=n_trials, tune_timeout=timeout,
                                                     tuning=True))
-    results = _train(session, specs, tune=True)
-    crowned = [r for r in results if r.status == "champion"]
-    for r in crowned:
-        for note in after_champion_change(session, [r.name], score,
-                                          f"{r.name}: v{r.version} is now the champion"):
-            session.log(note)
-    return results
+    return _crowned(session, _train(session, specs, tune=True), score)
 
 
 @write_errors

@@ -49,10 +49,11 @@ def cli() -> None:
 @click.option("--num-workers", type=click.IntRange(min=1), default=None,
               help="Spark targets: xgboost.spark workers (default: the spec's num_workers, "
                    "else one per core of the cluster).")
+@score_option
 @project_options
 @handle_errors
 def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | None,
-          external: bool | None, num_workers: int | None, force: bool,
+          external: bool | None, num_workers: int | None, force: bool, score: bool | None,
           project_dir: str | None, profiles_dir: str | None, target: str | None,
           lock_timeout: float) -> None:
     """Train models declared in the dbt project; each run stores a new version.
@@ -72,7 +73,8 @@ def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | No
     for r in run_train(models, select=select, project_dir=project_dir,
                        profiles_dir=profiles_dir, target=target, log=_log,
                        lock_timeout=lock_timeout, max_memory=max_memory,
-                       external=external or None, num_workers=num_workers, force=force):
+                       external=external or None, num_workers=num_workers, force=force,
+                       score=score):
         click.echo(format_train(r))
 
 

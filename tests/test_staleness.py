@@ -117,6 +117,20 @@ def test_tune_that_promotes_says_so_or_rescores(scored: Loans) -> None:
     assert "rescored" in out or "grade v3 (multiclass) challenger" in out
 
 
+def test_train_that_promotes_says_so_or_rescores(scored: Loans) -> None:
+    scored.write_schema(_spec("{policy: auto}"))
+    out = scored.ok("train", "default_risk").output
+    promoted = "\n  -> champion: " in out
+    assert (HINT.format(by=1, champ=2) in out) == promoted, out
+    scored.write_schema(_spec("{policy: auto}").replace("max_depth: 2", "max_depth: 3"))
+    out = scored.ok("train", "default_risk", "--score").output
+    if "\n  -> champion: " in out:
+        assert "[default_risk] rescored ml.default_risk_predictions with v3" in out
+        assert _versions(scored) == [(3,)]
+    else:
+        assert "rescored" not in out
+
+
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_promote_score_must_be_a_boolean(value: object) -> None:
     with pytest.raises(SpecError) as e:
