@@ -463,7 +463,7 @@ def _transform_in_sql(task: str, margins: np.ndarray, sqlite: bool) -> np.ndarra
     stored, forest = _no_tree_model(task)
     groups = margins.shape[1]
     ctes = output_ctes(stored, forest, ['"id"'], not sqlite, None, lambda c: f"'{c}'",
-                       "materialized " if sqlite else "")
+                       "materialized " if sqlite else "", lists=not sqlite)
     cols = [f"__pyml_m{g}" for g in range(groups)]
     probs = ["probability"] if task == "binary" else [f'"probability_{c}"' for c in
                                                       CLASSES[task]]

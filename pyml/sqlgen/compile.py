@@ -105,7 +105,7 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     ctes = _input_ctes(plan) + (_native_margin_ctes(plan) if plan.native
                                 else _emulated_margin_ctes(plan))
     ctes += output_ctes(stored, forest, plan.keys, plan.native, cut, _class_literal,
-                        _fence(plan))
+                        _fence(plan), lists=dialect == "duckdb")
     body = "with " + ",\n\n".join(f"{name} as {mat}(\n{sql}\n)" for name, sql, mat in ctes)
     body += "\n\nselect * from final\n"
     if dialect != "duckdb":

@@ -79,14 +79,18 @@ def f32(value: float) -> str:
     return f"cast({num(float(F32(value)))} as float)"
 
 
-def expf_steps(x: str, out: str) -> list[list[str]]:
+def expf_steps(x: str, out: str, lists: bool) -> list[list[str]]:
     """Projections (one list per step) that compute glibc's expf of the DOUBLE column `x`
     (a float32 value in [EXPF_ZERO_BELOW, 88.72]) into the DOUBLE column `out`, before its
-    final rounding to float32. Each step reads only the columns of the steps before it."""
+    final rounding to float32. Each step reads only the columns of the steps before it.
+    `lists`: look the table up in a list literal (DuckDB; 1.8x faster than a CASE)."""
     z = f"{x} * {num(_INV_LN2_N)}"
     k, r, i, q = (f"{out}_k", f"{out}_r", f"{out}_i", f"{out}_q")
-    table = "case " + f"{i} " + " ".join(f"when {n} then {num(v)}"
-                                         for n, v in enumerate(EXP2_TABLE)) + " end"
+    if lists:
+        table = "[" + ", ".join(map(num, EXP2_TABLE)) + f"][{i} + 1]"
+    else:
+        table = "case " + f"{i} " + " ".join(f"when {n} then {num(v)}"
+                                             for n, v in enumerate(EXP2_TABLE)) + " end"
     return [
         # x * 32/ln2 = k + r, k rounded to an integer (ties to even) by adding 1.5 * 2^52.
         [f"({z} + {num(_SHIFT)}) - {num(_SHIFT)} as {k}"],
@@ -108,9 +112,10 @@ def _round32(v: str) -> str:
 class _Steps:
     """CTEs that each add columns to the previous one."""
 
-    def __init__(self, first: str, fence: str) -> None:
+    def __init__(self, first: str, fence: str, lists: bool) -> None:
         self.prev = first
         self.fence = fence
+        self.lists = lists  # DuckDB list literals may be used
         self.ctes: list[Cte] = []
 
     def add(self, cols: Sequence[str]) -> None:
@@ -122,15 +127,16 @@ class _Steps:
 
 def output_ctes(stored: StoredModel, forest: Forest, keys: Sequence[str], native: bool,
                 cut: float | None, class_literal: Callable[[object], str],
-                fence: str) -> list[Cte]:
-    """CTEs from __pyml_scores (keys, float32 margins __pyml_m<g>) to `final`."""
+                fence: str, lists: bool = False) -> list[Cte]:
+    """CTEs from __pyml_scores (keys, float32 margins __pyml_m<g>) to `final`; `lists`: the
+    dialect is DuckDB (list literals)."""
     version = f"{stored.version} as model_version"
     keys = list(keys)
     if stored.task == "regression":
         cols = [*keys, "cast(__pyml_m0 as double) as prediction", version]
         return [("final", "    select\n        " + ",\n        ".join(cols)
                  + "\n    from __pyml_scores", "")]
-    steps = _Steps("__pyml_scores", fence)
+    steps = _Steps("__pyml_scores", fence, lists)
     classes = stored.target.classes
     if stored.task == "binary":
         _sigmoid(steps, native)
@@ -166,7 +172,7 @@ def _sigmoid(steps: _Steps, native: bool) -> None:
     else:  # the margin is a DOUBLE holding a float32 value: negating and clamping are exact
         x = f"greatest(least(-__pyml_m0, {num(SIGMOID_CLAMP)}), {num(SIGMOID_FLOOR)})"
     steps.add([f"{x} as __pyml_x"])
-    for cols in expf_steps("__pyml_x", "__pyml_y"):
+    for cols in expf_steps("__pyml_x", "__pyml_y", steps.lists):
         steps.add(cols)
     if native:
         one = f32(1.0)
@@ -194,7 +200,7 @@ def _softmax(steps: _Steps, native: bool, groups: int) -> None:
         steps.add([f"{_round32(f'__pyml_d{g}')} as __pyml_s{g}" for g in g_range])
         steps.add([f"greatest(__pyml_s{g}, {num(EXPF_ZERO_BELOW)}) as __pyml_x{g}"
                    for g in g_range])
-    per_group = [expf_steps(f"__pyml_x{g}", f"__pyml_y{g}") for g in g_range]
+    per_group = [expf_steps(f"__pyml_x{g}", f"__pyml_y{g}", steps.lists) for g in g_range]
     for level in range(len(per_group[0])):
         steps.add([col for g in g_range for col in per_group[g][level]])
     # Below EXPF_ZERO_BELOW expf is 0 (the clamped argument computed a value just above it).
