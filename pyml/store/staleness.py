@@ -64,9 +64,12 @@ def _versions(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, ...]:
 
 
 def _has_version_column(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    # An integer model_version, as pyml writes it; a table reshaped by hand is not judged.
     row = first_row(con, "select count(*) from duckdb_columns() where database_name = "
                          "current_database() and schema_name = ? and table_name = ? and "
-                         "column_name = 'model_version'", [SCHEMA, table])
+                         "column_name = 'model_version' and data_type in ('TINYINT', "
+                         "'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT', 'UTINYINT', "
+                         "'USMALLINT', 'UINTEGER', 'UBIGINT')", [SCHEMA, table])
     return bool(row and row[0])
 
 
