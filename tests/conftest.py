@@ -85,6 +85,34 @@ final as (
 select * from final
 """
 
+# The pyml specs on loan_features, by name, as YAML list items: this project declares all
+# three, the Spark suite's (tests/spark/conftest.py) the first two.
+LOAN_SPECS = {
+    "default_risk": """\
+          - name: default_risk
+            description: Probability that a loan defaults.
+            task: binary
+            target: defaulted
+            key: loan_id
+            exclude: [loss, grade]
+""",
+    "loss_amount": """\
+          - name: loss_amount
+            task: regression
+            target: loss
+            key: [loan_id]
+            exclude: [defaulted, grade]
+            split: {method: random, test_fraction: 0.25, seed: 3}
+""",
+    "grade": """\
+          - name: grade
+            task: multiclass
+            target: grade
+            key: loan_id
+            exclude: [defaulted, loss]
+""",
+}
+
 SCHEMA_YML = """\
 version: 2
 models:
@@ -93,24 +121,7 @@ models:
     config:
       meta:
         pyml:
-          - name: default_risk
-            description: Probability that a loan defaults.
-            task: binary
-            target: defaulted
-            key: loan_id
-            exclude: [loss, grade]
-          - name: loss_amount
-            task: regression
-            target: loss
-            key: [loan_id]
-            exclude: [defaulted, grade]
-            split: {method: random, test_fraction: 0.25, seed: 3}
-          - name: grade
-            task: multiclass
-            target: grade
-            key: loan_id
-            exclude: [defaulted, loss]
-"""
+""" + "".join(LOAN_SPECS.values())
 
 # Features every spec above trains on (the columns left after key, target and exclude).
 FEATURES = ("region", "amount", "income", "term_months")
@@ -147,12 +158,12 @@ def write_loans_csv(path: Path, n: int = N_LOANS, seed: int = 7) -> None:
 
 def write_project(root: Path) -> None:
     """The lending project's files (no build)."""
-    (root / "models").mkdir(parents=True)
+    from .support import write_dbt_project  # support imports this module
+
+    write_dbt_project(root, {"dbt_project.yml": DBT_PROJECT_YML, "profiles.yml": PROFILES_YML,
+                             "models/loan_features.sql": LOAN_FEATURES_SQL,
+                             "models/schema.yml": SCHEMA_YML})
     (root / "seeds").mkdir()
-    (root / "dbt_project.yml").write_text(DBT_PROJECT_YML)
-    (root / "profiles.yml").write_text(PROFILES_YML)
-    (root / "models" / "loan_features.sql").write_text(LOAN_FEATURES_SQL)
-    (root / "models" / "schema.yml").write_text(SCHEMA_YML)
     write_loans_csv(root / "seeds" / "raw_loans.csv")
 
 

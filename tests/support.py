@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -101,6 +102,18 @@ def error_line(output: str, exit_code: int) -> str:
     errors = [line for line in lines if line.startswith("Error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], output
     return errors[0][len("Error: "):]
+
+
+# --- dbt projects ----------------------------------------------------------------------------
+
+def write_dbt_project(root: Path, files: Mapping[str, str]) -> None:
+    """A dbt project's files under `root`: relative path -> text, folders made as
+    needed (the DuckDB suite's loans project and the Spark suite's)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 # --- processes and servers --------------------------------------------------------------------

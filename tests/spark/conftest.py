@@ -29,8 +29,8 @@ from click.testing import CliRunner, Result
 
 from pyml.cli import cli
 
-from ..conftest import write_loans_csv
-from ..support import system_package_missing
+from ..conftest import LOAN_SPECS, write_loans_csv
+from ..support import system_package_missing, write_dbt_project
 
 DBT_PROJECT_YML = """\
 name: loans_spark
@@ -123,19 +123,7 @@ models:
     config:
       meta:
         pyml:
-          - name: default_risk
-            description: Probability that a loan defaults.
-            task: binary
-            target: defaulted
-            key: loan_id
-            exclude: [loss, grade]
-          - name: loss_amount
-            task: regression
-            target: loss
-            key: [loan_id]
-            exclude: [defaulted, grade]
-            split: {method: random, test_fraction: 0.25, seed: 3}
-"""
+""" + LOAN_SPECS["default_risk"] + LOAN_SPECS["loss_amount"]  # the DuckDB suite's specs
 
 SCHEMA = "loans"  # the target's schema (a Spark database)
 # Every Spark test module's marks: the marker `make test` leaves out, and pyspark's warnings
@@ -172,15 +160,13 @@ def profiles_yml(home: Path) -> str:
 
 def write_spark_project(root: Path, home: Path) -> None:
     """The lending project's files for a Spark target (no build)."""
-    for folder in ("models/staging", "models/features"):
-        (root / folder).mkdir(parents=True)
-    (root / "dbt_project.yml").write_text(DBT_PROJECT_YML)
-    (root / "profiles.yml").write_text(profiles_yml(home))
-    (root / "models" / "staging" / "_raw__sources.yml").write_text(SOURCES_YML)
-    (root / "models" / "staging" / "stg_raw__loans.sql").write_text(STG_LOANS_SQL)
-    (root / "models" / "staging" / "_staging__models.yml").write_text(STAGING_YML)
-    (root / "models" / "features" / "loan_features.sql").write_text(LOAN_FEATURES_SQL)
-    (root / "models" / "features" / "_features__models.yml").write_text(FEATURES_YML)
+    write_dbt_project(root, {
+        "dbt_project.yml": DBT_PROJECT_YML, "profiles.yml": profiles_yml(home),
+        "models/staging/_raw__sources.yml": SOURCES_YML,
+        "models/staging/stg_raw__loans.sql": STG_LOANS_SQL,
+        "models/staging/_staging__models.yml": STAGING_YML,
+        "models/features/loan_features.sql": LOAN_FEATURES_SQL,
+        "models/features/_features__models.yml": FEATURES_YML})
 
 
 def dbt_in_process(root: Path, *args: str) -> None:
