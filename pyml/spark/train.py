@@ -51,6 +51,9 @@ Log = Callable[[str], None]
 HOLDOUT_ROWS = 500_000  # holdout rows evaluated on the driver at most (a hashed sample)
 SAMPLE_ROWS = 100_000  # training rows for the leakage checks and the drift snapshot
 _Y, _PART, _VALID, _BUCKET = "__pyml_y", "__pyml_part", "__pyml_valid", "__pyml_bucket"
+# The row order of every training read (as pyml.data.trainset.row_order on DuckDB): the
+# split's key bucket, then the key's text; the label and inputs break ties of duplicate keys.
+_ORDER, _KEY = "__pyml_order", "__pyml_key"
 SAMPLE_SALT = 7  # salt of the key hash that draws the samples (not the split's)
 
 
@@ -226,10 +229,20 @@ def encoded(spark: SparkSession, spec: ModelSpec, source: str, features: Sequenc
         label, params = f"cast({y} as double)", []
     items, item_params = frames.encoded_exprs(features)
     bucket = split.bucket_sql(spec.key, SAMPLE_SALT, "spark")
+    order = split.bucket_sql(spec.key, spec.split.seed, "spark")
+    key = "concat_ws(chr(31), " + ", ".join(
+        f"coalesce(cast({quote(k)} as string), chr(30))" for k in spec.key) + ")"
     return sql(spark, f"select {label} as {quote(_Y)}, {part_sql} as {quote(_PART)}, "
-                      f"{bucket} as {quote(_BUCKET)}, {', '.join(items)} from {source} "
+                      f"{bucket} as {quote(_BUCKET)}, {order} as {quote(_ORDER)}, "
+                      f"{key} as {quote(_KEY)}, {', '.join(items)} from {source} "
                       f"where {y} is not null",
                [*params, *part_params, *item_params])
+
+
+def _ordering(width: int) -> list[str]:
+    """The columns rows are sorted by, so the same rows give the same booster and metrics
+    whatever order the table's files hold them in."""
+    return [_ORDER, _KEY, _Y, *(frames.column(i) for i in range(width))]
 
 
 def _part_stats(data: DataFrame, target: Target
@@ -266,8 +279,9 @@ def _collect(data: DataFrame, sizes: tuple[int, int, int], width: int
         return cond if size <= limit else cond & (
             data[_BUCKET] < int(limit / size * split.HASH_BUCKETS))
 
-    table = data.where(keep(0, SAMPLE_ROWS) | keep(2, HOLDOUT_ROWS)).select(
-        _PART, _Y, *[frames.column(i) for i in range(width)]).toArrow()
+    table = data.where(keep(0, SAMPLE_ROWS) | keep(2, HOLDOUT_ROWS)).orderBy(
+        *_ordering(width)).select(_PART, _Y, *[frames.column(i) for i in range(width)]
+                                  ).toArrow()
     part = table.column(0).to_numpy(zero_copy_only=False)
     X = frames.matrix(table, width, offset=2)
     y = table.column(1).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -295,7 +309,11 @@ def fit(data: DataFrame, spec: ModelSpec, features: Sequence[Feature],
         missing=math.nan, n_estimators=spec.num_boost_round, verbose=False,
         validation_indicator_col=_VALID if use_valid else None,
         early_stopping_rounds=spec.early_stopping_rounds if use_valid else None, **given)
-    rows = data.where(data[_PART] != 2).withColumn(_VALID, data[_PART] == 1)
+    # Each worker's rows, and their order, are a function of the rows alone: hashed to
+    # `workers` partitions by key and sorted within each (xgboost.spark keeps a frame that
+    # already has one partition per worker as it is; its own repartition is round-robin).
+    rows = (data.where(data[_PART] != 2).withColumn(_VALID, data[_PART] == 1)
+            .repartition(workers, _KEY).sortWithinPartitions(*_ordering(len(features))))
     log(f"[{spec.name}] fitting with xgboost.spark on {workers} workers "
         f"(up to {spec.num_boost_round} rounds)")
     try:

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pyml.store import spark_registry
+
 from ..conftest import Loans
 from .conftest import SCHEMA, SPARK, SparkLoans
 
@@ -130,3 +132,30 @@ def test_promote_and_rollback(trained: SparkLoans) -> None:
     trained.ok("score", "loss_amount")
     assert trained.rows("select distinct model_version from ml.loss_amount_predictions") == [
         (1,)]
+
+
+def test_the_same_rows_in_another_order_train_the_same_booster(trained: SparkLoans) -> None:
+    """Issue 16 on Spark: each worker's rows are hashed to it by key and sorted, so a table
+    rewritten in another order (as dbt may) trains a byte-identical booster, the champion's
+    twin, which is never promoted."""
+    def booster(version: int) -> bytes:
+        return bytes(spark_registry.load_version(trained.spark, "loss_amount", version)
+                     .booster.save_raw("ubj"))
+
+    def champions() -> list[int]:
+        return [v for v, s in trained.rows("select version, status from ml.models where "
+                                           "model_name = 'loss_amount'") if s == "champion"]
+
+    assert champions() == [1]  # test_promote_and_rollback rolled back to v1
+    trained.spark.sql(f"create table {SCHEMA}.loan_features_shuffled as select * from "
+                      f"{SCHEMA}.loan_features order by rand(3)")
+    trained.spark.sql(f"insert overwrite table {SCHEMA}.loan_features select * from "
+                      f"{SCHEMA}.loan_features_shuffled")
+    trained.spark.sql(f"drop table {SCHEMA}.loan_features_shuffled")
+    out = trained.ok("train", "loss_amount").output
+    versions = sorted(v for v, in trained.rows("select version from ml.models where "
+                                               "model_name = 'loss_amount'"))
+    assert [booster(v) == booster(1) for v in versions[1:]] == [True] * (len(versions) - 1)
+    assert f"loss_amount v{versions[-1]} (regression)" in out
+    assert "is identical to champion v1 (the same booster, spec and features)" in out
+    assert champions() == [1]
