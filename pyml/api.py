@@ -313,7 +313,11 @@ def show(model: str, *, version: int | None = None, project_dir: PathLike = None
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
     if session.engine == "spark":
-        return render_show(spark_version_info(session.spark(), model, version))
+        from pyml.store.spark_registry import stale_hints as _spark_stale
+
+        spark = session.spark()
+        return with_hints(render_show(spark_version_info(spark, model, version)),
+                          _spark_stale(spark, [model]))
     with session.database(read_only=True) as con:
         return with_hints(render_show(version_info(con, model, version)),
                           stale_hints(con, [model]))

@@ -67,6 +67,7 @@ def test_show_reads_the_spark_registry(spark_trained: SparkLoans) -> None:
         "and split = 'holdout'")}
     assert {line.split()[1] for line in metrics if line.startswith("holdout ")} == names
     assert "events (newest first):" in out and "v1 promoted (challenger -> champion)" in out
+    assert "stale:" not in out  # the champion wrote ml.default_risk_predictions
 
 
 def test_export_predicts_what_spark_scored(spark_trained: SparkLoans, tmp_path: Path) -> None:
