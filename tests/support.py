@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import duckdb
+import numpy as np
 import pytest
 
 from .conftest import SCHEMA_YML, Loans
@@ -114,6 +115,20 @@ def write_dbt_project(root: Path, files: Mapping[str, str]) -> None:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+
+
+def hand_matrix(features: Sequence[Any], frame: Any) -> np.ndarray:
+    """A version's float32 input for a pandas frame, built by hand, not by pyml's encoder
+    (numbers as float64 -> float32, categories by their training code, else missing)."""
+    cols = []
+    for f in features:
+        if f.kind == "numeric":
+            cols.append(frame[f.name].astype("float64").to_numpy().astype(np.float32))
+        else:
+            code = {c: i for i, c in enumerate(f.categories)}
+            cols.append(np.array([code.get(v, np.nan) if isinstance(v, str) else np.nan
+                                  for v in frame[f.name]], dtype=np.float32))
+    return np.column_stack(cols)
 
 
 # --- processes and servers --------------------------------------------------------------------

@@ -11,23 +11,11 @@ import pyml
 from pyml.modelling.model import LoadedModel
 
 from .conftest import FEATURES, Loans
+from .support import hand_matrix
 
 
 def _model(loans: Loans, name: str) -> LoadedModel:
     return pyml.load_model(name, project_dir=loans.dir, profiles_dir=loans.dir)
-
-
-def _matrix(model: LoadedModel, frame: pd.DataFrame) -> np.ndarray:
-    """The model's float32 input for a frame, built by hand (not by pyml's encoder)."""
-    cols = []
-    for f in model.stored.features:
-        if f.kind == "numeric":
-            cols.append(frame[f.name].astype("float64").to_numpy().astype(np.float32))
-        else:
-            code = {c: i for i, c in enumerate(f.categories)}
-            cols.append(np.array([code.get(v, np.nan) if isinstance(v, str) else np.nan
-                                  for v in frame[f.name]], dtype=np.float32))
-    return np.column_stack(cols)
 
 
 def test_explain_top_k_adds_up_to_the_margin(scored: Loans) -> None:
@@ -50,7 +38,7 @@ def test_explain_top_k_adds_up_to_the_margin(scored: Loans) -> None:
     # ... and the margin is what the booster outputs (computed here independently).
     model = _model(scored, "default_risk")
     frame = scored.df("select * from main.loan_features order by loan_id")
-    X = _matrix(model, frame)
+    X = hand_matrix(model.stored.features, frame)
     booster = model.stored.booster
     dm = xgb.DMatrix(X, feature_names=booster.feature_names,
                      feature_types=booster.feature_types, enable_categorical=True)

@@ -19,6 +19,7 @@ from pyml.engines.duckdb import quote
 from pyml.modelling.model import LoadedModel
 
 from .conftest import FEATURES, SCHEMA_YML, SPECS, Loans, dbt
+from .support import hand_matrix
 
 N = 3000
 IMPORTANCE_TYPES = {"gain", "total_gain", "cover", "total_cover", "weight",
@@ -31,15 +32,8 @@ def load(loans: Loans, name: str, version: int | None = None) -> LoadedModel:
 
 def by_hand(model: LoadedModel, df: pd.DataFrame) -> np.ndarray:
     """The booster's raw output on a float32 matrix built here, without pyml's encoder."""
-    cols = []
-    for f in model.stored.features:
-        if f.kind == "numeric":
-            cols.append(df[f.name].astype("float64").to_numpy().astype(np.float32))
-        else:
-            code = {c: i for i, c in enumerate(f.categories)}
-            cols.append(np.array([code.get(v, np.nan) if isinstance(v, str) else np.nan
-                                  for v in df[f.name]], dtype=np.float32))
-    return np.asarray(model.stored.booster.inplace_predict(np.column_stack(cols)))
+    return np.asarray(model.stored.booster.inplace_predict(
+        hand_matrix(model.stored.features, df)))
 
 
 def predicted(task: str, frame: pd.DataFrame, classes: tuple[Any, ...]) -> np.ndarray:

@@ -21,6 +21,7 @@ from pyml.serve.champions import SparkRegistry
 from pyml.store import spark_registry
 
 from ..conftest import Loans
+from ..support import hand_matrix
 from .conftest import SCHEMA, SPARK, SparkLoans
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
@@ -32,19 +33,6 @@ pytestmark = SPARK
 
 def _features(project: SparkLoans) -> pd.DataFrame:
     return project.df(f"select * from {SCHEMA}.loan_features order by loan_id")
-
-
-def _matrix(features: Any, frame: pd.DataFrame) -> np.ndarray:
-    """A version's float32 input for a frame, built by hand (not by pyml's encoder)."""
-    cols = []
-    for f in features:
-        if f.kind == "numeric":
-            cols.append(frame[f.name].astype("float64").to_numpy().astype(np.float32))
-        else:
-            code = {c: i for i, c in enumerate(f.categories)}
-            cols.append(np.array([code.get(v, np.nan) if isinstance(v, str) else np.nan
-                                  for v in frame[f.name]], dtype=np.float32))
-    return np.column_stack(cols)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -108,7 +96,7 @@ def test_explain_equals_xgboost_pred_contribs(spark_trained: SparkLoans, loans: 
     assert (table["rank"].to_numpy().reshape(-1, 2) == [1, 2]).all()
     stored = spark_registry.load_version(spark_trained.spark, "default_risk", 1)
     booster = stored.booster
-    X = _matrix(stored.features, _features(spark_trained))
+    X = hand_matrix(stored.features, _features(spark_trained))
     dm = xgb.DMatrix(X, feature_names=booster.feature_names,
                      feature_types=booster.feature_types, enable_categorical=True)
     full = booster.predict(dm, pred_contribs=True).astype(np.float64)
