@@ -37,7 +37,11 @@ def render() -> str:
 
 def main() -> None:
     """Write docs/cli.md (or the path given)."""
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/cli.md")
+    args = sys.argv[1:]
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        # `--help` once wrote the reference into a file named "--help"
+        sys.exit("usage: python -m pyml.clidocs [OUTPUT]  (default: docs/cli.md)")
+    out = Path(args[0]) if args else Path("docs/cli.md")
     out.write_text(render())
 
 
