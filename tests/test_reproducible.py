@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -20,8 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyml import api
+from pyml.data import extmem
 from pyml.data.encode import resolve_features
 from pyml.data.lineage import fingerprints
+from pyml.data.split import part_sql
+from pyml.data.trainset import learn_categories, learn_target
 from pyml.dbt.spec import ModelSpec, parse_specs
 from pyml.engines.duckdb import relation_columns
 from pyml.verbs.train import train_one
@@ -235,5 +239,34 @@ def test_any_change_trains_and_no_reorder_does(change: tuple[str, Any],
         else:
             _write(con, _changed(table, kind, arg))
             assert _fingerprints(con, _spec()).changes(before) == ["data"]
+    finally:
+        con.close()
+
+
+def test_external_memory_reads_in_key_bucket_ranges_keep_the_order(tmp_path: Path) -> None:
+    """A part too big for DuckDB's sort memory is read one key-bucket range at a time, each
+    sorted on its own (DuckDB's sort does not spill wide rows): the ranges, one after the
+    other, are the one ordered read, row for row."""
+    con = duckdb.connect(str(tmp_path / "f.duckdb"))
+    try:
+        _write(con, _table().take(pa.array(np.random.default_rng(3).permutation(N_ROWS))))
+        spec = _spec()
+        columns = relation_columns(con, "main", "f")
+        source = '"main"."f"'
+        target = learn_target(con, spec, source, dict(columns)["y"])
+        features = tuple(learn_categories(con, spec, source, resolve_features(spec, columns)))
+        sql, params = part_sql(spec, "duckdb")
+        budget = extmem.Budget(1 << 30)
+        parts = extmem.ExternalSet(con, spec, source, features, target, sql, params,
+                                   (N_ROWS, 0, 0), budget, str(tmp_path), lambda _: None)
+        huge = budget.duckdb_bytes() // 2  # rows that would not fit: many ranges
+        ranges, whole = parts._query(0, huge), parts._query(0, 1)
+        assert len(ranges) > 100 and len(whole) == 1
+
+        def rows(queries: list[tuple[str, list[Any]]]) -> list[Any]:
+            return [r for b in parts._stream(queries) for r in
+                    zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True)]
+
+        assert rows(ranges) == rows(whole) and len(rows(whole)) > N_ROWS / 2
     finally:
         con.close()

@@ -14,7 +14,8 @@ training set whose in-memory footprint would not fit it, nothing row-sized is he
 - DuckDB streams on one thread, and its buffer pool and the batch size are cut down to
   fractions of the budget (see `Budget.duckdb`);
 - every read is in `row_order` (key hash, then key), so the booster and the metrics do not
-  depend on the order dbt wrote the rows in; DuckDB sorts each pass, spilling to disk.
+  depend on the order dbt wrote the rows in; DuckDB sorts each pass, a range of key buckets
+  at a time when the part's rows would not fit its sort memory (`Budget.chunks`).
 
 What remains in memory grows with the row count only through XGBoost's per-row state
 (labels, gradients, the prediction cache: about 24 bytes a row) and the holdout's labels and
@@ -23,6 +24,7 @@ predictions; docs/benchmarks.md measures the peak against the budget.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -36,7 +38,7 @@ import pyarrow as pa
 import xgboost as xgb
 
 from pyml.data.encode import Encoder, Feature, Target, is_range_error, matrix_sql, range_error
-from pyml.data.split import sample_sql
+from pyml.data.split import HASH_BUCKETS, bucket_sql, sample_sql
 from pyml.data.trainset import Part, ReadProgress, labels, row_order
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import quote, stream_arrow
@@ -72,10 +74,21 @@ class Budget:
           quantising a batch) and buffers its output until it hits the memory limit;
         - preserve_insertion_order = false: no buffering to keep the relation's row order
           either (every read has its own ORDER BY, `pyml.data.trainset.row_order`, which
-          DuckDB keeps whatever this setting says; its sort spills to disk past the limit).
+          DuckDB keeps whatever this setting says).
         """
-        return {"memory_limit": f"{max(128 << 20, self.total // 4) >> 20}MB", "threads": "1",
+        return {"memory_limit": f"{self.duckdb_bytes() >> 20}MB", "threads": "1",
                 "preserve_insertion_order": "false"}
+
+    def duckdb_bytes(self) -> int:
+        """DuckDB's memory limit while training from disk."""
+        return max(128 << 20, self.total // 4)
+
+    def chunks(self, rows: int, n_features: int) -> int:
+        """Ordered reads of `rows` rows are split into this many key-bucket ranges, each
+        sorted on its own: DuckDB's sort does not spill wide rows (measured, duckdb 2.0.1:
+        200,000 rows of FLOAT[100] fail at 128 MB and pass at 192 MB), so each range keeps
+        its rows under a quarter of DuckDB's memory limit."""
+        return max(1, -(-rows * (4 * n_features + 64) // (self.duckdb_bytes() // 4)))
 
     def batch_rows(self, n_features: int) -> int:
         """Rows per Arrow batch: the batch and its copy inside XGBoost stay under 1/32."""
@@ -100,11 +113,12 @@ def duckdb_settings(con: duckdb.DuckDBPyConnection, settings: dict[str, str]
 class _PartIter(xgb.DataIter):
     """One part of the split, streamed from DuckDB each time XGBoost iterates."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, sql: str, params: list[Any],
+    def __init__(self, con: duckdb.DuckDBPyConnection, queries: list[tuple[str, list[Any]]],
                  encoder: Encoder, classes: pa.Array | None, batch_rows: int,
                  cache_prefix: str, progress: ReadProgress, meta: dict[str, Any],
                  where: str) -> None:
-        self.con, self.sql, self.params, self.meta, self.where = con, sql, params, meta, where
+        self.con, self.queries, self.meta, self.where = con, queries, meta, where
+        self.at = 0  # the query (key-bucket range) being streamed
         self.encoder, self.classes, self.batch_rows = encoder, classes, batch_rows
         self.progress = progress
         self.reader: pa.RecordBatchReader | None = None
@@ -113,16 +127,22 @@ class _PartIter(xgb.DataIter):
     def reset(self) -> None:
         if self.reader is not None:
             self.reader.close()
-        self.reader = None
+        self.reader, self.at = None, 0
         self.progress.next_pass()
 
     def next(self, input_data: Callable[..., None]) -> bool:
-        if self.reader is None:
-            self.reader = stream_arrow(self.con, self.sql, self.batch_rows, self.params)
-        try:
-            batch = self.reader.read_next_batch()
-        except StopIteration:
-            return False
+        while True:
+            if self.reader is None:
+                if self.at == len(self.queries):
+                    return False
+                sql, params = self.queries[self.at]
+                self.reader = stream_arrow(self.con, sql, self.batch_rows, params)
+            try:
+                batch = self.reader.read_next_batch()
+                break
+            except StopIteration:
+                self.reader.close()
+                self.reader, self.at = None, self.at + 1
         X = self.encoder.from_fixed(batch.column(1), self.where)
         input_data(data=X, label=labels(batch.column(0), self.classes), **self.meta)
         self.progress.add(len(X))
@@ -145,12 +165,23 @@ class ExternalSet:
     cache_dir: str  # XGBoost's page cache (a temporary folder)
     log: Log
 
-    def _query(self, part: int, extra: str = "", where: str = "") -> tuple[str, list[Any]]:
+    def _query(self, part: int, rows: int, extra: str = "", where: str = ""
+               ) -> list[tuple[str, list[Any]]]:
+        """The part's rows in `row_order`, as one query per key-bucket range (`Budget.chunks`
+        for about `rows` rows): the ranges follow the order's first key, so reading them one
+        after the other reads every row in `row_order`."""
         y = quote(self.spec.target)
-        sql = (f"select {y} as __pyml_y, {matrix_sql(self.features)} as __pyml_x{extra} "
-               f"from {self.source} where {y} is not null and ({self.part_sql}) = {part}{where} "
-               f"order by {row_order(self.spec)}")
-        return sql, list(self.part_params)
+        n = self.budget.chunks(rows, len(self.features))
+        bucket = bucket_sql(self.spec.key, self.spec.split.seed, "duckdb")
+        cuts = [HASH_BUCKETS * i // n for i in range(n + 1)]
+        out = []
+        for lo, hi in itertools.pairwise(cuts):
+            within = "" if n == 1 else f" and {bucket} >= {lo} and {bucket} < {hi}"
+            out.append((f"select {y} as __pyml_y, {matrix_sql(self.features)} as __pyml_x"
+                        f"{extra} from {self.source} where {y} is not null and "
+                        f"({self.part_sql}) = {part}{where}{within} "
+                        f"order by {row_order(self.spec)}", list(self.part_params)))
+        return out
 
     def _classes(self) -> pa.Array | None:
         return pa.array(list(self.target.classes)) if self.target.classes else None
@@ -163,11 +194,11 @@ class ExternalSet:
         """ExtMemQuantileDMatrix of one part, quantised from DuckDB batches (`kwargs`:
         feature_names and feature_types travel with each batch, the rest to XGBoost)."""
         meta = {k: kwargs.pop(k) for k in ("feature_names", "feature_types") if k in kwargs}
-        sql, params = self._query(part)
+        queries = self._query(part, self.sizes[part])
         what = ("train", "validation")[part]
         progress = ReadProgress(self.spec.name, f"{what} part",
                                 self.sizes[part], self.log)
-        it = _PartIter(self.con, sql, params, Encoder(self.features), self._classes(),
+        it = _PartIter(self.con, queries, Encoder(self.features), self._classes(),
                        self.budget.batch_rows(len(self.features)),
                        os.path.join(self.cache_dir, what), progress, meta, self.spec.where)
         try:
@@ -192,10 +223,11 @@ class ExternalSet:
     def sample(self, rows: int = SAMPLE_ROWS, salt: int = 11) -> Part:
         """A hashed sample of about `rows` train rows, in memory (checks, drift snapshot)."""
         fraction = min(1.0, rows / max(self.sizes[0], 1))
-        sql, params = self._query(0, where=f" and {self._pick(fraction, salt)}")
+        queries = self._query(0, min(rows, self.sizes[0]),
+                              where=f" and {self._pick(fraction, salt)}")
         X_parts, y_parts = [], []
         encoder, classes = Encoder(self.features), self._classes()
-        for batch in self._stream(sql, params):
+        for batch in self._stream(queries):
             X_parts.append(encoder.from_fixed(batch.column(1), self.spec.where).copy())
             y_parts.append(labels(batch.column(0), classes))
         k = len(self.features)
@@ -208,13 +240,14 @@ class ExternalSet:
         """Stream the holdout once: its labels, the booster's predictions and a small sample
         of its rows (for mean |SHAP|)."""
         fraction = min(1.0, shap_rows / max(self.sizes[2], 1))
-        sql, params = self._query(2, extra=f", {self._pick(fraction, 13)} as __pyml_pick")
+        queries = self._query(2, self.sizes[2],
+                              extra=f", {self._pick(fraction, 13)} as __pyml_pick")
         encoder, classes = Encoder(self.features), self._classes()
         ys, preds, picked = [], [], []
         progress = ReadProgress(self.spec.name, "holdout", self.sizes[2],
                                 self.log)
         progress.next_pass()
-        for batch in self._stream(sql, params):
+        for batch in self._stream(queries):
             X = encoder.from_fixed(batch.column(1), self.spec.where)
             ys.append(labels(batch.column(0), classes))
             preds.append(np.asarray(booster.inplace_predict(X), dtype=np.float64))
@@ -226,10 +259,11 @@ class ExternalSet:
         return (np.concatenate(ys), np.concatenate(preds),
                 np.concatenate(picked) if picked else np.empty((0, k), np.float32))
 
-    def _stream(self, sql: str, params: list[Any]) -> Iterator[pa.RecordBatch]:
+    def _stream(self, queries: list[tuple[str, list[Any]]]) -> Iterator[pa.RecordBatch]:
         try:
-            yield from stream_arrow(self.con, sql, self.budget.batch_rows(len(self.features)),
-                                    params)
+            for sql, params in queries:
+                yield from stream_arrow(self.con, sql,
+                                        self.budget.batch_rows(len(self.features)), params)
         except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self._read_error(e) from None
 
