@@ -3,11 +3,17 @@
 DuckDB computes the split column and the row-major FLOAT[k] input matrix in parallel; Python
 receives Arrow batches whose values buffer is already the XGBoost input, and copies each
 batch's rows straight into preallocated float32 arrays for the train, validation and holdout
-parts (`np.compress(..., out=...)`), in one order whatever order the relation's rows are
-stored in (`row_order`: XGBoost's booster depends on row order; DuckDB sorts, spilling to
-disk past its bounded buffer pool). There is no pandas frame, no float64 copy of the data
+parts (`np.compress(..., out=...)`). There is no pandas frame, no float64 copy of the data
 and no fancy-indexing copy of the whole matrix: peak memory is one float32 matrix plus
 XGBoost's own quantised copy.
+
+XGBoost's booster depends on row order, and dbt may write a table's rows in any order, so
+each part is then put in one order whatever order the rows came in: by a 64-bit hash of the
+row's key, label and features (DuckDB's `hash()`, computed with the read), a stable argsort
+and one part-sized copy at a time (smaller than XGBoost's quantised copy made later, so the
+peak does not grow). DuckDB does not sort: its sort does not spill wide rows and would need
+the whole matrix in its buffer pool. Rows with equal hashes are equal rows (or a 64-bit
+collision), interchangeable for XGBoost.
 """
 
 from __future__ import annotations
@@ -169,7 +175,8 @@ def train_label_base(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
 
 
 def row_order(spec: ModelSpec) -> str:
-    """The ORDER BY of every training read (pyml.data.split.order_sql): the same rows give the
+    """The ORDER BY of the external-memory reads (pyml.data.split.order_sql; pyml.data.extmem
+    streams, so it cannot sort in numpy as `read_training_set` does): the same rows give the
     same booster bit for bit, however dbt wrote the table. Rows whose key ties (duplicate
     keys) are ordered by a hash of their label and input row (`__pyml_y`, `__pyml_x`)."""
     return order_sql(spec.key, spec.split.seed, "duckdb", "hash(__pyml_y, __pyml_x)")
@@ -180,25 +187,27 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
                       part_params: list[Any], batch_rows: int = BATCH_ROWS,
                       log: Callable[[str], None] | None = None, ordered: bool = True
                       ) -> TrainingSet:
-    """Stream the labelled rows once into preallocated float32 parts, in `row_order`
-    (`ordered=False`: in whatever order DuckDB returns them; for benchmarks only)."""
+    """Stream the labelled rows once into preallocated float32 parts, each then sorted by
+    row hash (`ordered=False`: left in the order DuckDB returned them; benchmarks only)."""
     y = quote(spec.target)
     sizes = part_sizes(con, spec, source, part_sql, part_params)
     k = len(features)
     parts = tuple(Part(np.empty((n, k), np.float32), np.empty(n, np.float64)) for n in sizes)
     encoder = Encoder(features)
     classes = pa.array(list(target.classes)) if target.classes else None
+    hashes = tuple(np.empty(n, np.uint64) for n in sizes)
     reader = None
     try:  # the first batch is computed when the reader is made: a range error can come here
-        order = f" order by {row_order(spec)}" if ordered else ""
+        used = ", ".join(quote(c) for c in dict.fromkeys(
+            [*spec.key, spec.target, *(f.name for f in features)]))
         reader = stream_arrow(
             con, f"select {y} as __pyml_y, {part_sql} as __pyml_part, {matrix_sql(features)} "
-                 f"as __pyml_x from {source} where {y} is not null{order}", batch_rows,
-            part_params)
+                 f"as __pyml_x, hash({used}) as __pyml_h from {source} where {y} is not null",
+            batch_rows, part_params)
         progress = ReadProgress(spec.name, "read", sum(sizes),
                                 log or (lambda _: None), passes=False)
         progress.next_pass()
-        _fill(reader, parts, sizes, encoder, classes, spec.where, source, progress)
+        _fill(reader, parts, hashes, sizes, encoder, classes, spec.where, source, progress)
     except (duckdb.Error, pa.ArrowException, OSError) as e:
         if is_range_error(e):
             raise range_error(con, source, features, spec.where) from None
@@ -208,7 +217,15 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
             # An open reader keeps the database open (and locked) for as long as the
             # exception's traceback lives, e.g. in a notebook after an error.
             reader.close()
+    if ordered:
+        parts = tuple(_in_order(part, h) for part, h in zip(parts, hashes, strict=True))
     return TrainingSet(tuple(features), target, (parts[0], parts[1], parts[2]))
+
+
+def _in_order(part: Part, hashes: np.ndarray) -> Part:
+    """The part's rows sorted by their row hashes (one copy of the part at a time)."""
+    order = np.argsort(hashes, kind="stable")
+    return Part(part.X[order], part.y[order])
 
 
 def labels(column: pa.Array | pa.ChunkedArray, classes: pa.Array | None) -> np.ndarray:
@@ -220,15 +237,16 @@ def labels(column: pa.Array | pa.ChunkedArray, classes: pa.Array | None) -> np.n
     return np.asarray(y, dtype=np.float64)
 
 
-def _fill(reader: pa.RecordBatchReader, parts: tuple[Part, ...], sizes: list[int],
-          encoder: Encoder, classes: pa.Array | None, where: str, source: str,
-          progress: ReadProgress) -> None:
+def _fill(reader: pa.RecordBatchReader, parts: tuple[Part, ...],
+          hashes: tuple[np.ndarray, ...], sizes: list[int], encoder: Encoder,
+          classes: pa.Array | None, where: str, source: str, progress: ReadProgress) -> None:
     """Copy each batch's rows into the preallocated part arrays."""
     filled = [0, 0, 0]
     for batch in reader:
         part = batch.column(1).to_numpy()
         X = encoder.from_fixed(batch.column(2), where)
         yb = labels(batch.column(0), classes)
+        hb = batch.column(3).to_numpy(zero_copy_only=False)
         for p in (0, 1, 2):
             mask = part == p
             n = int(np.count_nonzero(mask))
@@ -239,6 +257,7 @@ def _fill(reader: pa.RecordBatchReader, parts: tuple[Part, ...], sizes: list[int
                 raise DataError(f"{where}: {source} changed while it was read; rerun")
             np.compress(mask, X, axis=0, out=parts[p].X[lo:hi])
             np.compress(mask, yb, out=parts[p].y[lo:hi])
+            np.compress(mask, hb, out=hashes[p][lo:hi])
             filled[p] = hi
         progress.add(len(X))
     if filled != sizes:
