@@ -11,7 +11,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
 .PHONY: venv venv-spark deps demo demo-data test test-all test-spark lint clean bench bench-quick \
-	bench-serve bench-sql bench-crash bench-extmem bench-spark
+	bench-serve bench-sql bench-crash bench-extmem bench-spark bench-incremental
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -97,6 +97,11 @@ bench-extmem: venv
 ## each (about 20 minutes on a busy 2-core machine).
 bench-crash: venv
 	$(BIN)/python -m bench.crash --runs 50
+
+## Incremental scoring: `pyml score --incremental` after 1% of 5M rows changed (updated,
+## deleted, inserted) against a full score of the same table, in one run; checks they agree.
+bench-incremental: venv
+	$(BIN)/python -m bench.bench_incremental --rows 5000000 --changed 0.01
 
 ## Spark engine vs DuckDB path on the same generated table (1M and 5M rows x 20 features):
 ## train and score time, peak memory, AUC, rows/s per core, on local[2].

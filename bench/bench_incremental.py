@@ -24,7 +24,10 @@ import platform
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -54,12 +57,27 @@ def change(con: duckdb.DuckDBPyConnection, rows: int, fraction: float, round_: i
     return touched
 
 
-def timed(con: duckdb.DuckDBPyConnection, model: LoadedModel, incremental: bool
+def timed(db: Path, model: LoadedModel, threads: int, incremental: bool
           ) -> tuple[float, int | None]:
-    """Seconds of one score_relation, and the rows it rescored (None: all)."""
-    started = time.perf_counter()
-    result = score_relation(con, model, ("main", TABLE), incremental=incremental)
-    return time.perf_counter() - started, result.rescored
+    """Seconds of one score_relation on a fresh connection (as a `pyml score` process opens
+    the file after dbt changed it), and the rows it rescored (None: all)."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(f"set threads = {threads}")
+        started = time.perf_counter()
+        result = score_relation(con, model, ("main", TABLE), incremental=incremental)
+        return time.perf_counter() - started, result.rescored
+    finally:
+        con.close()
+
+
+def edit(db: Path, run: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+    """Run `run` on its own connection to `db` (dbt's part: another process in real use)."""
+    con = duckdb.connect(str(db))
+    try:
+        return run(con)
+    finally:
+        con.close()
 
 
 def main() -> None:
@@ -76,33 +94,31 @@ def main() -> None:
 
     db = OUT / f"incremental_{args.rows}.duckdb"
     shutil.copy2(synth_db(args.rows, "float"), db)
-    con = duckdb.connect(str(db))
     try:
-        con.execute(f"set threads = {args.threads}")
-        model = LoadedModel(replace(train_model(con, args.trees, args.depth, args.threads),
-                                    name=MODEL))
-        full = [timed(con, model, incremental=False)[0]]
-        with_fp, _ = timed(con, model, incremental=True)  # no fingerprints yet: full + them
+        model = LoadedModel(replace(edit(db, lambda con: train_model(
+            con, args.trees, args.depth, args.threads)), name=MODEL))
+        full = [timed(db, model, args.threads, incremental=False)[0]]
+        # No fingerprints yet: a full score that keeps them.
+        with_fp, _ = timed(db, model, args.threads, incremental=True)
         inc: list[float] = []
         for r in range(args.repeat):
-            touched = change(con, args.rows, args.changed, r)
-            seconds, rescored = timed(con, model, incremental=True)
+            touched = edit(db, lambda con, r=r: change(con, args.rows, args.changed, r))
+            seconds, rescored = timed(db, model, args.threads, incremental=True)
             inc.append(seconds)
             what = "all" if rescored is None else f"{rescored:,}"
             print(f"round {r + 1}: {touched:,} rows changed (80% updated, 10% deleted, 10% "
-                  f"inserted), {what} rescored, {seconds:.2f}s",
-                  flush=True)
-        con.execute(f"create table main.incremental_rows as select * exclude (scored_at) "
-                    f"from {PREDICTIONS}")
-        full.append(timed(con, model, incremental=False)[0])
-        (diff,), = con.execute(
+                  f"inserted), {what} rescored, {seconds:.2f}s", flush=True)
+        edit(db, lambda con: con.execute(f"create table main.incremental_rows as select * "
+                                         f"exclude (scored_at) from {PREDICTIONS}"))
+        full.append(timed(db, model, args.threads, incremental=False)[0])
+        (diff,), = edit(db, lambda con: con.execute(
             f"select count(*) from ((select * from main.incremental_rows except all "
             f"select * exclude (scored_at) from {PREDICTIONS}) union all (select * exclude "
             f"(scored_at) from {PREDICTIONS} except all select * from main.incremental_rows))"
-        ).fetchall()
-        (rows,), = con.execute(f"select count(*) from {PREDICTIONS}").fetchall()
+        ).fetchall())
+        (rows,), = edit(db, lambda con: con.execute(
+            f"select count(*) from {PREDICTIONS}").fetchall())
     finally:
-        con.close()
         for suffix in ("", ".wal"):
             db.with_name(db.name + suffix).unlink(missing_ok=True)
     median_full, median_inc = statistics.median(full), statistics.median(inc)

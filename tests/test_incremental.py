@@ -7,7 +7,9 @@ project; a "full score" to compare with runs on a copy of the same file.
 
 from __future__ import annotations
 
+import functools
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import crash
+from pyml.data.encode import Feature, matrix_sql
+from pyml.store.fingerprints import fingerprint_sql
 
-from .conftest import FEATURES, SPECS, Loans
+from .conftest import DB_ENV, FEATURES, SPECS, Loans
 from .support import EXCLUDE, db_state
 
 MODEL = "default_risk"
@@ -91,15 +95,26 @@ def edit(db: Path, sql: str, params: list[Any] | None = None) -> None:
         con.close()
 
 
-@pytest.fixture
-def ready(scored: Loans) -> Loans:
-    """The scored project after one `pyml score --incremental` of every model (a full score
-    that keeps fingerprints: the tables had none)."""
-    output = run(scored.dir, scored.db, "score", "--incremental")
+@pytest.fixture(scope="module")
+def ready_base(trained_loans: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained and scored project after one `pyml score --incremental` of every model
+    (a full score that keeps fingerprints: the tables had none)."""
+    root = tmp_path_factory.mktemp("incremental") / "loans"
+    shutil.copytree(trained_loans, root)
+    output = run(root, root / crash.DB_NAME, "score", "--incremental")
     assert ("[default_risk] full score instead of an incremental one: "
             "ml.default_risk_predictions has no row fingerprints (a pyml score without "
             "--incremental wrote it)") in output
-    return scored
+    return root
+
+
+@pytest.fixture
+def ready(ready_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loans:
+    """A fresh copy of ready_base for one test."""
+    root = tmp_path / "loans"
+    shutil.copytree(ready_base, root)
+    monkeypatch.setenv(DB_ENV, str(root / crash.DB_NAME))
+    return Loans(root, root / crash.DB_NAME)
 
 
 @pytest.mark.parametrize("model", SPECS)
@@ -155,8 +170,8 @@ def test_a_new_champion_a_full_score_or_a_retyped_key_falls_back(ready: Loans) -
     # The key's type changed in the dbt model: a full score writes the new type.
     ready.replace_features("select * replace (cast(loan_id as bigint) as loan_id)")
     output = run(ready.dir, ready.db, "score", MODEL, "--incremental")
-    assert "full score instead of an incremental one: ml.default_risk_predictions's columns " \
-           "differ from a full score's: loan_id BIGINT (was loan_id INTEGER)" in output
+    assert "full score instead of an incremental one: the key's type changed: loan_id is " \
+           "BIGINT (was INTEGER)" in output
     assert table(ready.db) == full_twin(ready.dir, ready.db)
     fingerprints_match(ready.db)
 
@@ -171,6 +186,32 @@ def test_the_spec_key_turns_it_on_and_the_flag_off(ready: Loans) -> None:
     output = run(ready.dir, ready.db, "score", MODEL, "--no-incremental")
     assert "rescored" not in output
     assert "default_risk_fingerprints" not in str(db_state(ready.db))
+
+
+TWIN = f"insert into {RELATION} select * replace (amount + ? as amount) from {RELATION} " \
+       "where loan_id = 5"
+NEW_TWIN = f"insert into {RELATION} select * replace (100005 as loan_id) from {RELATION} " \
+           "where loan_id = 5"
+
+
+@pytest.mark.parametrize("statements", [
+    [(TWIN, [0])],  # a twin of a row, both unchanged: both match the stored fingerprint
+    [(TWIN, [1])],  # one of the twins changed
+    [(f"update {RELATION} set amount = amount + 2 where loan_id = 5", []), (TWIN, [1])],  # both
+    [(NEW_TWIN, []), (NEW_TWIN, [])],  # a new key, twice
+])
+def test_a_duplicate_key_is_refused_as_a_full_score_refuses_it(
+        ready: Loans, statements: list[tuple[str, list[Any]]]) -> None:
+    # The incremental path checks the key's uniqueness in its merge, not up front.
+    for sql, params in statements:
+        edit(ready.db, sql, params)
+    before = db_state(ready.db)
+    result = ready.pyml("score", MODEL, "--incremental")
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: model 'default_risk' v1: main.loan_features has 1 duplicate keys (loan_id); "
+        "make the key unique in the dbt model")
+    assert db_state(ready.db) == before
 
 
 @pytest.mark.parametrize(("args", "yaml", "message"), [
@@ -199,6 +240,56 @@ def test_mistakes_are_one_line_and_change_nothing(ready: Loans, args: tuple[str,
     assert "Traceback" not in result.output
     assert db_state(ready.db) == before
     assert not (ready.dir / "x.parquet").exists()
+
+
+# --- the fingerprint: a different input row always hashes differently ----------------------
+
+PLAN = (Feature("a", "numeric", "DOUBLE"), Feature("b", "categorical", "VARCHAR", ("", "x", "0")),
+        Feature("c", "numeric", "DOUBLE"), Feature("d", "numeric", "BOOLEAN"))
+NUMBER = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False, width=32),
+                   st.sampled_from([0.0, -0.0, 1.0, -1.0, math.nan]))
+RECORD = st.tuples(NUMBER, st.sampled_from([None, "", "x", "0", "y", "0.0"]), NUMBER,
+                   st.sampled_from([None, True, False]))
+
+
+@functools.cache
+def _memory() -> duckdb.DuckDBPyConnection:
+    return duckdb.connect()
+
+
+def _same_input(a: Any, b: Any) -> bool:
+    # As XGBoost reads a float32 input: NaN and NULL are both missing, -0.0 == 0.0.
+    missing = [v is None or (isinstance(v, float) and math.isnan(v)) for v in (a, b)]
+    return all(missing) or (not any(missing) and a == b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=RECORD, second=RECORD)
+def test_a_changed_input_row_changes_the_fingerprint(first: tuple[Any, ...],
+                                                     second: tuple[Any, ...]) -> None:
+    con = _memory()
+    rows = con.execute(
+        f"select {matrix_sql(PLAN)}, {fingerprint_sql(PLAN)} from (values (0, ?, ?, ?, ?), "
+        "(1, ?, ?, ?, ?)) t(i, a, b, c, d) order by i", [*first, *second]).fetchall()
+    (x1, h1), (x2, h2) = rows
+    if not all(_same_input(u, v) for u, v in zip(x1, x2, strict=True)):
+        assert h1 != h2, (first, second)
+    if first == second or all(_same_input(u, v) and type(u) is type(v)
+                              for u, v in zip(first, second, strict=True)):
+        # The same values, NaN for NaN (every NaN hashes alike): the same fingerprint.
+        assert h1 == h2, (first, second)
+
+
+def test_null_empty_zero_and_order_hash_apart() -> None:
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "select hash(null::varchar), hash(''), hash('0'), hash(0::double), "
+            "hash(1::double, 2::double), hash(2::double, 1::double)"
+        ).fetchall()[0]
+    finally:
+        con.close()
+    assert len(set(rows)) == len(rows)
 
 
 # --- the property: any edits, then incremental == full --------------------------------------
@@ -236,13 +327,29 @@ def apply_edit(db: Path, step: tuple[Any, ...], round_: int) -> None:
                  f"{column}) from {RELATION}")
 
 
-@settings(max_examples=6, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                 HealthCheck.too_slow])
-@given(model=st.sampled_from(SPECS), rounds=st.lists(st.lists(EDIT, max_size=4),
-                                                     min_size=1, max_size=2))
+HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+ROUNDS = st.lists(st.lists(EDIT, max_size=4), min_size=1, max_size=2)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=HEALTH)
+@given(model=st.sampled_from(SPECS), rounds=ROUNDS)
 def test_incremental_equals_full_after_any_edits(ready: Loans, tmp_path: Path, model: str,
                                                  rounds: list[list[tuple[Any, ...]]]) -> None:
+    incremental_equals_full(ready, tmp_path, model, rounds)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=HEALTH)
+@given(model=st.sampled_from(SPECS), rounds=ROUNDS)
+def test_incremental_equals_full_after_any_edits_many(
+        ready: Loans, tmp_path: Path, model: str, rounds: list[list[tuple[Any, ...]]]) -> None:
+    incremental_equals_full(ready, tmp_path, model, rounds)
+
+
+def incremental_equals_full(ready: Loans, tmp_path: Path, model: str,
+                            rounds: list[list[tuple[Any, ...]]]) -> None:
+    """Rounds of edits, each followed by an incremental score; then a full score of a copy
+    must equal the incremental table."""
     db = tmp_path / "work" / crash.DB_NAME
     crash.copy_db(ready.db, db)
     for i, steps in enumerate(rounds):
@@ -274,8 +381,9 @@ cli({args!r}, prog_name="pyml")
 
 
 @pytest.mark.parametrize(("module", "func", "before", "outcome"), [
-    ("pyml.store.fingerprints", "merge", False, "old"),  # half-merged, not committed
-    ("pyml.store.writer", "_swap", True, "old"),  # the commit not reached
+    ("pyml.store.fingerprints", "merge", False, "old"),  # merged, not committed
+    pytest.param("pyml.store.writer", "_swap", True, "old",  # the commit not reached
+                 marks=pytest.mark.slow),
     ("pyml.store.writer", "_swap", False, "new"),  # just committed
 ])
 def test_sigkill_around_the_merge_leaves_the_old_or_the_new_table(

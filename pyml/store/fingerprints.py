@@ -22,6 +22,7 @@ for a run that changes 5 million rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -35,6 +36,7 @@ FINGERPRINT = "fingerprint"
 # The fingerprint as the scoring stream carries it (user columns never start with __pyml).
 STREAM_COLUMN = "__pyml_fingerprint"
 _KEY = "__pyml_k"  # the fingerprints table's key columns, renamed apart from the relation's
+GONE_COLUMN = "__pyml_gone"  # in the incremental stream: a stored key the relation lacks
 
 
 class Stale(Exception):
@@ -63,36 +65,49 @@ def full_rows_sql(source: str, key: Sequence[str], features: Sequence[Feature]) 
 
 def changed_rows_sql(model: str, source: str, key: Sequence[str],
                      features: Sequence[Feature]) -> str:
-    """The stream of an incremental score: full_rows_sql's columns for the rows whose key is
-    not in ml.<model>_fingerprints with the row's current fingerprint (new or changed)."""
+    """The stream of an incremental score, one join of the relation with the stored
+    fingerprints (on the key): full_rows_sql's columns, then GONE_COLUMN, for each row whose
+    key is new or whose fingerprint changed (GONE false), and for each stored key the
+    relation no longer has (GONE true; its input row is all missing, its fingerprint NULL).
+    Unchanged rows are not in it."""
     fp = qualified(SCHEMA, fingerprints_table(model))
-    renamed = ", ".join(f"{quote(k)} as {quote(f'{_KEY}{i}')}" for i, k in enumerate(key))
-    on = " and ".join(f"s.{quote(k)} = f.{quote(f'{_KEY}{i}')}" for i, k in enumerate(key))
-    keys = ", ".join(f"s.{quote(k)}" for k in key)
-    return (f"select {keys}, {matrix_sql(features)}, s.{quote(STREAM_COLUMN)} from "
-            f"(select *, {fingerprint_sql(features)} as {quote(STREAM_COLUMN)} "
-            f"from {source}) s anti join (select {renamed}, {quote(FINGERPRINT)} as "
-            f"{quote(STREAM_COLUMN)} from {fp}) f on {on} and "
-            f"s.{quote(STREAM_COLUMN)} = f.{quote(STREAM_COLUMN)}")
+    stored = [quote(f"{_KEY}{i}") for i in range(len(key))]
+    renamed = ", ".join(f"{quote(k)} as {r}" for k, r in zip(key, stored, strict=True))
+    on = " and ".join(f"s.{quote(k)} = f.{r}" for k, r in zip(key, stored, strict=True))
+    keys = ", ".join(f"coalesce(s.{quote(k)}, f.{r}) as {quote(k)}"
+                     for k, r in zip(key, stored, strict=True))
+    column = quote(STREAM_COLUMN)
+    return (f"select {keys}, {matrix_sql(features)}, s.{column}, f.{stored[0]} is not null "
+            f"and s.{column} is null as {quote(GONE_COLUMN)} from "
+            f"(select *, {fingerprint_sql(features)} as {column} from {source}) s "
+            f"full outer join (select {renamed}, {quote(FINGERPRINT)} as {column} from {fp}) f "
+            f"on {on} where f.{stored[0]} is null or s.{column} is null "
+            f"or s.{column} <> f.{column}")
 
 
 def stale_reason(con: duckdb.DuckDBPyConnection, model: str, version: int,
-                 key: Sequence[str]) -> str | None:
+                 key: Sequence[tuple[str, str]]) -> str | None:
     """Why ml.<model>_predictions cannot be updated in place by `version`, or None if it can:
-    it must exist, have fingerprints of its own rows (same rows, same scored_at) and have been
-    written by `version`."""
+    it must exist, have fingerprints of its own rows (same rows, same scored_at), have been
+    written by `version`, and its key columns must have the types `key` (column, DuckDB type)
+    has in the relation now."""
     pred, fp = predictions_table(model), fingerprints_table(model)
     if not table_exists(con, SCHEMA, pred):
         return f"{SCHEMA}.{pred} does not exist yet"
     if not table_exists(con, SCHEMA, fp):
         return (f"{SCHEMA}.{pred} has no row fingerprints (a pyml score without --incremental "
                 "wrote it)")
-    columns = [str(r[0]) for r in con.execute(
-        "select column_name from information_schema.columns where table_catalog = "
+    columns = [(str(n), str(t)) for n, t in con.execute(
+        "select column_name, data_type from information_schema.columns where table_catalog = "
         "current_database() and table_schema = ? and table_name = ? order by ordinal_position",
         [SCHEMA, fp]).fetchall()]
-    if columns != [*key, FINGERPRINT, "model_version", "scored_at"]:
-        return f"{SCHEMA}.{fp} has other columns than key {', '.join(key)} needs"
+    names = [k for k, _ in key]
+    if [n for n, _ in columns] != [*names, FINGERPRINT, "model_version", "scored_at"]:
+        return f"{SCHEMA}.{fp} has other columns than key {', '.join(names)} needs"
+    retyped = [f"{k} is {t} (was {was})" for (k, t), (_, was) in zip(key, columns, strict=False)
+               if t != was]
+    if retyped:
+        return f"the key's type changed: {retyped[0]}"
     stats = ("select count(*), min(model_version), max(model_version), min(scored_at), "
              "max(scored_at) from ")
     try:
@@ -146,33 +161,58 @@ def drop_stale(con: duckdb.DuckDBPyConnection, model: str) -> list[tuple[str, st
     return []
 
 
-def merge(con: duckdb.DuckDBPyConnection, tmp: str, *, model: str, version: int, source: str,
-          key: Sequence[str], scored_at: datetime) -> int:
-    """update_table's apply for an incremental score, in its transaction: `tmp` holds the
-    rescored rows (keys, prediction columns, the stream's fingerprint). Rows of keys rescored
-    or gone from `source` leave both tables, the rescored rows go in, and every row gets
-    `scored_at`, as a full score would write. Returns the predictions table's rows."""
+class Duplicates(Exception):
+    """The merge found a key twice: the relation's key is not unique (the caller's key
+    check names the count, as a full score does)."""
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What an incremental merge changed."""
+
+    rows: int  # rows of the predictions table after it
+    rescored: int  # rows scored anew (new keys and changed rows)
+    gone: int  # rows dropped: their key left the relation
+
+
+def merge(con: duckdb.DuckDBPyConnection, tmp: str, *, model: str, version: int,
+          key: Sequence[str], scored_at: datetime, total: int) -> Merged:
+    """update_table's apply for an incremental score, in its transaction: `tmp` holds
+    changed_rows_sql's rows with their predictions. The rows of its keys (rescored or gone)
+    leave both tables, the rescored rows go in, and every row gets `scored_at`, as a full
+    score would write.
+
+    The relation's key was not checked for duplicates up front (that costs a pass over all
+    rows): a duplicate key either puts a key twice into `tmp` or leaves the table with
+    fewer rows than the relation's `total`; both raise Duplicates, which rolls back.
+    """
     pred = qualified(SCHEMA, predictions_table(model))
     fp = qualified(SCHEMA, fingerprints_table(model))
     new = qualified(SCHEMA, tmp)
-    _check_types(con, tmp, predictions_table(model), key)
-    outputs = [c for c in _columns(con, tmp) if c != STREAM_COLUMN]
+    _check_types(con, tmp, predictions_table(model))
+    outputs = [c for c in _columns(con, tmp) if c not in (STREAM_COLUMN, GONE_COLUMN)]
     keys = ", ".join(quote(k) for k in key)
-    gone = qualified(SCHEMA, f"{tmp}_gone")  # dropped below; never committed
-    con.execute(f"create table {gone} as select {keys} from {new} union all "
-                f"(select {keys} from {fp} anti join {source} s using ({keys}))")
-    on = " and ".join(f"t.{quote(k)} = g.{quote(k)}" for k in key)
+    scored = f"not {quote(GONE_COLUMN)}"
+    row = first_row(con, f"select count(*) filter (where {scored}), count(distinct ({keys})) "
+                         f"filter (where {scored}), count(*) from {new}")
+    if row is None or row[0] != row[1]:
+        raise Duplicates(f"{SCHEMA}.{predictions_table(model)}: a key twice")
+    rescored, gone = int(row[0]), int(row[2]) - int(row[0])
+    on = " and ".join(f"t.{quote(k)} = n.{quote(k)}" for k in key)
     for table in (pred, fp):
-        con.execute(f"delete from {table} as t using {gone} g where {on}")
+        con.execute(f"delete from {table} as t using {new} n where {on}")
         con.execute(f"update {table} set scored_at = ?", [scored_at])
     cols = ", ".join(quote(c) for c in outputs)
     con.execute(f"insert into {pred} ({cols}, model_version, scored_at) "
-                f"select {cols}, ?, ? from {new}", [version, scored_at])
+                f"select {cols}, ?, ? from {new} where {scored}", [version, scored_at])
     con.execute(f"insert into {fp} ({keys}, {quote(FINGERPRINT)}, model_version, scored_at) "
-                f"select {keys}, {quote(STREAM_COLUMN)}, ?, ? from {new}", [version, scored_at])
-    con.execute(f"drop table {gone}")
+                f"select {keys}, {quote(STREAM_COLUMN)}, ?, ? from {new} where {scored}",
+                [version, scored_at])
     row = first_row(con, f"select count(*) from {pred}")
-    return int(row[0]) if row else 0
+    rows = int(row[0]) if row else 0
+    if rows != total:
+        raise Duplicates(f"{SCHEMA}.{predictions_table(model)}: {rows} rows for {total}")
+    return Merged(rows, rescored, gone)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -186,12 +226,11 @@ def _typed(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
         [SCHEMA, table]).fetchall()]
 
 
-def _check_types(con: duckdb.DuckDBPyConnection, tmp: str, pred: str,
-                 key: Sequence[str]) -> None:
+def _check_types(con: duckdb.DuckDBPyConnection, tmp: str, pred: str) -> None:
     """The rescored rows' columns are the predictions table's (a full score would write the
     same names and types), else Stale: e.g. a key column whose type changed in the dbt
     model."""
-    fresh = [c for c in _typed(con, tmp) if c[0] != STREAM_COLUMN]
+    fresh = [c for c in _typed(con, tmp) if c[0] not in (STREAM_COLUMN, GONE_COLUMN)]
     stored = [c for c in _typed(con, pred) if c[0] not in ("model_version", "scored_at")]
     if fresh != stored:
         diff = next((f"{a[0]} {a[1]} (was {b[0]} {b[1]})" for a, b in zip(fresh, stored,

@@ -114,7 +114,7 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
 def update_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchReader,
                  *, transform: Transform, schema: pa.Schema, apply: Apply,
                  expected_rows: int, where: str = "pyml",
-                 memory_limit: str = WRITE_MEMORY_LIMIT) -> Written:
+                 memory_limit: str | None = None) -> Written:
     """Change ml.<table> in place with `source`'s batches, in one transaction.
 
     The batches (transformed as in replace_table) go into a temporary table; `apply(cursor,
@@ -124,6 +124,10 @@ def update_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBa
     dropped and the transaction commits: readers see the old table or the new one, and a
     process killed at any moment before the commit leaves the old one (DuckDB rolls back an
     uncommitted transaction). `written.rows` counts the merged rows read from `source`.
+
+    DuckDB's memory limit stays as it is unless `memory_limit` is given: the few rows
+    written need no bound, and the source (a join over the whole table) may already hold
+    more than replace_table's bound when its first batch is read.
     """
 
     def body(writer: duckdb.DuckDBPyConnection, tmp: str, rows: int) -> None:
@@ -140,7 +144,7 @@ def update_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBa
 
 def _write(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchReader,
            transform: Transform | None, schema: pa.Schema | None,
-           constants: Sequence[Constant], memory_limit: str,
+           constants: Sequence[Constant], memory_limit: str | None,
            body: Callable[[duckdb.DuckDBPyConnection, str, int], None]) -> int:
     """Open the transaction, build the temporary table from `source`, run `body(cursor, tmp,
     rows read)`, which ends the transaction; roll back on any error. Returns the rows read."""
@@ -153,7 +157,8 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchRea
         batches = _Batches(source, transform)
         rows = batches.stream()
         out_schema = schema if schema is not None else source.schema
-        con.execute("set memory_limit = ?", [memory_limit])
+        if memory_limit is not None:
+            con.execute("set memory_limit = ?", [memory_limit])
         writer = con.cursor()
         try:
             writer.register(_VIEW, pa.RecordBatchReader.from_batches(out_schema, rows))
@@ -181,7 +186,8 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchRea
             # the source it reads from is closed below.
             rows.close()
             writer.close()
-            con.execute("reset memory_limit")
+            if memory_limit is not None:
+                con.execute("reset memory_limit")
     finally:
         # An open reader keeps the database open (and locked) for as long as an exception's
         # traceback lives, e.g. in a notebook after an error.

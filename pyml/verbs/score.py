@@ -22,7 +22,7 @@ from pyml.data.encode import check_schema, is_range_error, matrix_sql, range_err
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.dbt.spec_diff import yaml_notice
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, stream_arrow
-from pyml.errors import OutputError, UsageError
+from pyml.errors import DataError, OutputError, UsageError
 from pyml.modelling.model import LoadedModel, check_key_counts, check_outputs, key_types
 from pyml.session import Session
 from pyml.store import fingerprints as fp
@@ -169,25 +169,38 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     check_schema(where, stored.features, columns, label)
     key_types(columns, stored.key, where, label)
     source = qualified(schema, name)
-    keys_sql = ", ".join(quote(k) for k in stored.key)
-    any_null = " or ".join(f"{quote(k)} is null" for k in stored.key)
-    row = first_row(con, f"select count(*), count(distinct ({keys_sql})), "
-                         f"count(*) filter (where {any_null}) from {source}")
-    total, distinct, null_keys = (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
-    check_key_counts(where, label, stored.key, total, distinct, null_keys)
-    scored_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    job = _Job(con, model, source, label, where, total, batch_size, scored_at, log)
     if incremental and output is not None:
         raise UsageError(INCREMENTAL_OUTPUT)
-    reason = fp.stale_reason(con, model.name, model.version, stored.key) if incremental else None
+    keys_sql = ", ".join(quote(k) for k in stored.key)
+    any_null = " or ".join(f"{quote(k)} is null" for k in stored.key)
+
+    def job(unique: bool) -> _Job:
+        # `unique`: count distinct keys too (a pass over every key); an incremental score
+        # leaves that to its merge, which finds a duplicate key in the rows it changes.
+        distinct = f"count(distinct ({keys_sql}))" if unique else "count(*)"
+        row = first_row(con, f"select count(*), {distinct}, count(*) filter "
+                             f"(where {any_null}) from {source}")
+        total, distinct_keys, null_keys = ((int(row[0]), int(row[1]), int(row[2])) if row
+                                           else (0, 0, 0))
+        check_key_counts(where, label, stored.key, total, distinct_keys, null_keys)
+        scored_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        return _Job(con, model, source, label, where, total, batch_size, scored_at, log)
+
+    types = dict(columns)
+    reason = (fp.stale_reason(con, model.name, model.version,
+                              [(k, types[k]) for k in stored.key]) if incremental else None)
     if incremental and reason is None:
         try:
-            return job.update(started)
+            return job(unique=False).update(started)
         except fp.Stale as e:  # found in the update's transaction, which rolled back
             reason = str(e)
+        except fp.Duplicates:  # rolled back too; the full key check names the duplicates
+            job(unique=True)
+            raise DataError(f"{where}: {label} changed while {predictions_table(model.name)} "
+                            "was written; rerun") from None
     if incremental:
         log(f"[{model.name}] full score instead of an incremental one: {reason}")
-    return job.replace(started, output, fingerprints=incremental)
+    return job(unique=True).replace(started, output, fingerprints=incremental)
 
 
 INCREMENTAL_OUTPUT = ("pyml score --incremental updates ml.<model>_predictions in place and "
@@ -248,12 +261,15 @@ class _Job:
         self.log(f"[{name}] scoring the new and changed rows of {self.label} with version "
                  f"{self.model.version} (incremental)")
 
+        merged: list[fp.Merged] = []
+
         def apply(cursor: duckdb.DuckDBPyConnection, tmp: str) -> int:
-            rows = fp.merge(cursor, tmp, model=name, version=self.model.version,
-                            source=self.source, key=stored.key, scored_at=self.scored_at)
+            merged.append(fp.merge(cursor, tmp, model=name, version=self.model.version,
+                                   key=stored.key, scored_at=self.scored_at,
+                                   total=self.total))
             comment_table(cursor, predictions_table(name), self.comment(),
                           prediction_comments(self.model, self.label))
-            return rows
+            return merged[0].rows
 
         with self._stream(sql) as (reader, schema):
             written = update_table(
@@ -262,10 +278,11 @@ class _Job:
                 schema=schema, apply=apply, expected_rows=self.total,
                 where=f"{self.where}: {self.label}")
         seconds = time.perf_counter() - started
-        self.log(f"[{name}] updated {written.table}: rescored {written.rows:,} new or changed "
-                 f"of {self.total:,} rows in {seconds:.1f}s")
+        self.log(f"[{name}] updated {written.table}: rescored {merged[0].rescored:,} new or "
+                 f"changed of {self.total:,} rows, dropped {merged[0].gone:,} gone, in "
+                 f"{seconds:.1f}s")
         return ScoreResult(name, self.model.version, written.table, self.total, seconds, None,
-                           rescored=written.rows)
+                           rescored=merged[0].rescored)
 
     def comment(self) -> str:
         """The predictions table's COMMENT."""
