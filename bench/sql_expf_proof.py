@@ -39,9 +39,9 @@ static float sql_expf(float xf) {  /* pyml.sqlgen.outputs.expf_steps, then cast 
     double x = (double)xf;
     double k = (x * %(inv)s + %(shift)s) - %(shift)s;
     double r = x * %(inv)s - k;
-    double q = floor(k / 32.0);
+    double q = floor(k / 32.0);  /* SQL: T[i] * power(2, q), an exact power of two */
     int i = (int)(k - 32 * floor(k / 32.0));
-    double y = ((%(c0)s * r + %(c1)s) * (r * r) + (%(c2)s * r + 1.0)) * (TAB[i] * pow(2.0, q));
+    double y = ((%(c0)s * r + %(c1)s) * (r * r) + (%(c2)s * r + 1.0)) * ldexp(TAB[i], (int)q);
     return (float)y;
 }
 
