@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pyml.data.encode import Encoder, Feature
 from pyml.errors import PymlError
 from pyml.sqlgen.compile import DIALECTS, scoring_sql
-from pyml.sqlgen.outputs import output_ctes
+from pyml.sqlgen.outputs import EXPF_FMA, output_ctes
 from pyml.sqlgen.trees import Forest, margins32, model_json, read_forest, split_bound
 from pyml.store.registry import StoredModel
 from tests.conftest import Loans, dbt
@@ -512,10 +512,13 @@ def test_sigmoid_and_softmax_are_xgboosts_float32_on_a_wide_sample(task: str) ->
     n = 150_000
     parts = [rng.uniform(-30, 30, (n, groups)), rng.normal(0, 3, (n, groups)),
              rng.uniform(-120, 120, (n // 10, groups))]
+    fma = [a for a, _ in EXPF_FMA]  # expf's arguments where glibc's FMA path differs
     edges = np.array([0.0, -0.0, 88.7, -88.7, 88.8, -88.8, 103.9, -103.98, -104.0, 150.0,
-                      -1e30, 1e30, 3.4e38, -3.4e38, 1e-40, 17.0, -17.0, 20.0, -20.0])
+                      -1e30, 1e30, 3.4e38, -3.4e38, 1e-40, 17.0, -17.0, 20.0, -20.0,
+                      *fma, *(-a for a in fma)])
     parts.append(np.repeat(edges[:, None], groups, axis=1) if groups == 1 else
-                 rng.choice(edges, (2000, groups)))
+                 np.concatenate([rng.choice(edges, (2000, groups)),
+                                 [[0.0, a, 0.0] for a in fma if a <= 0]]))
     margins = np.concatenate(parts).astype(np.float32)
     _same_bits(_transform_in_sql(task, margins, sqlite=False),
                _xgboost_transform(task, margins))

@@ -13,9 +13,9 @@ to 2^-34, and the result is rounded from that). So the SQL computes glibc's own 
 (``sysdeps/ieee754/flt-32/e_expf.c``: ``x = (k + r) ln2/32``, ``2^(k/32)`` from a 32-entry
 table, a cubic in r, each step a double operation in the same order) and rounds its double
 result to float32 once, as ``expf`` does. On x86-64 glibc may use a fused multiply-add for the
-cubic; that changes the double result by at most a double ulp, far below float32's rounding,
-and tests/test_sqlgen.py checks the formula against C's ``expf`` on every float32 input the
-scores can meet.
+cubic; that changes the double result by at most a double ulp, far below float32's rounding.
+``python -m bench.sql_expf_proof`` checks these operations against C's ``expf`` on every
+float32 input; tests/test_sqlgen.py checks the SQL against XGBoost itself.
 
 Float32 operations run natively where the database has a float32 type (DuckDB FLOAT,
 PostgreSQL REAL, Spark FLOAT; Spark's ``/`` returns DOUBLE and is cast back: the double
@@ -58,6 +58,12 @@ _TAB_BITS = (
 EXP2_TABLE = tuple(float(np.array([b + (i << 47)], dtype=np.uint64).view(np.float64)[0])
                    for i, b in enumerate(_TAB_BITS))
 EXPF_ZERO_BELOW = float(F32(float.fromhex("-0x1.9fe368p6")))  # expf(x) = 0 below this
+# The only float32 inputs on which glibc's expf with fused multiply-adds (x86-64 with FMA,
+# aarch64) differs from the same operations without (the SQL's), by one float32 ulp: found by
+# bench/sql_expf_proof.py over every float32 input. The SQL gives the FMA value, XGBoost's
+# on such machines; on an x86-64 CPU without FMA, XGBoost's expf is the other one.
+EXPF_FMA = ((float.fromhex("0x1.04845ep+5"), float.fromhex("0x1.f93e38p+46")),
+            (float.fromhex("-0x1.f8cbb2p+5"), float.fromhex("0x1.f45326p-92")))
 SIGMOID_CLAMP = float(F32(88.7))  # XGBoost's min(-x, 88.7f)
 # expf(x) + 1.0f is exactly 1.0f for every x <= -20 (expf(-20) < 2^-25): clamping there
 # keeps the sigmoid's expf argument in a small range without changing any result.
@@ -100,6 +106,17 @@ def expf_steps(x: str, out: str, lists: bool) -> list[list[str]]:
         [f"(({num(_C0)} * {r} + {num(_C1)}) * ({r} * {r}) + ({num(_C2)} * {r} + 1e0))"
          f" * ({table} * power(2e0, {q})) as {out}"],
     ]
+
+
+def expf32(x: str, y: str, native: bool) -> str:
+    """expf(x) as float32 (native) or as a double holding it: `y` (expf_steps' result)
+    rounded, or the FMA value on EXPF_FMA's inputs."""
+    value = (lambda v: f"cast({num(v)} as float)") if native else num
+    rounded = f"cast({y} as float)" if native else _round32(y)
+    if not EXPF_FMA:
+        return rounded
+    fma = " ".join(f"when {x} = {num(a)} then {value(b)}" for a, b in EXPF_FMA)
+    return f"case {fma} else {rounded} end"
 
 
 def _round32(v: str) -> str:
@@ -178,10 +195,10 @@ def _sigmoid(steps: _Steps, native: bool) -> None:
         one = f32(1.0)
         # expf's float32, + 1.0f, 1.0f / denominator: float32 operations (Spark's / is a
         # double division, exact once cast back, see the module docstring).
-        steps.add(["cast(__pyml_y as float) as __pyml_e"])
+        steps.add([f"{expf32('__pyml_x', '__pyml_y', True)} as __pyml_e"])
         steps.add([f"cast({one} / (__pyml_e + {one}) as float) as __pyml_p"])
         return
-    steps.add([f"{_round32('__pyml_y')} as __pyml_e"])
+    steps.add([f"{expf32('__pyml_x', '__pyml_y', False)} as __pyml_e"])
     steps.add(["__pyml_e + 1e0 as __pyml_d0"])
     steps.add([f"{_round32('__pyml_d0')} as __pyml_d"])
     steps.add(["1e0 / __pyml_d as __pyml_q0"])
@@ -205,8 +222,9 @@ def _softmax(steps: _Steps, native: bool, groups: int) -> None:
         steps.add([col for g in g_range for col in per_group[g][level]])
     # Below EXPF_ZERO_BELOW expf is 0 (the clamped argument computed a value just above it).
     zero = ("cast(0 as float)" if native else "0e0")
-    rounded = (lambda g: f"cast(__pyml_y{g} as float)") if native else (
-        lambda g: _round32(f"__pyml_y{g}"))
+    def rounded(g: int) -> str:
+        return expf32(f"__pyml_x{g}", f"__pyml_y{g}", native)
+
     # The float32 difference (native: m - max is a float32 subtraction).
     diff = (lambda g: f"__pyml_m{g} - __pyml_mx") if native else (lambda g: f"__pyml_s{g}")
     steps.add([f"case when {diff(g)} < {num(EXPF_ZERO_BELOW)} then {zero} "
