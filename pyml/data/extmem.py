@@ -13,9 +13,9 @@ training set whose in-memory footprint would not fit it, nothing row-sized is he
   labels and predictions are kept (plus a small hashed sample of rows for mean |SHAP|);
 - DuckDB streams on one thread, and its buffer pool and the batch size are cut down to
   fractions of the budget (see `Budget.duckdb`);
-- every read is in `row_order` (key hash, then key), so the booster and the metrics do not
-  depend on the order dbt wrote the rows in; DuckDB sorts each pass, a range of key buckets
-  at a time when the part's rows would not fit its sort memory (`Budget.chunks`).
+- every read is in one order whatever order dbt wrote the rows in, so the booster and the
+  metrics do not depend on it: a part is read as key-bucket ranges small enough to hold
+  (`Budget.chunks`), each sorted by row hash in numpy (`ordered_batches`).
 
 What remains in memory grows with the row count only through XGBoost's per-row state
 (labels, gradients, the prediction cache: about 24 bytes a row) and the holdout's labels and
@@ -39,7 +39,7 @@ import xgboost as xgb
 
 from pyml.data.encode import Encoder, Feature, Target, is_range_error, matrix_sql, range_error
 from pyml.data.split import HASH_BUCKETS, bucket_sql, sample_sql
-from pyml.data.trainset import Part, ReadProgress, labels, row_order
+from pyml.data.trainset import Part, ReadProgress, labels
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import quote, stream_arrow
 from pyml.errors import DataError, PymlError
@@ -73,8 +73,7 @@ class Budget:
         - threads = 1: a parallel scan runs ahead of a consumer slower than it (XGBoost
           quantising a batch) and buffers its output until it hits the memory limit;
         - preserve_insertion_order = false: no buffering to keep the relation's row order
-          either (every read has its own ORDER BY, `pyml.data.trainset.row_order`, which
-          DuckDB keeps whatever this setting says).
+          either (`ordered_batches` puts rows in order itself).
         """
         return {"memory_limit": f"{self.duckdb_bytes() >> 20}MB", "threads": "1",
                 "preserve_insertion_order": "false"}
@@ -84,10 +83,10 @@ class Budget:
         return max(128 << 20, self.total // 4)
 
     def chunks(self, rows: int, n_features: int) -> int:
-        """Ordered reads of `rows` rows are split into this many key-bucket ranges, each
-        sorted on its own: DuckDB's sort does not spill wide rows (measured, duckdb 2.0.1:
-        200,000 rows of FLOAT[100] fail at 128 MB and pass at 192 MB), so each range keeps
-        its rows under a quarter of DuckDB's memory limit."""
+        """Reads of `rows` rows are split into this many key-bucket ranges, each held and
+        sorted in memory on its own (`ordered_batches`): each range's rows stay under a
+        quarter of DuckDB's memory limit, a sixteenth of the budget (twice that while
+        sorted)."""
         return max(1, -(-rows * (4 * n_features + 64) // (self.duckdb_bytes() // 4)))
 
     def batch_rows(self, n_features: int) -> int:
@@ -110,6 +109,25 @@ def duckdb_settings(con: duckdb.DuckDBPyConnection, settings: dict[str, str]
             con.execute(f"set {name} = '{value}'")
 
 
+def ordered_batches(con: duckdb.DuckDBPyConnection, queries: list[tuple[str, list[Any]]],
+                    batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of `queries` (`ExternalSet._query`: one per key-bucket range, each small
+    enough to hold), a range at a time, each range sorted by its row hash (the last column)
+    in numpy and handed out in batches of `batch_rows`. DuckDB does not sort: its sort does
+    not spill wide rows and its scan of a wide table already pins most of its memory."""
+    for sql, params in queries:
+        reader = stream_arrow(con, sql, batch_rows, params)
+        try:
+            table = reader.read_all()
+        finally:
+            reader.close()
+        if not table.num_rows:
+            continue
+        hashes = table.column(table.num_columns - 1).to_numpy()
+        table = table.take(pa.array(np.argsort(hashes, kind="stable")))
+        yield from table.to_batches(max_chunksize=batch_rows)
+
+
 class _PartIter(xgb.DataIter):
     """One part of the split, streamed from DuckDB each time XGBoost iterates."""
 
@@ -118,31 +136,21 @@ class _PartIter(xgb.DataIter):
                  cache_prefix: str, progress: ReadProgress, meta: dict[str, Any],
                  where: str) -> None:
         self.con, self.queries, self.meta, self.where = con, queries, meta, where
-        self.at = 0  # the query (key-bucket range) being streamed
         self.encoder, self.classes, self.batch_rows = encoder, classes, batch_rows
         self.progress = progress
-        self.reader: pa.RecordBatchReader | None = None
+        self.batches: Iterator[pa.RecordBatch] | None = None
         super().__init__(cache_prefix=cache_prefix, release_data=True)
 
     def reset(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-        self.reader, self.at = None, 0
+        self.batches = None
         self.progress.next_pass()
 
     def next(self, input_data: Callable[..., None]) -> bool:
-        while True:
-            if self.reader is None:
-                if self.at == len(self.queries):
-                    return False
-                sql, params = self.queries[self.at]
-                self.reader = stream_arrow(self.con, sql, self.batch_rows, params)
-            try:
-                batch = self.reader.read_next_batch()
-                break
-            except StopIteration:
-                self.reader.close()
-                self.reader, self.at = None, self.at + 1
+        if self.batches is None:
+            self.batches = ordered_batches(self.con, self.queries, self.batch_rows)
+        batch = next(self.batches, None)
+        if batch is None:
+            return False
         X = self.encoder.from_fixed(batch.column(1), self.where)
         input_data(data=X, label=labels(batch.column(0), self.classes), **self.meta)
         self.progress.add(len(X))
@@ -167,20 +175,22 @@ class ExternalSet:
 
     def _query(self, part: int, rows: int, extra: str = "", where: str = ""
                ) -> list[tuple[str, list[Any]]]:
-        """The part's rows in `row_order`, as one query per key-bucket range (`Budget.chunks`
-        for about `rows` rows): the ranges follow the order's first key, so reading them one
-        after the other reads every row in `row_order`."""
+        """The part's rows as one query per key-bucket range (`Budget.chunks` for about
+        `rows` rows), each ending with its row hash (`__pyml_h`): `ordered_batches` reads
+        them in one order whatever order the relation stores its rows in."""
         y = quote(self.spec.target)
         n = self.budget.chunks(rows, len(self.features))
         bucket = bucket_sql(self.spec.key, self.spec.split.seed, "duckdb")
+        used = ", ".join(quote(c) for c in dict.fromkeys(
+            [*self.spec.key, self.spec.target, *(f.name for f in self.features)]))
         cuts = [HASH_BUCKETS * i // n for i in range(n + 1)]
         out = []
         for lo, hi in itertools.pairwise(cuts):
             within = "" if n == 1 else f" and {bucket} >= {lo} and {bucket} < {hi}"
             out.append((f"select {y} as __pyml_y, {matrix_sql(self.features)} as __pyml_x"
-                        f"{extra} from {self.source} where {y} is not null and "
-                        f"({self.part_sql}) = {part}{where}{within} "
-                        f"order by {row_order(self.spec)}", list(self.part_params)))
+                        f"{extra}, hash({used}) as __pyml_h from {self.source} where {y} is "
+                        f"not null and ({self.part_sql}) = {part}{where}{within}",
+                        list(self.part_params)))
         return out
 
     def _classes(self) -> pa.Array | None:
@@ -261,9 +271,8 @@ class ExternalSet:
 
     def _stream(self, queries: list[tuple[str, list[Any]]]) -> Iterator[pa.RecordBatch]:
         try:
-            for sql, params in queries:
-                yield from stream_arrow(self.con, sql,
-                                        self.budget.batch_rows(len(self.features)), params)
+            yield from ordered_batches(self.con, queries,
+                                       self.budget.batch_rows(len(self.features)))
         except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self._read_error(e) from None
 

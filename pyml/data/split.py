@@ -86,17 +86,6 @@ def sample_sql(key: Sequence[str], fraction: float, salt: int, dialect: str = "d
     return f"{bucket_sql(key, salt, dialect)} < {int(fraction * HASH_BUCKETS)}"
 
 
-def order_sql(key: Sequence[str], seed: int, dialect: str, *tail: str) -> str:
-    """ORDER BY items that put rows in one order whatever order the relation returns them in.
-
-    XGBoost's result depends on row order (float sums, quantile sketches), and dbt may write
-    a table's rows in any order: training reads order by the split's key bucket (salt `seed`,
-    the hash the split computes anyway), then the key itself, then `tail` (e.g. the label and
-    the input row), so only rows equal in all of them (interchangeable rows) tie.
-    """
-    return ", ".join([bucket_sql(key, seed, dialect), *(quote(k, dialect) for k in key), *tail])
-
-
 def split_record(spec: ModelSpec, cutoffs: Cutoffs | None = None) -> dict[str, Any]:
     """The split as stored in ml.models.split (row counts are added after reading)."""
     sp = spec.split

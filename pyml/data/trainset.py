@@ -39,7 +39,6 @@ from pyml.data.encode import (
     range_error,
 )
 from pyml.data.encode import learn_categories as data_learn_categories
-from pyml.data.split import order_sql
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import first_row, quote, stream_arrow
 from pyml.errors import DataError
@@ -172,14 +171,6 @@ def train_label_base(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
     index = labels(table.column(0), pa.array(list(target.classes))).astype(int)
     counts[index] = table.column(1).to_numpy()
     return counts / max(counts.sum(), 1.0)
-
-
-def row_order(spec: ModelSpec) -> str:
-    """The ORDER BY of the external-memory reads (pyml.data.split.order_sql; pyml.data.extmem
-    streams, so it cannot sort in numpy as `read_training_set` does): the same rows give the
-    same booster bit for bit, however dbt wrote the table. Rows whose key ties (duplicate
-    keys) are ordered by a hash of their label and input row (`__pyml_y`, `__pyml_x`)."""
-    return order_sql(spec.key, spec.split.seed, "duckdb", "hash(__pyml_y, __pyml_x)")
 
 
 def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,

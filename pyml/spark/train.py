@@ -51,7 +51,7 @@ Log = Callable[[str], None]
 HOLDOUT_ROWS = 500_000  # holdout rows evaluated on the driver at most (a hashed sample)
 SAMPLE_ROWS = 100_000  # training rows for the leakage checks and the drift snapshot
 _Y, _PART, _VALID, _BUCKET = "__pyml_y", "__pyml_part", "__pyml_valid", "__pyml_bucket"
-# The row order of every training read (as pyml.data.trainset.row_order on DuckDB): the
+# The row order of every training read (on DuckDB: pyml.data.trainset, pyml.data.extmem): the
 # split's key bucket, then the key's text; the label and inputs break ties of duplicate keys.
 _ORDER, _KEY = "__pyml_order", "__pyml_key"
 SAMPLE_SALT = 7  # salt of the key hash that draws the samples (not the split's)
