@@ -419,3 +419,42 @@ def test_sigkill_around_the_merge_leaves_the_old_or_the_new_table(
     run(ready.dir, db, "score", MODEL, "--incremental")
     assert table(db) == new
 
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_leaves_the_old_or_the_new_table(ready: Loans,
+                                                                    tmp_path: Path) -> None:
+    edit(ready.db, f"update {RELATION} set amount = amount * 3 where loan_id % 3 = 0")
+    old = table(ready.db)
+    clean = tmp_path / "clean" / crash.DB_NAME
+    crash.copy_db(ready.db, clean)
+    args = ("score", MODEL, "--incremental", "--batch-size", "5")
+    run(ready.dir, clean, *args)
+    new = table(clean)
+    outcomes = []
+    for i, delay in enumerate((0.0, 0.05, 0.1, 0.2, 0.3, 0.5)):  # after its first log line
+        db = tmp_path / f"kill{i}" / crash.DB_NAME
+        crash.copy_db(ready.db, db)
+        proc = subprocess.Popen(crash.pyml_argv(ready.dir, *args), env=crash.env_for(db),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        proc.stderr.readline()  # "[default_risk] scoring the new and changed rows ..."
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=120)
+        proc.stderr.close()
+        state = table(db)
+        assert state in (old, new), i
+        outcomes.append("old" if state == old else "new")
+        problems: list[str] = []
+        con = duckdb.connect(str(db))
+        try:
+            crash.check_no_temp_tables(con, problems)
+        finally:
+            con.close()
+        assert problems == []
+        run(ready.dir, db, "score", MODEL, "--incremental")
+        assert table(db) == new
+    assert "old" in outcomes  # some kills landed before the commit
