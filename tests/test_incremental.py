@@ -176,6 +176,18 @@ def test_a_new_champion_a_full_score_or_a_retyped_key_falls_back(ready: Loans) -
     fingerprints_match(ready.db)
 
 
+def test_fingerprints_that_disagree_with_the_rows_give_a_full_score(ready: Loans) -> None:
+    # Same counts, version and time, other keys (edited by hand): caught by the merge.
+    edit(ready.db, f"delete from {PREDICTIONS} where loan_id = 7")
+    edit(ready.db, f"delete from {FINGERPRINTS} where loan_id = 8")
+    output = run(ready.dir, ready.db, "score", MODEL, "--incremental")
+    assert ("full score instead of an incremental one: the merge left "
+            "ml.default_risk_predictions with 2,999 rows for the relation's 3,000 (its rows "
+            "and fingerprints disagree)") in output
+    assert table(ready.db) == full_twin(ready.dir, ready.db)
+    fingerprints_match(ready.db)
+
+
 def test_the_spec_key_turns_it_on_and_the_flag_off(ready: Loans) -> None:
     schema = (ready.dir / "models" / "schema.yml").read_text()
     ready.write_schema(schema.replace(EXCLUDE, EXCLUDE + "            score: {incremental: "

@@ -162,8 +162,9 @@ def drop_stale(con: duckdb.DuckDBPyConnection, model: str) -> list[tuple[str, st
 
 
 class Duplicates(Exception):
-    """The merge found a key twice: the relation's key is not unique (the caller's key
-    check names the count, as a full score does)."""
+    """The merge found a key twice or left another row count than the relation's: the
+    relation's key is not unique (the caller's key check names the count, as a full score
+    does), or else the stored fingerprints did not match the table's rows."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,8 @@ def merge(con: duckdb.DuckDBPyConnection, tmp: str, *, model: str, version: int,
     row = first_row(con, f"select count(*) from {pred}")
     rows = int(row[0]) if row else 0
     if rows != total:
-        raise Duplicates(f"{SCHEMA}.{predictions_table(model)}: {rows} rows for {total}")
+        raise Duplicates(f"the merge left {SCHEMA}.{predictions_table(model)} with {rows:,} "
+                         f"rows for the relation's {total:,}")
     return Merged(rows, rescored, gone)
 
 

@@ -22,7 +22,7 @@ from pyml.data.encode import check_schema, is_range_error, matrix_sql, range_err
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.dbt.spec_diff import yaml_notice
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, stream_arrow
-from pyml.errors import DataError, OutputError, UsageError
+from pyml.errors import OutputError, UsageError
 from pyml.modelling.model import LoadedModel, check_key_counts, check_outputs, key_types
 from pyml.session import Session
 from pyml.store import fingerprints as fp
@@ -194,10 +194,11 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
             return job(unique=False).update(started)
         except fp.Stale as e:  # found in the update's transaction, which rolled back
             reason = str(e)
-        except fp.Duplicates:  # rolled back too; the full key check names the duplicates
-            job(unique=True)
-            raise DataError(f"{where}: {label} changed while {predictions_table(model.name)} "
-                            "was written; rerun") from None
+        except fp.Duplicates as e:  # rolled back too; the full key check names duplicates
+            full = job(unique=True)  # raises a full score's DataError if the key repeats
+            reason = (f"{e} (its rows and fingerprints disagree)")
+            log(f"[{model.name}] full score instead of an incremental one: {reason}")
+            return full.replace(started, output, fingerprints=True)
     if incremental:
         log(f"[{model.name}] full score instead of an incremental one: {reason}")
     return job(unique=True).replace(started, output, fingerprints=incremental)
