@@ -244,9 +244,9 @@ def test_any_change_trains_and_no_reorder_does(change: tuple[str, Any],
 
 
 def test_external_memory_reads_in_key_bucket_ranges_keep_the_order(tmp_path: Path) -> None:
-    """A part too big to hold is read one key-bucket range at a time, each sorted by row
-    hash: the ranges give every row once, in the same order whatever order the table holds
-    its rows in."""
+    """A part too big to hold is staged once to one file per key-bucket range and read back
+    a range at a time, each sorted by row hash: every row once, in the same order whatever
+    order the table holds its rows in."""
     con = duckdb.connect(str(tmp_path / "f.duckdb"))
     try:
         spec = _spec()
@@ -262,9 +262,9 @@ def test_external_memory_reads_in_key_bucket_ranges_keep_the_order(tmp_path: Pat
             budget = extmem.Budget(1 << 30)
             parts = extmem.ExternalSet(con, spec, source, features, target, sql, params,
                                        (N_ROWS, 0, 0), budget, str(tmp_path), lambda _: None)
-            queries = parts._query(0, rows)
-            assert (len(queries) > 100) == (rows > N_ROWS)
-            return [r for b in parts._stream(queries) for r in
+            read = parts._read(0, rows)
+            assert (read.ranges > 100) == (rows > N_ROWS)
+            return [r for b in parts._stream(read) for r in
                     zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True)]
 
         huge = extmem.Budget(1 << 30).duckdb_bytes() // 2  # rows that would not fit

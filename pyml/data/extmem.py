@@ -24,7 +24,6 @@ predictions; docs/benchmarks.md measures the peak against the budget.
 
 from __future__ import annotations
 
-import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -109,33 +108,72 @@ def duckdb_settings(con: duckdb.DuckDBPyConnection, settings: dict[str, str]
             con.execute(f"set {name} = '{value}'")
 
 
-def ordered_batches(con: duckdb.DuckDBPyConnection, queries: list[tuple[str, list[Any]]],
-                    batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The rows of `queries` (`ExternalSet._query`: one per key-bucket range, each small
-    enough to hold), a range at a time, each range sorted by its row hash (the last column)
-    in numpy and handed out in batches of `batch_rows`. DuckDB does not sort: its sort does
-    not spill wide rows and its scan of a wide table already pins most of its memory."""
-    for sql, params in queries:
-        reader = stream_arrow(con, sql, batch_rows, params)
+@dataclass(frozen=True)
+class Read:
+    """One part's rows for XGBoost (`ExternalSet._read`): a query whose rows end with their
+    key-bucket range (`__pyml_r`, 0 .. ranges - 1) and row hash (`__pyml_h`)."""
+
+    sql: str
+    params: list[Any]
+    ranges: int  # Budget.chunks: 1 when the rows fit in memory at once
+
+
+def _sorted(table: pa.Table, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The table's rows sorted by row hash (its last column), in batches."""
+    hashes = table.column(table.num_columns - 1).to_numpy()
+    yield from table.take(pa.array(np.argsort(hashes, kind="stable"))).to_batches(
+        max_chunksize=batch_rows)
+
+
+def stage(con: duckdb.DuckDBPyConnection, read: Read, batch_rows: int, folder: str
+          ) -> list[str]:
+    """Stream the read once and write its rows to one Arrow file per key-bucket range in
+    `folder` (each small enough to hold); the files in range order."""
+    os.makedirs(folder, exist_ok=True)
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+    reader = stream_arrow(con, read.sql, batch_rows, read.params)
+    try:
+        for batch in reader:
+            ranges = batch.column(batch.num_columns - 2).to_numpy(zero_copy_only=False)
+            for r in np.unique(ranges):
+                if int(r) not in writers:
+                    writers[int(r)] = pa.ipc.new_file(os.path.join(folder, f"{int(r)}.arrow"),
+                                                      batch.schema)
+                writers[int(r)].write_batch(batch.filter(pa.array(ranges == r)))
+    finally:
+        reader.close()
+        for writer in writers.values():
+            writer.close()
+    return [os.path.join(folder, f"{r}.arrow") for r in sorted(writers)]
+
+
+def ordered_batches(con: duckdb.DuckDBPyConnection, read: Read, batch_rows: int,
+                    staged: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The read's rows in one order whatever order the relation stores them in: by key-bucket
+    range, then row hash, sorted in numpy a range at a time (`staged`: the ranges' files
+    from `stage`; without them the read must be a single range, held at once). DuckDB does
+    not sort: its sort does not spill wide rows."""
+    if staged is None:
+        reader = stream_arrow(con, read.sql, batch_rows, read.params)
         try:
             table = reader.read_all()
         finally:
             reader.close()
-        if not table.num_rows:
-            continue
-        hashes = table.column(table.num_columns - 1).to_numpy()
-        table = table.take(pa.array(np.argsort(hashes, kind="stable")))
-        yield from table.to_batches(max_chunksize=batch_rows)
+        yield from _sorted(table, batch_rows)
+        return
+    for path in staged:
+        with pa.memory_map(path) as source:
+            yield from _sorted(pa.ipc.open_file(source).read_all(), batch_rows)
 
 
 class _PartIter(xgb.DataIter):
     """One part of the split, streamed from DuckDB each time XGBoost iterates."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, queries: list[tuple[str, list[Any]]],
+    def __init__(self, batches: Callable[[], Iterator[pa.RecordBatch]],
                  encoder: Encoder, classes: pa.Array | None, batch_rows: int,
                  cache_prefix: str, progress: ReadProgress, meta: dict[str, Any],
                  where: str) -> None:
-        self.con, self.queries, self.meta, self.where = con, queries, meta, where
+        self.source, self.meta, self.where = batches, meta, where
         self.encoder, self.classes, self.batch_rows = encoder, classes, batch_rows
         self.progress = progress
         self.batches: Iterator[pa.RecordBatch] | None = None
@@ -147,7 +185,7 @@ class _PartIter(xgb.DataIter):
 
     def next(self, input_data: Callable[..., None]) -> bool:
         if self.batches is None:
-            self.batches = ordered_batches(self.con, self.queries, self.batch_rows)
+            self.batches = self.source()
         batch = next(self.batches, None)
         if batch is None:
             return False
@@ -173,25 +211,18 @@ class ExternalSet:
     cache_dir: str  # XGBoost's page cache (a temporary folder)
     log: Log
 
-    def _query(self, part: int, rows: int, extra: str = "", where: str = ""
-               ) -> list[tuple[str, list[Any]]]:
-        """The part's rows as one query per key-bucket range (`Budget.chunks` for about
-        `rows` rows), each ending with its row hash (`__pyml_h`): `ordered_batches` reads
-        them in one order whatever order the relation stores its rows in."""
+    def _read(self, part: int, rows: int, extra: str = "", where: str = "") -> Read:
+        """The part's rows (about `rows`) with their key-bucket range (`Budget.chunks`
+        ranges) and row hash, for `ordered_batches`."""
         y = quote(self.spec.target)
         n = self.budget.chunks(rows, len(self.features))
         bucket = bucket_sql(self.spec.key, self.spec.split.seed, "duckdb")
         used = ", ".join(quote(c) for c in dict.fromkeys(
             [*self.spec.key, self.spec.target, *(f.name for f in self.features)]))
-        cuts = [HASH_BUCKETS * i // n for i in range(n + 1)]
-        out = []
-        for lo, hi in itertools.pairwise(cuts):
-            within = "" if n == 1 else f" and {bucket} >= {lo} and {bucket} < {hi}"
-            out.append((f"select {y} as __pyml_y, {matrix_sql(self.features)} as __pyml_x"
-                        f"{extra}, hash({used}) as __pyml_h from {self.source} where {y} is "
-                        f"not null and ({self.part_sql}) = {part}{where}{within}",
-                        list(self.part_params)))
-        return out
+        return Read(f"select {y} as __pyml_y, {matrix_sql(self.features)} as __pyml_x{extra}, "
+                    f"{bucket} * {n} // {HASH_BUCKETS} as __pyml_r, hash({used}) as __pyml_h "
+                    f"from {self.source} where {y} is not null and ({self.part_sql}) = {part}"
+                    f"{where}", list(self.part_params), n)
 
     def _classes(self) -> pa.Array | None:
         return pa.array(list(self.target.classes)) if self.target.classes else None
@@ -204,11 +235,18 @@ class ExternalSet:
         """ExtMemQuantileDMatrix of one part, quantised from DuckDB batches (`kwargs`:
         feature_names and feature_types travel with each batch, the rest to XGBoost)."""
         meta = {k: kwargs.pop(k) for k in ("feature_names", "feature_types") if k in kwargs}
-        queries = self._query(part, self.sizes[part])
+        read = self._read(part, self.sizes[part])
         what = ("train", "validation")[part]
+        rows = self.budget.batch_rows(len(self.features))
+        try:  # staged once, read back on every pass XGBoost makes
+            staged = None if read.ranges == 1 else stage(
+                self.con, read, rows, os.path.join(self.cache_dir, f"{what}-rows"))
+        except (duckdb.Error, pa.ArrowException, OSError) as e:
+            raise self._read_error(e) from None
         progress = ReadProgress(self.spec.name, f"{what} part",
                                 self.sizes[part], self.log)
-        it = _PartIter(self.con, queries, Encoder(self.features), self._classes(),
+        it = _PartIter(lambda: ordered_batches(self.con, read, rows, staged),
+                       Encoder(self.features), self._classes(),
                        self.budget.batch_rows(len(self.features)),
                        os.path.join(self.cache_dir, what), progress, meta, self.spec.where)
         try:
@@ -233,8 +271,8 @@ class ExternalSet:
     def sample(self, rows: int = SAMPLE_ROWS, salt: int = 11) -> Part:
         """A hashed sample of about `rows` train rows, in memory (checks, drift snapshot)."""
         fraction = min(1.0, rows / max(self.sizes[0], 1))
-        queries = self._query(0, min(rows, self.sizes[0]),
-                              where=f" and {self._pick(fraction, salt)}")
+        queries = self._read(0, min(rows, self.sizes[0]),
+                             where=f" and {self._pick(fraction, salt)}")
         X_parts, y_parts = [], []
         encoder, classes = Encoder(self.features), self._classes()
         for batch in self._stream(queries):
@@ -250,8 +288,8 @@ class ExternalSet:
         """Stream the holdout once: its labels, the booster's predictions and a small sample
         of its rows (for mean |SHAP|)."""
         fraction = min(1.0, shap_rows / max(self.sizes[2], 1))
-        queries = self._query(2, self.sizes[2],
-                              extra=f", {self._pick(fraction, 13)} as __pyml_pick")
+        queries = self._read(2, self.sizes[2],
+                             extra=f", {self._pick(fraction, 13)} as __pyml_pick")
         encoder, classes = Encoder(self.features), self._classes()
         ys, preds, picked = [], [], []
         progress = ReadProgress(self.spec.name, "holdout", self.sizes[2],
@@ -269,10 +307,16 @@ class ExternalSet:
         return (np.concatenate(ys), np.concatenate(preds),
                 np.concatenate(picked) if picked else np.empty((0, k), np.float32))
 
-    def _stream(self, queries: list[tuple[str, list[Any]]]) -> Iterator[pa.RecordBatch]:
+    def _stream(self, read: Read) -> Iterator[pa.RecordBatch]:
+        """A one-pass read in order (staged first when it has several ranges)."""
+        rows = self.budget.batch_rows(len(self.features))
         try:
-            yield from ordered_batches(self.con, queries,
-                                       self.budget.batch_rows(len(self.features)))
+            if read.ranges == 1:
+                yield from ordered_batches(self.con, read, rows)
+                return
+            with tempfile.TemporaryDirectory(dir=self.cache_dir) as folder:
+                yield from ordered_batches(self.con, read, rows,
+                                           stage(self.con, read, rows, folder))
         except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self._read_error(e) from None
 
