@@ -8,10 +8,6 @@ On a `bench.synth` table (N rows x 20 DOUBLE features, binary target), in one pr
 - `read`: `pyml.data.trainset.read_training_set` into float32 parts, in whatever order DuckDB
   returns rows (`ordered=False`, the baseline) and sorted by row hash (what `pyml train`
   does);
-- `extmem pass`: one pass of the external-memory train part (what XGBoost's iterator
-  streams, three or more times per training) under the disk-training DuckDB settings of a
-  1 GB budget: the part's query (baseline), and the ordered read of the part's staged
-  key-bucket ranges (`pyml.data.extmem.stage`, timed once as `extmem staging`);
 - `fingerprint`: the order-independent data fingerprint (`pyml.data.lineage`), one scan;
 - `train`: `pyml.verbs.train.train_one` end to end (100 trees, depth 6), whose read is ordered:
   the read's extra time as a share of a whole training.
@@ -36,11 +32,11 @@ import xgboost as xgb
 
 from bench.synth import TABLE, synth_db
 from pyml.data import extmem, split
-from pyml.data.encode import matrix_sql, resolve_features
+from pyml.data.encode import resolve_features
 from pyml.data.lineage import data_fingerprint
 from pyml.data.trainset import learn_categories, learn_target, read_training_set
 from pyml.dbt.spec import ModelSpec, parse_specs
-from pyml.engines.duckdb import qualified, quote, relation_columns, stream_arrow
+from pyml.engines.duckdb import qualified, relation_columns, stream_arrow
 from pyml.verbs.train import TRAIN_MEMORY_LIMIT, train_one
 
 
@@ -95,28 +91,6 @@ def main() -> None:
                     seconds = _best(lambda o=ordered: read_training_set(
                         con, spec, source, features, target, part_sql, params, ordered=o), 1)
                     results[name] = min(results.get(name, seconds), seconds)
-            budget = extmem.Budget(1 << 30)
-            y = quote(spec.target)
-            base = (f"select {y} as __pyml_y, {matrix_sql(features)} as __pyml_x from {source} "
-                    f"where {y} is not null and ({part_sql}) = 0")
-            sizes = (args.rows, 0, 0)  # the part's size only sizes the key-bucket ranges
-            parts = extmem.ExternalSet(con, spec, source, tuple(features), target, part_sql,
-                                       params, sizes, budget, tmp, lambda _: None)
-            read = parts._read(0, int(args.rows * 0.64))  # the train part's share
-            started = time.perf_counter()
-            with extmem.duckdb_settings(con, budget.duckdb()):
-                staged = None if read.ranges == 1 else extmem.stage(
-                    con, read, budget.batch_rows(len(features)), os.path.join(tmp, "staged"))
-            results["extmem staging"] = time.perf_counter() - started
-            with extmem.duckdb_settings(con, budget.duckdb()):
-                for ordered in (False, True) * args.repeat:
-                    name = "extmem pass ordered" if ordered else "extmem pass unordered"
-                    if ordered:
-                        seconds = _best(lambda: sum(len(b) for b in extmem.ordered_batches(
-                            con, read, budget.batch_rows(len(features)), staged)), 1)
-                    else:
-                        seconds = _best(lambda: _drain(con, base, list(params)), 1)
-                    results[name] = min(results.get(name, seconds), seconds)
             results["fingerprint"] = _best(
                 lambda: data_fingerprint(con, spec, features, dict(columns)), args.repeat)
             with extmem.duckdb_settings(con, {"threads": "2"}):
@@ -124,7 +98,6 @@ def main() -> None:
         finally:
             con.close()
     read_extra = results["read ordered"] - results["read unordered"]
-    pass_extra = results["extmem pass ordered"] - results["extmem pass unordered"]
     print(f"{args.rows:,} rows x 20 features; {platform.machine()}, {os.cpu_count()} cores, "
           f"duckdb {duckdb.__version__}, xgboost {xgb.__version__}; best of {args.repeat}")
     print()
@@ -133,20 +106,12 @@ def main() -> None:
     print(f"| read, unordered (baseline) | {results['read unordered']:.2f} | 1.00 |")
     print(f"| read, ordered | {results['read ordered']:.2f} | "
           f"{results['read ordered'] / results['read unordered']:.2f} |")
-    print(f"| extmem train-part pass, unordered (baseline) | "
-          f"{results['extmem pass unordered']:.2f} | 1.00 |")
-    print(f"| extmem train-part pass, ordered ({read.ranges} key-bucket ranges, staged) | "
-          f"{results['extmem pass ordered']:.2f} | "
-          f"{results['extmem pass ordered'] / results['extmem pass unordered']:.2f} |")
-    print(f"| extmem staging of the train part (once per training) | "
-          f"{results['extmem staging']:.2f} | |")
     print(f"| data fingerprint (one scan) | {results['fingerprint']:.2f} | |")
     print(f"| train_one end to end (ordered read) | {results['train']:.2f} | |")
     print()
     print(f"ordering adds {read_extra:+.2f}s to the read: {read_extra / results['train']:.1%} "
           f"of a whole training; the fingerprint {results['fingerprint'] / results['train']:.1%}"
-          f"; an external-memory pass {pass_extra:+.2f}s "
-          f"({pass_extra / results['extmem pass unordered']:+.0%})")
+          )
 
 
 if __name__ == "__main__":

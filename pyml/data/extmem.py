@@ -12,10 +12,15 @@ training set whose in-memory footprint would not fit it, nothing row-sized is he
 - the holdout is streamed once more after training: each batch is predicted and only its
   labels and predictions are kept (plus a small hashed sample of rows for mean |SHAP|);
 - DuckDB streams on one thread, and its buffer pool and the batch size are cut down to
-  fractions of the budget (see `Budget.duckdb`);
-- every read is in one order whatever order dbt wrote the rows in, so the booster and the
-  metrics do not depend on it: a part is read as key-bucket ranges small enough to hold
-  (`Budget.chunks`), each sorted by row hash in numpy (`ordered_batches`).
+  fractions of the budget (see `Budget.duckdb`).
+
+Not yet reproducible across row orders (issue 16; the in-memory path is): rows reach XGBoost
+in the order DuckDB scans them, so a table rewritten in another order can train a slightly
+different booster. Ordering them was measured and kept out: DuckDB 2.0.1's sort does not
+spill wide rows (an `ORDER BY` ran out of memory under the budget's limit, even per key
+range), and staging the part to disk a key range at a time, sorted in numpy, doubled the
+peak memory of the 2M x 100 / 256 MB benchmark (1,685 MB against 796 MB); see
+docs/benchmarks.md.
 
 What remains in memory grows with the row count only through XGBoost's per-row state
 (labels, gradients, the prediction cache: about 24 bytes a row) and the holdout's labels and
@@ -37,7 +42,7 @@ import pyarrow as pa
 import xgboost as xgb
 
 from pyml.data.encode import Encoder, Feature, Target, is_range_error, matrix_sql, range_error
-from pyml.data.split import HASH_BUCKETS, bucket_sql, sample_sql
+from pyml.data.split import sample_sql
 from pyml.data.trainset import Part, ReadProgress, labels
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import quote, stream_arrow
@@ -71,22 +76,11 @@ class Budget:
           column, so not much less);
         - threads = 1: a parallel scan runs ahead of a consumer slower than it (XGBoost
           quantising a batch) and buffers its output until it hits the memory limit;
-        - preserve_insertion_order = false: no buffering to keep the relation's row order
-          either (`ordered_batches` puts rows in order itself).
+        - preserve_insertion_order = false: no buffering to keep row order either (pyml
+          needs none: samples are hashed and the holdout is put in a canonical order).
         """
-        return {"memory_limit": f"{self.duckdb_bytes() >> 20}MB", "threads": "1",
+        return {"memory_limit": f"{max(128 << 20, self.total // 4) >> 20}MB", "threads": "1",
                 "preserve_insertion_order": "false"}
-
-    def duckdb_bytes(self) -> int:
-        """DuckDB's memory limit while training from disk."""
-        return max(128 << 20, self.total // 4)
-
-    def chunks(self, rows: int, n_features: int) -> int:
-        """Reads of `rows` rows are split into this many key-bucket ranges, each held and
-        sorted in memory on its own (`ordered_batches`): each range's rows stay under a
-        quarter of DuckDB's memory limit, a sixteenth of the budget (twice that while
-        sorted)."""
-        return max(1, -(-rows * (4 * n_features + 64) // (self.duckdb_bytes() // 4)))
 
     def batch_rows(self, n_features: int) -> int:
         """Rows per Arrow batch: the batch and its copy inside XGBoost stay under 1/32."""
@@ -108,86 +102,31 @@ def duckdb_settings(con: duckdb.DuckDBPyConnection, settings: dict[str, str]
             con.execute(f"set {name} = '{value}'")
 
 
-@dataclass(frozen=True)
-class Read:
-    """One part's rows for XGBoost (`ExternalSet._read`): a query whose rows end with their
-    key-bucket range (`__pyml_r`, 0 .. ranges - 1) and row hash (`__pyml_h`)."""
-
-    sql: str
-    params: list[Any]
-    ranges: int  # Budget.chunks: 1 when the rows fit in memory at once
-
-
-def _sorted(table: pa.Table, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The table's rows sorted by row hash (its last column), in batches."""
-    hashes = table.column(table.num_columns - 1).to_numpy()
-    yield from table.take(pa.array(np.argsort(hashes, kind="stable"))).to_batches(
-        max_chunksize=batch_rows)
-
-
-def stage(con: duckdb.DuckDBPyConnection, read: Read, batch_rows: int, folder: str
-          ) -> list[str]:
-    """Stream the read once and write its rows to one Arrow file per key-bucket range in
-    `folder` (each small enough to hold); the files in range order."""
-    os.makedirs(folder, exist_ok=True)
-    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-    reader = stream_arrow(con, read.sql, batch_rows, read.params)
-    try:
-        for batch in reader:
-            ranges = batch.column(batch.num_columns - 2).to_numpy(zero_copy_only=False)
-            for r in np.unique(ranges):
-                if int(r) not in writers:
-                    writers[int(r)] = pa.ipc.new_file(os.path.join(folder, f"{int(r)}.arrow"),
-                                                      batch.schema)
-                writers[int(r)].write_batch(batch.filter(pa.array(ranges == r)))
-    finally:
-        reader.close()
-        for writer in writers.values():
-            writer.close()
-    return [os.path.join(folder, f"{r}.arrow") for r in sorted(writers)]
-
-
-def ordered_batches(con: duckdb.DuckDBPyConnection, read: Read, batch_rows: int,
-                    staged: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """The read's rows in one order whatever order the relation stores them in: by key-bucket
-    range, then row hash, sorted in numpy a range at a time (`staged`: the ranges' files
-    from `stage`; without them the read must be a single range, held at once). DuckDB does
-    not sort: its sort does not spill wide rows."""
-    if staged is None:
-        reader = stream_arrow(con, read.sql, batch_rows, read.params)
-        try:
-            table = reader.read_all()
-        finally:
-            reader.close()
-        yield from _sorted(table, batch_rows)
-        return
-    for path in staged:
-        with pa.memory_map(path) as source:
-            yield from _sorted(pa.ipc.open_file(source).read_all(), batch_rows)
-
-
 class _PartIter(xgb.DataIter):
     """One part of the split, streamed from DuckDB each time XGBoost iterates."""
 
-    def __init__(self, batches: Callable[[], Iterator[pa.RecordBatch]],
+    def __init__(self, con: duckdb.DuckDBPyConnection, sql: str, params: list[Any],
                  encoder: Encoder, classes: pa.Array | None, batch_rows: int,
                  cache_prefix: str, progress: ReadProgress, meta: dict[str, Any],
                  where: str) -> None:
-        self.source, self.meta, self.where = batches, meta, where
+        self.con, self.sql, self.params, self.meta, self.where = con, sql, params, meta, where
         self.encoder, self.classes, self.batch_rows = encoder, classes, batch_rows
         self.progress = progress
-        self.batches: Iterator[pa.RecordBatch] | None = None
+        self.reader: pa.RecordBatchReader | None = None
         super().__init__(cache_prefix=cache_prefix, release_data=True)
 
     def reset(self) -> None:
-        self.batches = None
+        if self.reader is not None:
+            self.reader.close()
+        self.reader = None
         self.progress.next_pass()
 
     def next(self, input_data: Callable[..., None]) -> bool:
-        if self.batches is None:
-            self.batches = self.source()
-        batch = next(self.batches, None)
-        if batch is None:
+        if self.reader is None:
+            self.reader = stream_arrow(self.con, self.sql, self.batch_rows, self.params)
+        try:
+            batch = self.reader.read_next_batch()
+        except StopIteration:
             return False
         X = self.encoder.from_fixed(batch.column(1), self.where)
         input_data(data=X, label=labels(batch.column(0), self.classes), **self.meta)
@@ -211,18 +150,11 @@ class ExternalSet:
     cache_dir: str  # XGBoost's page cache (a temporary folder)
     log: Log
 
-    def _read(self, part: int, rows: int, extra: str = "", where: str = "") -> Read:
-        """The part's rows (about `rows`) with their key-bucket range (`Budget.chunks`
-        ranges) and row hash, for `ordered_batches`."""
+    def _query(self, part: int, extra: str = "", where: str = "") -> tuple[str, list[Any]]:
         y = quote(self.spec.target)
-        n = self.budget.chunks(rows, len(self.features))
-        bucket = bucket_sql(self.spec.key, self.spec.split.seed, "duckdb")
-        used = ", ".join(quote(c) for c in dict.fromkeys(
-            [*self.spec.key, self.spec.target, *(f.name for f in self.features)]))
-        return Read(f"select {y} as __pyml_y, {matrix_sql(self.features)} as __pyml_x{extra}, "
-                    f"{bucket} * {n} // {HASH_BUCKETS} as __pyml_r, hash({used}) as __pyml_h "
-                    f"from {self.source} where {y} is not null and ({self.part_sql}) = {part}"
-                    f"{where}", list(self.part_params), n)
+        sql = (f"select {y} as __pyml_y, {matrix_sql(self.features)}{extra} from {self.source} "
+               f"where {y} is not null and ({self.part_sql}) = {part}{where}")
+        return sql, list(self.part_params)
 
     def _classes(self) -> pa.Array | None:
         return pa.array(list(self.target.classes)) if self.target.classes else None
@@ -235,18 +167,11 @@ class ExternalSet:
         """ExtMemQuantileDMatrix of one part, quantised from DuckDB batches (`kwargs`:
         feature_names and feature_types travel with each batch, the rest to XGBoost)."""
         meta = {k: kwargs.pop(k) for k in ("feature_names", "feature_types") if k in kwargs}
-        read = self._read(part, self.sizes[part])
+        sql, params = self._query(part)
         what = ("train", "validation")[part]
-        rows = self.budget.batch_rows(len(self.features))
-        try:  # staged once, read back on every pass XGBoost makes
-            staged = None if read.ranges == 1 else stage(
-                self.con, read, rows, os.path.join(self.cache_dir, f"{what}-rows"))
-        except (duckdb.Error, pa.ArrowException, OSError) as e:
-            raise self._read_error(e) from None
         progress = ReadProgress(self.spec.name, f"{what} part",
                                 self.sizes[part], self.log)
-        it = _PartIter(lambda: ordered_batches(self.con, read, rows, staged),
-                       Encoder(self.features), self._classes(),
+        it = _PartIter(self.con, sql, params, Encoder(self.features), self._classes(),
                        self.budget.batch_rows(len(self.features)),
                        os.path.join(self.cache_dir, what), progress, meta, self.spec.where)
         try:
@@ -271,11 +196,10 @@ class ExternalSet:
     def sample(self, rows: int = SAMPLE_ROWS, salt: int = 11) -> Part:
         """A hashed sample of about `rows` train rows, in memory (checks, drift snapshot)."""
         fraction = min(1.0, rows / max(self.sizes[0], 1))
-        queries = self._read(0, min(rows, self.sizes[0]),
-                             where=f" and {self._pick(fraction, salt)}")
+        sql, params = self._query(0, where=f" and {self._pick(fraction, salt)}")
         X_parts, y_parts = [], []
         encoder, classes = Encoder(self.features), self._classes()
-        for batch in self._stream(queries):
+        for batch in self._stream(sql, params):
             X_parts.append(encoder.from_fixed(batch.column(1), self.spec.where).copy())
             y_parts.append(labels(batch.column(0), classes))
         k = len(self.features)
@@ -288,14 +212,13 @@ class ExternalSet:
         """Stream the holdout once: its labels, the booster's predictions and a small sample
         of its rows (for mean |SHAP|)."""
         fraction = min(1.0, shap_rows / max(self.sizes[2], 1))
-        queries = self._read(2, self.sizes[2],
-                             extra=f", {self._pick(fraction, 13)} as __pyml_pick")
+        sql, params = self._query(2, extra=f", {self._pick(fraction, 13)} as __pyml_pick")
         encoder, classes = Encoder(self.features), self._classes()
         ys, preds, picked = [], [], []
         progress = ReadProgress(self.spec.name, "holdout", self.sizes[2],
                                 self.log)
         progress.next_pass()
-        for batch in self._stream(queries):
+        for batch in self._stream(sql, params):
             X = encoder.from_fixed(batch.column(1), self.spec.where)
             ys.append(labels(batch.column(0), classes))
             preds.append(np.asarray(booster.inplace_predict(X), dtype=np.float64))
@@ -307,16 +230,10 @@ class ExternalSet:
         return (np.concatenate(ys), np.concatenate(preds),
                 np.concatenate(picked) if picked else np.empty((0, k), np.float32))
 
-    def _stream(self, read: Read) -> Iterator[pa.RecordBatch]:
-        """A one-pass read in order (staged first when it has several ranges)."""
-        rows = self.budget.batch_rows(len(self.features))
+    def _stream(self, sql: str, params: list[Any]) -> Iterator[pa.RecordBatch]:
         try:
-            if read.ranges == 1:
-                yield from ordered_batches(self.con, read, rows)
-                return
-            with tempfile.TemporaryDirectory(dir=self.cache_dir) as folder:
-                yield from ordered_batches(self.con, read, rows,
-                                           stage(self.con, read, rows, folder))
+            yield from stream_arrow(self.con, sql, self.budget.batch_rows(len(self.features)),
+                                    params)
         except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self._read_error(e) from None
 
