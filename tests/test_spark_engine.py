@@ -146,8 +146,9 @@ def test_promote_and_rollback(spark: Any, tmp_path: Path) -> None:
     session = _session(tmp_path)
     if not spark_registry.statuses(spark, "churn"):
         train(session, [_spec()], num_workers=2)
-    # The auto policy scores champion and challenger on the rows both held out.
-    [second] = train(session, [_spec()], num_workers=2)
+    # The auto policy scores champion and challenger on the rows both held out (another
+    # description: the same rows and spec would train the champion's twin, never promoted).
+    [second] = train(session, [_spec(description="retrained")], num_workers=2)
     v = second.version
     assert second.decision.startswith("auto: ") and "held out" not in second.decision
     event = spark.sql(f"select event, metrics from ml.model_events where model_name = 'churn' "
