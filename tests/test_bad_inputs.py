@@ -599,7 +599,7 @@ def file_size_limit(limit: int) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, handler)
 
 
-@pytest.mark.parametrize("args", [("score", "default_risk"), ("train", "grade")],
+@pytest.mark.parametrize("args", [("score", "default_risk"), ("train", "grade", "--force")],
                          ids=["score", "train"])
 def test_disk_full_writing_the_database(scored: Loans, args: tuple[str, ...]) -> None:
     before = state(scored)

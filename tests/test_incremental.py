@@ -321,7 +321,7 @@ EDIT = st.one_of(
 )
 
 
-def apply_edit(db: Path, step: tuple[Any, ...], round_: int) -> None:
+def apply_edit(db: Path, step: tuple[Any, ...], nth: int) -> None:
     kind, column, value, rows = step
     where = f"loan_id % {rows[0]} = {rows[1] % rows[0]}" if rows else ""
     if kind == "set":
@@ -331,7 +331,7 @@ def apply_edit(db: Path, step: tuple[Any, ...], round_: int) -> None:
     elif kind == "insert":
         edit(db, f"insert into {RELATION} select * replace (loan_id + ? as loan_id) "
                  f"from {RELATION} where {where} and loan_id < 3000 and loan_id % 9 = 0",
-             [(round_ + 1) * 10_000])
+             [(nth + 1) * 10_000])
     else:  # a dbt model that now casts the column otherwise (values that fit the type)
         cast = (f"try_cast(case when isnan({column}::double) then null else {column} end "
                 f"as {value})")
@@ -365,8 +365,8 @@ def incremental_equals_full(ready: Loans, tmp_path: Path, model: str,
     db = tmp_path / "work" / crash.DB_NAME
     crash.copy_db(ready.db, db)
     for i, steps in enumerate(rounds):
-        for step in steps:
-            apply_edit(db, step, i)
+        for j, step in enumerate(steps):
+            apply_edit(db, step, i * 10 + j)  # each insert its own key range
         run(ready.dir, db, "score", model, "--incremental")
         fingerprints_match(db, model)
     assert table(db, model) == full_twin(ready.dir, db, model)
