@@ -420,17 +420,21 @@ def test_sigkill_around_the_merge_leaves_the_old_or_the_new_table(
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert table(db) == {"old": old, "new": new}[outcome]
     fingerprints_match(db, scored=outcome == "new")
+    assert temp_tables_left(db) == []
+    # The next incremental score finishes the job: a full score's table.
+    run(ready.dir, db, "score", MODEL, "--incremental")
+    assert table(db) == new
+
+
+def temp_tables_left(db: Path) -> list[str]:
+    """The problems crash.check_no_temp_tables finds in `db` (a writer's leftovers)."""
     problems: list[str] = []
     con = duckdb.connect(str(db))
     try:
         crash.check_no_temp_tables(con, problems)
     finally:
         con.close()
-    assert problems == []
-    # The next incremental score finishes the job: a full score's table.
-    run(ready.dir, db, "score", MODEL, "--incremental")
-    assert table(db) == new
-
+    return problems
 
 
 @pytest.mark.slow
@@ -460,13 +464,7 @@ def test_sigkill_at_random_moments_leaves_the_old_or_the_new_table(ready: Loans,
         state = table(db)
         assert state in (old, new), i
         outcomes.append("old" if state == old else "new")
-        problems: list[str] = []
-        con = duckdb.connect(str(db))
-        try:
-            crash.check_no_temp_tables(con, problems)
-        finally:
-            con.close()
-        assert problems == []
+        assert temp_tables_left(db) == []
         run(ready.dir, db, "score", MODEL, "--incremental")
         assert table(db) == new
     assert "old" in outcomes  # some kills landed before the commit
