@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pyml import __version__
+from pyml.cli_scaffold import scaffold as scaffold_command
 from pyml.cliopts import (
     INT,
     IntRange,
@@ -479,6 +480,9 @@ def init(project_dir: str | None, profiles_dir: str | None) -> None:
     from pyml.dbt.package import init_project
 
     click.echo(init_project(project_dir).message())
+
+
+cli.add_command(scaffold_command)
 
 
 def main() -> None:
