@@ -100,7 +100,7 @@ def test_scaffold_builds_green_and_cleans(dirty: Path) -> None:
     assert any(t.startswith("accepted_values_stg_raw__customers_plan") for t in tests)
     cols = {c["name"]: c["description"] for c in doc["models"][0]["columns"]}
     assert "3 spellings of 'Fiber optic'" in cols["plan"]
-    assert "1 values '?' -> NULL" in cols["plan"] and "mixed formats" in cols["signup_date"]
+    assert "1 value '?' -> NULL" in cols["plan"] and "mixed formats" in cols["signup_date"]
     con = duckdb.connect(str(dirty / "shop.duckdb"))
     rows = con.execute("select * from main.stg_raw__customers order by customer_id").fetchall()
     names = [d[0] for d in con.description]  # type: ignore[union-attr]
@@ -177,9 +177,11 @@ def test_scaffold_of_random_dirty_tables_builds_green(
     rows = [(str(i), *(data.draw(st.one_of(_MESSY, f)) for f in families))
             for i in range(n)]
     rows += data.draw(st.lists(st.sampled_from(rows), max_size=2))  # duplicate rows
-    root = _project(tmp_path_factory.mktemp("prop") / "shop", rows,
-                    ["row_id", *[f"c{j}" for j in range(len(families))]])
+    # An odd column name (space, capitals) and a table that is no dbt source (read by name).
+    names = ["row_id", *[f"c{j}" for j in range(len(families) - 1)], "Odd Name"]
+    source = data.draw(st.booleans())
+    root = _project(tmp_path_factory.mktemp("prop") / "shop", rows, names, source=source)
     assert _dbt(root, "deps").success  # type: ignore[attr-defined]
-    res = _scaffold(root, "raw.customers")
+    res = _scaffold(root, "raw.customers" if source else "customers")
     assert res.exit_code == 0, res.output
     _build_green(root)

@@ -187,6 +187,8 @@ def _categories(con: duckdb.DuckDBPyConnection, source: str, columns: list[tuple
     grouped: dict[str, dict[str, list[tuple[str, int]]]] = defaultdict(dict)
     for col, value, raw, n in rows:
         grouped[col].setdefault(value, []).append((raw, n))
-    return {col: [Spelling(v, sum(n for _, n in raws), tuple(r for r, _ in raws))
+    # Most frequent spelling first; on a tie, one already trimmed (the likely canonical one).
+    return {col: [Spelling(v, sum(n for _, n in raws), tuple(
+                      r for r, _ in sorted(raws, key=lambda x: (-x[1], x[0] != x[0].strip()))))
                   for v, raws in values.items()]
             for col, values in grouped.items()}

@@ -108,12 +108,12 @@ def find_target(project: Project, con: duckdb.DuckDBPyConnection, relation: str)
                   f"stg_{_safe_name(schema)}__{_plural(_safe_name(name))}")
 
 
-def _counted(n: int, what: str) -> str:
-    return f"{n:,} {what}"
+def _values(n: int) -> str:
+    return "value" if n == 1 else "values"
 
 
 def _missing_notes(p: ColumnProfile) -> list[str]:
-    notes = [f"{n:,} values '{m}' -> NULL" for m, n in sorted(p.markers.items())]
+    notes = [f"{n:,} {_values(n)} '{m}' -> NULL" for m, n in sorted(p.markers.items())]
     if p.stats.get("blank"):
         notes.append(f"{p.stats['blank']:,} blank -> NULL")
     if p.stats.get("null"):
@@ -197,6 +197,8 @@ def _column(p: ColumnProfile, key: str | None) -> Column:
         tests = ["unique", "not_null", *tests]
     description = f"{col}: {kind}" + ("; " + "; ".join(notes) if notes else "") + "."
     entry: dict[str, Any] = {"name": col, "description": description}
+    if alias != col:
+        entry["quote"] = True  # dbt's tests then quote the name as the model does
     if tests:
         entry["data_tests"] = tests
     flag = None
