@@ -20,17 +20,17 @@ from pyml.cli import cli
 from pyml.dbt.package import init_project
 
 DIRTY = [
-    # id, plan, signup, charge, tenure, note
-    ("1", "Fiber optic", "2024-01-31", "$1,234.50", "12", "ok"),
-    ("2", " fiber optic ", "01/15/2024", "$20.00", "-1", "?"),
-    ("3", "FIBER OPTIC", "2024-02-01", "35", "3", "N/A"),
-    ("4", "DSL", "?", "N/A", "7", ""),
-    ("5", "dsl ", "15.03.2024", "-5", "-1", "late"),
-    ("6", "?", "", "$2,000", "24", "x"),
-    ("7", "N/A", "2024-03-01", "", "1", "y"),
-    ("8", "No", "2024-13-45", "12.5", "5", "z"),
-    ("9", "Fiber optic", "2024-04-01", "10", "2", "w"),
-    ("1", "Fiber optic", "2024-01-31", "$1,234.50", "12", "ok"),  # an exact duplicate row
+    # id, plan, signup, charge, tenure, note, account
+    ("1", "Fiber optic", "2024-01-31", "$1,234.50", "12", "ok", "a1"),
+    ("2", " fiber optic ", "01/15/2024", "$20.00", "-1", "?", "a2"),
+    ("3", "FIBER OPTIC", "2024-02-01", "35", "3", "N/A", "a3"),
+    ("4", "DSL", "?", "N/A", "7", "", "a4"),
+    ("5", "dsl ", "15.03.2024", "-5", "-1", "late", "a5"),
+    ("6", "?", "", "$2,000", "24", "x", "a6"),
+    ("7", "N/A", "2024-03-01", "", "1", "y", "a7"),
+    ("8", "No", "2024-13-45", "12.5", "5", "z", "a8"),
+    ("9", "Fiber optic", "2024-04-01", "10", "2", "w", "a1"),
+    ("1", "Fiber optic", "2024-01-31", "$1,234.50", "12", "ok", "a1"),  # an exact duplicate row
 ]
 
 
@@ -84,7 +84,8 @@ def _build_green(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def dirty(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = _project(tmp_path_factory.mktemp("scaffold") / "shop", DIRTY,  # type: ignore[arg-type]
-                    ["customer_id", "plan", "signup_date", "monthly_charge", "tenure", "note"])
+                    ["customer_id", "plan", "signup_date", "monthly_charge", "tenure", "note",
+                     "account_id"])
     assert _dbt(root, "deps").success  # type: ignore[attr-defined]
     return root
 
@@ -100,6 +101,7 @@ def test_scaffold_builds_green_and_cleans(dirty: Path) -> None:
     assert any(t.startswith("accepted_values_stg_raw__customers_plan") for t in tests)
     cols = {c["name"]: c["description"] for c in doc["models"][0]["columns"]}
     assert "3 spellings of 'Fiber optic'" in cols["plan"]
+    assert "not a unique key" in cols["account_id"]
     assert "1 value '?' -> NULL" in cols["plan"] and "mixed formats" in cols["signup_date"]
     con = duckdb.connect(str(dirty / "shop.duckdb"))
     rows = con.execute("select * from main.stg_raw__customers order by customer_id").fetchall()

@@ -195,6 +195,11 @@ def _column(p: ColumnProfile, key: str | None) -> Column:
                 notes.append("padded with whitespace")
     if col == key:
         tests = ["unique", "not_null", *tests]
+    elif _KEY_NAME.search(col.lower()) and p.is_text and s["present"]:
+        distinct = s["num_distinct"] if kind == "integer" else s["distinct_trimmed"]
+        if distinct < s["present"]:
+            notes.append(f"values repeat ({distinct:,} distinct in {s['present']:,} rows, "
+                         "exact duplicate rows included): not a unique key")
     description = f"{col}: {kind}" + ("; " + "; ".join(notes) if notes else "") + "."
     entry: dict[str, Any] = {"name": col, "description": description}
     if alias != col:
