@@ -323,8 +323,9 @@ def test_the_lock_wait_ends_at_the_timeout(scored: Loans, monkeypatch: pytest.Mo
 WRITERS = {
     # command: (the first writer, long enough to be caught holding the file)
     "score": ("score", "--batch-size", "10"),
-    "train": ("train",),
+    "train": ("train", "--force"),  # unchanged inputs would train nothing (and not wait)
 }
+FORCE = {"score": (), "train": ("--force",)}
 # The fast suite runs the score pair; train takes the same lock the same way, slower.
 COMMANDS = [pytest.param("score"), pytest.param("train", marks=pytest.mark.slow)]
 
@@ -332,7 +333,7 @@ COMMANDS = [pytest.param("score"), pytest.param("train", marks=pytest.mark.slow)
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_second_writer_waits_for_the_first(scored: Loans, command: str) -> None:
     versions = len(scored.sql("select * from ml.models"))
-    second = start_warm(scored, command, "default_risk")
+    second = start_warm(scored, command, "default_risk", *FORCE[command])
     first = start_pyml(scored, *WRITERS[command])
     assert first.first.wait(60), first.text()  # it has the file open now
     go(second)
@@ -350,7 +351,8 @@ def test_a_second_writer_without_patience_fails_naming_the_first(scored: Loans,
                                                                  command: str) -> None:
     before = {t: scored.sql(f"select count(*) from ml.{t}")[0][0]
               for t in ("models", "metrics", "default_risk_predictions")}
-    second = start_warm(scored, command, "default_risk", "--lock-timeout", "0")
+    second = start_warm(scored, command, "default_risk", *FORCE[command], "--lock-timeout",
+                        "0")
     first = start_pyml(scored, *WRITERS[command])
     assert first.first.wait(60), first.text()
     go(second)
