@@ -250,6 +250,16 @@ def check_damage(trained: Path, statements: list[str], commands: list[tuple[str,
 QUICK = [c for c in COMMANDS if c[0] not in ("train", "explain", "drift")]
 
 
+@pytest.mark.parametrize("model, classes", [("grade", "[]"), ("grade", '["A", "B"]'),
+                                            ("default_risk", '[true]')])
+def test_classes_that_do_not_fit_the_booster_are_damage(
+        trained_loans: Path, monkeypatch: pytest.MonkeyPatch, model: str, classes: str) -> None:
+    """A classifier whose stored labels are not the booster's (none, or fewer than it
+    predicts) was a bare AssertionError in pyml score (found by the long property)."""
+    statement = f"update ml.models set classes = '{classes}' where model_name = '{model}'"
+    check_damage(trained_loans, [statement], [("score", model), ("show", model)], monkeypatch)
+
+
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(statements=st.lists(damage(), min_size=1, max_size=2),

@@ -317,12 +317,14 @@ def decode_version(name: str, row: Sequence[Any]) -> StoredModel:
             f"{fmt} model; retrain it with `pyml train {name}`"
         ) from e
     try:
+        labels = tuple(_decode(classes, list, "classes")) if classes else ()
+        _check_classes(task, labels, booster)
         return StoredModel(
             name=name,
             version=int(ver),
             created_at=created,
             task=task,
-            target=Target(ttype, tuple(_decode(classes, list, "classes")) if classes else ()),
+            target=Target(ttype, labels),
             key=tuple(_decode(key, list, "key_columns")),
             features=tuple(Feature.from_dict(f) for f in _decode(feats, list, "features")),
             spec=_decode(spec, dict, "spec"),
@@ -337,6 +339,18 @@ def decode_version(name: str, row: Sequence[Any]) -> StoredModel:
 
 class _Corrupt(ValueError):
     """A JSON column of ml.models that does not hold what pyml wrote there."""
+
+
+def _check_classes(task: str, labels: tuple[Any, ...], booster: xgb.Booster) -> None:
+    """A classifier's labels must be the ones its booster predicts: two for binary, the
+    booster's num_class for multiclass (else every prediction would be of a missing label)."""
+    if task == "binary" and len(labels) != 2:
+        raise _Corrupt("classes")
+    if task == "multiclass":
+        config = json.loads(booster.save_config())
+        n = int(config["learner"]["learner_model_param"].get("num_class", 0))
+        if len(labels) < 2 or len(labels) != n:
+            raise _Corrupt("classes")
 
 
 def _decode(text: str, kind: type, column: str) -> Any:
