@@ -78,6 +78,10 @@ class Forest:
 def model_json(booster: xgb.Booster, where: str) -> dict[str, Any]:
     """The booster as XGBoost's JSON document (parsed once, shared by the readers below)."""
     try:
+        # XGBoost writes feature names into its JSON unescaped (a column named `\u` made the
+        # document invalid); the SQL refers to features by index, so the names are dropped.
+        booster = booster.copy()
+        booster.feature_names = [f"f{i}" for i in range(booster.num_features())]
         raw: dict[str, Any] = json.loads(bytes(booster.save_raw("json")))
     except (TypeError, ValueError, xgb.core.XGBoostError) as e:
         raise RegistryError(f"{where}: the stored booster cannot be read as an XGBoost "
