@@ -97,6 +97,15 @@ def probabilities(raw: Any) -> np.ndarray:
     return pred
 
 
+def fold_ids(n: int, k: int, seed: int) -> np.ndarray:
+    """The fold (0 .. k-1) of each of n rows in canonical order: a seeded permutation dealt
+    round-robin. The kfold evaluation and `tune.cv` share it, so with the same seed and k
+    their folds are the same rows."""
+    fold = np.empty(n, dtype=np.int64)
+    fold[np.random.default_rng(seed).permutation(n)] = np.arange(n) % k
+    return fold
+
+
 def cross_validate(spec: ModelSpec, params: dict[str, Any], features: Sequence[Feature],
                    X: np.ndarray, y: np.ndarray, rows: np.ndarray, rounds: int,
                    log: Log) -> list[Metric]:
@@ -107,9 +116,7 @@ def cross_validate(spec: ModelSpec, params: dict[str, Any], features: Sequence[F
     the folds measure that model's recipe; the holdout stays untouched.
     """
     k = spec.split.folds
-    fold = np.empty(len(rows), dtype=np.int64)
-    fold[np.random.default_rng(spec.split.seed).permutation(len(rows))] = (
-        np.arange(len(rows)) % k)
+    fold = fold_ids(len(rows), k, spec.split.seed)
     kwargs = dmatrix_kwargs(features)
     per_fold: dict[str, list[Metric]] = {}
     for f in range(k):
