@@ -72,7 +72,8 @@ MODELS = Table("models", "One row per trained model version: what it was trained
     _c("validation_rows", "bigint not null", "rows in the validation part (early stopping)"),
     _c("test_rows", "bigint not null", "rows in the holdout part (the metrics' rows)"),
     _c("dropped_null_target_rows", "bigint not null", "rows skipped for a NULL label"),
-    _c("num_trees", "integer not null", "boosting rounds kept (cut at the best iteration)"),
+    _c("num_trees", "integer not null", "boosting rounds of the stored booster (see "
+                                          "ml.final_fit)"),
     _c("best_iteration", "integer", "early stopping's best round; NULL without early "
                                     "stopping"),
     _c("dbt_invocation_id", "varchar", "dbt run that built the feature model, if known"),
@@ -167,7 +168,33 @@ TRAINING_SNAPSHOTS = Table("training_snapshots", "One row per feature of a versi
     _c("categories", "json", "categorical: the training categories (JSON list)"),
     _c("ks_points", "json", "numeric: distinct training percentiles (JSON list)"),
     _c("ks_cdf", "json", "share of non-null training values <= each ks_point"),
+    _c("sample", "double[]", "up to 10,000 seeded training rows' values, the same rows for "
+                             "every feature (numeric: float32 values; categorical: codes; "
+                             "NULL = missing): `pyml monitor`'s KS, Wasserstein and "
+                             "prediction reference"),
 ), ("model_name", "version", "feature"))
+
+MONITORING = Table("monitoring", "One row per model version, window, feature and statistic "
+                   "of `pyml monitor` (feature '__prediction__': the prediction's "
+                   "distribution; '__model__': performance); a rerun replaces its windows.", (
+    _MODEL, _VERSION,
+    _c("relation", "varchar not null", "schema.table that was monitored"),
+    _c("window", "varchar not null", "window label, e.g. 2024-Q3, 2024-07, 2024-W27, or all "
+                                     "(the whole relation)"),
+    _c("window_start", "timestamp", "first instant of the window (NULL for all)"),
+    _c("window_end", "timestamp", "first instant after the window (NULL for all)"),
+    _c("rows", "bigint not null", "rows of the relation in the window"),
+    _c("feature", "varchar not null", "feature column, __prediction__ or __model__"),
+    _c("kind", "varchar not null", "numeric | categorical | prediction | model"),
+    _c("metric", "varchar not null", "psi | ks | wasserstein | jensen_shannon | hellinger | "
+                                     "chi2 | chi2_p | linf | unseen_share | null_share | "
+                                     "null_share_change | estimated_* | realised_* | "
+                                     "labelled_rows"),
+    _c("value", "double", "the statistic (NULL where undefined)"),
+    _c("threshold", "double", "alert when value > threshold (NULL: no alert rule)"),
+    _c("alert", "boolean not null", "value > threshold"),
+    _c("computed_at", "timestamp not null", "when `pyml monitor` ran (local time)"),
+), ("model_name", "version", "window", "feature", "metric"))
 
 DRIFT = Table("drift", "One row per feature and statistic of each `pyml drift` check of a "
               "relation against a version's training snapshot.", (
@@ -181,7 +208,7 @@ DRIFT = Table("drift", "One row per feature and statistic of each `pyml drift` c
 ))
 
 TRIALS = Table("trials", "One row per Optuna trial of a `pyml tune` study (train/validation "
-               "parts only).", (
+               "parts, or folds of them with tune.cv; never the holdout).", (
     _MODEL,
     _c("study", "varchar not null", "study id: <model>-<time>-<random>"),
     _c("trial_number", "integer not null", "trial number in the study, from 1 as the log "
@@ -190,13 +217,17 @@ TRIALS = Table("trials", "One row per Optuna trial of a `pyml tune` study (train
     _c("params", "json not null", "the trial's parameters (JSON)"),
     _c("metric", "varchar not null", "validation metric the study optimised"),
     _c("direction", "varchar not null", "maximize | minimize"),
-    _c("value", "double", "best validation value (last one reached, if pruned)"),
+    _c("value", "double", "best validation value (tune.cv: mean over the folds; the last one "
+                          "reached, if pruned)"),
     _c("best_round", "integer", "early stopping's best round"),
     _c("state", "varchar not null", "complete | pruned | fail"),
     _c("seconds", "double not null", "wall time of the trial"),
     _c("started_at", "timestamp not null", "when the trial started (local time)"),
     _c("study_id", "varchar", "the study's id, as `pyml tune` logs it and the version's note "
                               "names it: filter on it (same value as study)"),
+    _c("folds", "integer", "tune.cv: folds the trial ran (fewer than tune.cv if pruned); NULL "
+                           "without tune.cv"),
+    _c("value_std", "double", "tune.cv: standard deviation of the folds' values"),
 ), ("study", "trial_number"))
 
 LINEAGE = Table("lineage", "One row per model version: fingerprints of what it was trained "
@@ -213,10 +244,37 @@ LINEAGE = Table("lineage", "One row per model version: fingerprints of what it w
     _c("booster_sha256", "varchar not null", "sha256 of the stored booster bytes"),
 ), ("model_name", "version"))
 
+CALIBRATORS = Table("calibrators", "Binary models: one row per version, the isotonic map from "
+                    "predicted to calibrated probability fitted on the holdout (label-free "
+                    "performance estimates use it).", (
+    _MODEL, _VERSION,
+    _c("x", "double[] not null", "breakpoints: predicted probabilities, increasing"),
+    _c("y", "double[] not null", "calibrated probability at each breakpoint (linear between, "
+                                 "clipped outside)"),
+    _c("threshold", "double not null", "the spec's threshold: positive when p >= threshold"),
+    _c("fitted_rows", "bigint not null", "holdout rows the map was fitted on"),
+), ("model_name", "version"))
+
 # `ensure_schema` creates these, in this order. A column missing from an existing table (status,
 # note, ci_low, ci_high, std came after the first release) is added by ALTER.
+FINAL_FIT = Table("final_fit", "One row per model version trained on DuckDB: which booster "
+                  "scores (refit on every labelled row, fold average, or the evaluated fit) "
+                  "and which one the holdout metrics and promotion use.", (
+    _MODEL, _VERSION,
+    _c("method", "varchar not null", "refit | cv_average | none: what the stored booster is"),
+    _c("scores_with", "varchar not null", "one line: the booster in ml.models.booster, and "
+                                          "why no refit when none was done"),
+    _c("metrics_from", "varchar not null", "one line: the booster the ml.metrics holdout "
+                                           "rows measured"),
+    _c("fit_rows", "bigint not null", "labelled rows the stored booster was fitted on"),
+    _c("rounds", "integer not null", "boosting rounds of the stored booster"),
+    _c("evaluated_booster", "blob", "the evaluated fit (XGBoost UBJ bytes) when it is not "
+                                    "the stored booster: promotion scores holdout rows with "
+                                    "it, never with a booster that trained on them"),
+), ("model_name", "version"))
+
 TABLES = (MODELS, METRICS, FEATURE_IMPORTANCE, MODEL_EVENTS, CALIBRATION, LIFT, CURVES,
-          TRAINING_SNAPSHOTS, DRIFT, TRIALS, LINEAGE)
+          TRAINING_SNAPSHOTS, DRIFT, TRIALS, LINEAGE, CALIBRATORS, MONITORING, FINAL_FIT)
 
 def literal(text: str) -> str:
     """`text` as a SQL string literal.
