@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import duckdb
 
@@ -120,6 +120,18 @@ class Session:
         finally:
             con.close()
 
+    @contextmanager
+    def releasable_database(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Like `database()`, but `release(con)` lets go of the file in the middle of the
+        block (`pyml train` during the fit, so dbt, BI readers and other pyml commands get in)
+        and the next use of `con` reopens it, waiting up to `lock_timeout` as the first open
+        did."""
+        con = _Reopening(self.connect)
+        try:
+            yield cast(duckdb.DuckDBPyConnection, con)
+        finally:
+            con.release()
+
     def specs(self, models: Sequence[str] = (), select: Sequence[str] = (),
               overrides: Overrides = Overrides()) -> list[ModelSpec]:
         """The named (or dbt-selected, or all) specs, with the caller's overrides applied."""
@@ -132,6 +144,36 @@ class Session:
         if spec.score.relation:
             return resolve_relation(self.project, spec.score.relation, spec.where)
         return spec.schema, spec.relation
+
+
+class _Reopening:
+    """A DuckDB connection that can close its file and reopens it on the next attribute use.
+
+    Only a connection outside any transaction, cursor or temporary object may be released:
+    the reopened one is a new connection (settings and temporary objects are gone)."""
+
+    def __init__(self, open_: Callable[[], duckdb.DuckDBPyConnection]) -> None:
+        self._open = open_
+        self._con: duckdb.DuckDBPyConnection | None = open_()
+
+    def release(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    close = release
+
+    def __getattr__(self, name: str) -> Any:
+        if self._con is None:
+            self._con = self._open()
+        return getattr(self._con, name)
+
+
+def release(con: duckdb.DuckDBPyConnection) -> None:
+    """Let go of the DuckDB file if `con` came from `Session.releasable_database()` (its next
+    use reopens it); a plain connection stays open."""
+    if isinstance(con, _Reopening):
+        con.release()
 
 
 def open_session(project_dir: PathLike = None, profiles_dir: PathLike = None,

@@ -41,7 +41,7 @@ from pyml.modelling.fit import fit, fit_in_memory
 from pyml.modelling.metrics import Metric
 from pyml.modelling.policy import HoldoutPolicy
 from pyml.modelling.tune import run_study, wants_tuning
-from pyml.session import Session
+from pyml.session import Session, release
 from pyml.store import registry
 from pyml.store.lifecycle import last_decision
 from pyml.store.trials import link_version
@@ -85,7 +85,8 @@ def train(session: Session, specs: Sequence[ModelSpec], *, tune: bool | None = N
     `tune`: True runs an Optuna study first (`pyml tune`); None tunes the specs that say
     `tune: {on_train: true}`. `external`, `force`: see `train_one`.
     """
-    with session.database() as con:
+    # The file is let go during each fit (_train_in_memory) and reopened to store the version.
+    with session.releasable_database() as con:
         return [train_one(con, session.project, spec, log=session.log, tune=tune,
                           external=external, force=force) for spec in specs]
 
@@ -232,12 +233,16 @@ def _train_in_memory(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
     """Read the parts into float32 arrays in one pass, check, tune, fit and evaluate."""
     ts = read_training_set(con, spec, source, features, target, part_sql, part_params,
                            log=log)
+    # Everything the fit needs is in memory now: dbt, BI readers and other pyml commands may
+    # use the file until the version is written (the next use of `con` reopens it).
+    release(con)
     sizes = (len(ts.train.y), len(ts.valid.y), len(ts.test.y))
     _check_split(spec, sizes)
     _log_split(spec, sizes, log)
     check_training(spec, ts.features, ts.train.X, ts.train.y, ts.target.classes, log)
     # Tuning searches on the train/validation parts only; the holdout stays unseen.
     tuning = run_study(con, spec, ts, log) if wants_tuning(spec, tune) else None
+    release(con)  # the study recorded its trials through it
     booster, best, params = fit_in_memory(tuning.spec if tuning else spec, ts, log)
     note = tuning.note(ts.test.y, booster.inplace_predict(ts.test.X)) if tuning else None
     evaluation = evaluate_version(spec, booster, params, ts, log)
