@@ -18,9 +18,9 @@ positives (sum c_i) and negatives (sum 1 - c_i); its trapezoid area is
     --------------------------------------------------------------------
                         (sum_i c_i) (sum_j (1 - c_j))
 
-(i = j included, as the half-weight tie term). NannyML's `estimate_roc_auc` draws the same
-curve but stops at the highest score's point instead of (0, 0); the area it leaves out is
-one triangle of O(1/n^2).
+(i = j included, as the half-weight tie term): NannyML's `estimate_roc_auc`, which walks
+the rows by descending model score (rows tied on the score share one calibrated value, so
+their steps lie on one line), without its rounding of the cumulative counts to 5 decimals.
 
 Assumptions (what makes the estimate right): no concept shift, i.e. P(label | features) is
 the same in the window as in the holdout, so the holdout's calibration still holds; only the

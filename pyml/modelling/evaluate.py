@@ -29,9 +29,11 @@ from pyml.data.encode import Feature, dmatrix_kwargs
 from pyml.data.trainset import TrainingSet
 from pyml.dbt.spec import ModelSpec
 from pyml.modelling import bootstrap
+from pyml.modelling.cbpe import fit_calibrator
 from pyml.modelling.drift_stats import Snapshot, snapshot
 from pyml.modelling.metrics import Metric, evaluate, label_base
 from pyml.modelling.shap import mean_abs_shap
+from pyml.store.calibrators import Calibrator, write_calibrator
 from pyml.store.drift import write_snapshots
 from pyml.store.evaluation import write_evaluation
 
@@ -51,11 +53,14 @@ class Evaluation:
     lift: tuple[tuple[Any, ...], ...]  # (decile, n, positive_rate, cum_capture, lift)
     curves: tuple[tuple[Any, ...], ...]  # (curve, point, x, y, threshold)
     snapshots: tuple[Snapshot, ...]  # training distribution per feature
+    calibrator: Calibrator | None = None  # binary: holdout isotonic map (pyml.modelling.cbpe)
 
     def write(self, con: duckdb.DuckDBPyConnection, name: str, version: int) -> None:
         """Insert the tables' rows for `name` v`version` (inside the caller's transaction)."""
         write_evaluation(con, name, version, self.calibration, self.lift, self.curves)
         write_snapshots(con, name, version, self.snapshots)
+        if self.calibrator is not None:
+            write_calibrator(con, name, version, self.calibrator)
 
 
 def with_intervals(metrics: Sequence[Metric], task: str, y: np.ndarray, pred: np.ndarray,
@@ -249,6 +254,9 @@ def evaluate_predictions(spec: ModelSpec, booster: xgb.Booster, features: Sequen
         lift=tuple(lift(y_test, pred)) if binary else (),
         curves=tuple(curves(spec.task, y_test, pred)),
         snapshots=tuple(snapshot(features, train_rows)),
+        # From the evaluated model's holdout; one class there calibrates nothing.
+        calibrator=(fit_calibrator(pred, y_test, spec.threshold)
+                    if binary and len(np.unique(y_test)) == 2 else None),
     )
 
 

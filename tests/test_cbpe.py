@@ -1,0 +1,205 @@
+"""Label-free performance estimates (CBPE, pyml.modelling.cbpe) and ml.calibrators.
+
+The promise of issue 18: under covariate shift, the estimated ROC AUC of a window tracks the
+realised one within 0.02. Besides that: the expected confusion matrix and expected AUC are
+the quantities NannyML defines (computed here again, independently, by their definitions),
+the stored calibrator is exactly scikit-learn's isotonic regression, perfectly calibrated
+probabilities give an unbiased accuracy estimate, and `pyml train` stores a calibrator for a
+binary version only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import numpy as np
+import pytest
+import xgboost as xgb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn import metrics as skm
+from sklearn.isotonic import IsotonicRegression
+
+from pyml.modelling.cbpe import (
+    Calibrator,
+    expected_roc_auc,
+    fit_calibrator,
+    window_performance,
+)
+from pyml.store.calibrators import load_calibrator
+from pyml.store.schema import ensure_schema
+from tests.conftest import Loans
+
+IDENTITY = (0.0, 1.0)  # x = y: probabilities taken as calibrated
+
+
+def _shifted(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with x1 ~ N(shift, 1), x2 ~ N(0, 1) and the same P(y | x) whatever the shift."""
+    x1, x2 = rng.normal(shift, 1.0, n), rng.normal(0.0, 1.0, n)
+    logit = -0.5 + 1.2 * x1 - 0.6 * x1 ** 2 + 0.8 * x2
+    y = (rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float64)
+    return np.column_stack([x1, x2]), y
+
+
+def test_estimated_auc_tracks_realised_auc_under_covariate_shift() -> None:
+    rng = np.random.default_rng(0)
+    X, y = _shifted(rng, 6000, 0.0)
+    X_hold, y_hold = _shifted(rng, 4000, 0.0)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "eta": 0.1,
+                         "nthread": 1}, xgb.DMatrix(X, y), num_boost_round=100)
+    cal = fit_calibrator(booster.inplace_predict(X_hold).astype(np.float64), y_hold, 0.5)
+    realised, estimated = [], []
+    for shift in (0.0, 0.5, 1.0, 1.5):
+        W, y_w = _shifted(rng, 20000, shift)
+        prob = booster.inplace_predict(W).astype(np.float64)
+        # The estimate sees no label; the realised metric sees them all.
+        est = window_performance(prob, None, cal, 0.5)
+        real = window_performance(prob, y_w, None, 0.5)
+        assert "realised_roc_auc" not in est and "estimated_roc_auc" not in real
+        estimated.append(est["estimated_roc_auc"])
+        realised.append(real["realised_roc_auc"])
+        assert abs(est["estimated_roc_auc"] - real["realised_roc_auc"]) <= 0.02, shift
+        assert abs(est["estimated_accuracy"] - real["realised_accuracy"]) <= 0.02, shift
+    # The shift moves the AUC by more than the tolerance: tracking it is not trivial.
+    assert max(realised) - min(realised) > 0.04
+
+
+def _nannyml_roc_auc(calibrated: np.ndarray, prob: np.ndarray) -> float:
+    """NannyML's estimate_roc_auc (nannyml/performance_estimation/confidence_based/
+    metrics.py), transcribed: rows by descending model score, cumulative expected TP and FP
+    from (0, 0), scikit-learn's trapezoid `auc` (NannyML also rounds the cumulative counts
+    to 5 decimals; left out here, so the two agree to 1e-9, not 1e-5)."""
+    order = np.argsort(prob)[::-1]
+    c = calibrated[order]
+    tps = np.r_[0, np.cumsum(c)]
+    fps = np.r_[0, 1 + np.arange(len(c)) - np.cumsum(c)]
+    return float(skm.auc(fps / fps[-1], tps / tps[-1]))
+
+
+def test_expected_quantities_match_their_definitions() -> None:
+    rng = np.random.default_rng(3)
+    prob = np.round(rng.uniform(size=60), 1)  # ties on purpose
+    label = (rng.uniform(size=60) < prob).astype(np.float64)
+    cal = fit_calibrator(prob, label, 0.4)
+    c = cal.apply(prob)
+    out = window_performance(prob, None, cal, 0.4)
+    tp = sum(ci for ci, pi in zip(c, prob, strict=True) if pi >= 0.4)
+    fp = sum(1 - ci for ci, pi in zip(c, prob, strict=True) if pi >= 0.4)
+    fn = sum(ci for ci, pi in zip(c, prob, strict=True) if pi < 0.4)
+    tn = sum(1 - ci for ci, pi in zip(c, prob, strict=True) if pi < 0.4)
+    for key, want in (("expected_tp", tp), ("expected_fp", fp), ("expected_fn", fn),
+                      ("expected_tn", tn), ("estimated_accuracy", (tp + tn) / 60),
+                      ("estimated_precision", tp / (tp + fp)),
+                      ("estimated_recall", tp / (tp + fn)),
+                      ("estimated_f1", tp / (tp + 0.5 * (fp + fn)))):
+        assert out[key] == pytest.approx(want, abs=1e-9), key
+    # AUC: expected concordant pairs (ties and i = j at half weight) over expected pairs.
+    num = sum(c[i] * (1 - c[j]) * (1.0 if c[i] > c[j] else 0.5 if c[i] == c[j] else 0.0)
+              for i in range(60) for j in range(60))
+    want_auc = num / (c.sum() * (1 - c).sum())
+    assert out["estimated_roc_auc"] == pytest.approx(want_auc, abs=1e-9)
+    assert out["estimated_roc_auc"] == pytest.approx(_nannyml_roc_auc(c, prob), abs=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(2, 300), decimals=st.integers(1, 6))
+def test_stored_calibrator_is_sklearn_isotonic(seed: int, n: int, decimals: int) -> None:
+    """The breakpoints, interpolated, are IsotonicRegression.predict exactly, in and out of
+    the fitted range; on the fitted rows, expected positives = observed positives (PAV)."""
+    rng = np.random.default_rng(seed)
+    prob = np.round(rng.uniform(size=n), decimals)
+    label = (rng.uniform(size=n) < prob).astype(np.float64)
+    label[:2] = (0.0, 1.0)
+    cal = fit_calibrator(prob, label)
+    iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(prob, label)
+    query = np.concatenate([prob, rng.uniform(size=50), [0.0, 1.0]])
+    assert np.abs(cal.apply(query) - iso.predict(query)).max() <= 1e-12
+    assert all(a <= b for a, b in zip(cal.y, cal.y[1:], strict=False))
+    out = window_performance(prob, label, cal, 0.5)
+    assert out["expected_tp"] + out["expected_fn"] == pytest.approx(label.sum(), abs=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(20, 400),
+       threshold=st.floats(0.05, 0.95))
+def test_calibrated_estimate_is_the_mean_of_realised_metrics(seed: int, n: int,
+                                                            threshold: float) -> None:
+    """Perfectly calibrated probabilities, labels drawn Bernoulli(p) many times: the
+    estimated accuracy and expected TP are the means of the realised ones (5 standard
+    errors)."""
+    rng = np.random.default_rng(seed)
+    prob = rng.beta(0.7, 0.7, size=n)
+    cal = Calibrator(IDENTITY, IDENTITY, threshold, 0)
+    est = window_performance(prob, None, cal, threshold)
+    draws = 400
+    labels = rng.uniform(size=(draws, n)) < prob
+    hit = prob >= threshold
+    accuracy = (labels == hit).mean(axis=1)
+    tp = (labels & hit).sum(axis=1)
+    q = np.where(hit, prob, 1 - prob)  # chance each row is right
+    se_acc = math.sqrt((q * (1 - q)).sum() / n ** 2 / draws)
+    se_tp = math.sqrt((prob * (1 - prob))[hit].sum() / draws)
+    assert abs(accuracy.mean() - est["estimated_accuracy"]) <= 5 * se_acc + 1e-12
+    assert abs(tp.mean() - est["expected_tp"]) <= 5 * se_tp + 1e-12
+
+
+def test_window_edge_cases() -> None:
+    prob = np.array([0.1, 0.4, 0.6, 0.9])
+    cal = Calibrator(IDENTITY, IDENTITY, 0.5, 0)
+    # Labels partly known, both classes: realised on the 2 labelled rows only.
+    out = window_performance(prob, np.array([0.0, np.nan, np.nan, 1.0]), cal, 0.5)
+    assert out["labelled_rows"] == 2 and out["realised_roc_auc"] == 1.0
+    assert out["realised_accuracy"] == 1.0
+    # One class among the labels: no realised metric at all.
+    out = window_performance(prob, np.array([1.0, np.nan, 1.0, 1.0]), cal, 0.5)
+    assert out["labelled_rows"] == 3 and not any(k.startswith("realised") for k in out)
+    # No calibrator (a version trained before ml.calibrators): no estimate.
+    out = window_performance(prob, np.array([0.0, 1.0, 0.0, 1.0]), None, 0.5)
+    assert not any(k.startswith(("estimated", "expected")) for k in out)
+    assert "realised_precision" in out
+    # Nothing predicted positive: precision is undefined, left out (never 0).
+    out = window_performance(prob, np.array([0.0, 1.0, 0.0, 1.0]), cal, 0.95)
+    assert "estimated_precision" not in out and "realised_precision" not in out
+    assert out["estimated_recall"] == 0.0
+    # An empty window: only the count.
+    assert window_performance(np.array([]), np.array([]), cal, 0.5) == {"labelled_rows": 0.0}
+    assert math.isnan(expected_roc_auc(np.array([1.0, 1.0])))
+    with pytest.raises(ValueError, match="both classes"):
+        fit_calibrator(prob, np.ones(4))
+    with pytest.raises(ValueError, match="probabilities"):
+        window_performance(np.array([0.5, np.nan]), None, cal, 0.5)
+
+
+def test_training_stores_a_calibrator_for_binary_versions_only(scored: Loans) -> None:
+    rows = scored.sql("select c.model_name, c.version, c.threshold, c.fitted_rows, "
+                      "m.test_rows, len(c.x), len(c.y) from ml.calibrators c "
+                      "join ml.models m using (model_name, version)")
+    assert len(rows) == 1
+    name, version, threshold, fitted, test_rows, nx, ny = rows[0]
+    assert (name, version, threshold, fitted) == ("default_risk", 1, 0.5, test_rows)
+    assert nx == ny >= 2
+    con = duckdb.connect(str(scored.db), read_only=True)
+    try:
+        cal = load_calibrator(con, "default_risk", 1)
+        assert cal is not None and list(cal.x) == sorted(cal.x)
+        assert min(cal.y) >= 0.0 and max(cal.y) <= 1.0
+        # Multiclass, regression: none.
+        assert load_calibrator(con, "grade", 1) is None
+        assert load_calibrator(con, "loss_amount", 1) is None
+    finally:
+        con.close()
+
+
+def test_old_registry_without_calibrators(scored: Loans) -> None:
+    """A registry from before ml.calibrators: no calibrator (so no estimate), and the
+    table is created by the next schema check without touching the versions."""
+    scored.sql("drop table ml.calibrators")
+    con = duckdb.connect(str(scored.db))
+    try:
+        assert load_calibrator(con, "default_risk", 1) is None
+        ensure_schema(con)
+        assert load_calibrator(con, "default_risk", 1) is None
+        assert con.execute("select count(*) from ml.models").fetchone() == (3,)
+    finally:
+        con.close()
