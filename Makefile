@@ -11,7 +11,8 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
 .PHONY: venv venv-spark deps demo demo-data test test-all test-spark lint clean bench bench-quick \
-	bench-serve bench-sql bench-crash bench-extmem bench-spark bench-incremental
+	bench-serve bench-sql bench-crash bench-extmem bench-spark bench-incremental \
+	bench-scaffold
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -102,6 +103,11 @@ bench-crash: venv
 ## deleted, inserted) against a full score of the same table, in one run; checks they agree.
 bench-incremental: venv
 	$(BIN)/python -m bench.bench_incremental --rows 5000000 --changed 0.01
+
+## pyml scaffold on the demo's raw seeds against the hand-written staging models: rules
+## found, cleaned values, rows, tests (docs/dbt-package.md).
+bench-scaffold: deps
+	$(BIN)/python -m bench.scaffold_compare
 
 ## Spark engine vs DuckDB path on the same generated table (1M and 5M rows x 20 features):
 ## train and score time, peak memory, AUC, rows/s per core, on local[2].

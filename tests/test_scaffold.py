@@ -187,3 +187,61 @@ def test_scaffold_of_random_dirty_tables_builds_green(
     res = _scaffold(root, "raw.customers" if source else "customers")
     assert res.exit_code == 0, res.output
     _build_green(root)
+
+
+def test_na_is_a_code_among_two_letter_codes_and_missing_elsewhere() -> None:
+    """'NA' is Namibia in a column of country codes but "no value" in an R-written CSV: the
+    profiler tells them apart, so no scaffolded model silently turns Namibia into NULL."""
+    from pyml.dbt.profiling import profile_relation
+
+    con = duckdb.connect()
+    con.execute("create schema raw")
+    con.execute("create table raw.t (country varchar, sex varchar, mass varchar)")
+    con.executemany("insert into raw.t values (?, ?, ?)", [
+        ("US", "MALE", "3750"), ("DE", "FEMALE", "NA"), ("NA", "NA", "3800"),
+        ("na ", "MALE", "4050.5"), ("FR", "FEMALE", "NA"), ("N/A", "MALE", "3900")])
+    cols = {p.name: p for p in profile_relation(
+        con, "raw", "t", [("country", "VARCHAR"), ("sex", "VARCHAR"), ("mass", "VARCHAR")]).columns}
+    assert cols["country"].markers == {"n/a": 1}
+    assert {s.value: s.count for s in cols["country"].categories} == {
+        "us": 1, "de": 1, "na": 2, "fr": 1}
+    assert cols["sex"].markers == {"na": 1}
+    assert {s.value for s in cols["sex"].categories} == {"male", "female"}
+    assert cols["mass"].markers == {"na": 2}
+    assert cols["mass"].stats["num"] == cols["mass"].stats["present"] == 4
+
+
+@pytest.mark.slow
+def test_scaffold_on_palmer_penguins_raw(tmp_path: Path) -> None:
+    """A public dirty table nobody tuned the profiler for: palmerpenguins' penguins_raw, as it
+    ships in the package (R's CSV: 'NA' for missing, upper-case categories, column names with
+    spaces, brackets and slashes), landed as text. The scaffold builds green on the first
+    `dbt build` with 'NA' -> NULL, categories folded, numbers and dates typed."""
+    from importlib.resources import files
+
+    csv = files("palmerpenguins") / "data" / "penguins-raw.csv"
+    root = _project(tmp_path / "shop", [], ["x"])
+    con = duckdb.connect(str(root / "shop.duckdb"))
+    con.execute("drop table raw.customers")
+    con.execute(f"create table raw.penguins as select * from read_csv('{csv}', all_varchar=true)")
+    raw_na = con.execute("select count(*) from raw.penguins where \"Sex\" = 'NA'").fetchall()[0][0]
+    con.close()
+    (root / "models" / "_sources.yml").write_text(
+        "version: 2\nsources:\n  - name: raw\n    schema: raw\n    tables:\n"
+        "      - name: penguins\n")
+    assert _dbt(root, "deps").success  # type: ignore[attr-defined]
+    res = _scaffold(root, "raw.penguins")
+    assert res.exit_code == 0, res.output
+    tests = _build_green(root)
+    assert tests
+    con = duckdb.connect(str(root / "shop.duckdb"))
+    types = dict(con.execute("select column_name, data_type from information_schema.columns "
+                             "where table_name = 'stg_raw__penguins'").fetchall())
+    sexes = con.execute('select "Sex", count(*) from main.stg_raw__penguins group by all'
+                        ).fetchall()
+    rows = con.execute("select count(*) from main.stg_raw__penguins").fetchall()[0][0]
+    con.close()
+    assert rows == 344 and raw_na > 0
+    assert dict(sexes) == {"male": 168, "female": 165, None: 11}
+    assert types["Culmen Length (mm)"] == "DOUBLE" and types["Date Egg"] == "DATE"
+    assert types["Sample Number"] == "BIGINT" and types["Delta 15 N (o/oo)"] == "DOUBLE"

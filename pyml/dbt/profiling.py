@@ -16,8 +16,15 @@ import duckdb
 
 from pyml.engines.duckdb import qualified, quote
 
-# Texts that mean "no value" in raw extracts (compared trimmed and lower-cased).
-MISSING_MARKERS = ("?", "n/a", "null", "none", "nan", "-", "--", "#n/a")
+# Texts that mean "no value" in raw extracts (compared trimmed and lower-cased). 'na' is how R
+# and many statistics tools write a missing value to CSV. 'unknown' is left alone: in many
+# tables it is a real category (a user drops it with clean_category's accepted list).
+MISSING_MARKERS = ("?", "??", "n/a", "na", "n.a.", "null", "(null)", "none", "nan", "-", "--",
+                   "#n/a")
+# Markers that are also two-letter codes ('NA' is Namibia): in a column of such codes they are
+# values, not missing.
+CODE_MARKERS = ("na",)
+CODE_SHARE = 0.9  # a column is one of two-letter codes when this share of its values are
 # parse_timestamp's default formats (pyml/dbt_package/macros/parse_timestamp.sql).
 DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d", "%m/%d/%Y %H:%M",
                 "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
@@ -75,11 +82,11 @@ def _in(values: tuple[Any, ...]) -> str:
     return ", ".join(_lit(v) if isinstance(v, str) else str(v) for v in values)
 
 
-def _text_aggregates(c: str) -> dict[str, str]:
+def _text_aggregates(c: str, markers: tuple[str, ...] = MISSING_MARKERS) -> dict[str, str]:
     """Aggregate SQL per statistic of text column `c` (already quoted)."""
     trimmed = f"nullif(trim({c}), '')"
     folded = f"lower(trim({c}))"
-    present = f"{trimmed} is not null and {folded} not in ({_in(MISSING_MARKERS)})"
+    present = f"{trimmed} is not null and {folded} not in ({_in(markers)})"
     num = f"try_cast(replace(replace({trimmed}, '$', ''), ',', '') as double)"
     ts = f"try_strptime({trimmed}, [{_in(DATE_FORMATS)}])"
     narrow = (f"{ts} >= timestamp '{NARROW_DATES[0]}' and "
@@ -91,6 +98,7 @@ def _text_aggregates(c: str) -> dict[str, str]:
         "blank": f"count(*) filter (where {c} is not null and {trimmed} is null)",
         "present": f"count(*) filter (where {present})",
         "distinct": f"count(distinct {folded}) filter (where {present})",
+        "code2": f"count(*) filter (where {present} and regexp_full_match({folded}, '[a-z]{{2}}'))",
         "distinct_trimmed": f"count(distinct trim({c})) filter (where {present})",
         "distinct_raw": f"count(distinct {c}) filter (where {present})",
         "num": f"count(*) filter (where {present} and {num} is not null)",
@@ -117,7 +125,7 @@ def _text_aggregates(c: str) -> dict[str, str]:
         "odd_chars": f"count(*) filter (where {present} and (strpos({c}, chr(39)) > 0 "
                      f"or strpos({c}, chr(92)) > 0 or regexp_matches({c}, '[\\x00-\\x1f]')))",
     }
-    for marker in MISSING_MARKERS:
+    for marker in markers:
         aggs[f"marker:{marker}"] = f"count(*) filter (where {folded} = {_lit(marker)})"
     for s in LOW_SENTINELS + HIGH_SENTINELS:
         aggs[f"sentinel:{s}"] = f"count(*) filter (where {present} and {num} = {s})"
@@ -159,7 +167,8 @@ def profile_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str,
     stats: list[dict[str, Any]] = [{} for _ in columns]
     for (i, key), value in zip(keys, row[1:], strict=True):
         stats[i][key] = value
-    categories = _categories(con, source, columns, stats)
+    coded = _code_columns(con, source, columns, stats)
+    categories = _categories(con, source, columns, stats, coded)
     profiles = []
     for i, (col, type_) in enumerate(columns):
         markers = {k.split(":", 1)[1]: v for k, v in stats[i].items()
@@ -170,8 +179,36 @@ def profile_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str,
                            tuple(profiles))
 
 
+def _code_columns(con: duckdb.DuckDBPyConnection, source: str, columns: list[tuple[str, str]],
+                  stats: list[dict[str, Any]]) -> set[str]:
+    """Text columns of two-letter codes holding a CODE_MARKERS value ('NA' among 'US', 'DE').
+
+    There the marker is a code: the column's statistics are measured again without it (one
+    scan of those columns), so it counts as a value everywhere, categories included.
+    """
+    found = [(i, col) for i, (col, type_) in enumerate(columns)
+             if type_.upper() in TEXT_TYPES and stats[i].get("present")
+             and any(stats[i].get(f"marker:{m}") for m in CODE_MARKERS)
+             and stats[i]["code2"] >= CODE_SHARE * stats[i]["present"]]
+    if not found:
+        return set()
+    markers = tuple(m for m in MISSING_MARKERS if m not in CODE_MARKERS)
+    keys, selects = [], []
+    for i, col in found:
+        for key, sql in _text_aggregates(quote(col), markers).items():
+            keys.append((i, key))
+            selects.append(sql)
+    row = con.execute(f"select {', '.join(selects)} from {source}").fetchone()
+    assert row is not None
+    for i, _ in found:
+        stats[i] = {}
+    for (i, key), value in zip(keys, row, strict=True):
+        stats[i][key] = value
+    return {col for _, col in found}
+
+
 def _categories(con: duckdb.DuckDBPyConnection, source: str, columns: list[tuple[str, str]],
-                stats: list[dict[str, Any]]) -> dict[str, list[Spelling]]:
+                stats: list[dict[str, Any]], coded: set[str]) -> dict[str, list[Spelling]]:
     """The values of low-cardinality text columns, one grouped scan for all of them."""
     wanted = [col for (col, type_), s in zip(columns, stats, strict=True)
               if type_.upper() in TEXT_TYPES and 0 < s["distinct"] <= MAX_CATEGORIES]
@@ -179,10 +216,14 @@ def _categories(con: duckdb.DuckDBPyConnection, source: str, columns: list[tuple
         return {}
     parts = " union all ".join(
         f"select {_lit(col)} as col, {quote(col)} as raw from {source}" for col in wanted)
+    codes = tuple(m for m in MISSING_MARKERS if m in CODE_MARKERS)
+    others = tuple(m for m in MISSING_MARKERS if m not in CODE_MARKERS)
+    kept = f"or col in ({_in(tuple(sorted(coded)))})" if coded else ""
     rows = con.execute(
         f"select col, lower(trim(raw)) as value, raw, count(*) as n from ({parts}) "
         f"where nullif(trim(raw), '') is not null "
-        f"and lower(trim(raw)) not in ({_in(MISSING_MARKERS)}) "
+        f"and lower(trim(raw)) not in ({_in(others)}) "
+        f"and (lower(trim(raw)) not in ({_in(codes)}) {kept}) "
         "group by all order by col, value, n desc, raw").fetchall()
     grouped: dict[str, dict[str, list[tuple[str, int]]]] = defaultdict(dict)
     for col, value, raw, n in rows:
