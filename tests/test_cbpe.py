@@ -144,6 +144,33 @@ def test_calibrated_estimate_is_the_mean_of_realised_metrics(seed: int, n: int,
     assert abs(tp.mean() - est["expected_tp"]) <= 5 * se_tp + 1e-12
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 200),
+       threshold=st.floats(0.01, 0.99), unknown=st.floats(0.0, 1.0))
+def test_realised_metrics_are_sklearns_on_the_labelled_rows(seed: int, n: int,
+                                                            threshold: float,
+                                                            unknown: float) -> None:
+    rng = np.random.default_rng(seed)
+    prob = np.round(rng.uniform(size=n), 2)
+    label = (rng.uniform(size=n) < prob).astype(np.float64)
+    label[rng.uniform(size=n) < unknown] = np.nan
+    out = window_performance(prob, label, None, threshold)
+    known = ~np.isnan(label)
+    y, hit = label[known].astype(int), prob[known] >= threshold
+    assert out["labelled_rows"] == known.sum()
+    if len(np.unique(y)) < 2:
+        assert not any(k.startswith("realised") for k in out)
+        return
+    want = {"realised_roc_auc": skm.roc_auc_score(y, prob[known]),
+            "realised_accuracy": skm.accuracy_score(y, hit),
+            "realised_recall": skm.recall_score(y, hit),
+            "realised_f1": skm.f1_score(y, hit)}
+    if hit.any():
+        want["realised_precision"] = skm.precision_score(y, hit)
+    assert {k: v for k, v in out.items() if k.startswith("realised")} == pytest.approx(
+        want, abs=1e-12)
+
+
 def test_window_edge_cases() -> None:
     prob = np.array([0.1, 0.4, 0.6, 0.9])
     cal = Calibrator(IDENTITY, IDENTITY, 0.5, 0)

@@ -94,7 +94,7 @@ def window_performance(prob: np.ndarray, label: np.ndarray | None,
       version without one gets no estimate: uncalibrated probabilities would be a silently
       wrong one) and at least one row;
     - realised_roc_auc, realised_accuracy, realised_precision, realised_recall,
-      realised_f1, from the labelled rows only (scikit-learn), when there are at least two
+      realised_f1, from the labelled rows only (AUC by scikit-learn), when there are at least two
       of them and both classes occur among them;
     - labelled_rows: how many rows have a label (0 when `label` is None).
 
@@ -130,11 +130,15 @@ def window_performance(prob: np.ndarray, label: np.ndarray | None,
         y_known, p_known, hit = y[mask].astype(np.int64), p[mask], predicted[mask]
         if known >= 2 and len(np.unique(y_known)) == 2:
             out["realised_roc_auc"] = float(skm.roc_auc_score(y_known, p_known))
-            out["realised_accuracy"] = float(skm.accuracy_score(y_known, hit))
-            out["realised_recall"] = float(skm.recall_score(y_known, hit))
-            if hit.any():
-                out["realised_precision"] = float(skm.precision_score(y_known, hit))
-            out["realised_f1"] = float(skm.f1_score(y_known, hit))
+            # The confusion counts by one bincount: scikit-learn's accuracy/precision/recall/
+            # F1 validate and count again each (seconds on a million rows); the tests check
+            # these equal theirs.
+            tn_, fp_, fn_, tp_ = (float(v) for v in np.bincount(
+                2 * y_known + hit.astype(np.int64), minlength=4))
+            out["realised_accuracy"] = (tp_ + tn_) / known
+            _ratio(out, "realised_precision", tp_, tp_ + fp_)
+            _ratio(out, "realised_recall", tp_, tp_ + fn_)
+            _ratio(out, "realised_f1", 2.0 * tp_, 2.0 * tp_ + fp_ + fn_)
     out["labelled_rows"] = float(known)
     return out
 
