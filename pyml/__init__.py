@@ -24,7 +24,7 @@ _EXPORTS = {
     "train": "pyml.api", "score": "pyml.api", "explain": "pyml.api", "drift": "pyml.api",
     "profile": "pyml.api", "tune": "pyml.api", "promote": "pyml.api", "rollback": "pyml.api",
     "show": "pyml.api", "models": "pyml.api", "predictions": "pyml.api",
-    "sql": "pyml.api", "sql_model": "pyml.api",
+    "sql": "pyml.api", "sql_model": "pyml.api", "publish": "pyml.api",
     "Session": "pyml.session", "open_session": "pyml.session",
     "PymlError": "pyml.errors", "DriftDetected": "pyml.errors",
     "LoadedModel": "pyml.modelling.model", "load_model": "pyml.modelling.model",

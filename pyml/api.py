@@ -25,6 +25,7 @@ from pyml.session import Overrides, Session, open_session
 if TYPE_CHECKING:
     from pyml.export import ExportResult
     from pyml.store.lifecycle import Change
+    from pyml.store.publish import Published
     from pyml.verbs.drift import DriftResult
     from pyml.verbs.explain import ExplainResult
     from pyml.verbs.profile import ProfileResult
@@ -86,7 +87,16 @@ def _crowned(session: Session, results: list[TrainResult], score: bool | None
             for note in after_champion_change(session, [r.name], score,
                                               f"{r.name}: v{r.version} is now the champion"):
                 session.log(note)
+    if any(not r.unchanged for r in results):
+        _publish(session, "trained " + ", ".join(r.name for r in results if not r.unchanged))
     return results
+
+
+def _publish(session: Session, done: str) -> None:
+    """Republish the BI file (`pyml publish`) if dbt_project.yml asks for it."""
+    from pyml.verbs.publish import publish_configured
+
+    publish_configured(session, done)
 
 
 @write_errors
@@ -116,9 +126,11 @@ def score(models: Sequence[str] = (), *, select: Sequence[str] = (),
             raise EngineError("pyml score --incremental (score.incremental) is not yet "
                               "available on Spark targets: score without it")
         return _spark_score(session, specs, version=version)
-    return _score(session, specs, version=version,
-                  output=Path(output) if output is not None else None, explain=explain,
-                  incremental=incremental)
+    results = _score(session, specs, version=version,
+                     output=Path(output) if output is not None else None, explain=explain,
+                     incremental=incremental)
+    _publish(session, "scored " + ", ".join(r.name for r in results))
+    return results
 
 
 @write_errors
@@ -246,6 +258,7 @@ def _noted(session: Session, change: Change, score: bool | None) -> Change:
     from pyml.verbs.rescore import after_champion_change
 
     notes = after_champion_change(session, [change.name], score, change.message)
+    _publish(session, change.message)
     return replace(change, notes=tuple(notes))
 
 
@@ -405,3 +418,22 @@ def sql_model(model: str, output: str | Path, *, version: int | None = None,
                project_dir=project_dir, profiles_dir=profiles_dir, target=target,
                lock_timeout=lock_timeout, log=log)
     return write_model_file(Path(output), text)
+
+
+@write_errors
+def publish(models: Sequence[str] = (), *, select: Sequence[str] = (),
+            path: PathLike = None, relations: Sequence[str] | None = None,
+            project_dir: PathLike = None, profiles_dir: PathLike = None,
+            target: str | None = None, lock_timeout: float = 5.0,
+            log: Log | None = None) -> Published:
+    """Copy the named (or dbt-selected; default: every scored) models' predictions and the
+    `relations` (default: dbt_project.yml's `vars: pyml: publish: relations`) to the BI file
+    `path` (default: that key's `path`, else `<target file stem>_bi.duckdb`), which BI tools
+    read while dbt and pyml write the main file (docs/reliability.md)."""
+    from pyml.verbs.publish import publish as _publish_bi
+
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    result = _publish_bi(session, models, select, path=path, relations=relations)
+    assert result is not None  # only when_any=True returns None
+    return result

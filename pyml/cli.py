@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pyml import __version__
+from pyml.cli_publish import publish as publish_command
 from pyml.cli_scaffold import scaffold as scaffold_command
 from pyml.cliopts import (
     INT,
@@ -482,6 +483,7 @@ def init(project_dir: str | None, profiles_dir: str | None) -> None:
     click.echo(init_project(project_dir).message())
 
 
+cli.add_command(publish_command)
 cli.add_command(scaffold_command)
 
 

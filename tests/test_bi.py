@@ -1,0 +1,211 @@
+"""BI tools beside pyml: `pyml publish` and a real BI client (SQLAlchemy + duckdb-engine).
+
+A BI tool keeps a pool of connections open. On the main file that would lock dbt and pyml
+out (tests/test_concurrency.py); on the BI file that `pyml publish` writes it never does:
+each table is a Parquet file replaced by a rename, and the BI file (views over them) is
+itself written new and renamed. These tests hold such a pool open and read while dbt and
+pyml write, and check what docs/reliability.md promises: no failed query, no failed
+command, every read one whole published table, the new rows on an open connection's next
+query, and SQLAlchemy's introspection on every published table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from .conftest import DB_ENV, N_LOANS, Loans, dbt
+from .support import error_line
+
+sa = pytest.importorskip("sqlalchemy")
+pytest.importorskip("duckdb_engine")
+
+PYML = str(Path(sys.executable).parent / "pyml")
+PREDICTIONS = ("default_risk_predictions", "loss_amount_predictions", "grade_predictions")
+PUBLISH_VARS = "\nvars:\n  pyml:\n    publish:\n      relations: [loan_features]\n"
+
+
+def bi_path(project: Loans) -> Path:
+    return project.db.with_name("loans_bi.duckdb")
+
+
+def configure(project: Loans, text: str = PUBLISH_VARS) -> None:
+    """Turn publishing on in dbt_project.yml (a newer file: pyml re-parses)."""
+    path = project.dir / "dbt_project.yml"
+    path.write_text(path.read_text() + text)
+
+
+def engine(path: Path, **pool: Any) -> Any:
+    """What Superset or a notebook builds: duckdb-engine, read-only, a connection pool."""
+    return sa.create_engine(f"duckdb:///{path}", connect_args={"read_only": True}, **pool)
+
+
+def bi_sql(path: Path, query: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_publish_copies_predictions_and_relations_whole_with_comments(scored: Loans) -> None:
+    result = scored.ok("publish", "--relation", "loan_features")
+    bi = bi_path(scored)
+    assert result.output.startswith(f"published 4 tables ({4 * N_LOANS:,} rows) to {bi}")
+    views = bi_sql(bi, "select schema_name, view_name, comment from duckdb_views() "
+                       "where not internal order by all")
+    assert [(s, v) for s, v, _ in views] == sorted(
+        [("main", "loan_features")] + [("ml", t) for t in PREDICTIONS])
+    for schema, view, comment in views:
+        main = scored.sql(f"select * from {schema}.{view} order by all")
+        assert bi_sql(bi, f"select * from {schema}.{view} order by all") == main
+        if schema == "ml":  # pyml's comments travel with the table
+            assert comment
+            assert scored.sql("select comment from duckdb_columns() where schema_name = 'ml' "
+                              f"and table_name = '{view}' and column_name = 'model_version'"
+                              ) == bi_sql(bi, "select comment from duckdb_columns() where "
+                                              f"table_name = '{view}' and column_name = "
+                                              "'model_version'")
+    # A BI client's introspection works on every published table.
+    import pandas as pd
+
+    with engine(bi).connect() as con:
+        inspector = sa.inspect(con)
+        for schema, view, _ in views:
+            columns = [c["name"] for c in inspector.get_columns(view, schema=schema)]
+            frame = pd.read_sql_table(view, con, schema=schema)
+            assert list(frame.columns) == columns and len(frame) == N_LOANS
+
+
+def test_publish_mistakes_say_what_and_change_nothing(scored: Loans) -> None:
+    scored.ok("publish")
+    bi = bi_path(scored)
+    before = (bi.read_bytes(), sorted(p.name for p in bi.with_name("loans_bi_tables").iterdir()))
+    cases = [
+        (("publish", "--relation", "no_such_model"),
+         "cannot publish 'no_such_model': it is neither a dbt model of this project "
+         "nor schema.table; name a model that `dbt ls` lists, or write schema.table"),
+        (("publish", "--relation", "main.nothing_here"),
+         f"cannot publish main.nothing_here: no such table or view in {scored.db}; "
+         "run dbt build (models) or pyml score (predictions) first, or fix the name"),
+        (("publish", "nope"), "no pyml model named 'nope'; declared models: "
+                              "default_risk, grade, loss_amount"),
+    ]
+    for args, message in cases:
+        result = scored.pyml(*args)
+        assert error_line(result.output, result.exit_code) == message
+    scored.sql("drop table ml.grade_predictions")
+    result = scored.pyml("publish", "grade")
+    assert error_line(result.output, result.exit_code) == (
+        "grade has no predictions to publish (ml.grade_predictions is missing); run "
+        "`pyml score grade` first")
+    configure(scored, "\nvars:\n  pyml:\n    publish:\n      relatons: [x]\n")
+    result = scored.pyml("publish")
+    assert error_line(result.output, result.exit_code) == (
+        f"{scored.dir / 'dbt_project.yml'}: vars: pyml: publish has unknown key "
+        "relatons; the keys are path, relations")
+    after = (bi.read_bytes(), sorted(p.name for p in bi.with_name("loans_bi_tables").iterdir()))
+    assert after == before
+
+
+def test_score_republishes_and_an_open_connection_reads_the_new_rows(scored: Loans) -> None:
+    configure(scored)
+    scored.ok("publish")
+    bi = bi_path(scored)
+    pool = engine(bi, pool_size=2)
+    query = sa.text("select count(*), min(scored_at), count(distinct scored_at) "
+                    "from ml.default_risk_predictions")
+    with pool.connect() as held:  # open across the score, as a BI tool's pool keeps it
+        first = held.execute(query).one()
+        result = scored.ok("score", "default_risk")
+        assert f"published 4 tables ({4 * N_LOANS:,} rows) to {bi}" in result.output
+        second = held.execute(query).one()
+    assert first[0] == second[0] == N_LOANS and first[2] == second[2] == 1
+    assert second[1] > first[1]  # the new table, read through the connection held open
+    assert second[1] == scored.sql("select min(scored_at) from ml.default_risk_predictions"
+                                   )[0][0]
+    pool.dispose()
+
+
+# --- a BI client's pool open while dbt and pyml write ------------------------------------
+
+@dataclass
+class Reader:
+    """A BI dashboard: a pool of read-only connections on the BI file, kept open, querying
+    every published table in a thread; records every answer and every failure."""
+
+    path: Path
+    tables: tuple[str, ...]
+    reads: list[tuple[str, int, int, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        pool = engine(self.path, pool_size=3, max_overflow=0)
+        held = [pool.connect() for _ in range(2)]  # idle pooled connections, never closed
+        try:
+            while not self.stop.is_set():
+                for table in self.tables:
+                    try:
+                        with pool.connect() as con:
+                            rows, versions, version = con.execute(sa.text(
+                                f"select count(*), count(distinct model_version), "
+                                f"max(model_version) from {table}")).one()
+                            self.reads.append((table, rows, versions, version))
+                    except Exception as e:  # a BI tool would show this to its user
+                        self.failures.append(f"{table}: {type(e).__name__}: {e}")
+                time.sleep(0.01)
+        finally:
+            for con in held:
+                con.close()
+            pool.dispose()
+
+
+def run(project: Loans, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, DB_ENV: str(project.db)}
+    return subprocess.run([PYML, *args, "--project-dir", str(project.dir), "--profiles-dir",
+                           str(project.dir), "--lock-timeout", "120"], env=env,
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.slow
+def test_a_bi_pool_reads_throughout_dbt_build_train_score_and_promote(scored: Loans) -> None:
+    configure(scored)
+    scored.ok("publish")
+    tables = tuple(f"ml.{t}" for t in PREDICTIONS)
+    reader = Reader(bi_path(scored), tables)
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    outputs = []
+    try:
+        dbt(scored.dir, "build")
+        # --force retrains v1's twin as v2, which stays challenger; promote makes it the
+        # champion and rescores; rollback brings v1 back and rescores.
+        for args in (("train", "default_risk", "--force"), ("score",),
+                     ("promote", "default_risk", "--version", "2", "--score"),
+                     ("rollback", "default_risk", "--score")):
+            done = run(scored, *args)
+            assert done.returncode == 0, done.stdout + done.stderr
+            outputs.append(done.stderr)
+        time.sleep(0.2)  # a few more reads of the final tables
+    finally:
+        reader.stop.set()
+        thread.join(60)
+    assert reader.failures == []
+    assert len(reader.reads) > 3 * len(tables)
+    # Every read saw one whole table written by one model version.
+    assert {(rows, versions) for _, rows, versions, _ in reader.reads} == {(N_LOANS, 1)}
+    # The pool's connections read the last publish: default_risk scored by v1 again.
+    last = [v for t, _, _, v in reader.reads if t == "ml.default_risk_predictions"][-1]
+    assert last == 1
+    assert any(v == 2 for t, _, _, v in reader.reads if t == "ml.default_risk_predictions")
+    assert all("published 4 tables" in out for out in outputs), outputs
