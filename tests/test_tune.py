@@ -22,7 +22,7 @@ from .conftest import SCHEMA_YML, Loans
 SOURCE = "models/schema.yml"
 MODEL = "model.lending.loan_features"
 WHERE = f"{SOURCE}: model 'default_risk' on {MODEL}"
-SPACE_KEYS = {r.name for r in default_space("binary")}
+SPACE_KEYS = {r.name for r in default_space("binary", categorical=True)}  # region is one
 
 
 def parse(**extra: Any) -> Any:
@@ -51,7 +51,7 @@ def test_tune_and_promote_keys_parse() -> None:
 
 @pytest.mark.parametrize(("extra", "message"), [
     ({"tune": {"trials": 5}}, "unknown key 'tune.trials'; allowed: n_trials, timeout, metric, "
-                              "direction, space, on_train, seed"),
+                              "direction, space, on_train, seed, cv"),
     ({"tune": {"n_trials": 0}}, "tune.n_trials must be an integer of at least 1, got 0"),
     ({"tune": {"timeout": -1}}, "tune.timeout must be a number of seconds above 0 (or null for "
                                 "no limit), got -1"),

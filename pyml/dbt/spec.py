@@ -35,7 +35,8 @@ ALLOWED_KEYS = {
     "threshold": "probability at or above which a binary prediction is the positive class",
     "positive_class": "the label value that counts as positive (binary)",
     "score": "{relation, batch_size, incremental}: what `pyml score` reads and how",
-    "tune": "{n_trials, timeout, metric, direction, space, on_train, seed}: Optuna search",
+    "tune": "{n_trials, timeout, metric, direction, space, on_train, seed, cv}: Optuna "
+            "search",
     "promote": "{policy: auto|manual, metric, min_delta, score}: when a new version becomes "
                "champion, and whether to rescore then",
     "allow_leakage": "true to train although one feature alone predicts the target ~perfectly",

@@ -20,7 +20,8 @@ from pyml.tasks import (
     TUNE_METRICS,
 )
 
-TUNE_KEYS = ("n_trials", "timeout", "metric", "direction", "space", "on_train", "seed")
+TUNE_KEYS = ("n_trials", "timeout", "metric", "direction", "space", "on_train", "seed", "cv")
+MAX_CV_FOLDS = 20  # as split.folds
 PROMOTE_KEYS = ("policy", "metric", "min_delta", "score")
 POLICIES = ("auto", "manual")
 DIRECTIONS = ("minimize", "maximize")
@@ -49,6 +50,9 @@ class TuneSpec:
     space: tuple[ParamRange, ...] = ()  # () = the task's default search space
     on_train: bool = False  # `pyml train` tunes too (otherwise only `pyml tune`)
     seed: int = 0  # TPESampler seed
+    # k: each trial is k-fold CV on the non-holdout rows (the mean of the folds' early-stopped
+    # validation values); None: each trial trains on the train part, stops on validation.
+    cv: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,23 +77,29 @@ def promote_metric(promote: PromoteSpec, task: str) -> str:
     return promote.metric or HEADLINE_METRIC[task]
 
 
-def default_space(task: str) -> tuple[ParamRange, ...]:
-    """The search space used when `tune.space` is not given.
+def default_space(task: str, categorical: bool = False) -> tuple[ParamRange, ...]:
+    """The search space used when `tune.space` is not given (`categorical`: the model has
+    categorical features, so max_cat_to_onehot is searched too).
 
+    The rounds are not searched: early stopping picks them inside every trial, so eta and
+    max_depth (sampled jointly: the TPE sampler is multivariate) trade off freely.
     min_child_weight bounds a leaf's hessian sum: about a row count for squared error, but a
     quarter of that or less for log loss (p(1-p) <= 0.25), hence the different ranges.
     """
     child = (ParamRange("min_child_weight", 1.0, 50.0, log=True) if task == "regression"
              else ParamRange("min_child_weight", 0.1, 20.0, log=True))
-    return (
+    space = (
         ParamRange("eta", 0.01, 0.3, log=True),
-        ParamRange("max_depth", 2, 10 if task != "multiclass" else 8, integer=True),
+        ParamRange("max_depth", 3, 10 if task != "multiclass" else 8, integer=True),
         child,
         ParamRange("subsample", 0.5, 1.0),
         ParamRange("colsample_bytree", 0.5, 1.0),
         ParamRange("lambda", 1e-3, 10.0, log=True),
         ParamRange("alpha", 1e-3, 10.0, log=True),
     )
+    # Categories below this count split one-vs-rest, above it by partition (XGBoost's 4).
+    onehot = ParamRange("max_cat_to_onehot", 1, 64, log=True, integer=True)
+    return (*space, onehot) if categorical else space
 
 
 def _number(raw: Mapping[str, Any], key: str, where: str) -> float | int:
@@ -141,8 +151,13 @@ def parse_tune(raw: Any, task: str, where: str) -> TuneSpec | None:
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SpecError(f"{where}: tune.seed must be a non-negative integer, got {seed!r}")
+    cv = raw.get("cv")
+    if cv is not None and (isinstance(cv, bool) or not isinstance(cv, int)
+                           or not 2 <= cv <= MAX_CV_FOLDS):
+        raise SpecError(f"{where}: tune.cv must be a number of folds from 2 to {MAX_CV_FOLDS} "
+                        f"(or null to tune on the validation part), got {cv!r}")
     return TuneSpec(n_trials, None if timeout is None else float(timeout), metric, direction,
-                    _space(raw.get("space"), where), on_train, seed)
+                    _space(raw.get("space"), where), on_train, seed, cv)
 
 
 def _space(raw: Any, where: str) -> tuple[ParamRange, ...]:

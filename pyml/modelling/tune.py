@@ -7,7 +7,15 @@ holdout metrics of the version that the best parameters train stay honest. The s
 also fits the spec's own parameters on the same parts, and the version's `note` compares the
 two on the holdout with a paired bootstrap interval (pyml.compare).
 
-Every trial is a row of ml.trials.
+With `tune.cv: k` each trial is instead k-fold cross-validation on the non-holdout rows
+(train and validation parts together), in the folds that `split: {method: kfold}` evaluates
+with (pyml.modelling.evaluate.fold_ids): every fold trains with early stopping on its held-out
+fold, the trial's value is the mean of the folds' best values, and Optuna's pruner watches the
+running mean fold by fold. Only the search changes: the best parameters then train the
+version through the normal path (train part, early stopping on validation), and the holdout
+decides promotion as without cv.
+
+Every trial is a row of ml.trials (with cv: the folds run and the standard deviation).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
 from pyml.errors import DataError, SpecError
 from pyml.modelling.compare import compare
+from pyml.modelling.evaluate import canonical_order, fold_ids
 from pyml.modelling.fit import fit_in_memory, spec_params
 from pyml.store.trials import Trial, record_trials
 
@@ -41,6 +50,9 @@ XGB_DEFAULTS: dict[str, Any] = {"eta": 0.3, "max_depth": 6, "min_child_weight": 
                                 "subsample": 1.0, "colsample_bytree": 1.0, "lambda": 1.0,
                                 "alpha": 0.0, "gamma": 0.0, "max_bin": 256}
 TRIAL_EARLY_STOPPING = 30  # rounds, when the spec disables early stopping
+# tune.cv keeps every fold's quantised train/validation pair across trials up to this many
+# cells (k x rows x features, about a byte each); above it they are rebuilt per trial.
+CV_CACHE_CELLS = 200_000_000
 STATES = {optuna.trial.TrialState.COMPLETE: "complete", optuna.trial.TrialState.PRUNED: "pruned",
           optuna.trial.TrialState.FAIL: "fail"}
 
@@ -118,6 +130,45 @@ class _Matrices:
         return self.cache[max_bin]
 
 
+class _Folds:
+    """tune.cv's folds of the non-holdout rows and each fold's (train, held-out) QuantileDMatrix.
+
+    The rows are put in canonical order and dealt into folds as the kfold evaluation does, so
+    `split: {method: kfold, folds: k}` and `tune.cv: k` with the same seed use the same folds.
+    """
+
+    def __init__(self, features: Sequence[Feature], ts: TrainingSet, k: int, seed: int) -> None:
+        X = np.concatenate([ts.train.X, ts.valid.X])
+        y = np.concatenate([ts.train.y, ts.valid.y])
+        order = canonical_order(X, y)
+        self.X, self.y = X[order], y[order]
+        self.k = k
+        self.fold = fold_ids(len(self.y), k, seed)
+        self.kwargs = dmatrix_kwargs(features)
+        self.keep = k * self.X.size <= CV_CACHE_CELLS
+        self.cache: dict[tuple[int, int], tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]] = {}
+
+    def get(self, f: int, max_bin: int) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
+        if (f, max_bin) in self.cache:
+            return self.cache[(f, max_bin)]
+        fit, held = self.fold != f, self.fold == f
+        dtrain = xgb.QuantileDMatrix(self.X[fit], self.y[fit], max_bin=max_bin, **self.kwargs)
+        dheld = xgb.QuantileDMatrix(self.X[held], self.y[held], ref=dtrain, max_bin=max_bin,
+                                    **self.kwargs)
+        if self.keep:
+            if any(b != max_bin for _, b in self.cache):
+                self.cache = {}  # one max_bin at a time: memory stays bounded
+            self.cache[(f, max_bin)] = (dtrain, dheld)
+        return dtrain, dheld
+
+
+def cv_pruner() -> optuna.pruners.BasePruner:
+    """tune.cv: prunes a trial whose running mean after a fold is in the worst quarter of the
+    earlier trials' running means after the same fold (from the first fold on: the folds are
+    the same rows for every trial, so fold 1 compares like with like)."""
+    return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=0)
+
+
 def pruner() -> optuna.pruners.BasePruner:
     """Prunes a trial whose validation metric is in the worst quarter of the earlier trials
     at the same round.
@@ -141,7 +192,11 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     metric, direction = tune_metric(tspec, spec.task)
     space = tspec.space or default_space(spec.task)
     base = spec_params(spec, len(ts.target.classes), eval_metric=metric)
+    if not tspec.space and any(f.kind == "categorical" for f in ts.features):
+        space = default_space(spec.task, categorical=True)
+    k = tspec.cv
     mats = _Matrices(ts.features, ts)
+    folds = _Folds(ts.features, ts, k, spec.split.seed) if k else None
     early = spec.early_stopping_rounds or TRIAL_EARLY_STOPPING
     study_id = f"{spec.name}-{datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -149,7 +204,9 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
         study_name=study_id,
         direction=optuna.study.StudyDirection.MAXIMIZE if direction == "maximize"
         else optuna.study.StudyDirection.MINIMIZE,
-        sampler=optuna.samplers.TPESampler(seed=tspec.seed), pruner=pruner())
+        # multivariate: eta and max_depth (and the rest) are modelled jointly, not one by one.
+        sampler=optuna.samplers.TPESampler(seed=tspec.seed, multivariate=True),
+        pruner=cv_pruner() if k else pruner())
     study.enqueue_trial(_first_trial(space, base))
     starts: dict[int, tuple[datetime, float]] = {}
     errors: list[str] = []
@@ -157,6 +214,8 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     def objective(trial: optuna.Trial) -> float:
         starts[trial.number] = (datetime.now().replace(microsecond=0), time.perf_counter())
         params = {**base, **{r.name: _suggest(trial, r) for r in space}}
+        if folds is not None:
+            return _cv_trial(trial, params, folds, spec.num_boost_round, early, errors)
         dtrain, dvalid = mats.get(int(params.get("max_bin", 256)))
         try:
             booster = xgb.train(
@@ -173,6 +232,12 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         state = STATES.get(trial.state, trial.state.name.lower())
         value = f"{metric} {trial.value:.5f}, " if trial.value is not None else ""
+        ran, std = _fold_stats(trial)
+        reached = _last(trial)
+        if ran and reached is not None:  # tune.cv: the mean (running, if pruned) and spread
+            value = (f"cv {metric} {reached:.5f}"
+                     + (f" \u00b1 {std:.5f}" if std is not None else "")
+                     + f" over {ran}/{k} folds, ")
         try:
             best = f"best {study.best_value:.5f} (trial {number(study.best_trial)})"
         except ValueError:
@@ -182,7 +247,10 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
 
     log(f"[{spec.name}] tuning (study {study_id}): up to {tspec.n_trials} trials"
         + (f" or {tspec.timeout:g}s" if tspec.timeout else "")
-        + f", {direction} validation {metric} over {', '.join(r.name for r in space)}")
+        + f", {direction} "
+        + (f"{k}-fold cv mean {metric} on the {len(folds.y):,} non-holdout rows" if folds
+           else f"validation {metric}")
+        + f" over {', '.join(r.name for r in space)}")
     started = time.perf_counter()
     study.optimize(objective, n_trials=tspec.n_trials, timeout=tspec.timeout,
                    catch=(xgb.core.XGBoostError,), callbacks=[progress])
@@ -198,7 +266,8 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
               ("complete", "pruned", "fail")}
     summary = (f"tuned by study {study_id}: {len(study.trials)} trials ({counts['complete']} "
                f"complete, {counts['pruned']} pruned, {counts['fail']} failed) in "
-               f"{seconds:.0f}s, best validation {metric} {best.value:.5f} (trial "
+               f"{seconds:.0f}s, best {f'{k}-fold cv' if k else 'validation'} {metric} "
+               f"{best.value:.5f} (trial "
                f"{number(best)}; trial 1 = spec params"
                + (f" {study.trials[0].value:.5f}" if study.trials[0].value is not None else "")
                + f"), params {json.dumps(best.params, sort_keys=True)}")
@@ -210,6 +279,47 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     return Tuning(tuned, study_id, summary, holdout, spec.threshold)
 
 
+def _cv_trial(trial: optuna.Trial, params: dict[str, Any], folds: _Folds, rounds: int,
+              early: int, errors: list[str]) -> float:
+    """One tune.cv trial: each fold early-stopped on its held-out rows; the running mean of
+    the folds' best values is reported after each fold (the pruner's step is the fold)."""
+    values: list[float] = []
+    best_rounds: list[int] = []
+    for f in range(folds.k):
+        dtrain, dheld = folds.get(f, int(params.get("max_bin", 256)))
+        try:
+            booster = xgb.train(params, dtrain, num_boost_round=rounds,
+                                evals=[(dheld, "validation")], early_stopping_rounds=early,
+                                verbose_eval=False)
+        except xgb.core.XGBoostError as e:
+            errors.append(str(e).strip().splitlines()[0])
+            raise
+        values.append(float(booster.best_score))
+        best_rounds.append(int(booster.best_iteration))
+        trial.set_user_attr("fold_values", values)  # kept for ml.trials if pruned below
+        trial.report(float(np.mean(values)), f)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"fold {f + 1}: running mean {np.mean(values):.5f}")
+    trial.set_user_attr("best_round", int(np.median(best_rounds)))
+    return float(np.mean(values))
+
+
+def _fold_stats(trial: optuna.trial.FrozenTrial) -> tuple[int | None, float | None]:
+    """tune.cv: (folds run, standard deviation of their values); (None, None) without cv."""
+    values = trial.user_attrs.get("fold_values")
+    if not values:
+        return None, None
+    return len(values), float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def _last(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The value a trial reached: its result, else its last reported (pruned) value."""
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        return trial.value
+    return (trial.intermediate_values[max(trial.intermediate_values)]
+            if trial.intermediate_values else None)
+
+
 def _record(con: duckdb.DuckDBPyConnection, name: str, study_id: str, study: optuna.Study,
             metric: str, direction: str, starts: dict[int, tuple[datetime, float]]) -> None:
     """Every trial of the study as a row of ml.trials (one transaction)."""
@@ -217,9 +327,9 @@ def _record(con: duckdb.DuckDBPyConnection, name: str, study_id: str, study: opt
     for t in study.trials:
         started = starts.get(t.number, (datetime.now().replace(microsecond=0), 0.0))[0]
         seconds = (t.duration.total_seconds() if t.duration is not None else 0.0)
-        value = t.value if t.state == optuna.trial.TrialState.COMPLETE else (
-            t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
+        folds, std = _fold_stats(t)
         rows.append(Trial(name, study_id, number(t), None, dict(t.params), metric, direction,
-                          value, t.user_attrs.get("best_round"),
-                          STATES.get(t.state, t.state.name.lower()), seconds, started))
+                          _last(t), t.user_attrs.get("best_round"),
+                          STATES.get(t.state, t.state.name.lower()), seconds, started,
+                          folds, std))
     record_trials(con, rows)

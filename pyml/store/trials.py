@@ -33,6 +33,8 @@ class Trial:
     state: str  # complete | pruned | fail
     seconds: float  # wall time
     started_at: datetime  # when it started
+    folds: int | None = None  # tune.cv: folds run (value is their mean); None without cv
+    value_std: float | None = None  # tune.cv: standard deviation of the folds' values
 
 
 def record_trials(con: duckdb.DuckDBPyConnection, trials: Sequence[Trial]) -> None:
@@ -44,14 +46,14 @@ def record_trials(con: duckdb.DuckDBPyConnection, trials: Sequence[Trial]) -> No
     """
     rows = [[t.model_name, t.study, t.trial_number, json.dumps(t.params, sort_keys=True),
              t.metric, t.direction, t.value, t.best_round, t.state, t.seconds, t.started_at,
-             t.study] for t in trials]
+             t.study, t.folds, t.value_std] for t in trials]
     con.execute("begin transaction")
     try:
         ensure_schema(con, in_transaction=True)
         con.executemany(f"insert into {TABLE} (model_name, study, trial_number, params, "
                         "metric, direction, value, best_round, state, seconds, started_at, "
-                        "study_id) "
-                        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                        "study_id, folds, value_std) "
+                        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         con.execute("commit")
     except BaseException:
         abort_transaction(con)
@@ -72,12 +74,13 @@ def trials(con: duckdb.DuckDBPyConnection, name: str, study: str | None = None
     """
     if not table_exists(con, SCHEMA, "trials"):
         return []
-    row = first_row(con, "select count(*) from duckdb_columns() where database_name = "
-                         "current_database() and schema_name = ? and table_name = 'trials' "
-                         "and column_name = 'study_id'", [SCHEMA])
+    have = {str(r[0]) for r in con.execute(
+        "select column_name from duckdb_columns() where database_name = current_database() "
+        "and schema_name = ? and table_name = 'trials'", [SCHEMA]).fetchall()}
     # Old rows (no study_id) are renumbered on read as the migration would.
-    fill = "coalesce(study_id, study)" if row and row[0] else "study"
-    shift = "case when study_id is null then 1 else 0 end" if row and row[0] else "1"
+    fill = "coalesce(study_id, study)" if "study_id" in have else "study"
+    shift = "case when study_id is null then 1 else 0 end" if "study_id" in have else "1"
+    cv = "folds, value_std" if "folds" in have else "null, null"
     if study is None:
         row = first_row(con, f"select max_by({fill}, started_at) from {TABLE} "
                              "where model_name = ?", [name])
@@ -85,7 +88,8 @@ def trials(con: duckdb.DuckDBPyConnection, name: str, study: str | None = None
     if study is None:
         return []
     rows = con.execute(f"select model_name, {fill}, trial_number + {shift}, version, params, "
-                       f"metric, direction, value, best_round, state, seconds, started_at "
+                       f"metric, direction, value, best_round, state, seconds, started_at, {cv} "
                        f"from {TABLE} where {fill} = ? order by 3", [study]).fetchall()
     return [Trial(str(r[0]), str(r[1]), int(r[2]), r[3], json.loads(r[4]), str(r[5]),
-                  str(r[6]), r[7], r[8], str(r[9]), float(r[10]), r[11]) for r in rows]
+                  str(r[6]), r[7], r[8], str(r[9]), float(r[10]), r[11], r[12], r[13])
+            for r in rows]
