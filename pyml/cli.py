@@ -8,6 +8,7 @@ import click
 
 from pyml import __version__
 from pyml.cli_publish import publish as publish_command
+from pyml.cli_monitor import monitor as monitor_command
 from pyml.cli_scaffold import scaffold as scaffold_command
 from pyml.cliopts import (
     INT,
@@ -484,6 +485,7 @@ def init(project_dir: str | None, profiles_dir: str | None) -> None:
 
 
 cli.add_command(publish_command)
+cli.add_command(monitor_command)
 cli.add_command(scaffold_command)
 
 

@@ -41,7 +41,10 @@ def _canonical(value: Any) -> str:
 
 def spec_sha256(spec: ModelSpec, how: Mapping[str, Any]) -> str:
     """The spec's fingerprint: its canonical JSON and `how` it trains (tuning, disk)."""
-    return _sha256(_canonical({"spec": spec.to_dict(), "how": dict(how)}))
+    # `monitor:` only tells `pyml monitor` how to window and when to alert: editing it
+    # must not retrain, nor did adding the key change the fingerprint of older specs.
+    trained = {k: v for k, v in spec.to_dict().items() if k != "monitor"}
+    return _sha256(_canonical({"spec": trained, "how": dict(how)}))
 
 
 def sql_sha256(project: Project | None, unique_id: str) -> str | None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pyml.dbt.spec_monitor import MonitorSpec, parse_monitor
 from pyml.dbt.spec_tune import PromoteSpec, TuneSpec, parse_promote, parse_tune
 from pyml.errors import SpecError
 from pyml.tasks import TASKS
@@ -41,6 +42,8 @@ ALLOWED_KEYS = {
                "champion, and whether to rescore then",
     "allow_leakage": "true to train although one feature alone predicts the target ~perfectly",
     "drift_threshold": "PSI above which `pyml drift` reports a feature as drifted (0.2)",
+    "monitor": "{time_column, window: day|week|month|quarter|year, thresholds}: what "
+               "`pyml monitor` windows and when it alerts",
     "max_memory": "memory budget of `pyml train`, e.g. 2GB: bigger training sets train from "
                   "disk (XGBoost external memory)",
     "num_workers": "Spark targets: xgboost.spark workers (default: the cluster's cores)",
@@ -110,6 +113,7 @@ class ModelSpec:
     promote: PromoteSpec = field(default_factory=PromoteSpec)  # champion/challenger policy
     allow_leakage: bool = False  # train even if one feature alone predicts the target
     drift_threshold: float = 0.2  # PSI above which `pyml drift` flags a feature
+    monitor: MonitorSpec = field(default_factory=MonitorSpec)  # `pyml monitor` windows, alerts
     max_memory: int | None = None  # bytes `pyml train` may use (None: no budget)
     num_workers: int | None = None  # Spark targets: xgboost.spark workers (None: all cores)
 
@@ -234,6 +238,7 @@ def _parse_one(
         promote=parse_promote(item.get("promote"), task, where),
         allow_leakage=allow_leakage,
         drift_threshold=drift_threshold,
+        monitor=parse_monitor(item.get("monitor"), where),
         max_memory=None if max_memory is None else parse_size(max_memory, f"{where}: max_memory"),
         num_workers=workers,
     )

@@ -29,6 +29,10 @@ PSI_FLOOR = 1e-4  # share used for an empty bin, so PSI stays finite
 
 
 SNAPSHOT_MAX_ROWS = 200_000  # above this, a seeded uniform sample of rows is profiled
+# `pyml monitor`'s reference rows: the same seeded rows for every feature, so KS and
+# Wasserstein compare with real training values and the booster can score them (the
+# prediction distribution's reference).
+SAMPLE_ROWS = 10_000
 
 
 def snapshot(features: Sequence[Feature], X: np.ndarray) -> list[Snapshot]:
@@ -42,18 +46,21 @@ def snapshot(features: Sequence[Feature], X: np.ndarray) -> list[Snapshot]:
         X = X[np.sort(rng.choice(X.shape[0], SNAPSHOT_MAX_ROWS, replace=False))]
     out = []
     n = X.shape[0]
+    picked = (np.sort(np.random.default_rng(1).choice(n, SAMPLE_ROWS, replace=False))
+              if n > SAMPLE_ROWS else np.arange(n))
     for j, f in enumerate(features):
         col = X[:, j]
+        sample = tuple(None if np.isnan(v) else float(v) for v in col[picked])
         missing = np.isnan(col)
         values = col[~missing]
         if f.kind == "categorical":
             counts = np.bincount(values.astype(np.int64), minlength=len(f.categories))
             out.append(Snapshot(f.name, f.kind, n, int(missing.sum()),
                                 bin_counts=tuple(int(c) for c in counts),
-                                categories=f.categories))
+                                categories=f.categories, sample=sample))
             continue
         if len(values) == 0:
-            out.append(Snapshot(f.name, f.kind, n, n))
+            out.append(Snapshot(f.name, f.kind, n, n, sample=sample))
             continue
         edges = np.unique(np.quantile(values, np.linspace(0, 1, PSI_BINS + 1)[1:-1],
                                       method="inverted_cdf")).astype(np.float32)
@@ -66,7 +73,7 @@ def snapshot(features: Sequence[Feature], X: np.ndarray) -> list[Snapshot]:
                             bin_edges=tuple(float(e) for e in edges),
                             bin_counts=tuple(int(c) for c in counts),
                             ks_points=tuple(float(p) for p in points),
-                            ks_cdf=tuple(float(c) for c in cdf)))
+                            ks_cdf=tuple(float(c) for c in cdf), sample=sample))
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from pyml.engines.duckdb import abort_transaction, qualified, table_exists
+from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
 from pyml.store.names import SCHEMA
 from pyml.store.schema import DRIFT, ensure_table
 
@@ -37,6 +37,9 @@ class Snapshot:
     categories: tuple[str, ...] = ()  # categorical: the training categories
     ks_points: tuple[float, ...] = ()  # numeric: distinct training percentiles
     ks_cdf: tuple[float, ...] = ()  # share of non-null training values <= each point
+    # Up to 10,000 seeded training rows' values, the same rows for every feature (numeric:
+    # float32 values, categorical: codes; None = missing); () for versions trained before.
+    sample: tuple[float | None, ...] = ()
 
     def row(self, name: str, version: int) -> list[Any]:
         """The ml.training_snapshots row."""
@@ -44,7 +47,7 @@ class Snapshot:
         return [name, version, self.feature, self.kind, self.n_rows, self.null_count, share,
                 json.dumps(self.bin_edges), json.dumps(self.bin_counts),
                 json.dumps(self.categories), json.dumps(self.ks_points),
-                json.dumps(self.ks_cdf)]
+                json.dumps(self.ks_cdf), list(self.sample)]
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def write_snapshots(con: duckdb.DuckDBPyConnection, name: str, version: int,
     if snapshots:
         con.executemany(f"insert into {SNAPSHOTS} (model_name, version, feature, kind, n_rows, "
                         "null_count, null_share, bin_edges, bin_counts, categories, ks_points, "
-                        "ks_cdf) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "ks_cdf, sample) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [s.row(name, version) for s in snapshots])  # one row per feature
 
 
@@ -71,13 +74,22 @@ def load_snapshots(con: duckdb.DuckDBPyConnection, name: str, version: int) -> l
     """A version's snapshots, in feature order of the table."""
     if not table_exists(con, SCHEMA, "training_snapshots"):
         return []
+    # A registry from before the sample column (ensure_schema adds it on the next write).
+    sample = "sample" if first_row(
+        con, "select 1 from duckdb_columns() where database_name = current_database() and "
+             "schema_name = ? and table_name = 'training_snapshots' and column_name = 'sample'",
+        [SCHEMA]) else "null"
     rows = con.execute(
         f"select feature, kind, n_rows, null_count, bin_edges, bin_counts, categories, "
-        f"ks_points, ks_cdf from {SNAPSHOTS} where model_name = ? and version = ?",
+        f"ks_points, ks_cdf, {sample} from {SNAPSHOTS} where model_name = ? and version = ?",
         [name, version]).fetchall()
-    return [Snapshot(r[0], r[1], int(r[2]), int(r[3]),
-                     *(tuple(json.loads(v)) if v else () for v in r[4:]))
-            for r in rows]
+    out = []
+    for r in rows:
+        edges, counts, categories, points, cdf = (tuple(json.loads(v)) if v else ()
+                                                  for v in r[4:9])
+        out.append(Snapshot(r[0], r[1], int(r[2]), int(r[3]), edges, counts, categories,
+                            points, cdf, tuple(r[9] or ())))
+    return out
 
 
 def has_snapshots(con: duckdb.DuckDBPyConnection) -> bool:

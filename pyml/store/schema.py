@@ -179,8 +179,8 @@ MONITORING = Table("monitoring", "One row per model version, window, feature and
                    "distribution; '__model__': performance); a rerun replaces its windows.", (
     _MODEL, _VERSION,
     _c("relation", "varchar not null", "schema.table that was monitored"),
-    _c("window", "varchar not null", "window label, e.g. 2024-Q3, 2024-07, 2024-W27, or all "
-                                     "(the whole relation)"),
+    _c("window_label", "varchar not null", "window, e.g. 2024-Q3, 2024-07, 2024-W27, or "
+                                           "all (the whole relation)"),
     _c("window_start", "timestamp", "first instant of the window (NULL for all)"),
     _c("window_end", "timestamp", "first instant after the window (NULL for all)"),
     _c("rows", "bigint not null", "rows of the relation in the window"),
@@ -194,7 +194,7 @@ MONITORING = Table("monitoring", "One row per model version, window, feature and
     _c("threshold", "double", "alert when value > threshold (NULL: no alert rule)"),
     _c("alert", "boolean not null", "value > threshold"),
     _c("computed_at", "timestamp not null", "when `pyml monitor` ran (local time)"),
-), ("model_name", "version", "window", "feature", "metric"))
+), ("model_name", "version", "window_label", "feature", "metric"))
 
 DRIFT = Table("drift", "One row per feature and statistic of each `pyml drift` check of a "
               "relation against a version's training snapshot.", (

@@ -1,0 +1,47 @@
+"""`pyml monitor`: its click command (cli.py registers it; it stays out of cli.py for size)."""
+
+from __future__ import annotations
+
+import click
+
+from pyml.cliopts import INT, handle_errors, project_options, selection_options
+
+
+@click.command()
+@selection_options
+@click.option("--version", "version", type=INT,
+              help="monitor this version (default: the champion).")
+@project_options
+@handle_errors
+def monitor(models: tuple[str, ...], select: tuple[str, ...], version: int | None,
+            project_dir: str | None, profiles_dir: str | None, target: str | None,
+            lock_timeout: float) -> None:
+    """Monitor the relation each model scores, per time window, into ml.monitoring.
+
+    Windows come from the spec's monitor.time_column (monitor.window: day, week, month,
+    quarter or year; default: the whole relation). Per window and feature, against the
+    version's training snapshot: PSI, KS, normalised Wasserstein, Jensen-Shannon and
+    Hellinger (numeric); PSI, chi2, Jensen-Shannon, L-infinity and unseen share
+    (categorical); null shares; the same for the prediction itself (__prediction__); for
+    binary models the label-free performance estimate beside the realised one where labels
+    exist (__model__). A rerun replaces its windows. Prints one line per statistic above
+    its threshold (monitor.thresholds; defaults psi 0.2, wasserstein 0.1, jensen_shannon
+    0.1, unseen_share 0.1, null_share_change 0.1) and exits with code 2 when any fires.
+
+    Example: pyml monitor churn
+    """
+    from pyml.session import open_session
+    from pyml.verbs.monitor import alert_line, monitor_found, verdict
+    from pyml.verbs.monitor import monitor as run_monitor
+
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=lambda m: click.echo(m, err=True))
+    session.require_duckdb("pyml monitor")
+    results = run_monitor(session, session.specs(models, select), version=version)
+    for r in results:
+        for row in r.alerts:
+            click.echo(alert_line(r, row))
+        click.echo(verdict(r))
+    found = monitor_found(results)
+    if found is not None:
+        raise found

@@ -1,0 +1,113 @@
+"""`pyml monitor` end to end on the lending project: windows, the one gate, spec errors and
+reruns that replace their windows (the statistics themselves: tests/test_monitor_stats.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import FEATURES, SCHEMA_YML, Loans
+from .support import error_line
+
+QUARTERLY = "select *, (date '2024-01-01' + to_months(3 * (loan_id % 4)))::date as as_of"
+
+
+def _monitor_spec(loans: Loans, block: str) -> None:
+    """default_risk's spec with a `monitor:` block (YAML flow mapping)."""
+    loans.write_schema(SCHEMA_YML.replace(
+        "            exclude: [loss, grade]\n",
+        f"            exclude: [loss, grade, as_of]\n            monitor: {block}\n", 1))
+
+
+def _metrics(loans: Loans) -> dict[tuple[str, str, str], float | None]:
+    return {(w, f, m): v for w, f, m, v in loans.sql(
+        "select window_label, feature, metric, value from ml.monitoring")}
+
+
+def test_quarterly_windows_without_shift_exit_0(scored: Loans) -> None:
+    scored.replace_features(QUARTERLY)
+    _monitor_spec(scored, "{time_column: as_of, window: quarter}")
+    result = scored.pyml("monitor", "default_risk")
+    assert result.exit_code == 0, result.output
+    assert "ALERT" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "default_risk v1: no alert in 4 window(s) x 4 feature(s) of main.loan_features "
+        "(ml.monitoring)")
+    windows = scored.sql("select window_label, min(window_start)::date, min(window_end)::date, "
+                         "min(rows), max(rows) from ml.monitoring group by all order by 1")
+    assert [w[0] for w in windows] == ["2024-Q1", "2024-Q2", "2024-Q3", "2024-Q4"]
+    assert [str(w[1]) for w in windows] == ["2024-01-01", "2024-04-01", "2024-07-01",
+                                           "2024-10-01"]
+    assert str(windows[0][2]) == "2024-04-01" and all(w[3] == w[4] == 750 for w in windows)
+    got = _metrics(scored)
+    numeric = {"psi", "ks", "wasserstein", "jensen_shannon", "hellinger", "null_share",
+               "null_share_change"}
+    categorical = {"psi", "chi2", "chi2_p", "jensen_shannon", "hellinger", "linf",
+                   "unseen_share", "null_share", "null_share_change"}
+    for feature in FEATURES:
+        have = {m for (w, f, m) in got if w == "2024-Q3" and f == feature}
+        assert have == (categorical if feature == "region" else numeric), feature
+    assert {m for (w, f, m) in got if f == "__prediction__" and w == "2024-Q1"} == {
+        "psi", "ks", "wasserstein", "jensen_shannon", "hellinger"}
+    model = {m: v for (w, f, m), v in got.items() if f == "__model__" and w == "2024-Q2"}
+    assert model["labelled_rows"] == 750
+    assert abs(model["estimated_roc_auc"] - model["realised_roc_auc"]) < 0.1
+    # A rerun replaces its windows' rows: none duplicated.
+    before = scored.sql("select count(*), max(computed_at) from ml.monitoring")[0]
+    assert scored.pyml("monitor", "default_risk").exit_code == 0
+    assert scored.sql("select count(*) from ml.monitoring")[0][0] == before[0]
+
+
+def test_a_shifted_quarter_alerts_and_exits_2(scored: Loans) -> None:
+    scored.replace_features(QUARTERLY.replace(
+        "select *,", "select * replace (case when loan_id % 4 = 3 then amount * 3 "
+                     "else amount end as amount),", 1))
+    _monitor_spec(scored, "{time_column: as_of, window: quarter}")
+    result = scored.pyml("monitor", "default_risk")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    alerts = [line for line in result.output.splitlines() if line.startswith("ALERT")]
+    assert alerts and all(" 2024-Q4 " in line for line in alerts), alerts
+    assert "ALERT default_risk v1 2024-Q4 feature amount psi " in alerts[0]
+    assert {line.split()[4] for line in alerts} <= {"feature", "prediction"}
+    assert not any("feature income" in line or "feature region" in line for line in alerts)
+    flagged = scored.sql("select distinct window_label, feature from ml.monitoring where alert")
+    assert ("2024-Q4", "amount") in flagged
+    assert {w for w, _ in flagged} == {"2024-Q4"}
+    # The spec's thresholds decide: raised above every value, nothing fires.
+    _monitor_spec(scored, "{time_column: as_of, window: quarter, thresholds: {psi: 100, "
+                          "wasserstein: 100, jensen_shannon: 100}}")
+    assert scored.pyml("monitor", "default_risk").exit_code == 0
+    assert scored.sql("select count(*) from ml.monitoring where alert") == [(0,)]
+    assert scored.sql("select distinct threshold from ml.monitoring where metric = 'psi'") \
+        == [(100.0,)]
+
+
+def test_without_a_monitor_block_the_whole_relation_is_one_window(scored: Loans) -> None:
+    result = scored.pyml("monitor", "default_risk")
+    assert result.exit_code == 0, result.output
+    assert scored.sql("select distinct window_label, window_start, rows from ml.monitoring") == [
+        ("all", None, 3000)]
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ("{time_column: nope}", "monitor.time_column 'nope' is not a column of "
+                            "main.loan_features; name its DATE or TIMESTAMP column "
+                            "(e.g. the as-of date)"),
+    ("{time_column: amount}", "monitor.time_column 'amount' of main.loan_features is DOUBLE; "
+                              "it must be a DATE or TIMESTAMP column (cast it in the dbt "
+                              "model)"),
+    ("{time_column: as_of, window: fortnight}", "monitor.window must be one of day, week, "
+                                                "month, quarter, year, got 'fortnight'"),
+    ("{thresholds: {psy: 0.3}}", "unknown metric 'monitor.thresholds.psy'; allowed: psi, "
+                                 "wasserstein, jensen_shannon, unseen_share, "
+                                 "null_share_change, ks, hellinger, linf, chi2"),
+])
+def test_spec_mistakes_are_one_line_and_write_nothing(scored: Loans, block: str,
+                                                      message: str) -> None:
+    scored.replace_features(QUARTERLY)
+    _monitor_spec(scored, block)
+    result = scored.pyml("monitor", "default_risk")
+    assert error_line(result.output, result.exit_code).endswith(message)
+    assert scored.sql("select count(*) from information_schema.tables where "
+                      "table_schema = 'ml' and table_name = 'monitoring'") == [(0,)] or \
+        scored.sql("select count(*) from ml.monitoring") == [(0,)]
