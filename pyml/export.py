@@ -38,11 +38,14 @@ def version_info(con: duckdb.DuckDBPyConnection, name: str, version: int | None 
                  ) -> dict[str, Any]:
     """Everything the registry holds about one version (the champion by default)."""
     from pyml.store import evaluation
+    from pyml.store.final_fit import final_fit_row
     from pyml.store.lifecycle import events, statuses
     from pyml.store.registry import list_versions
 
     stored = load_version(con, name, version)
-    return _info(stored, evaluation.model_row(con, name, stored.version),
+    row = evaluation.model_row(con, name, stored.version)
+    row["final_fit"] = final_fit_row(con, name, stored.version)
+    return _info(stored, row,
                  evaluation.metrics(con, name, stored.version), statuses(con),
                  list_versions(con, [name]), events(con, name))
 
@@ -104,6 +107,9 @@ def render_show(info: dict[str, Any]) -> str:
              "  params: " + json.dumps(row.get("params"), sort_keys=True)]
     if row.get("note"):
         lines.append(f"  note: {row['note']}")
+    if row.get("final_fit"):
+        lines.append(f"  scores with: {row['final_fit']['scores_with']}; metrics: "
+                     f"{row['final_fit']['metrics_from']}")
     known = ["ci_low", "ci_high"]  # the interval first, then any other column, by name
     rest = {k for m in info["metrics"] for k in m} - {"split", "metric", "value", "baseline",
                                                       "n_rows"}
@@ -168,7 +174,7 @@ def model_card(info: dict[str, Any], booster_sha256: str) -> dict[str, Any]:
                               "null_target_skipped": row["dropped_null_target_rows"]},
                      "split": row.get("split"), "params": row.get("params"),
                      "num_trees": row["num_trees"], "best_iteration": row["best_iteration"],
-                     "note": row.get("note")},
+                     "note": row.get("note"), "final_fit": row.get("final_fit")},
         "spec": spec,
         "versions": {"pyml": row["pyml_version"], "xgboost": row["xgboost_version"]},
         "booster_file": BOOSTER_FILE, "booster_sha256": booster_sha256,

@@ -47,7 +47,10 @@ ALLOWED_KEYS = {
     "max_memory": "memory budget of `pyml train`, e.g. 2GB: bigger training sets train from "
                   "disk (XGBoost external memory)",
     "num_workers": "Spark targets: xgboost.spark workers (default: the cluster's cores)",
+    "final_fit": "refit | none | cv_average: the booster that scores (default refit: "
+                 "refit on every labelled row after the holdout evaluation)",
 }
+FINAL_FITS = ("refit", "none", "cv_average")
 MIN_MEMORY = 512 << 20  # the smallest max_memory: pyml and its libraries take ~400 MB
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
@@ -116,6 +119,7 @@ class ModelSpec:
     monitor: MonitorSpec = field(default_factory=MonitorSpec)  # `pyml monitor` windows, alerts
     max_memory: int | None = None  # bytes `pyml train` may use (None: no budget)
     num_workers: int | None = None  # Spark targets: xgboost.spark workers (None: all cores)
+    final_fit: str = "refit"  # refit | none | cv_average: which booster scores (fit.py)
 
     @property
     def where(self) -> str:
@@ -213,6 +217,14 @@ def _parse_one(
     if not isinstance(description, str):
         raise SpecError(f"{where}: 'description' must be text")
     max_memory = item.get("max_memory")
+    final_fit = item.get("final_fit", "refit")
+    if final_fit not in FINAL_FITS:
+        raise SpecError(f"{where}: final_fit must be one of {', '.join(FINAL_FITS)}, got "
+                        f"{final_fit!r}")
+    split_spec = _split(item.get("split"), where)
+    if final_fit == "cv_average" and split_spec.method != "kfold":
+        raise SpecError(f"{where}: final_fit cv_average averages the fold boosters of "
+                        "split.method kfold; add split: {method: kfold} or use final_fit refit")
     workers = (None if item.get("num_workers") is None
                else _int(item, "num_workers", where, default=1, minimum=1))
     return ModelSpec(
@@ -226,7 +238,7 @@ def _parse_one(
         source_file=source_file,
         features=features,
         exclude=exclude,
-        split=_split(item.get("split"), where),
+        split=split_spec,
         params=dict(params),
         num_boost_round=num_boost_round,
         early_stopping_rounds=early,
@@ -241,6 +253,7 @@ def _parse_one(
         monitor=parse_monitor(item.get("monitor"), where),
         max_memory=None if max_memory is None else parse_size(max_memory, f"{where}: max_memory"),
         num_workers=workers,
+        final_fit=str(final_fit),
     )
 
 

@@ -135,6 +135,11 @@ def cross_validate(spec: ModelSpec, params: dict[str, Any], features: Sequence[F
         for m in evaluate(spec.task, y[held], pred, base, spec.threshold, split="cv"):
             per_fold.setdefault(m.name, []).append(m)
         log(f"[{spec.name}] cv fold {f + 1}/{k}: {len(fit):,} fit / {len(held):,} held out")
+    return fold_summary(per_fold, len(rows))
+
+
+def fold_summary(per_fold: dict[str, list[Metric]], n_rows: int) -> list[Metric]:
+    """The 'cv' rows: each metric's mean over the folds where it is finite, and its std."""
     out = []
     for name, ms in per_fold.items():
         values = np.array([m.value for m in ms], dtype=np.float64)
@@ -143,7 +148,7 @@ def cross_validate(spec: ModelSpec, params: dict[str, Any], features: Sequence[F
             continue
         bases = [m.baseline for m in ms if m.baseline is not None]
         out.append(Metric("cv", name, float(ok.mean()),
-                          float(np.mean(bases)) if bases else None, len(rows),
+                          float(np.mean(bases)) if bases else None, n_rows,
                           std=float(ok.std(ddof=1)) if len(ok) > 1 else None))
     return out
 
@@ -220,13 +225,16 @@ def canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def evaluate_version(spec: ModelSpec, booster: xgb.Booster, params: dict[str, Any],
-                     ts: TrainingSet, log: Log) -> Evaluation:
-    """Metrics, intervals, cv, calibration, lift, curves, SHAP importance and the snapshot."""
+                     ts: TrainingSet, log: Log, cv: Sequence[Metric] | None = None
+                     ) -> Evaluation:
+    """Metrics, intervals, cv, calibration, lift, curves, SHAP importance and the snapshot.
+
+    `cv`: the 'cv' rows when the caller has them (final_fit cv_average's folds); else
+    split.method kfold cross-validates here."""
     order = canonical_order(ts.test.X, ts.test.y)
     X_test, y_test = ts.test.X[order], ts.test.y[order]
     pred = probabilities(booster.inplace_predict(X_test))
-    cv: list[Metric] = []
-    if spec.split.method == "kfold":
+    if cv is None and spec.split.method == "kfold":
         X = np.concatenate([ts.train.X, ts.valid.X])
         y = np.concatenate([ts.train.y, ts.valid.y])
         rows = canonical_order(X, y)
@@ -234,7 +242,7 @@ def evaluate_version(spec: ModelSpec, booster: xgb.Booster, params: dict[str, An
                             booster.num_boosted_rounds(), log)
     base = label_base(spec.task, ts.train.y, len(ts.target.classes))
     return evaluate_predictions(spec, booster, ts.features, y_test, pred, base, X_test,
-                                ts.train.X, cv)
+                                ts.train.X, cv or ())
 
 
 def evaluate_predictions(spec: ModelSpec, booster: xgb.Booster, features: Sequence[Feature],

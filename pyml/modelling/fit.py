@@ -16,7 +16,7 @@ import numpy as np
 import xgboost as xgb
 
 from pyml.data.encode import Feature, dmatrix_kwargs
-from pyml.data.trainset import TrainingSet
+from pyml.data.trainset import Part, TrainingSet
 from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec
 from pyml.errors import DataError, SpecError
 from pyml.tasks import booster_params
@@ -79,6 +79,61 @@ def fit_in_memory(spec: ModelSpec, ts: TrainingSet, log: Log
         return dtrain, dvalid
 
     return fit(spec, ts.features, len(ts.target.classes), seen, len(ts.valid.y) > 0, data, log)
+
+
+def refit_rounds(evaluated_rounds: int, best: int | None, n_train: int, n_all: int) -> int:
+    """Rounds of the refit on all `n_all` labelled rows: early stopping's rounds on the
+    `n_train` train rows scaled by REFIT_SCALE(n_all / n_train) (docs/spec.md says why);
+    without early stopping the evaluated fit's rounds, as the spec asked for them."""
+    if best is None:
+        return evaluated_rounds
+    return max(1, round((best + 1) * refit_scale(n_train, n_all)))
+
+
+def refit_scale(n_train: int, n_all: int) -> float:
+    """How many more rounds the refit runs than early stopping chose on the train part: the
+    ratio of rows (docs/spec.md, bench/refit_scale.py: at a fixed learning rate the rounds
+    that pay grow with the rows, and the ratio did at least as well as 1.0 and its sqrt)."""
+    return n_all / max(n_train, 1)
+
+
+class _Parts(xgb.DataIter):
+    """The train, validation and holdout parts as batches of one QuantileDMatrix: no
+    concatenated copy of the rows, and the same batches in the same order every run."""
+
+    def __init__(self, parts: Sequence[Part], kwargs: dict[str, Any]) -> None:
+        self.parts = [p for p in parts if len(p.y)]
+        self.kwargs = {k: v for k, v in kwargs.items() if k != "enable_categorical"}
+        self.at = 0
+        super().__init__()
+
+    def next(self, input_data: Callable[..., None]) -> bool:
+        if self.at == len(self.parts):
+            return False
+        part = self.parts[self.at]
+        input_data(data=part.X, label=part.y, **self.kwargs)
+        self.at += 1
+        return True
+
+    def reset(self) -> None:
+        self.at = 0
+
+
+def refit_all(spec: ModelSpec, ts: TrainingSet, params: dict[str, Any], rounds: int,
+              log: Log) -> xgb.Booster:
+    """The evaluated fit's parameters fitted again on every labelled row (train, validation
+    and holdout) for `rounds` rounds, without early stopping: the booster that scores."""
+    kwargs = dmatrix_kwargs(ts.features)
+    try:
+        dall = xgb.QuantileDMatrix(_Parts(ts.parts, kwargs),
+                                   enable_categorical=kwargs["enable_categorical"])
+        return xgb.train(params, dall, num_boost_round=rounds, verbose_eval=False,
+                         callbacks=[Progress(spec.name, rounds, log)])
+    except xgb.core.XGBoostError as e:
+        first = str(e).strip().splitlines()[0]
+        raise SpecError(f"{spec.where}: XGBoost failed to refit on all labelled rows: "
+                        f"{first}; set final_fit: none in the spec to keep the evaluated "
+                        "fit") from e
 
 
 class Progress(xgb.callback.TrainingCallback):

@@ -13,6 +13,10 @@ on, and scoring it there flatters it (issue 19: "v2 0.5615 vs champion v1 0.8807
 whose honest holdout AUC was 0.546). The champion's part expression is rebuilt from its
 stored split record (pyml.data.split) and only rows in both holdouts are compared; with fewer
 than MIN_COMMON_ROWS of them (or MIN_CLASS_ROWS of a class) the challenger stays challenger.
+
+Each version is scored with the booster its holdout metrics measured (ml.final_fit's
+evaluated booster when the stored one is a refit on every labelled row, holdout included):
+refit and fold averaging change what is trained, never what is measured.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xgboost as xgb
 
 from pyml.data import split
 from pyml.data.encode import check_schema, matrix_sql
@@ -35,6 +40,7 @@ from pyml.errors import DataError, PymlError, SchemaMismatch
 from pyml.modelling.compare import Comparison, compare
 from pyml.modelling.model import LoadedModel
 from pyml.store.evaluation import model_row
+from pyml.store.final_fit import evaluated_booster
 from pyml.store.lifecycle import Decision
 from pyml.store.registry import load_version, same_model
 
@@ -180,6 +186,10 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
         check_schema(f"champion v{champion}", old.stored.features, columns, label)
     except SchemaMismatch as e:
         raise _CannotCompare(str(e).split(": ", 1)[-1]) from e
+    # Each version scores with the booster its holdout metrics measured: a refit booster
+    # (final_fit: refit) has trained on these very rows, and would win on them unfairly.
+    old_booster = evaluated_booster(con, spec.name, champion) or old.stored.booster
+    new_booster = evaluated_booster(con, spec.name, challenger) or new.stored.booster
     target = quote(spec.target)
     source = qualified(spec.schema, spec.relation)
     # Streamed in batches, keeping only labels and the two predictions: the holdout may be
@@ -199,14 +209,14 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
             reader.close()
             raise _CannotCompare("the holdout has labels outside the trained classes")
         ys.append(labels(y_col, classes))
-        olds.append(_raw(old, batch.column(1)))
-        news.append(_raw(new, batch.column(2)))
+        olds.append(_raw(old, old_booster, batch.column(1)))
+        news.append(_raw(new, new_booster, batch.column(2)))
     y = np.concatenate(ys) if ys else np.empty(0)
     _check_common(len(y), y, classes, differ)
     return compare(spec.task, metric, y, np.concatenate(olds), np.concatenate(news),
                    old.stored.threshold, new.stored.threshold), differ
 
 
-def _raw(model: LoadedModel, column: pa.Array) -> np.ndarray:
+def _raw(model: LoadedModel, booster: xgb.Booster, column: pa.Array) -> np.ndarray:
     X = model.encoder.from_fixed(column, f"model '{model.name}' v{model.version}")
-    return np.asarray(model.stored.booster.inplace_predict(X), dtype=np.float64)
+    return np.asarray(booster.inplace_predict(X), dtype=np.float64)

@@ -19,6 +19,7 @@ from pyml.data import extmem, split
 from pyml.data.encode import Feature, Target, booster_feature_names, resolve_features
 from pyml.data.lineage import fingerprints
 from pyml.data.trainset import (
+    TrainingSet,
     learn_categories,
     learn_target,
     part_sizes,
@@ -30,6 +31,7 @@ from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns
 from pyml.errors import DataError, RegistryError, SpecError
 from pyml.modelling.checks import check_training
+from pyml.modelling.ensemble import fit_fold_average
 from pyml.modelling.evaluate import (
     Evaluation,
     evaluate_predictions,
@@ -37,12 +39,13 @@ from pyml.modelling.evaluate import (
     prediction_order,
     probabilities,
 )
-from pyml.modelling.fit import fit, fit_in_memory
+from pyml.modelling.fit import fit, fit_in_memory, refit_all, refit_rounds
 from pyml.modelling.metrics import Metric
 from pyml.modelling.policy import HoldoutPolicy
 from pyml.modelling.tune import run_study, wants_tuning
 from pyml.session import Session, release
 from pyml.store import registry
+from pyml.store.final_fit import FinalFit, write_final_fit
 from pyml.store.lifecycle import last_decision
 from pyml.store.trials import link_version
 from pyml.tasks import task_info
@@ -111,13 +114,14 @@ def _split_expr(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
 class _Fitted:
     """A fitted booster and what was measured about it, before it is registered."""
 
-    booster: xgb.Booster
-    best: int | None  # early stopping's best round
+    booster: xgb.Booster  # the booster that scores: the refit, fold average or evaluated fit
+    best: int | None  # early stopping's best round (of the evaluated fit)
     params: dict[str, Any]
-    evaluation: Evaluation
+    evaluation: Evaluation  # the evaluated fit's holdout figures
     sizes: tuple[int, int, int]  # train, validation, test rows
     note: str | None  # tuning note
     tuning: Any  # pyml.tune's study result, or None
+    final: FinalFit  # which booster scores and which one was measured (ml.final_fit)
 
 
 def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: ModelSpec, *,
@@ -193,7 +197,7 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
             dbt_invocation_id=invocation_for(project, spec.feature_model) if project else None,
             metrics=tuple(metrics), importance=tuple(importance), note=fitted.note,
             lineage=lineage,
-        ), extra=lambda c, v: evaluation.write(c, spec.name, v),
+        ), extra=lambda c, v: _write_extra(c, spec.name, v, evaluation, fitted.final),
            decide=HoldoutPolicy(spec, part_sql, part_params, log))
         if fitted.tuning:
             link_version(con, fitted.tuning.study, version)
@@ -204,6 +208,12 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
                            tuple(metrics), seconds, outcome.status, outcome.reason,
                            fitted.note)
+
+
+def _write_extra(con: duckdb.DuckDBPyConnection, name: str, version: int,
+                 evaluation: Evaluation, final: FinalFit) -> None:
+    evaluation.write(con, name, version)
+    write_final_fit(con, name, version, final)
 
 
 def _loads(con: duckdb.DuckDBPyConnection, name: str, version: int) -> bool:
@@ -243,10 +253,52 @@ def _train_in_memory(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
     # Tuning searches on the train/validation parts only; the holdout stays unseen.
     tuning = run_study(con, spec, ts, log) if wants_tuning(spec, tune) else None
     release(con)  # the study recorded its trials through it
-    booster, best, params = fit_in_memory(tuning.spec if tuning else spec, ts, log)
+    chosen = tuning.spec if tuning else spec
+    if spec.final_fit == "cv_average":
+        booster, rounds, params, cv = fit_fold_average(chosen, ts, log)
+        best = None
+    else:
+        booster, best, params = fit_in_memory(chosen, ts, log)
+        cv = None
+    # The holdout is measured with the evaluated booster, before any refit has seen it.
     note = tuning.note(ts.test.y, booster.inplace_predict(ts.test.X)) if tuning else None
-    evaluation = evaluate_version(spec, booster, params, ts, log)
-    return _Fitted(booster, best, params, evaluation, sizes, note, tuning)
+    evaluation = evaluate_version(spec, booster, params, ts, log, cv=cv)
+    if spec.final_fit == "cv_average":
+        final = FinalFit("cv_average", f"the average of {len(rounds)} fold boosters "
+                         f"({', '.join(map(str, rounds))} rounds), each fitted on "
+                         f"{len(rounds) - 1}/{len(rounds)} of the {sizes[0] + sizes[1]:,} "
+                         "train + validation rows", "holdout of the stored booster",
+                         sizes[0] + sizes[1], booster.num_boosted_rounds())
+    elif spec.final_fit == "refit":
+        booster, final = _refit(chosen, ts, booster, best, params, log)
+    else:
+        final = _evaluated_scores(booster, sizes[0], "final_fit: none")
+    return _Fitted(booster, best, params, evaluation, sizes, note, tuning, final)
+
+
+def _refit(spec: ModelSpec, ts: TrainingSet, evaluated: xgb.Booster, best: int | None,
+           params: dict[str, Any], log: Log) -> tuple[xgb.Booster, FinalFit]:
+    """The booster refitted on every labelled row (pyml.modelling.fit.refit_all), and the
+    version's account of it; the evaluated booster is kept for promotion."""
+    n_train = len(ts.train.y)
+    n_all = n_train + len(ts.valid.y) + len(ts.test.y)
+    rounds = refit_rounds(evaluated.num_boosted_rounds(), best, n_train, n_all)
+    how = (f"early stopping's {best + 1} x {n_all:,}/{n_train:,} rows" if best is not None
+           else "num_boost_round, no early stopping")
+    log(f"[{spec.name}] final fit: refit on all {n_all:,} labelled rows for {rounds} rounds "
+        f"({how}); the metrics stay the evaluated fit's holdout figures")
+    booster = refit_all(spec, ts, params, rounds, log)
+    return booster, FinalFit(
+        "refit", f"refit on {n_all:,} rows (train + validation + holdout), {rounds} rounds "
+        f"({how})", f"holdout of the evaluated fit ({n_train:,} train rows, "
+        f"{evaluated.num_boosted_rounds()} rounds)", n_all, rounds, evaluated)
+
+
+def _evaluated_scores(booster: xgb.Booster, n_train: int, why: str) -> FinalFit:
+    """The final fit of a version whose stored booster is the evaluated fit."""
+    return FinalFit("none", f"the evaluated fit ({n_train:,} train rows, "
+                    f"{booster.num_boosted_rounds()} rounds; {why})",
+                    "holdout of the stored booster", n_train, booster.num_boosted_rounds())
 
 
 def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
@@ -287,4 +339,10 @@ def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
     order = prediction_order(y_test, pred)
     evaluation = evaluate_predictions(spec, booster, features, y_test[order], pred[order],
                                       base, shap_rows, sample.X)
-    return _Fitted(booster, best, params, evaluation, sizes, None, None)
+    # A refit from disk would stream every part into a second external-memory cache (twice
+    # the disk budget and the time): not done, and the version says so (docs/spec.md).
+    why = "final_fit: none" if spec.final_fit == "none" else "refit not done: external memory"
+    if spec.final_fit != "none":
+        log(f"[{spec.name}] final fit: {why}; the evaluated fit scores")
+    return _Fitted(booster, best, params, evaluation, sizes, None, None,
+                   _evaluated_scores(booster, sizes[0], why))

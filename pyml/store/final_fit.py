@@ -1,0 +1,81 @@
+"""ml.final_fit: which booster a version scores with, and which one its metrics measured.
+
+With `final_fit: refit` (the default) the booster in ml.models is refitted on every labelled
+row after the evaluated fit was measured on the holdout; the evaluated booster is kept here,
+because the refitted one has trained on the holdout rows: promotion (pyml.modelling.policy)
+scores holdout rows with the evaluated booster only. With `cv_average` or `none` the stored
+booster is the evaluated one and `evaluated_booster` is NULL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import xgboost as xgb
+
+from pyml.engines.duckdb import first_row, qualified, table_exists
+from pyml.errors import RegistryError
+from pyml.store.names import SCHEMA
+
+TABLE = qualified(SCHEMA, "final_fit")
+
+
+@dataclass(frozen=True)
+class FinalFit:
+    """What a training run says about its stored booster (one ml.final_fit row)."""
+
+    method: str  # refit | cv_average | none
+    scores_with: str  # one line: the stored booster, or why it is not a refit
+    metrics_from: str  # one line: the booster the holdout metrics measured
+    fit_rows: int  # labelled rows the stored booster was fitted on
+    rounds: int  # boosting rounds of the stored booster
+    evaluated: xgb.Booster | None = None  # the evaluated fit when it is not the stored one
+
+
+def write_final_fit(con: duckdb.DuckDBPyConnection, name: str, version: int,
+                    final: FinalFit) -> None:
+    """Insert the row of `name` v`version` (inside the caller's transaction)."""
+    blob = None if final.evaluated is None else bytes(final.evaluated.save_raw("ubj"))
+    con.execute(f"insert into {TABLE} (model_name, version, method, scores_with, "
+                "metrics_from, fit_rows, rounds, evaluated_booster) values "
+                "(?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, version, final.method, final.scores_with, final.metrics_from,
+                 final.fit_rows, final.rounds, blob])
+
+
+def final_fit_row(con: duckdb.DuckDBPyConnection, name: str, version: int
+                  ) -> dict[str, Any] | None:
+    """The version's row without the booster bytes; None for a version trained before
+    ml.final_fit existed (or on Spark): its stored booster is the evaluated one."""
+    if not table_exists(con, SCHEMA, "final_fit"):
+        return None
+    cur = con.execute(f"select method, scores_with, metrics_from, fit_rows, rounds, "
+                      f"evaluated_booster is not null from {TABLE} "
+                      "where model_name = ? and version = ?", [name, version])
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip(("method", "scores_with", "metrics_from", "fit_rows", "rounds",
+                     "has_evaluated_booster"), row, strict=True))
+
+
+def evaluated_booster(con: duckdb.DuckDBPyConnection, name: str, version: int
+                      ) -> xgb.Booster | None:
+    """The booster whose holdout metrics ml.metrics holds, when it is not the stored one
+    (a refit); None when the stored booster is the evaluated one."""
+    if not table_exists(con, SCHEMA, "final_fit"):
+        return None
+    row = first_row(con, f"select evaluated_booster from {TABLE} where model_name = ? and "
+                         "version = ? and evaluated_booster is not null", [name, version])
+    if row is None:
+        return None
+    booster = xgb.Booster()
+    try:
+        booster.load_model(bytearray(row[0]))
+    except (xgb.core.XGBoostError, TypeError, ValueError) as e:
+        raise RegistryError(f"model '{name}' version {version}: the evaluated booster in "
+                            f"{SCHEMA}.final_fit is not a valid XGBoost model; retrain it with "
+                            f"`pyml train {name}`") from e
+    return booster
