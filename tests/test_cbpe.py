@@ -230,3 +230,48 @@ def test_old_registry_without_calibrators(scored: Loans) -> None:
         assert con.execute("select count(*) from ml.models").fetchone() == (3,)
     finally:
         con.close()
+
+
+def test_pyml_monitor_writes_estimated_and_realised_performance(scored: Loans) -> None:
+    """End to end: two quarters, the second the high-income half (a covariate shift) whose
+    labels are not known yet. ml.monitoring's __model__ rows are window_performance of the
+    champion's probabilities (as `pyml score` wrote them), the labels where known and the
+    stored calibrator: estimates in both windows, realised metrics only where labelled."""
+    scored.replace_features(
+        "select *, case when income <= (select median(income) from main.old_features) "
+        "then date '2024-01-15' else date '2024-04-15' end as as_of_date")
+    scored.sql("update main.loan_features set defaulted = null "
+               "where as_of_date >= date '2024-04-01'")
+    text = (scored.dir / "models" / "schema.yml").read_text()
+    entry = "            exclude: [loss, grade]\n"
+    assert text.count(entry) == 1
+    scored.write_schema(text.replace(entry, "            exclude: [loss, grade, as_of_date]\n"
+                                     "            monitor: {time_column: as_of_date, "
+                                     "window: quarter}\n"))
+    result = scored.pyml("monitor", "default_risk")
+    assert result.exit_code in (0, 2), result.output + repr(result.exception)
+    got: dict[str, dict[str, float]] = {}
+    for window, metric, value in scored.sql(
+            "select window_label, metric, value from ml.monitoring where model_name = "
+            "'default_risk' and feature = '__model__'"):
+        got.setdefault(window, {})[metric] = value
+    assert sorted(got) == ["2024-Q1", "2024-Q2"]
+    rows = scored.sql("select f.as_of_date, p.probability, f.defaulted::double "
+                      "from ml.default_risk_predictions p join main.loan_features f "
+                      "using (loan_id)")
+    con = duckdb.connect(str(scored.db), read_only=True)
+    try:
+        cal = load_calibrator(con, "default_risk", 1)
+    finally:
+        con.close()
+    assert cal is not None
+    for window, month in (("2024-Q1", 1), ("2024-Q2", 4)):
+        part = [r for r in rows if r[0].month == month]
+        prob = np.array([r[1] for r in part], dtype=np.float64)
+        label = np.array([np.nan if r[2] is None else r[2] for r in part])
+        want = window_performance(prob, label, cal, 0.5)
+        assert got[window] == pytest.approx(want, rel=1e-9, abs=1e-9), window
+    assert got["2024-Q1"]["labelled_rows"] > 0 and "realised_roc_auc" in got["2024-Q1"]
+    assert got["2024-Q2"]["labelled_rows"] == 0
+    assert not any(m.startswith("realised") for m in got["2024-Q2"])
+    assert "estimated_roc_auc" in got["2024-Q2"]
