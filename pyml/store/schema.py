@@ -188,8 +188,8 @@ MONITORING = Table("monitoring", "One row per model version, window, feature and
     _c("kind", "varchar not null", "numeric | categorical | prediction | model"),
     _c("metric", "varchar not null", "psi | ks | wasserstein | jensen_shannon | hellinger | "
                                      "chi2 | chi2_p | linf | unseen_share | null_share | "
-                                     "null_share_change | estimated_* | realised_* | "
-                                     "labelled_rows"),
+                                     "null_share_change | estimated_* | expected_tp/fp/"
+                                     "tn/fn | realised_* | labelled_rows"),
     _c("value", "double", "the statistic (NULL where undefined)"),
     _c("threshold", "double", "alert when value > threshold (NULL: no alert rule)"),
     _c("alert", "boolean not null", "value > threshold"),
