@@ -137,6 +137,9 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
         booster, best, params = fit(data, spec, features, target, sizes, workers, log)
     finally:
         data.unpersist()
+    if spec.final_fit == "refit":
+        # A refit would be a second distributed fit of the whole relation (docs/spec.md).
+        log(f"[{spec.name}] final fit: refit not done on Spark; the evaluated fit scores")
     pred = probabilities(booster.inplace_predict(X_test))
     order = prediction_order(y_test, pred)
     if len(y_test) < sizes[2]:
