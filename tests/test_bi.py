@@ -209,3 +209,44 @@ def test_a_bi_pool_reads_throughout_dbt_build_train_score_and_promote(scored: Lo
     assert last == 1
     assert any(v == 2 for t, _, _, v in reader.reads if t == "ml.default_risk_predictions")
     assert all("published 4 tables" in out for out in outputs), outputs
+
+
+# --- pyml train lets go of the main file while XGBoost fits ------------------------------
+
+SLOW_FIT = """\
+            num_boost_round: 1500
+            early_stopping_rounds: null
+            params: {max_depth: 8, eta: 0.01}
+"""
+
+
+def test_train_lets_go_of_the_file_while_it_fits(scored: Loans) -> None:
+    """Another process opens the main file read-write while `pyml train` fits: the version
+    is not stored yet when it gets in (before this, the file was free only after the write)."""
+    from .test_concurrency import start_pyml
+
+    schema = (scored.dir / "models" / "schema.yml").read_text()
+    entry = "            exclude: [loss, grade]\n"
+    scored.write_schema(schema.replace(entry, entry + SLOW_FIT, 1))
+    count = "select count(*) from ml.models where model_name = 'default_risk'"
+    before = scored.sql(count)[0][0]
+    train = start_pyml(scored, "train", "default_risk", "--lock-timeout", "120")
+    deadline = time.monotonic() + 120
+    while not any("labelled rows" in line for _, line in train.lines):  # it has the file
+        assert train.popen.poll() is None and time.monotonic() < deadline, train.text()
+        time.sleep(0.01)
+    while True:  # poll until the file is free: train is fitting (or done, before this fix)
+        try:
+            con = duckdb.connect(str(scored.db))
+            break
+        except duckdb.IOException:
+            assert time.monotonic() < deadline, train.text()
+            time.sleep(0.005)
+    try:
+        assert con.execute(count).fetchone() == (before,), train.text()
+        con.execute("create table main.written_during_the_fit as select 1 as x")
+    finally:
+        con.close()
+    assert train.wait() == 0, train.text()
+    assert scored.sql(count)[0][0] == before + 1
+    assert "stored version" in train.text()
