@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -180,6 +181,14 @@ def pruner() -> optuna.pruners.BasePruner:
     return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=20)
 
 
+def _sampler(seed: int) -> optuna.samplers.BaseSampler:
+    """TPE, multivariate: eta and max_depth (and the rest) are modelled jointly, not one by
+    one (Optuna flags the option experimental; its warning is not for pyml's users)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
 def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, log: Log
               ) -> Tuning:
     """Search the spec's space on train/validation, record the trials, fit the spec's params."""
@@ -204,8 +213,7 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
         study_name=study_id,
         direction=optuna.study.StudyDirection.MAXIMIZE if direction == "maximize"
         else optuna.study.StudyDirection.MINIMIZE,
-        # multivariate: eta and max_depth (and the rest) are modelled jointly, not one by one.
-        sampler=optuna.samplers.TPESampler(seed=tspec.seed, multivariate=True),
+        sampler=_sampler(tspec.seed),
         pruner=cv_pruner() if k else pruner())
     study.enqueue_trial(_first_trial(space, base))
     starts: dict[int, tuple[datetime, float]] = {}
