@@ -26,6 +26,7 @@ from pyml.store.lifecycle import Event
 from pyml.store.registry import StoredModel, VersionRow, load_version
 
 if TYPE_CHECKING:
+    import xgboost as xgb
     from pyspark.sql import SparkSession
 
 CARD_FORMAT = "pyml-model-card/1"
@@ -204,10 +205,29 @@ def check_folder(output: Path) -> Path:
     return out
 
 
+def booster_json(booster: xgb.Booster) -> bytes:
+    """The booster in XGBoost's JSON format, as strict JSON whatever its feature names hold.
+
+    XGBoost writes feature names into its JSON unescaped, so a name with a backslash (`a\\u`)
+    makes the file unreadable to any JSON parser but XGBoost's own. The names are written by
+    `json.dumps` instead (XGBoost reads the escapes back); every number is XGBoost's own text.
+    """
+    names = booster.feature_names
+    if names is None or any(ch < " " or ch == "\x7f" for n in names for ch in n):
+        return bytes(booster.save_raw("json"))  # pyml never names a feature so (encode.py)
+    unnamed = booster.copy()
+    unnamed.feature_names = None
+    text = bytes(unnamed.save_raw("json")).decode()
+    empty = '"feature_names":[]'
+    assert text.count(empty) == 1, "XGBoost's JSON layout changed: feature_names not found"
+    named = '"feature_names":' + json.dumps(list(names), ensure_ascii=False)
+    return text.replace(empty, named).encode()
+
+
 def write_export(info: dict[str, Any], out: Path) -> ExportResult:
     """Write one version (`version_info` of either engine) into the checked folder `out`."""
     check_outputs(info["stored"], ())  # predict.py answers with the keys and predictions
-    booster = bytes(info["stored"].booster.save_raw("json"))
+    booster = booster_json(info["stored"].booster)
     card = model_card(info, hashlib.sha256(booster).hexdigest())
     try:
         out.mkdir(exist_ok=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import FEATURES, Loans
 
@@ -117,3 +119,33 @@ def test_export_errors(scored: Loans, tmp_path: Path) -> None:
     result = scored.pyml("export", "grade", "--version", "4", "-o", str(tmp_path / "g"))
     assert result.output == ("Error: model 'grade' has no version 4: `pyml models` lists the "
                              "versions\n")
+
+
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(st.text(st.characters(blacklist_categories=("Cc", "Cs"),
+                                            blacklist_characters="[]<,"),
+                               min_size=1, max_size=6), min_size=2, max_size=2, unique=True),
+       categorical=st.booleans())
+def test_exported_booster_is_strict_json_whatever_the_feature_names(
+        names: list[str], categorical: bool) -> None:
+    """XGBoost writes feature names into its JSON unescaped (`a\\u` breaks every other JSON
+    parser); the exported model.json parses as JSON, names and all, and XGBoost reads it back
+    predicting bit for bit what the booster predicts."""
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+    from pyml.export import booster_json
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({names[0]: rng.random(60), names[1]: rng.integers(0, 3, 60)})
+    if categorical:
+        frame[names[1]] = frame[names[1]].astype("category")
+    data = xgb.DMatrix(frame, label=frame[names[0]] > 0.5, enable_categorical=True)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2}, data, 3)
+    text = booster_json(booster)
+    doc = json.loads(text)
+    assert doc["learner"]["feature_names"] == names
+    again = xgb.Booster(model_file=bytearray(text))
+    assert again.feature_names == names and again.feature_types == booster.feature_types
+    assert (again.predict(data) == booster.predict(data)).all()

@@ -34,8 +34,9 @@ _NUMERIC = re.compile(
     r"|FLOAT|REAL|DOUBLE|DECIMAL(\(\d+,\s*\d+\))?|BOOLEAN)$"
 )
 _CATEGORICAL = re.compile(r"^(VARCHAR|ENUM\(.*\))$", re.S)
-# XGBoost refuses these characters in feature names; such columns get positional names.
-_XGB_BAD_NAME = re.compile(r"[\[\]<,]")
+# XGBoost refuses these characters in feature names; such columns get positional names. So do
+# names with control characters: no JSON escape of them reads back through XGBoost's parser.
+_XGB_BAD_NAME = re.compile(r"[\[\]<,\x00-\x1f\x7f]")
 MAX_CATEGORIES = 10_000
 F32_MAX = float(np.finfo(np.float32).max)
 
