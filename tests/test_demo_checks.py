@@ -112,6 +112,29 @@ def test_drifted_demo_exits_2_naming_only_the_shifted_feature(demo: tuple[Path, 
     assert max(v for f, v in psi.items() if f != SHIFTED) < 0.2
 
 
+def test_monitor_flags_the_shifted_feature_in_its_quarter(demo: tuple[Path, Path]) -> None:
+    """`pyml monitor churn` (the spec's quarterly as-of windows): the unit change in the last
+    quarter alone makes the shifted feature alert there, and nowhere else; exit code 2."""
+    root, db = demo
+    with duckdb.connect(str(db)) as con:
+        [(last,)] = con.execute("select max(as_of_date) from main.customer_features").fetchall()
+        con.execute(f"update main.customer_features set {SHIFTED} = {SHIFTED} * 100 "
+                    "where as_of_date = ?", [last])
+    result = _pyml(root, "monitor", "churn")
+    assert result.exit_code == 2, result.output
+    quarter = f"{last.year}-Q{(last.month - 1) // 3 + 1}"
+    shifted = [line for line in result.output.splitlines()
+               if line.startswith("ALERT") and f" feature {SHIFTED} " in line]
+    assert shifted and all(line.split()[3] == quarter for line in shifted), shifted
+    with duckdb.connect(str(db), read_only=True) as con:
+        psi = dict(con.execute("select window_label, value from ml.monitoring where "
+                               "feature = ? and metric = 'psi'", [SHIFTED]).fetchall())
+        windows = con.execute("select count(distinct window_label) from ml.monitoring"
+                              ).fetchall()[0][0]
+    assert windows == len(psi) > 4 and psi[quarter] > 1.0
+    assert max(v for w, v in psi.items() if w != quarter) < 0.2
+
+
 def test_demo_shap_adds_up_to_the_margin(demo: tuple[Path, Path]) -> None:
     root, db = demo
     result = _pyml(root, "explain", "churn", "--top-k", "3")

@@ -74,8 +74,10 @@ class MonitorResult:
 
     @property
     def alerts(self) -> list[MonitorRow]:
-        """Rows whose value is above its threshold, in window order."""
-        return [r for r in self.rows if r.alert]
+        """Rows whose value is above its threshold, by window, then as computed (features
+        in model order, the prediction last)."""
+        order = {w: i for i, w in enumerate(self.windows)}
+        return sorted((r for r in self.rows if r.alert), key=lambda r: order[r.window])
 
 
 def _time_column(spec: ModelSpec, columns: Sequence[tuple[str, str]], label: str) -> str | None:
