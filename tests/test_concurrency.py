@@ -338,15 +338,18 @@ def test_a_second_writer_waits_for_the_first(scored: Loans, command: str) -> Non
     assert first.first.wait(60), first.text()  # it has the file open now
     go(second)
     assert (first.wait(), second.wait()) == (0, 0), first.text() + second.text()
-    # The second reached the database only after the first had finished with it.
-    assert second.lines[0][0] > first.lines[-1][0], (first.lines, second.lines)
+    if command == "score":
+        # The second reached the database only after the first had finished with it. (train
+        # lets go of the file while it fits, so two trains take turns: tests/test_bi.py.)
+        assert second.lines[0][0] > first.lines[-1][0], (first.lines, second.lines)
     problems = crash.whole(scored.db, N_LOANS)
     assert problems == []
     added = len(scored.sql("select * from ml.models")) - versions
     assert added == (4 if command == "train" else 0)  # 3 models, then default_risk
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+# score only: a second train may find the file free while the first one fits, and succeed.
+@pytest.mark.parametrize("command", ["score"])
 def test_a_second_writer_without_patience_fails_naming_the_first(scored: Loans,
                                                                  command: str) -> None:
     before = {t: scored.sql(f"select count(*) from ml.{t}")[0][0]
@@ -361,10 +364,7 @@ def test_a_second_writer_without_patience_fails_naming_the_first(scored: Loans,
     assert second.text() == lock_message(scored.db, first.pid)  # one line
     assert crash.whole(scored.db, N_LOANS) == []
     after = {t: scored.sql(f"select count(*) from ml.{t}")[0][0] for t in before}
-    if command == "train":  # the first trained all three models, the second nothing
-        assert after["models"] == before["models"] + 3
-    else:
-        assert after == before
+    assert after == before
 
 
 # --- pyml serve while pyml writes ---------------------------------------------------------
