@@ -40,11 +40,13 @@ deps: venv
 demo-data: venv
 	$(BIN)/python -m pyml.demo_data --out seeds/
 
-## Fresh clone -> venv -> demo data -> dbt build -> pyml train -> pyml score -> top predictions.
+## Fresh clone -> venv -> demo data -> dbt build -> pyml train -> pyml score -> pyml sources
+## (rewrites models/ml/_ml__sources.yml, the ml tables as dbt sources) -> top predictions.
 demo: deps demo-data
 	$(BIN)/dbt build
 	$(BIN)/pyml train
 	$(BIN)/pyml score
+	$(BIN)/pyml sources
 	$(BIN)/dbt build --select customers_at_risk
 	$(BIN)/pyml models
 	$(BIN)/pyml predictions churn --limit 10

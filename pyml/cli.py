@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from pyml import __version__
-from pyml.cli_publish import publish as publish_command
 from pyml.cli_monitor import monitor as monitor_command
+from pyml.cli_publish import publish as publish_command
 from pyml.cli_scaffold import scaffold as scaffold_command
+from pyml.cli_sources import sources as sources_command
 from pyml.cliopts import (
     INT,
     IntRange,
@@ -484,9 +485,10 @@ def init(project_dir: str | None, profiles_dir: str | None) -> None:
     click.echo(init_project(project_dir).message())
 
 
-cli.add_command(publish_command)
 cli.add_command(monitor_command)
+cli.add_command(publish_command)
 cli.add_command(scaffold_command)
+cli.add_command(sources_command)
 
 
 def main() -> None:

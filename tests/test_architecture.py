@@ -29,6 +29,7 @@ RANKS: list[tuple[str, int]] = [
     ("pyml.verbs", 6), ("pyml.spark", 6),
     ("pyml.api", 7), ("pyml.cli", 7), ("pyml.cliopts", 7), ("pyml.clidocs", 7),
     ("pyml.cli_scaffold", 7), ("pyml.cli_publish", 7), ("pyml.cli_monitor", 7),
+    ("pyml.cli_sources", 7),
     ("pyml.serve", 7),
     ("pyml.report", 7), ("pyml.export", 7), ("pyml.sqlgen", 7), ("pyml.demo_data", 7),
 ]

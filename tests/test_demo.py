@@ -104,6 +104,21 @@ def test_demo_end_to_end(demo: Path) -> None:
     top = _pyml(demo, "predictions", "churn", "--limit", "5")
     assert "probability" in top.splitlines()[0]
     assert "churn" in _pyml(demo, "models")
+    # The committed sources file is what `pyml sources` writes after this flow (the fixture's
+    # `dbt build` ran its tests before any ml table existed: a fresh clone's first build).
+    fresh = demo / "target" / "_ml__sources.yml"
+    _pyml(demo, "sources", "--output", str(fresh))
+    assert _source_columns(fresh) == _source_columns(REPO / "models" / "ml" / "_ml__sources.yml"), (
+        "models/ml/_ml__sources.yml is stale: run `make demo` (its `pyml sources` step "
+        "rewrites it) and commit it")
+
+
+def _source_columns(path: Path) -> dict[str, list[str]]:
+    """table -> its column names, of a sources YAML."""
+    import yaml
+
+    (source,) = yaml.safe_load(path.read_text())["sources"]
+    return {t["name"]: [c["name"] for c in t["columns"]] for t in source["tables"]}
 
 
 def test_demo_churn_scores_in_pure_sql_inside_dbt_build(demo: Path) -> None:

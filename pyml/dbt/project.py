@@ -423,7 +423,10 @@ def select_specs(
 
 
 def _dbt_ls(project: Project, select: Sequence[str]) -> set[str]:
-    args = ["ls", "--quiet", "--resource-type", "model", "--output", "json",
+    # --log-level none: `dbt ls` prints its rows on stdout even with --quiet, and stdout is
+    # pyml's (the rows come back in the result; a failure still raises ProjectError).
+    args = ["ls", "--quiet", "--log-level", "none", "--resource-type", "model",
+            "--output", "json",
             "--output-keys", "unique_id", "--select", *select,
             *_dbt_args(project.project_dir, project.profiles_dir, project.target_name)]
     rows = run_dbt(args) or []
