@@ -43,24 +43,30 @@ def _shifted(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray
 
 
 def test_estimated_auc_tracks_realised_auc_under_covariate_shift() -> None:
+    """For the evaluated booster, and for a refit on train + holdout (final_fit: refit,
+    10/6 times the rounds) estimated through the evaluated booster's calibrated
+    probabilities (`evaluated_prob`)."""
     rng = np.random.default_rng(0)
     X, y = _shifted(rng, 6000, 0.0)
     X_hold, y_hold = _shifted(rng, 4000, 0.0)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "eta": 0.1,
-                         "nthread": 1}, xgb.DMatrix(X, y), num_boost_round=100)
+    params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.1, "nthread": 1}
+    booster = xgb.train(params, xgb.DMatrix(X, y), num_boost_round=100)
+    refit = xgb.train(params, xgb.DMatrix(np.vstack([X, X_hold]), np.r_[y, y_hold]),
+                      num_boost_round=167)
     cal = fit_calibrator(booster.inplace_predict(X_hold).astype(np.float64), y_hold, 0.5)
-    realised, estimated = [], []
+    realised = []
     for shift in (0.0, 0.5, 1.0, 1.5):
         W, y_w = _shifted(rng, 20000, shift)
-        prob = booster.inplace_predict(W).astype(np.float64)
-        # The estimate sees no label; the realised metric sees them all.
-        est = window_performance(prob, None, cal, 0.5)
-        real = window_performance(prob, y_w, None, 0.5)
-        assert "realised_roc_auc" not in est and "estimated_roc_auc" not in real
-        estimated.append(est["estimated_roc_auc"])
-        realised.append(real["realised_roc_auc"])
-        assert abs(est["estimated_roc_auc"] - real["realised_roc_auc"]) <= 0.02, shift
-        assert abs(est["estimated_accuracy"] - real["realised_accuracy"]) <= 0.02, shift
+        evaluated = booster.inplace_predict(W).astype(np.float64)
+        for prob, bridge in ((evaluated, None),
+                             (refit.inplace_predict(W).astype(np.float64), evaluated)):
+            # The estimate sees no label; the realised metric sees them all.
+            est = window_performance(prob, None, cal, 0.5, evaluated_prob=bridge)
+            real = window_performance(prob, y_w, None, 0.5)
+            assert "realised_roc_auc" not in est and "estimated_roc_auc" not in real
+            realised.append(real["realised_roc_auc"])
+            assert abs(est["estimated_roc_auc"] - real["realised_roc_auc"]) <= 0.02, shift
+            assert abs(est["estimated_accuracy"] - real["realised_accuracy"]) <= 0.02, shift
     # The shift moves the AUC by more than the tolerance: tracking it is not trivial.
     assert max(realised) - min(realised) > 0.04
 
@@ -75,6 +81,16 @@ def _nannyml_roc_auc(calibrated: np.ndarray, prob: np.ndarray) -> float:
     tps = np.r_[0, np.cumsum(c)]
     fps = np.r_[0, 1 + np.arange(len(c)) - np.cumsum(c)]
     return float(skm.auc(fps / fps[-1], tps / tps[-1]))
+
+
+def _pairwise_auc(c: np.ndarray, score: np.ndarray) -> float:
+    """Expected concordant pairs (ties in the score, and i = j, at half weight) over
+    expected positive-negative pairs."""
+    n = len(c)
+    num = sum(c[i] * (1 - c[j]) * (1.0 if score[i] > score[j] else
+                                   0.5 if score[i] == score[j] else 0.0)
+              for i in range(n) for j in range(n))
+    return float(num / (c.sum() * (1 - c).sum()))
 
 
 def test_expected_quantities_match_their_definitions() -> None:
@@ -95,11 +111,26 @@ def test_expected_quantities_match_their_definitions() -> None:
                       ("estimated_f1", tp / (tp + 0.5 * (fp + fn)))):
         assert out[key] == pytest.approx(want, abs=1e-9), key
     # AUC: expected concordant pairs (ties and i = j at half weight) over expected pairs.
-    num = sum(c[i] * (1 - c[j]) * (1.0 if c[i] > c[j] else 0.5 if c[i] == c[j] else 0.0)
-              for i in range(60) for j in range(60))
-    want_auc = num / (c.sum() * (1 - c).sum())
-    assert out["estimated_roc_auc"] == pytest.approx(want_auc, abs=1e-9)
+    assert out["estimated_roc_auc"] == pytest.approx(_pairwise_auc(c, prob), abs=1e-9)
     assert out["estimated_roc_auc"] == pytest.approx(_nannyml_roc_auc(c, prob), abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 40), threshold=st.floats(0.05, 0.95))
+def test_a_refit_is_estimated_through_the_evaluated_fits_chances(seed: int, n: int,
+                                                                threshold: float) -> None:
+    """With evaluated_prob, each row's chance is the calibrated evaluated probability, while
+    the serving probability decides the class and the ranking (its own ties too)."""
+    rng = np.random.default_rng(seed)
+    prob = np.round(rng.uniform(size=n), 1)  # the refit's, with ties
+    evaluated = rng.uniform(size=n)
+    cal = Calibrator((0.2, 0.8), (0.1, 0.7), threshold, 0)
+    out = window_performance(prob, None, cal, threshold, evaluated_prob=evaluated)
+    c = np.interp(evaluated, (0.2, 0.8), (0.1, 0.7))
+    hit = prob >= threshold
+    assert out["expected_tp"] == pytest.approx(c[hit].sum(), abs=1e-9)
+    assert out["expected_tn"] == pytest.approx((1 - c[~hit]).sum(), abs=1e-9)
+    assert out["estimated_roc_auc"] == pytest.approx(_pairwise_auc(c, prob), abs=1e-9)
 
 
 @settings(max_examples=40, deadline=None)

@@ -22,6 +22,13 @@ positives (sum c_i) and negatives (sum 1 - c_i); its trapezoid area is
 the rows by descending model score (rows tied on the score share one calibrated value, so
 their steps lie on one line), without its rounding of the cumulative counts to 5 decimals.
 
+Where the booster that scores is a refit on every labelled row (`final_fit: refit`), the
+refit has no unseen rows to be calibrated on; each row's chance c_i is then the calibrated
+probability of the evaluated fit (kept in ml.final_fit), and the refit's own probability
+decides the predicted class and the ranking (`window_performance(evaluated_prob=...)`).
+Applying the evaluated fit's map to the refit's sharper probabilities instead made the
+estimate optimistic (bench/bench_cbpe.py).
+
 Assumptions (what makes the estimate right): no concept shift, i.e. P(label | features) is
 the same in the window as in the holdout, so the holdout's calibration still holds; only the
 mix of features (covariate shift) moves. Where the relation between features and label
@@ -60,15 +67,18 @@ def fit_calibrator(prob: np.ndarray, label: np.ndarray, threshold: float = 0.5) 
                       tuple(float(v) for v in iso.y_thresholds_), float(threshold), len(p))
 
 
-def expected_roc_auc(calibrated: np.ndarray) -> float:
-    """Area under the expected ROC curve of rows whose chance of being positive is
-    `calibrated` (ranked by it), from (0, 0) to (1, 1); NaN when the expected positives or
-    negatives are 0 (every c_i is 0, or every c_i is 1)."""
-    c = np.sort(np.asarray(calibrated, dtype=np.float64))[::-1]
+def expected_roc_auc(calibrated: np.ndarray, score: np.ndarray | None = None) -> float:
+    """Area under the expected ROC curve of rows ranked by `score` (default: `calibrated`)
+    whose chances of being positive are `calibrated`, from (0, 0) to (1, 1); NaN when the
+    expected positives or negatives are 0 (every c_i is 0, or every c_i is 1)."""
+    c = np.asarray(calibrated, dtype=np.float64)
+    s = c if score is None else np.asarray(score, dtype=np.float64)
     if len(c) == 0:
         return float("nan")
+    order = np.argsort(-s, kind="stable")
+    c, s = c[order], s[order]
     # One curve point per distinct score: the last row of each run of ties.
-    last = np.append(np.flatnonzero(np.diff(c)), len(c) - 1)
+    last = np.append(np.flatnonzero(np.diff(s)), len(s) - 1)
     tp = np.cumsum(c)[last]
     fp = np.cumsum(1.0 - c)[last]
     if tp[-1] <= 0.0 or fp[-1] <= 0.0:
@@ -79,13 +89,18 @@ def expected_roc_auc(calibrated: np.ndarray) -> float:
 
 
 def window_performance(prob: np.ndarray, label: np.ndarray | None,
-                       calibrator: Calibrator | None, threshold: float) -> dict[str, float]:
+                       calibrator: Calibrator | None, threshold: float, *,
+                       evaluated_prob: np.ndarray | None = None) -> dict[str, float]:
     """Estimated (label-free) and realised performance of one window of a binary model.
 
     prob: the positive class's predicted probability of each row (float64, no NaN);
     label: per row 1 (the positive class, classes[1]), 0, or NaN where not known yet; or
     None; calibrator: the scoring version's (ml.calibrators), or None; threshold: the
-    version's decision threshold (positive when prob >= threshold).
+    version's decision threshold (positive when prob >= threshold); evaluated_prob: where
+    the booster that scores is not the one the calibrator was fitted on (a refit on every
+    labelled row, ml.final_fit), the evaluated fit's probabilities of the same rows: the
+    calibrator maps those to each row's chance of being positive (the refit has no unseen
+    rows to calibrate on), while `prob` decides the predicted class and the ranking.
 
     Returns:
     - estimated_roc_auc, estimated_accuracy, estimated_precision, estimated_recall,
@@ -105,7 +120,9 @@ def window_performance(prob: np.ndarray, label: np.ndarray | None,
     predicted = p >= threshold
     out: dict[str, float] = {}
     if calibrator is not None and len(p):
-        c = calibrator.apply(p)
+        c = calibrator.apply(p if evaluated_prob is None else _probabilities(evaluated_prob))
+        if c.shape != p.shape:
+            raise ValueError(f"prob has {p.shape[0]} rows but evaluated_prob has {c.shape}")
         tp = float(c[predicted].sum())
         fp = float((1.0 - c[predicted]).sum())
         fn = float(c[~predicted].sum())
@@ -115,7 +132,7 @@ def window_performance(prob: np.ndarray, label: np.ndarray | None,
         _ratio(out, "estimated_precision", tp, tp + fp)
         _ratio(out, "estimated_recall", tp, tp + fn)
         _ratio(out, "estimated_f1", 2.0 * tp, 2.0 * tp + fp + fn)
-        auc = expected_roc_auc(c)
+        auc = expected_roc_auc(c, p)
         if np.isfinite(auc):
             out["estimated_roc_auc"] = auc
     known = 0
