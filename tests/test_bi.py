@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .conftest import DB_ENV, N_LOANS, Loans, dbt
 from .support import error_line
@@ -250,3 +253,48 @@ def test_train_lets_go_of_the_file_while_it_fits(scored: Loans) -> None:
     assert train.wait() == 0, train.text()
     assert scored.sql(count)[0][0] == before + 1
     assert "stored version" in train.text()
+
+
+# --- the BI file equals what was published, whatever the names ---------------------------
+
+NAME = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
+               min_size=1, max_size=12)
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(st.dictionaries(
+    st.tuples(st.sampled_from(["ml", "main", "Marts x"]), NAME),
+    st.integers(min_value=0, max_value=40), min_size=1, max_size=3), min_size=1, max_size=3))
+def test_the_bi_file_reads_exactly_the_last_publish(tmp_path: Path,
+                                                    rounds: list[dict[tuple[str, str], int]]
+                                                    ) -> None:
+    """Any table names (quotes, dots, slashes, other scripts), any sequence of publishes:
+    the BI file lists exactly the last publish's tables, each with its rows and comment,
+    and no Parquet file of an earlier one is left."""
+    from pyml.engines.duckdb import qualified, quote
+    from pyml.store.publish import publish, tables_folder
+
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    db, bi = folder / "main.duckdb", folder / "main_bi.duckdb"
+    con = duckdb.connect(str(db))
+    try:
+        for number, tables in enumerate(rounds):
+            for (schema, name), rows in tables.items():
+                target = qualified(schema, name)
+                con.execute(f"create schema if not exists {quote(schema)}")
+                con.execute(f"create or replace table {target} as select range as k, "
+                            f"{number} as round from range({rows})")
+                text = f"{name} 'round' {number}".replace("'", "''")
+                con.execute(f"comment on table {target} is '{text}'")
+            publish(con, list(tables), bi)
+            views = bi_sql(bi, "select schema_name, view_name, comment from duckdb_views() "
+                               "where not internal")
+            assert sorted((s, v) for s, v, _ in views) == sorted(tables)
+            for schema, name, comment in views:
+                rows = bi_sql(bi, f"select k, round from {qualified(schema, name)} order by k")
+                assert rows == [(k, number) for k in range(tables[(schema, name)])]
+                assert comment == f"{name} 'round' {number}"
+            assert len(list(tables_folder(bi).iterdir())) == len(tables)
+    finally:
+        con.close()
