@@ -59,6 +59,9 @@ def test_snapshot_is_stored_per_feature(scored: Loans) -> None:
 def test_drift_on_unchanged_data_exits_0(scored: Loans) -> None:
     out = scored.ok("drift", "default_risk").output
     assert "PSI threshold 0.2" in out and "DRIFT" not in out
+    # A verdict line either way (none was printed when nothing drifted).
+    assert out.splitlines()[-1] == ("default_risk: no drift: every feature's PSI is at or "
+                                    "below 0.2")
     rows = scored.sql("select feature, metric, value, relation from ml.drift")
     metrics = {(f, m): v for f, m, v, _ in rows}
     assert {f for f, _ in metrics} == set(FEATURES)
@@ -100,6 +103,7 @@ def test_drift_threshold_from_the_spec(scored: Loans) -> None:
         "            exclude: [loss, grade]\n            drift_threshold: 0.000001\n", 1))
     result = scored.pyml("drift", "default_risk")
     assert result.exit_code == 2 and "PSI threshold 1e-06" in result.output
+    assert "default_risk: 4 of 4 features drifted (PSI above 1e-06): " in result.output
 
 
 def test_model_without_snapshot_is_a_clear_error(scored: Loans) -> None:

@@ -126,7 +126,14 @@ def format_drift(result: DriftResult) -> str:
             f"training snapshot; PSI threshold {result.threshold:g}")
     table = text_table(["feature", "kind", "psi", "ks", "unseen", "null_train", "null_now",
                         ""], rows)
-    return f"{head}\n{table}"
+    drifted = [f.feature for f in result.features if f.psi > result.threshold]
+    if drifted:
+        verdict = (f"{result.name}: {len(drifted)} of {len(result.features)} features drifted "
+                   f"(PSI above {result.threshold:g}): {', '.join(drifted)}")
+    else:
+        verdict = (f"{result.name}: no drift: every feature's PSI is at or below "
+                   f"{result.threshold:g}")
+    return f"{head}\n{table}\n{verdict}"
 
 
 def _num(value: float | None, fmt: str = "") -> str:
