@@ -298,3 +298,20 @@ def test_the_bi_file_reads_exactly_the_last_publish(tmp_path: Path,
             assert len(list(tables_folder(bi).iterdir())) == len(tables)
     finally:
         con.close()
+
+
+def test_a_failed_publish_after_score_says_the_scores_are_written(scored: Loans) -> None:
+    scored.ok("publish")
+    bi = bi_path(scored)
+    before = bi.read_bytes()
+    configure(scored, "\nvars:\n  pyml:\n    publish:\n      relations: [main.gone]\n")
+    scored_at = "select min(scored_at) from ml.default_risk_predictions"
+    old = scored.sql(scored_at)
+    result = scored.pyml("score", "default_risk")
+    assert error_line(result.output, result.exit_code) == (
+        "scored default_risk, but publishing failed (the BI file is unchanged; `pyml "
+        "publish` retries): cannot publish main.gone: no such table or view in "
+        f"{scored.db}; run dbt build (models) or pyml score (predictions) first, or fix the "
+        "name")
+    assert scored.sql(scored_at) > old  # the scores are written
+    assert bi.read_bytes() == before

@@ -72,7 +72,10 @@ def publish_configured(session: Session, done: str) -> Published | None:
 
     `done` (e.g. 'scored churn') prefixes the error if publishing fails: what the command
     wrote is committed by then, and the BI file is as it was."""
-    if session.engine != "duckdb" or not publish_config(session.project.project_dir).configured:
+    if not publish_config(session.project.project_dir).configured:
+        return None
+    if session.engine != "duckdb":
+        session.log("not published: vars: pyml: publish works on DuckDB targets only for now")
         return None
     try:
         result = publish(session, when_any=True)
