@@ -165,10 +165,10 @@ def test_exported_predict_refuses_what_serve_refuses(exported: ModuleType) -> No
     """predict.py used to pass a number beyond float32 on as infinity and code a number given
     for a category by its text; it now stops with serve's message."""
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"d": 1e300}, "record 0: field 'd' is 1e+300, outside the float32 range the model "
+        ({"d": 1e300}, "record 1: field 'd' is 1e+300, outside the float32 range the model "
                        "reads"),
-        ({"s": 3}, "record 0: field 's' must be a string (a category) or null, got number 3"),
-        ({"d": True}, "record 0: field 'd' must be a number or null, got boolean true"),
+        ({"s": 3}, "record 1: field 's' must be a string (a category) or null, got number 3"),
+        ({"d": True}, "record 1: field 'd' must be a number or null, got boolean true"),
     ]
     for record, message in cases:
         with pytest.raises(exported.RecordError) as info:

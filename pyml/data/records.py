@@ -70,6 +70,7 @@ def encode_rows(prepared: tuple, records: list) -> np.ndarray:
     width = len(prepared)
     nan = math.nan
     rows = []
+    # Messages count records from 1, as people do: "record 1" is the first.
     for i, rec in enumerate(records):
         row = [nan] * width
         for name, j, how, codes in prepared:
@@ -79,7 +80,7 @@ def encode_rows(prepared: tuple, records: list) -> np.ndarray:
             t = type(v)
             if how == CATEGORY:
                 if t is not str:
-                    raise RecordError(f"record {i}: field '{name}' must be a string "
+                    raise RecordError(f"record {i + 1}: field '{name}' must be a string "
                                       f"(a category) or null, got {json_type(v)} {show(v)}")
                 row[j] = codes.get(v, nan)
             elif t is float or t is int or (t is bool and how == BOOLEAN):
@@ -90,11 +91,11 @@ def encode_rows(prepared: tuple, records: list) -> np.ndarray:
                 if abs(x) < F32_LIMIT:
                     row[j] = x
                 elif not math.isnan(x):  # NaN stays missing; infinities are refused
-                    raise RecordError(f"record {i}: field '{name}' is {show(v)}, outside "
+                    raise RecordError(f"record {i + 1}: field '{name}' is {show(v)}, outside "
                                       "the float32 range the model reads")
             else:
                 want = "true, false, a number" if how == BOOLEAN else "a number"
-                raise RecordError(f"record {i}: field '{name}' must be {want} or null, "
+                raise RecordError(f"record {i + 1}: field '{name}' must be {want} or null, "
                                   f"got {json_type(v)} {show(v)}")
         rows.append(row)
     # Double -> float32 in one cast, rounding to nearest as numpy, DuckDB and XGBoost do.

@@ -51,7 +51,7 @@ def parse_body(body: bytes, max_records: int) -> list[dict[str, Any]]:
                                 "per request (pyml serve --max-records)")
     for i, rec in enumerate(data):
         if not isinstance(rec, dict):
-            raise RequestError(422, f"record {i} must be a JSON object of field: value, "
+            raise RequestError(422, f"record {i + 1} must be a JSON object of field: value, "
                                     f"got {json_type(rec)}")
     return data
 
