@@ -15,10 +15,13 @@ export DO_NOT_TRACK := 1
 	bench-scaffold
 
 # The venv is rebuilt whenever pyproject.toml changes.
+# Not --quiet: pip's lines (one per package collected, download bars, then the install) are
+# the progress of a first install, which takes about a minute.
 $(STAMP): pyproject.toml
+	@echo "Creating $(VENV) and installing pyml with its dev tools (about a minute the first time) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
