@@ -28,8 +28,11 @@ from pyml.modelling.cbpe import (
     window_performance,
 )
 from pyml.store.calibrators import load_calibrator
+from pyml.store.final_fit import evaluated_booster
+from pyml.store.registry import load_version
 from pyml.store.schema import ensure_schema
 from tests.conftest import Loans
+from tests.support import hand_matrix
 
 IDENTITY = (0.0, 1.0)  # x = y: probabilities taken as calibrated
 
@@ -266,8 +269,10 @@ def test_old_registry_without_calibrators(scored: Loans) -> None:
 def test_pyml_monitor_writes_estimated_and_realised_performance(scored: Loans) -> None:
     """End to end: two quarters, the second the high-income half (a covariate shift) whose
     labels are not known yet. ml.monitoring's __model__ rows are window_performance of the
-    champion's probabilities (as `pyml score` wrote them), the labels where known and the
-    stored calibrator: estimates in both windows, realised metrics only where labelled."""
+    champion's probabilities (as `pyml score` wrote them), the labels where known, the
+    stored calibrator and, the champion being a refit, the evaluated fit's probabilities
+    (computed here from a hand-built matrix): estimates in both windows, realised metrics
+    only where labelled."""
     scored.replace_features(
         "select *, case when income <= (select median(income) from main.old_features) "
         "then date '2024-01-15' else date '2024-04-15' end as as_of_date")
@@ -287,21 +292,29 @@ def test_pyml_monitor_writes_estimated_and_realised_performance(scored: Loans) -
             "'default_risk' and feature = '__model__'"):
         got.setdefault(window, {})[metric] = value
     assert sorted(got) == ["2024-Q1", "2024-Q2"]
-    rows = scored.sql("select f.as_of_date, p.probability, f.defaulted::double "
-                      "from ml.default_risk_predictions p join main.loan_features f "
-                      "using (loan_id)")
+    frame = scored.df("select f.*, p.probability from ml.default_risk_predictions p "
+                      "join main.loan_features f using (loan_id) order by loan_id")
     con = duckdb.connect(str(scored.db), read_only=True)
     try:
         cal = load_calibrator(con, "default_risk", 1)
+        stored = load_version(con, "default_risk", 1)
+        evaluated = evaluated_booster(con, "default_risk", 1)
     finally:
         con.close()
-    assert cal is not None
+    assert cal is not None and evaluated is not None  # the champion is a refit
+    dm = xgb.DMatrix(hand_matrix(stored.features, frame), feature_names=evaluated.feature_names,
+                     feature_types=evaluated.feature_types, enable_categorical=True)
+    frame["evaluated"] = evaluated.predict(dm).astype(np.float64)
     for window, month in (("2024-Q1", 1), ("2024-Q2", 4)):
-        part = [r for r in rows if r[0].month == month]
-        prob = np.array([r[1] for r in part], dtype=np.float64)
-        label = np.array([np.nan if r[2] is None else r[2] for r in part])
-        want = window_performance(prob, label, cal, 0.5)
-        assert got[window] == pytest.approx(want, rel=1e-9, abs=1e-9), window
+        part = frame[frame.as_of_date.dt.month == month]
+        prob = part.probability.to_numpy(np.float64)
+        label = part.defaulted.astype("float64").to_numpy()
+        want = window_performance(prob, label, cal, 0.5,
+                                  evaluated_prob=part.evaluated.to_numpy())
+        assert got[window] == pytest.approx(want, rel=1e-6, abs=1e-6), window
+        # Calibrating the refit's own probabilities would be another (optimistic) answer.
+        other = window_performance(prob, label, cal, 0.5)
+        assert abs(other["expected_tp"] - want["expected_tp"]) > 1e-3
     assert got["2024-Q1"]["labelled_rows"] > 0 and "realised_roc_auc" in got["2024-Q1"]
     assert got["2024-Q2"]["labelled_rows"] == 0
     assert not any(m.startswith("realised") for m in got["2024-Q2"])

@@ -50,7 +50,12 @@ def test_quarterly_windows_without_shift_exit_0(scored: Loans) -> None:
         "psi", "ks", "wasserstein", "jensen_shannon", "hellinger"}
     model = {m: v for (w, f, m), v in got.items() if f == "__model__" and w == "2024-Q2"}
     assert model["labelled_rows"] == 750
-    assert abs(model["estimated_roc_auc"] - model["realised_roc_auc"]) < 0.1
+    # Every row here trained the refit that scores, so its realised AUC is in-sample
+    # (optimistic, ~0.82); the estimate speaks for unseen rows, like the holdout's AUC.
+    # Tracking the realised AUC of unseen rows: tests/test_cbpe.py.
+    ((holdout,),) = scored.sql("select value from ml.metrics where model_name = "
+                               "'default_risk' and split = 'holdout' and metric = 'auc'")
+    assert abs(model["estimated_roc_auc"] - holdout) < 0.05
     # A rerun replaces its windows' rows: none duplicated.
     before = scored.sql("select count(*), max(computed_at) from ml.monitoring")[0]
     assert scored.pyml("monitor", "default_risk").exit_code == 0

@@ -47,6 +47,7 @@ VALUES = "__pyml_monitor_values"  # temporary tables of one run
 PREDICTIONS = "__pyml_monitor_predictions"
 _START, _END = "__pyml_start", "__pyml_end"
 _LABEL, _PRED = "__pyml_label", "__pyml_prediction"
+_EVALUATED = "__pyml_evaluated"  # binary: P(positive) of the fit the calibrator was fitted on
 MODEL = "__model__"  # feature name of the model-level (performance) rows
 
 # window -> (label SQL, date_trunc unit, interval) over a DATE/TIMESTAMP expression `{t}`.
@@ -139,12 +140,20 @@ def _score(con: duckdb.DuckDBPyConnection, stored: StoredModel, batch_size: int,
     preds: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     classes = pa.array(list(stored.target.classes)) if labelled else None
+    # A refit's calibrator is its evaluated fit's (pyml.modelling.cbpe): score with both.
+    from pyml.store.final_fit import evaluated_booster
+    evaluated = (evaluated_booster(con, stored.name, stored.version)
+                 if stored.task == "binary" else None)
+    evals: list[np.ndarray] = []
     # On `con` itself: a cursor is another connection, which cannot see the temp table.
     reader = stream_arrow(con, f"{sql} from {VALUES}", batch_size)
     try:
         for batch in reader:
             windows.append(batch.column(0))
-            preds.append(_predictions(stored, encoder.from_fixed(batch.column(1), where)))
+            X = encoder.from_fixed(batch.column(1), where)
+            preds.append(_predictions(stored, X))
+            evals.append(preds[-1] if evaluated is None else
+                         np.asarray(evaluated.inplace_predict(X), dtype=np.float64))
             if classes is not None:
                 codes = pc.index_in(batch.column(2), value_set=classes)
                 labels.append(pc.fill_null(pc.cast(codes, pa.float64()), np.nan)
@@ -153,7 +162,8 @@ def _score(con: duckdb.DuckDBPyConnection, stored: StoredModel, batch_size: int,
         reader.close()
     data: dict[str, Any] = {
         WINDOW: pa.concat_arrays(windows) if windows else pa.array([], pa.string()),
-        _PRED: pa.array(np.concatenate(preds) if preds else np.empty(0))}
+        _PRED: pa.array(np.concatenate(preds) if preds else np.empty(0)),
+        _EVALUATED: pa.array(np.concatenate(evals) if evals else np.empty(0))}
     if classes is not None:
         data[_LABEL] = pa.array(np.concatenate(labels) if labels else np.empty(0))
     scored = pa.table(data)  # noqa: F841  (read by DuckDB's replacement scan below)
@@ -168,15 +178,16 @@ def _performance(con: duckdb.DuckDBPyConnection, stored: StoredModel, labelled: 
 
     calibrator = load_calibrator(con, stored.name, stored.version)
     label = f", {_LABEL}" if labelled else ""
-    table = fetch_arrow(con, f"select {WINDOW}, {_PRED}{label} from {PREDICTIONS}")
+    table = fetch_arrow(con, f"select {WINDOW}, {_PRED}, {_EVALUATED}{label} from {PREDICTIONS}")
     windows = table.column(0).to_numpy(zero_copy_only=False)
-    probs = table.column(1).to_numpy()
-    labels = table.column(2).to_numpy() if labelled else None
+    probs, evaluated = table.column(1).to_numpy(), table.column(2).to_numpy()
+    labels = table.column(3).to_numpy() if labelled else None
     out = []
     for w in sorted(set(windows)):
         mask = windows == w
         perf = window_performance(probs[mask], None if labels is None else labels[mask],
-                                  calibrator, stored.threshold)
+                                  calibrator, stored.threshold,
+                                  evaluated_prob=evaluated[mask])
         out += [Stat(str(w), MODEL, "model", metric, float(value))
                 for metric, value in sorted(perf.items())]
     return out
