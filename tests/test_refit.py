@@ -122,13 +122,22 @@ def test_final_fit_none_stores_the_evaluated_fit(loans: Loans) -> None:
                                                                           abs=1e-9)
 
 
+def test_training_from_disk_says_it_did_not_refit(loans: Loans) -> None:
+    out = loans.ok("train", "default_risk", "--external-memory").output
+    assert "final fit: refit not done: external memory; the evaluated fit scores" in out
+    (method, scores_with, has_evaluated), = loans.sql(
+        "select method, scores_with, evaluated_booster is not null from ml.final_fit")
+    assert method == "none" and not has_evaluated
+    assert scores_with.endswith("refit not done: external memory)")
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ({"final_fit": "average"}, "final_fit must be one of refit, none, cv_average, got "
                                "'average'"),
     ({"final_fit": None}, "final_fit must be one of refit, none, cv_average, got None"),
-    ({"final_fit": "cv_average"}, "final_fit cv_average averages the fold boosters of "
-                                  "split.method kfold; add split: {method: kfold} or use "
-                                  "final_fit refit"),
+    ({"final_fit": "cv_average"}, "final_fit cv_average averages k fold boosters: set "
+                                  "split: {method: kfold} or tune.cv: k, or use final_fit "
+                                  "refit"),
 ])
 def test_bad_final_fit_values_are_one_spec_error(extra: dict[str, Any], message: str) -> None:
     raw = {"name": "m", "task": "binary", "target": "y", "key": "id", **extra}
@@ -156,8 +165,11 @@ CV_AVERAGE = ("            split: {method: kfold, folds: 3}\n"
 def test_cv_average_is_one_model_that_pyml_sql_reproduces(loans: Loans) -> None:
     yml = SCHEMA_YML.replace("            exclude: [loss, grade]\n",
                              "            exclude: [loss, grade]\n" + CV_AVERAGE, 1)
+    # grade: k from tune.cv, on the default random split (no study runs: on_train is off).
     loans.write_schema(yml.replace("            exclude: [defaulted, loss]\n",
-                                   "            exclude: [defaulted, loss]\n" + CV_AVERAGE, 1))
+                                   "            exclude: [defaulted, loss]\n"
+                                   "            tune: {cv: 3}\n"
+                                   "            final_fit: cv_average\n", 1))
     loans.ok("train", "default_risk", "grade")
     loans.ok("score", "default_risk", "grade")
     rows = {r[0]: r[1:] for r in loans.sql(

@@ -222,9 +222,11 @@ def _parse_one(
         raise SpecError(f"{where}: final_fit must be one of {', '.join(FINAL_FITS)}, got "
                         f"{final_fit!r}")
     split_spec = _split(item.get("split"), where)
-    if final_fit == "cv_average" and split_spec.method != "kfold":
-        raise SpecError(f"{where}: final_fit cv_average averages the fold boosters of "
-                        "split.method kfold; add split: {method: kfold} or use final_fit refit")
+    score = _score(item.get("score"), where)
+    tune = parse_tune(item.get("tune"), task, where)
+    if final_fit == "cv_average" and split_spec.method != "kfold" and not (tune and tune.cv):
+        raise SpecError(f"{where}: final_fit cv_average averages k fold boosters: set "
+                        "split: {method: kfold} or tune.cv: k, or use final_fit refit")
     workers = (None if item.get("num_workers") is None
                else _int(item, "num_workers", where, default=1, minimum=1))
     return ModelSpec(
@@ -245,8 +247,8 @@ def _parse_one(
         threshold=threshold,
         positive_class=positive,
         description=description.strip(),
-        score=_score(item.get("score"), where),
-        tune=parse_tune(item.get("tune"), task, where),
+        score=score,
+        tune=tune,
         promote=parse_promote(item.get("promote"), task, where),
         allow_leakage=allow_leakage,
         drift_threshold=drift_threshold,

@@ -1,4 +1,7 @@
-"""`final_fit: cv_average`: the k fold boosters of split.method kfold, stored as ONE booster.
+"""`final_fit: cv_average`: k fold boosters, stored as ONE booster.
+
+k is split.folds with split.method kfold, else tune.cv; the folds are evaluate.fold_ids'
+(the same rows as the kfold evaluation and tune.cv's trials with the same seed and k).
 
 Each fold booster is fitted on k-1 folds of the non-holdout rows and stops early on its own
 held-out fold. Their average is one XGBoost model: every tree of every fold, each leaf value
@@ -46,7 +49,7 @@ def fit_fold_average(spec: ModelSpec, ts: TrainingSet, log: Log
     X = np.concatenate([ts.train.X, ts.valid.X])
     y = np.concatenate([ts.train.y, ts.valid.y])
     rows = canonical_order(X, y)
-    k = spec.split.folds
+    k = folds(spec)
     fold = fold_ids(len(rows), k, spec.split.seed)
     n_classes = len(ts.target.classes)
     boosters, rounds = [], []
@@ -75,6 +78,16 @@ def fit_fold_average(spec: ModelSpec, ts: TrainingSet, log: Log
             f"{rounds[-1]} rounds")
     return average_boosters(boosters, spec.where), rounds, params, fold_summary(per_fold,
                                                                                  len(rows))
+
+
+def folds(spec: ModelSpec) -> int:
+    """The k of cv_average: split.folds with split.method kfold, else tune.cv."""
+    if spec.split.method == "kfold":
+        return spec.split.folds
+    if spec.tune is None or spec.tune.cv is None:
+        raise SpecError(f"{spec.where}: final_fit cv_average needs split.method kfold or "
+                        "tune.cv")
+    return spec.tune.cv
 
 
 def average_boosters(boosters: Sequence[xgb.Booster], where: str) -> xgb.Booster:
