@@ -217,9 +217,8 @@ def test_a_bi_pool_reads_throughout_dbt_build_train_score_and_promote(scored: Lo
 # --- pyml train lets go of the main file while XGBoost fits ------------------------------
 
 SLOW_FIT = """\
-            num_boost_round: 1500
+            num_boost_round: 300
             early_stopping_rounds: null
-            params: {max_depth: 8, eta: 0.01}
 """
 
 
@@ -261,7 +260,7 @@ NAME = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
                min_size=1, max_size=12)
 
 
-@settings(max_examples=15, deadline=None,
+@settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rounds=st.lists(st.dictionaries(
     st.tuples(st.sampled_from(["ml", "main", "Marts x"]), NAME),
