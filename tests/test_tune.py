@@ -139,10 +139,12 @@ def test_tune_records_trials_and_trains_the_best(scored: Loans,
     (n_train, n_valid, n_test), = scored.sql("select train_rows, validation_rows, test_rows "
                                              "from ml.models where model_name = "
                                              "'default_risk' and version = 2")
-    # 6 trials, the fit with the spec's own params (for the note) and the final fit: each on
-    # the train part, each evaluated on the validation part and nothing else.
-    assert len(spy.calls) == 8
-    assert all(c == (n_train, [n_valid]) for c in spy.calls)
+    # 6 trials, the fit with the spec's own params (for the note) and the evaluated fit: each
+    # on the train part, each evaluated on the validation part and nothing else; then, after
+    # the holdout was measured, the refit on every labelled row (final_fit: refit).
+    assert len(spy.calls) == 9
+    assert all(c == (n_train, [n_valid]) for c in spy.calls[:-1])
+    assert spy.calls[-1] == (n_train + n_valid + n_test, [])
     assert n_test not in (n_train, n_valid)
 
 
