@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pyml.export import ExportResult
     from pyml.store.lifecycle import Change
     from pyml.store.publish import Published
+    from pyml.store.registry import StoredModel
     from pyml.verbs.drift import DriftResult
     from pyml.verbs.explain import ExplainResult
     from pyml.verbs.profile import ProfileResult
@@ -382,10 +383,20 @@ def sql(model: str, *, version: int | None = None, dialect: str | None = None,
     dialect defaults to the dbt target's engine (spark on a Spark target, else duckdb), so
     the dbt model runs where `dbt build` runs.
     """
+    from pyml.sqlgen.compile import scoring_sql
+
+    session, stored = _sql_stored(model, version, project_dir, profiles_dir, target,
+                                  lock_timeout, log)
+    return scoring_sql(stored, dialect=dialect or session.engine, dbt_model=dbt_model)
+
+
+def _sql_stored(model: str, version: int | None, project_dir: PathLike,
+                profiles_dir: PathLike, target: str | None, lock_timeout: float,
+                log: Log | None) -> tuple[Session, StoredModel]:
+    """The session and the stored version `pyml sql` compiles (logging the YAML notice)."""
     from pyml.dbt.project import select_specs
     from pyml.dbt.spec_diff import yaml_notice
     from pyml.errors import SelectionError, SpecError
-    from pyml.sqlgen.compile import scoring_sql
     from pyml.store.registry import load_version
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
@@ -403,7 +414,7 @@ def sql(model: str, *, version: int | None = None, dialect: str | None = None,
     notice = yaml_notice(spec, stored.version, stored.spec) if spec else None
     if notice and log:
         log(notice)
-    return scoring_sql(stored, dialect=dialect or session.engine, dbt_model=dbt_model)
+    return session, stored
 
 
 def sql_model(model: str, output: str | Path, *, version: int | None = None,
@@ -411,13 +422,27 @@ def sql_model(model: str, output: str | Path, *, version: int | None = None,
               profiles_dir: PathLike = None, target: str | None = None,
               lock_timeout: float = 5.0, log: Log | None = None) -> Path:
     """Write `sql(..., dbt_model=True)` as the dbt model file `output` (a .sql file in an
-    existing folder, replaced atomically); returns its resolved path."""
-    from pyml.sqlgen.compile import write_model_file
+    existing folder, replaced atomically) and beside it <name>.yml, its description and
+    columns (pyml.sqlgen.dbt_yaml; not where the project documents the model elsewhere);
+    returns the model file's resolved path."""
+    from pyml.sqlgen import dbt_yaml
+    from pyml.sqlgen.compile import scoring_sql, write_model_file
 
-    text = sql(model, version=version, dialect=dialect, dbt_model=True,
-               project_dir=project_dir, profiles_dir=profiles_dir, target=target,
-               lock_timeout=lock_timeout, log=log)
-    return write_model_file(Path(output), text)
+    session, stored = _sql_stored(model, version, project_dir, profiles_dir, target,
+                                  lock_timeout, log)
+    text = scoring_sql(stored, dialect=dialect or session.engine, dbt_model=True)
+    path = Path(output).expanduser().resolve()
+    yml = dbt_yaml.yaml_path(path)
+    manifest = session.project.manifest
+    elsewhere = dbt_yaml.documented_elsewhere(manifest, path.stem, yml)
+    if elsewhere is None:
+        dbt_yaml.check_writable(yml)  # refused before the model file is written
+    written = write_model_file(path, text)
+    if elsewhere is None:
+        dbt_yaml.write_yaml(yml, dbt_yaml.model_yaml(stored, path.stem, manifest))
+    elif log:
+        log(f"{path.stem} is documented in {elsewhere}: no {yml.name} written")
+    return written
 
 
 @write_errors

@@ -446,7 +446,8 @@ def sql(model: str, version: int | None, dialect: str | None, output: Path | Non
     columns of ml.<MODEL>_predictions; it is generated from the stored model (trees,
     category mappings, threshold) and matches XGBoost to float32 precision. With --output
     it is written as a dbt model that reads the feature model with ref(), so `dbt build`
-    scores and downstream models can ref it.
+    scores and downstream models can ref it, with <name>.yml beside it describing the model
+    (the version it was compiled from) and its columns.
 
     Example: pyml sql churn --output models/ml/churn_scored_sql.sql
     """

@@ -41,6 +41,7 @@ from tests.sql_support import (
     stored_model,
     train,
 )
+from tests.support import error_line
 
 TASKS = ("binary", "multiclass", "regression")
 TOL = 0.0  # probabilities and predictions are XGBoost's float32 values, bit for bit
@@ -407,6 +408,18 @@ def test_pyml_sql_output_is_a_dbt_model_built_by_dbt(scored: Loans) -> None:
     dbt(scored.dir, "build", "--select", "models/ml")
     for name in SPECS:
         _compare_with_predictions(scored, f"main.{name}_scored_sql", name)
+    # Each model has its YAML beside it: what it was compiled from, every column described
+    # (the predictions table's COMMENTs), as dbt docs read it.
+    manifest = json.loads((scored.dir / "target" / "manifest.json").read_text())
+    for name in SPECS:
+        node = manifest["nodes"][f"model.loans.{name}_scored_sql"]
+        assert node["patch_path"].endswith(f"models/ml/{name}_scored_sql.yml")
+        assert f"pyml model '{name}' version 1" in node["description"]
+        built = [c for (c,) in scored.sql(
+            "select column_name from duckdb_columns() where schema_name = 'main' and "
+            f"table_name = '{name}_scored_sql' order by column_index")]
+        assert list(node["columns"]) == built
+        assert all(c["description"] for c in node["columns"].values())
     expected = scored.sql("select count(*) from ml.default_risk_predictions "
                           "where probability > 0.5")
     assert scored.sql("select count(*) from main.risky_loans") == expected
@@ -423,6 +436,12 @@ def test_pyml_sql_errors_are_one_clear_line(scored: Loans, tmp_path: Path) -> No
     assert "a dbt model file must end in .sql" in result.output
     result = scored.pyml("sql", "default_risk", "--dialect", "oracle")
     assert "unknown dialect 'oracle'" in result.output
+    (tmp_path / "m.yml").write_text("version: 2\n")  # the user's own: kept, nothing written
+    result = scored.pyml("sql", "default_risk", "--output", str(tmp_path / "m.sql"))
+    assert error_line(result.output, result.exit_code) == (
+        f"{tmp_path / 'm.yml'} exists and was not written by `pyml sql`: move it, or write "
+        "the model under another name")
+    assert not (tmp_path / "m.sql").exists()
     assert not list(tmp_path.glob(".*.tmp"))
 
 
