@@ -284,8 +284,13 @@ def test_pyml_monitor_writes_estimated_and_realised_performance(scored: Loans) -
     scored.write_schema(text.replace(entry, "            exclude: [loss, grade, as_of_date]\n"
                                      "            monitor: {time_column: as_of_date, "
                                      "window: quarter}\n"))
-    result = scored.pyml("monitor", "default_risk")
+    result = scored.pyml("monitor", "default_risk", "grade", "loss_amount")
     assert result.exit_code in (0, 2), result.output + repr(result.exception)
+    # Multiclass and regression: monitored, but no performance estimate (no calibrator).
+    assert scored.sql("select distinct model_name from ml.monitoring where feature = "
+                      "'__model__'") == [("default_risk",)]
+    assert {m for (m,) in scored.sql("select distinct model_name from ml.monitoring")} == {
+        "default_risk", "grade", "loss_amount"}
     got: dict[str, dict[str, float]] = {}
     for window, metric, value in scored.sql(
             "select window_label, metric, value from ml.monitoring where model_name = "
