@@ -49,7 +49,8 @@ Log = Callable[[str], None]
 # XGBoost's own defaults, so that trial 1 can replay the spec's parameters inside the space.
 XGB_DEFAULTS: dict[str, Any] = {"eta": 0.3, "max_depth": 6, "min_child_weight": 1.0,
                                 "subsample": 1.0, "colsample_bytree": 1.0, "lambda": 1.0,
-                                "alpha": 0.0, "gamma": 0.0, "max_bin": 256}
+                                "alpha": 0.0, "gamma": 0.0, "max_bin": 256,
+                                "max_cat_to_onehot": 4}
 TRIAL_EARLY_STOPPING = 30  # rounds, when the spec disables early stopping
 # tune.cv keeps every fold's quantised train/validation pair across trials up to this many
 # cells (k x rows x features, about a byte each); above it they are rebuilt per trial.
