@@ -102,6 +102,11 @@ def test_publish_mistakes_say_what_and_change_nothing(scored: Loans) -> None:
          "run dbt build (models) or pyml score (predictions) first, or fix the name"),
         (("publish", "nope"), "no pyml model named 'nope'; declared models: "
                               "default_risk, grade, loss_amount"),
+        (("publish", "--path", str(scored.dir / "models")),
+         f"Invalid value for '--path': File '{scored.dir / 'models'}' is a directory."),
+        (("publish", "--path", str(scored.dir / "dbt_project.yml" / "bi.duckdb")),
+         f"cannot create {scored.dir / 'dbt_project.yml' / 'bi_tables'}: Not a directory; "
+         "choose another publish path"),
     ]
     for args, message in cases:
         result = scored.pyml(*args)

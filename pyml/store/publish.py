@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from pyml.engines.duckdb import first_row, qualified, quote, table_exists
+from pyml.engines.duckdb import first_row, qualified, quote, table_exists, write_error
 from pyml.errors import OutputError, RelationNotFound
 from pyml.files import replacing
 from pyml.store.names import SCHEMA, predictions_table
@@ -109,6 +109,28 @@ def publish(con: duckdb.DuckDBPyConnection, relations: Sequence[tuple[str, str]]
     except OSError as e:
         raise OutputError(f"cannot create {folder}: {e.strerror or e}; choose another "
                           "publish path") from e
+    try:
+        rows = _write(con, relations, path)
+    except OSError as e:  # e.g. a file that another process keeps from being replaced
+        raise OutputError(f"cannot write {e.filename or path}: {e.strerror or e}; nothing "
+                          "was published (a table already renamed into place is whole); "
+                          "fix the folder or choose another publish path") from e
+    except duckdb.Error as e:
+        error = write_error(e)
+        if error is None:
+            raise
+        raise error from e
+    kept = {parquet_path(path, s, n).name for s, n in relations}
+    for old in folder.glob("*.parquet"):
+        if old.name not in kept:
+            old.unlink(missing_ok=True)
+    return Published(path, tuple(f"{s}.{n}" for s, n in relations), rows,
+                     time.perf_counter() - started)
+
+
+def _write(con: duckdb.DuckDBPyConnection, relations: Sequence[tuple[str, str]],
+           path: Path) -> int:
+    """Every Parquet file, then the BI file; returns the rows copied."""
     rows = 0
     described = []
     with contextlib.ExitStack() as renames:  # renames every file at the end, or none
@@ -134,12 +156,7 @@ def publish(con: duckdb.DuckDBPyConnection, relations: Sequence[tuple[str, str]]
                     bi.execute(f"comment on column {view}.{quote(column)} is {literal(text)}")
         finally:
             bi.close()
-    kept = {parquet_path(path, s, n).name for s, n in relations}
-    for old in folder.glob("*.parquet"):
-        if old.name not in kept:
-            old.unlink(missing_ok=True)
-    return Published(path, tuple(f"{s}.{n}" for s, n in relations), rows,
-                     time.perf_counter() - started)
+    return rows
 
 
 def _database(con: duckdb.DuckDBPyConnection) -> str:
