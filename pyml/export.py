@@ -109,8 +109,9 @@ def render_show(info: dict[str, Any]) -> str:
     if row.get("note"):
         lines.append(f"  note: {row['note']}")
     if row.get("final_fit"):
-        lines.append(f"  scores with: {row['final_fit']['scores_with']}; metrics: "
-                     f"{row['final_fit']['metrics_from']}")
+        final = row["final_fit"]
+        lines.append(f"  scores with: {final.get('scores_with')}; metrics: "
+                     f"{final.get('metrics_from')}")
     known = ["ci_low", "ci_high"]  # the interval first, then any other column, by name
     rest = {k for m in info["metrics"] for k in m} - {"split", "metric", "value", "baseline",
                                                       "n_rows"}

@@ -106,6 +106,22 @@ def test_promotion_compares_the_evaluated_boosters(scored: Loans) -> None:
     assert compared["challenger"]["value"] == pytest.approx(_stored_auc(scored, 2), abs=1e-12)
 
 
+def test_a_champion_without_its_evaluated_booster_is_not_compared(scored: Loans) -> None:
+    # Damage: a refit version whose evaluated booster is gone. Its refit booster trained on
+    # the holdout rows, so comparing with it would flatter the champion: no comparison.
+    scored.sql("update ml.final_fit set evaluated_booster = null")
+    scored.describe("default_risk", "Chance of default.")
+    out = scored.ok("train", "default_risk").output
+    assert ("champion v1 cannot be scored on v2's holdout rows (its evaluated booster in "
+            "ml.final_fit is missing or unreadable, and its refit booster trained on these "
+            "rows)") in out
+    assert scored.sql("select version, status from ml.models where model_name = "
+                      "'default_risk' order by 1") == [(1, "champion"), (2, "challenger")]
+    # An older release's ml.final_fit (a trailing column missing) still shows.
+    scored.sql("alter table ml.final_fit drop column evaluated_booster")
+    assert "scores with: refit on" in scored.ok("show", "default_risk").output
+
+
 def test_final_fit_none_stores_the_evaluated_fit(loans: Loans) -> None:
     loans.write_schema(SCHEMA_YML.replace("            exclude: [loss, grade]\n",
                                           "            exclude: [loss, grade]\n"

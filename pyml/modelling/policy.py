@@ -36,12 +36,13 @@ from pyml.data.trainset import labels
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.dbt.spec_tune import promote_metric
 from pyml.engines.duckdb import qualified, quote, relation_columns, stream_arrow
-from pyml.errors import DataError, PymlError, SchemaMismatch
+from pyml.errors import DataError, PymlError, RegistryError, SchemaMismatch
 from pyml.modelling.compare import Comparison, compare
 from pyml.modelling.model import LoadedModel
 from pyml.store.evaluation import model_row
 from pyml.store.final_fit import evaluated_booster
 from pyml.store.lifecycle import Decision
+from pyml.store.names import SCHEMA
 from pyml.store.registry import load_version, same_model
 
 COMPARE_BATCH_ROWS = DEFAULT_BATCH_ROWS  # holdout rows per batch when models compete
@@ -188,7 +189,11 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
         raise _CannotCompare(str(e).split(": ", 1)[-1]) from e
     # Each version scores with the booster its holdout metrics measured: a refit booster
     # (final_fit: refit) has trained on these very rows, and would win on them unfairly.
-    old_booster = evaluated_booster(con, spec.name, champion) or old.stored.booster
+    try:
+        old_booster = evaluated_booster(con, spec.name, champion) or old.stored.booster
+    except RegistryError as e:
+        raise _CannotCompare(f"its evaluated booster in {SCHEMA}.final_fit is missing or "
+                             "unreadable, and its refit booster trained on these rows") from e
     new_booster = evaluated_booster(con, spec.name, challenger) or new.stored.booster
     target = quote(spec.target)
     source = qualified(spec.schema, spec.relation)

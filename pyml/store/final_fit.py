@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import xgboost as xgb
 
-from pyml.engines.duckdb import first_row, qualified, table_exists
+from pyml.engines.duckdb import qualified, table_exists
 from pyml.errors import RegistryError
 from pyml.store.names import SCHEMA
 
@@ -45,35 +45,50 @@ def write_final_fit(con: duckdb.DuckDBPyConnection, name: str, version: int,
                  final.fit_rows, final.rounds, blob])
 
 
+def _row(con: duckdb.DuckDBPyConnection, name: str, version: int) -> dict[str, Any] | None:
+    """The version's row as column -> value; None without one. `select *`: a read-only
+    command on a registry whose trailing columns an older release lacks still reads it
+    (pyml.store.integrity lets those pass; the next write adds them)."""
+    if not table_exists(con, SCHEMA, "final_fit"):
+        return None
+    cur = con.execute(f"select * from {TABLE} where model_name = ? and version = ?",
+                      [name, version])
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
 def final_fit_row(con: duckdb.DuckDBPyConnection, name: str, version: int
                   ) -> dict[str, Any] | None:
     """The version's row without the booster bytes; None for a version trained before
     ml.final_fit existed (or on Spark): its stored booster is the evaluated one."""
-    if not table_exists(con, SCHEMA, "final_fit"):
-        return None
-    cur = con.execute(f"select method, scores_with, metrics_from, fit_rows, rounds, "
-                      f"evaluated_booster is not null from {TABLE} "
-                      "where model_name = ? and version = ?", [name, version])
-    row = cur.fetchone()
+    row = _row(con, name, version)
     if row is None:
         return None
-    return dict(zip(("method", "scores_with", "metrics_from", "fit_rows", "rounds",
-                     "has_evaluated_booster"), row, strict=True))
+    blob = row.pop("evaluated_booster", None)
+    row.pop("model_name", None)
+    row.pop("version", None)
+    return {**row, "has_evaluated_booster": blob is not None}
 
 
 def evaluated_booster(con: duckdb.DuckDBPyConnection, name: str, version: int
                       ) -> xgb.Booster | None:
     """The booster whose holdout metrics ml.metrics holds, when it is not the stored one
-    (a refit); None when the stored booster is the evaluated one."""
-    if not table_exists(con, SCHEMA, "final_fit"):
+    (a refit); None when the stored booster is the evaluated one.
+
+    A refit version without its evaluated booster is registry damage (RegistryError): its
+    stored booster trained on the holdout, so no holdout comparison may use it."""
+    row = _row(con, name, version)
+    if row is None or row.get("method") != "refit":
         return None
-    row = first_row(con, f"select evaluated_booster from {TABLE} where model_name = ? and "
-                         "version = ? and evaluated_booster is not null", [name, version])
-    if row is None:
-        return None
+    if row.get("evaluated_booster") is None:
+        raise RegistryError(f"model '{name}' version {version} was refitted on all labelled "
+                            f"rows but its evaluated booster is missing from {SCHEMA}.final_fit; "
+                            f"retrain it with `pyml train {name} --force`")
     booster = xgb.Booster()
     try:
-        booster.load_model(bytearray(row[0]))
+        booster.load_model(bytearray(row["evaluated_booster"]))
     except (xgb.core.XGBoostError, TypeError, ValueError) as e:
         raise RegistryError(f"model '{name}' version {version}: the evaluated booster in "
                             f"{SCHEMA}.final_fit is not a valid XGBoost model; retrain it with "
