@@ -156,6 +156,7 @@ class Reader:
     reads: list[tuple[str, int, int, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    introspected: int = 0  # get_columns calls that answered
 
     def run(self) -> None:
         pool = engine(self.path, pool_size=3, max_overflow=0)
@@ -169,6 +170,10 @@ class Reader:
                                 f"select count(*), count(distinct model_version), "
                                 f"max(model_version) from {table}")).one()
                             self.reads.append((table, rows, versions, version))
+                            if len(self.reads) % 20 == 0:  # what a BI tool's schema browser does
+                                schema, name = table.split(".")
+                                assert sa.inspect(con).get_columns(name, schema=schema)
+                                self.introspected += 1
                     except Exception as e:  # a BI tool would show this to its user
                         self.failures.append(f"{table}: {type(e).__name__}: {e}")
                 time.sleep(0.01)
@@ -209,7 +214,7 @@ def test_a_bi_pool_reads_throughout_dbt_build_train_score_and_promote(scored: Lo
         reader.stop.set()
         thread.join(60)
     assert reader.failures == []
-    assert len(reader.reads) > 3 * len(tables)
+    assert len(reader.reads) > 3 * len(tables) and reader.introspected > 0
     # Every read saw one whole table written by one model version.
     assert {(rows, versions) for _, rows, versions, _ in reader.reads} == {(N_LOANS, 1)}
     # The pool's connections read the last publish: default_risk scored by v1 again.
