@@ -42,7 +42,6 @@ from pyml.modelling.model import LoadedModel
 from pyml.store.evaluation import model_row
 from pyml.store.final_fit import evaluated_booster
 from pyml.store.lifecycle import Decision
-from pyml.store.names import SCHEMA
 from pyml.store.registry import load_version, same_model
 
 COMPARE_BATCH_ROWS = DEFAULT_BATCH_ROWS  # holdout rows per batch when models compete
@@ -192,7 +191,7 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
     try:
         old_booster = evaluated_booster(con, spec.name, champion) or old.stored.booster
     except RegistryError as e:
-        raise _CannotCompare(f"its evaluated booster in {SCHEMA}.final_fit is missing or "
+        raise _CannotCompare("its evaluated booster in ml.final_fit is missing or "
                              "unreadable, and its refit booster trained on these rows") from e
     new_booster = evaluated_booster(con, spec.name, challenger) or new.stored.booster
     target = quote(spec.target)
