@@ -28,7 +28,8 @@ def publish(session: Session, models: Sequence[str] = (), select: Sequence[str] 
     been scored) models and `relations` (default: the configured ones) to the BI file
     (`path`; default: the configured one, else `<target file stem>_bi.duckdb`).
 
-    With nothing to publish: an error, or None if `when_any`."""
+    With nothing to publish: an error, or None if `when_any`, which also skips (with a log
+    line) listed relations that do not exist yet."""
     session.require_duckdb("pyml publish")
     project = session.project
     config = publish_config(project.project_dir)
@@ -54,7 +55,15 @@ def publish(session: Session, models: Sequence[str] = (), select: Sequence[str] 
                 raise RelationNotFound(f"{spec.name} has no predictions to publish "
                                        f"({'.'.join(table)} is missing); run "
                                        f"`pyml score {spec.name}` first")
-        chosen.extend(t for t in extra if t not in chosen)
+        for table in extra:
+            if table in chosen:
+                continue
+            if when_any and not table_exists(con, *table):
+                # After score or train, a mart not built yet is no reason to fail them.
+                session.log(f"not published: {'.'.join(table)} does not exist yet (build it, "
+                            "then `pyml publish`)")
+                continue
+            chosen.append(table)
         if not chosen and when_any:
             return None
         return write_bi(con, chosen, target)
