@@ -104,6 +104,12 @@ def test_publish_mistakes_say_what_and_change_nothing(scored: Loans) -> None:
                               "default_risk, grade, loss_amount"),
         (("publish", "--path", str(scored.dir / "models")),
          f"Invalid value for '--path': File '{scored.dir / 'models'}' is a directory."),
+        (("publish", "--path", str(scored.db)),
+         f"cannot publish to {scored.db}: it is the target's own DuckDB file; choose another "
+         "path (default: loans_bi.duckdb)"),
+        (("publish", "--path", str(scored.dir / "profiles.yml")),
+         f"cannot publish to {scored.dir / 'profiles.yml'}: the file exists and pyml did not "
+         "write it (no profiles_tables/ beside it); choose another path or remove the file"),
         (("publish", "--path", str(scored.dir / "dbt_project.yml" / "bi.duckdb")),
          f"cannot create {scored.dir / 'dbt_project.yml' / 'bi_tables'}: Not a directory; "
          "choose another publish path"),

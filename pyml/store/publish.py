@@ -104,6 +104,10 @@ def publish(con: duckdb.DuckDBPyConnection, relations: Sequence[tuple[str, str]]
     if path.is_dir():
         raise OutputError(f"cannot publish to {path}: it is a folder; name a .duckdb file")
     folder = tables_folder(path)
+    if path.exists() and not folder.is_dir():  # never replace a file pyml did not write
+        raise OutputError(f"cannot publish to {path}: the file exists and pyml did not write "
+                          f"it (no {folder.name}/ beside it); choose another path or remove "
+                          "the file")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -13,7 +13,7 @@ from pathlib import Path
 from pyml.dbt.project import all_specs, resolve_relation
 from pyml.dbt.publishing import default_path, publish_config
 from pyml.engines.duckdb import table_exists
-from pyml.errors import PymlError, RelationNotFound, SpecError
+from pyml.errors import OutputError, PymlError, RelationNotFound, SpecError
 from pyml.session import Session
 from pyml.store.publish import Published, predictions_relation
 from pyml.store.publish import publish as write_bi
@@ -34,6 +34,10 @@ def publish(session: Session, models: Sequence[str] = (), select: Sequence[str] 
     project = session.project
     config = publish_config(project.project_dir)
     target = Path(path) if path is not None else (config.path or default_path(project.db_path))
+    if target.resolve() == project.db_path.resolve():
+        raise OutputError(f"cannot publish to {target}: it is the target's own DuckDB file; "
+                          "choose another path (default: "
+                          f"{default_path(project.db_path).name})")
     named = bool(models or select)
     specs = session.specs(models, select) if named else all_specs(project)
     listed = list(relations) if relations is not None else list(config.relations)
