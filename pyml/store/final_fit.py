@@ -53,10 +53,10 @@ def _row(con: duckdb.DuckDBPyConnection, name: str, version: int) -> dict[str, A
         return None
     cur = con.execute(f"select * from {TABLE} where model_name = ? and version = ?",
                       [name, version])
-    row = cur.fetchone()
-    if row is None:
+    rows = cur.fetchall()  # all of it: an unfinished result blocks the connection
+    if not rows:
         return None
-    return dict(zip([d[0] for d in cur.description], row, strict=True))
+    return dict(zip([d[0] for d in cur.description], rows[0], strict=True))
 
 
 def final_fit_row(con: duckdb.DuckDBPyConnection, name: str, version: int
