@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from pyml.dbt.profile_render import NeedsDbt, render_fast
 from pyml.dbt.spec import ModelSpec, parse_specs
 from pyml.dbt.targets import ENGINES, SparkTarget, spark_target
 from pyml.errors import ProjectError, SelectionError, SpecError
@@ -113,6 +114,11 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 def _render_profile(raw: dict[str, Any]) -> dict[str, Any]:
     """Render env_var() and other jinja in a profile exactly as dbt does."""
+    try:
+        fast: dict[str, Any] = render_fast(raw)
+        return fast
+    except NeedsDbt:
+        pass
     from dbt.config.renderer import ProfileRenderer
     from dbt_common.context import set_invocation_context
 

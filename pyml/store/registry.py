@@ -13,10 +13,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
-import xgboost as xgb
 
 from pyml.data.encode import Feature, Target
 from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
@@ -24,6 +23,9 @@ from pyml.errors import ModelNotFound, RegistryError
 from pyml.store.lifecycle import Decide, champion_version, on_version_written
 from pyml.store.names import SCHEMA
 from pyml.store.schema import check_registry, ensure_schema, headline_sql
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 MODELS = qualified(SCHEMA, "models")
 METRICS = qualified(SCHEMA, "metrics")
@@ -142,6 +144,12 @@ def same_model(con: duckdb.DuckDBPyConnection, name: str, a: int, b: int) -> boo
     return bool(row and row[0])
 
 
+def _xgboost_version() -> str:
+    import xgboost as xgb  # imported by whoever trained the booster being written
+
+    return str(xgb.__version__)
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
@@ -178,7 +186,7 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
              _json(new.spec), _json(new.params), _json(new.split),
              train_rows, valid_rows, test_rows, dropped,
              new.booster.num_boosted_rounds(), new.best_iteration, new.dbt_invocation_id,
-             __version__, xgb.__version__, "ubj", booster],
+             __version__, _xgboost_version(), "ubj", booster],
         )
         if new.metrics:
             con.executemany(
@@ -304,6 +312,8 @@ STORED_COLUMNS = ("version, created_at, task, target_type, classes, key_columns,
 def decode_version(name: str, row: Sequence[Any]) -> StoredModel:
     """A StoredModel from an ml.models row's STORED_COLUMNS (whichever engine read it):
     the booster loaded from its own bytes, the JSON columns checked."""
+    import xgboost as xgb  # here, not at the top: listing versions needs no booster (startup)
+
     (ver, created, task, ttype, classes, key, feats, spec, relation, fmt, blob) = row
     if fmt not in ("ubj", "json"):
         raise RegistryError(f"model '{name}' version {ver} has booster format {fmt!r}; pyml "
