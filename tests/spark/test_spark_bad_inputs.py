@@ -58,7 +58,7 @@ def test_a_feature_relation_that_does_not_exist_is_named(spark_loans: SparkLoans
 DUCKDB_ONLY = {"drift": ("drift",), "profile": ("profile", "loan_features"),
                "report": ("report", "default_risk"), "tune": ("tune", "default_risk"),
                "scaffold": ("scaffold", "loan_features"), "publish": ("publish",),
-               "monitor": ("monitor", "default_risk")}
+               "monitor": ("monitor", "default_risk"), "sources": ("sources",)}
 
 
 def test_the_spark_list_names_every_other_command() -> None:
