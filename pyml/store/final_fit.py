@@ -10,14 +10,16 @@ booster is the evaluated one and `evaluated_booster` is NULL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import xgboost as xgb
 
 from pyml.engines.duckdb import qualified, table_exists
 from pyml.errors import RegistryError
 from pyml.store.names import SCHEMA
+
+if TYPE_CHECKING:  # XGBoost is imported where a booster is loaded (startup time: registry.py)
+    import xgboost as xgb
 
 TABLE = qualified(SCHEMA, "final_fit")
 
@@ -86,6 +88,8 @@ def evaluated_booster(con: duckdb.DuckDBPyConnection, name: str, version: int
         raise RegistryError(f"model '{name}' version {version} was refitted on all labelled "
                             f"rows but its evaluated booster is missing from {SCHEMA}.final_fit; "
                             f"retrain it with `pyml train {name} --force`")
+    import xgboost as xgb
+
     booster = xgb.Booster()
     try:
         booster.load_model(bytearray(row["evaluated_booster"]))
