@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 
 .PHONY: venv venv-spark deps demo demo-data test test-all test-spark lint clean bench bench-quick \
 	bench-serve bench-sql bench-crash bench-extmem bench-spark bench-incremental \
-	bench-scaffold bench-quality
+	bench-scaffold bench-quality bench-monitor
 
 # The venv is rebuilt whenever pyproject.toml changes.
 # Not --quiet: pip's lines (one per package collected, download bars, then the install) are
@@ -108,6 +108,11 @@ bench-crash: venv
 ## deleted, inserted) against a full score of the same table, in one run; checks they agree.
 bench-incremental: venv
 	$(BIN)/python -m bench.bench_incremental --rows 5000000 --changed 0.01
+
+## pyml monitor: 20 features x 1M rows in 4 quarterly windows, every statistic in DuckDB
+## against the pyml drift computation on the same rows (baseline); wall, CPU, peak RSS.
+bench-monitor: venv
+	$(BIN)/python -m bench.bench_monitor --rows 1000000 --repeat 2
 
 ## pyml scaffold on the demo's raw seeds against the hand-written staging models: rules
 ## found, cleaned values, rows, tests (docs/dbt-package.md).

@@ -3,7 +3,12 @@ reruns that replace their windows (the statistics themselves: tests/test_monitor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from pyml.dbt.spec_monitor import parse_monitor
+from pyml.errors import SpecError
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
 from .support import error_line
@@ -62,7 +67,7 @@ def test_quarterly_windows_without_shift_exit_0(scored: Loans) -> None:
     assert scored.sql("select count(*) from ml.monitoring")[0][0] == before[0]
 
 
-def test_a_shifted_quarter_alerts_and_exits_2(scored: Loans) -> None:
+def test_a_shifted_quarter_alerts_and_exits_2(scored: Loans, tmp_path: Path) -> None:
     scored.replace_features(QUARTERLY.replace(
         "select *,", "select * replace (case when loan_id % 4 = 3 then amount * 3 "
                      "else amount end as amount),", 1))
@@ -78,6 +83,12 @@ def test_a_shifted_quarter_alerts_and_exits_2(scored: Loans) -> None:
     flagged = scored.sql("select distinct window_label, feature from ml.monitoring where alert")
     assert ("2024-Q4", "amount") in flagged
     assert {w for w, _ in flagged} == {"2024-Q4"}
+    # The report's monitoring section: the per-window panels, estimated vs realised, alerts.
+    page = tmp_path / "report.html"
+    scored.ok("report", "default_risk", "-o", str(page))
+    section = page.read_text().split("<h2>Monitoring</h2>")[1].split("<h2>")[0]
+    assert section.count("<img") == 4  # panels + roc_auc, accuracy, f1
+    assert "<td>2024-Q4</td><td>amount</td><td>psi</td>" in section
     # The spec's thresholds decide: raised above every value, nothing fires.
     _monitor_spec(scored, "{time_column: as_of, window: quarter, thresholds: {psi: 100, "
                           "wasserstein: 100, jensen_shannon: 100}}")
@@ -101,8 +112,6 @@ def test_without_a_monitor_block_the_whole_relation_is_one_window(scored: Loans)
     ("{time_column: amount}", "monitor.time_column 'amount' of main.loan_features is DOUBLE; "
                               "it must be a DATE or TIMESTAMP column (cast it in the dbt "
                               "model)"),
-    ("{time_column: as_of, window: fortnight}", "monitor.window must be one of day, week, "
-                                                "month, quarter, year, got 'fortnight'"),
     ("{thresholds: {psy: 0.3}}", "unknown metric 'monitor.thresholds.psy'; allowed: psi, "
                                  "wasserstein, jensen_shannon, unseen_share, "
                                  "null_share_change, ks, hellinger, linf, chi2"),
@@ -113,6 +122,44 @@ def test_spec_mistakes_are_one_line_and_write_nothing(scored: Loans, block: str,
     _monitor_spec(scored, block)
     result = scored.pyml("monitor", "default_risk")
     assert error_line(result.output, result.exit_code).endswith(message)
-    assert scored.sql("select count(*) from information_schema.tables where "
-                      "table_schema = 'ml' and table_name = 'monitoring'") == [(0,)] or \
-        scored.sql("select count(*) from ml.monitoring") == [(0,)]
+    assert scored.sql("select count(*) from ml.monitoring") == [(0,)]  # created by train
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("update main.loan_features set amount = 1e300 where loan_id = 1",
+     "model 'default_risk' v1: feature 'amount' has 1 infinite or out-of-range values "
+     "(|x| > 3.4e+38); clean them in the dbt model (e.g. NULL them) and retry"),
+    ("delete from main.loan_features",
+     "model 'default_risk' v1: main.loan_features has no rows to monitor (did `dbt build` "
+     "run?)"),
+])
+def test_data_mistakes_are_one_line_and_write_nothing(scored: Loans, change: str,
+                                                      message: str) -> None:
+    scored.sql(change)
+    result = scored.pyml("monitor", "default_risk")
+    assert error_line(result.output, result.exit_code) == message
+    assert scored.sql("select count(*) from ml.monitoring") == [(0,)]  # created by train
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"time_column": "as_of", "window": "fortnight"},
+     "monitor.window must be one of day, week, month, quarter, year, got 'fortnight'"),
+    ({"window": "week"}, "monitor.window needs monitor.time_column (the DATE or TIMESTAMP "
+                         "column the windows come from)"),
+    ({"thresholds": {"psi": -1}}, "monitor.thresholds.psi must be a number >= 0 (or null for "
+                                  "no alert), got -1"),
+    ({"timecolumn": "as_of"}, "unknown key 'monitor.timecolumn'; allowed: time_column, "
+                              "window, thresholds"),
+    ("quarterly", "'monitor' must be a mapping with keys time_column, window, thresholds"),
+])
+def test_monitor_key_mistakes_name_the_key(raw: object, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_monitor(raw, "schema.yml: model 'm'")
+    assert str(caught.value) == f"schema.yml: model 'm': {message}"
+
+
+def test_thresholds_override_the_defaults_and_null_removes_a_rule() -> None:
+    spec = parse_monitor({"thresholds": {"psi": 0.3, "wasserstein": None, "ks": 0.05}}, "w")
+    assert (spec.threshold("psi"), spec.threshold("wasserstein"), spec.threshold("ks"),
+            spec.threshold("jensen_shannon"), spec.threshold("chi2_p")) == (0.3, None, 0.05,
+                                                                            0.1, None)

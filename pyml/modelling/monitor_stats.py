@@ -51,9 +51,9 @@ class Stat:
     value: float | None  # None where undefined (e.g. KS of a window without values)
 
 
-def float32_sql(column: str) -> str:
+def float32_sql(column: str, alias: str = "") -> str:
     """A numeric column as the model reads it: float32, NaN as NULL."""
-    x = f"cast(cast({quote(column)} as double) as float)"
+    x = f"cast(cast({alias}{quote(column)} as double) as float)"
     return f"(case when isnan({x}) then null else {x} end)"
 
 
@@ -80,10 +80,10 @@ def _reference_bins(snap: Snapshot) -> list[tuple[int, int]]:
     return [(-1, snap.null_count), *enumerate(counts)]
 
 
-def _value_sql(column: str, snap: Snapshot, float32: bool) -> str:
+def _value_sql(column: str, snap: Snapshot, float32: bool, alias: str = "") -> str:
     if snap.kind == "categorical":
-        return f"cast({quote(column)} as varchar)"
-    return float32_sql(column) if float32 else f"cast({quote(column)} as double)"
+        return f"cast({alias}{quote(column)} as varchar)"
+    return float32_sql(column, alias) if float32 else f"cast({alias}{quote(column)} as double)"
 
 
 def binned_stats(con: duckdb.DuckDBPyConnection, table: str, column: str, snap: Snapshot,
@@ -152,33 +152,31 @@ def sample_stats(con: duckdb.DuckDBPyConnection, table: str, column: str, snap: 
     sample = [v for v in snap.sample if v is not None and v == v]
     if not sample:
         return []
-    x = _value_sql(column, snap, numeric)
+    x = _value_sql(column, snap, numeric, "t.")
+    # One pass per window: each reference value weighs +1/n_ref, each window value -1/n_w, so
+    # the running sum in value order is F_ref - F_w; RANGE framing (the default) gives tied
+    # values, on either side, the gap after all of them, and lead() the width to the next
+    # distinct value (0 between ties). The window's values are counted per distinct value
+    # first (a hash aggregate), so the sort is of distinct values: few for real columns.
     sql = f"""
         with ref as (select unnest(?::double[]) as x),
         rstat as (select count(*)::double as n, stddev_pop(x) as sd from ref),
-        wins as (select distinct {WINDOW} as w from {table}),
+        vals as (select t.{WINDOW} as w, {x} as x, count(*) as k from {table} as t
+                 where {x} is not null group by all),
+        cur as (select w, sum(k)::double as n from vals group by w),
         pts as (
-            select wins.w, ref.x, 1 as r, 0 as c from wins cross join ref
+            select cur.w, ref.x, 1 / rstat.n as wt from cur cross join ref cross join rstat
             union all
-            select {WINDOW}, {x}, 0, 1 from {table} where {x} is not null
+            select vals.w, vals.x, -vals.k / cur.n from vals join cur on cur.w = vals.w
         ),
-        agg as (select w, x, sum(r) as r, sum(c) as c from pts group by w, x),
-        cur as (select w, sum(c)::double as n from agg group by w),
         cum as (
-            select w, x,
-                   sum(r) over (partition by w order by x rows unbounded preceding) as cr,
-                   sum(c) over (partition by w order by x rows unbounded preceding) as cc,
-                   lead(x) over (partition by w order by x) as nx
-            from agg
-        ),
-        d as (
-            select cum.w, abs(cr / rstat.n - cc / cur.n) as gap, coalesce(nx - x, 0) as width,
-                   rstat.sd
-            from cum join cur on cur.w = cum.w cross join rstat where cur.n > 0
+            select w, x, sum(wt) over (partition by w order by x) as gap,
+                   lead(x) over (partition by w order by x) - x as width
+            from pts
         )
-        select w, max(gap) as ks,
-               sum(gap * width) / greatest(any_value(sd), {WASSERSTEIN_NORM_FLOOR})
-        from d group by w order by w"""
+        select w, max(abs(gap)) as ks, sum(abs(gap) * coalesce(width, 0))
+               / greatest(any_value(rstat.sd), {WASSERSTEIN_NORM_FLOOR})
+        from cum cross join rstat group by w order by w"""
     rows = con.execute(sql, [sample]).fetchall()
     return [Stat(str(w), snap.feature, kind, m, float(v))
             for w, ks, wd in rows for m, v in (("ks", ks), ("wasserstein", wd))]

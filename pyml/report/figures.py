@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import matplotlib
@@ -282,4 +282,57 @@ def drift_bars(names: Sequence[str], psi: Sequence[float], threshold: float) -> 
     ax.set_xlim(0, max(threshold, *psi) * 1.3)
     ax.set(xlabel="PSI (training snapshot vs relation now)", title="Drift per feature")
     ax.grid(axis="y", visible=False)
+    return png(fig)
+
+
+# One colour per statistic in every panel (thresholds and alerts stay ACCENT red).
+_METRIC_COLOURS = {"psi": MODEL, "wasserstein": "#059669", "jensen_shannon": "#d97706",
+                   "unseen_share": "#7c3aed", "null_share_change": "#6b7280", "ks": "#0891b2",
+                   "hellinger": "#be185d", "linf": "#4d7c0f", "chi2": "#1e3a8a"}
+
+
+@_plain_text
+def monitoring_panels(windows: Sequence[str],
+                      series: Sequence[tuple[str, Mapping[str, Sequence[float | None]]]]
+                      ) -> bytes:
+    """Small multiples, one panel per feature: each thresholded statistic per window as a
+    multiple of its threshold (1 = the alert line), so PSI, Wasserstein and Jensen-Shannon
+    share an axis; points above the line in red."""
+    cols = min(3, max(1, len(series)))
+    rows = (len(series) + cols - 1) // cols
+    fig = Figure(figsize=(3.3 * cols, 2.3 * rows + 0.4), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    x = np.arange(len(windows))
+    for ax, (feature, metrics) in zip(axes, series, strict=False):
+        for metric, ratios in metrics.items():
+            y = np.asarray([np.nan if r is None else r for r in ratios], dtype=float)
+            ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, label=metric,
+                    color=_METRIC_COLOURS.get(metric, BASE))
+            hot = y > 1
+            ax.scatter(x[hot], y[hot], color=ACCENT, s=18, zorder=3)
+        ax.axhline(1.0, color=ACCENT, linestyle="--", linewidth=1)
+        ax.set_title(feature, fontsize=9)
+        ax.set_xticks(x, list(windows), fontsize=7, rotation=45 if len(windows) > 4 else 0)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(True, color="#e5e7eb", linewidth=0.8)
+        ax.legend(fontsize=6, loc="upper left", frameon=False)
+    for ax in axes[len(series):]:
+        ax.set_visible(False)
+    fig.suptitle("Drift per window (statistic / its threshold; above 1 alerts)", fontsize=10)
+    return png(fig)
+
+
+@_plain_text
+def estimated_vs_realised(windows: Sequence[str], estimated: Sequence[float | None],
+                          realised: Sequence[float | None], metric: str) -> bytes:
+    """A binary model's label-free estimate per window beside the realised value."""
+    fig, ax = _figure()
+    x = np.arange(len(windows))
+    for values, label, colour, style in ((estimated, "estimated (no labels)", MODEL, "-"),
+                                         (realised, "realised (labelled rows)", BASE, "--")):
+        y = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+        ax.plot(x, y, marker="o", color=colour, linestyle=style, label=label)
+    ax.set_xticks(x, list(windows), rotation=45 if len(windows) > 4 else 0)
+    ax.set(ylabel=metric, title=f"{metric}: estimated vs realised per window")
+    ax.legend()
     return png(fig)

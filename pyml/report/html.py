@@ -29,8 +29,10 @@ from pyml.files import replacing
 from pyml.modelling.model import LoadedModel
 from pyml.modelling.shap import margin_contributions
 from pyml.report import figures
+from pyml.report.monitoring import monitoring_section
 from pyml.store import evaluation, tables
 from pyml.store.drift import has_snapshots, latest_drift
+from pyml.store.monitoring import load_monitoring
 from pyml.store.registry import load_version
 from pyml.tasks import HEADLINE_METRIC
 from pyml.verbs.drift import DriftResult, drift_relation
@@ -249,7 +251,7 @@ overflow-x:auto}
 
 def render(model_row: dict[str, Any], model: LoadedModel, metrics: list[dict[str, Any]],
            performance: list[str], explanations: list[str], drift_html: str,
-           profile_html: str) -> str:
+           profile_html: str, monitoring_html: str = "") -> str:
     """The whole HTML page."""
     spec = model.stored.spec
     holdout = {m["metric"]: m for m in metrics if m["split"] == "holdout"}
@@ -285,6 +287,7 @@ for binary, the predicted class's score for multiclass). The summary and depende
 use up to {SHAP_ROWS:,} rows of the scored relation.</p>
 <div class="grid">{''.join(explanations)}</div>
 {drift_html}
+{monitoring_html}
 {profile_html}
 <h2>Spec</h2><pre>{html.escape(spec_text)}</pre>
 </main></body></html>
@@ -365,4 +368,5 @@ def _build(con: duckdb.DuckDBPyConnection, project: Project, spec: ModelSpec,
                                  _shap_sample(con, model, relation))
     return render(model_row, model, metrics, performance, explanations,
                   _drift_section(drift_rows, spec.drift_threshold),
-                  _profile_section(profile_rows))
+                  _profile_section(profile_rows),
+                  monitoring_section(load_monitoring(con, name, version)))

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pyml.data.encode import Encoder, check_schema, matrix_sql
+from pyml.data.encode import Encoder, check_schema, is_range_error, matrix_sql, range_error
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import fetch_arrow, qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError, DriftDetected, ModelNotFound, SpecError
@@ -38,7 +38,7 @@ from pyml.modelling.monitor_stats import (
     reference_matrix,
 )
 from pyml.session import Session
-from pyml.store.drift import load_snapshots
+from pyml.store.drift import Snapshot, load_snapshots
 from pyml.store.monitoring import MonitorRow, write_monitoring
 from pyml.store.registry import StoredModel, load_version
 
@@ -205,6 +205,14 @@ def monitor_relation(con: duckdb.DuckDBPyConnection, spec: ModelSpec,
         raise ModelNotFound(
             f"model '{name}' v{stored.version} has no training snapshot (it was trained before "
             f"pyml stored them): retrain it with `pyml train {name}`, then rerun `pyml monitor`")
+    return monitor_version(con, spec, stored, snaps, relation, log=log)
+
+
+def monitor_version(con: duckdb.DuckDBPyConnection, spec: ModelSpec, stored: StoredModel,
+                    snaps: dict[str, Snapshot], relation: tuple[str, str], *,
+                    log: Log | None = None) -> MonitorResult:
+    """monitor_relation for a loaded version and its snapshots (feature -> Snapshot)."""
+    name = spec.name
     label = f"{relation[0]}.{relation[1]}"
     where = f"model '{name}' v{stored.version}"
     columns = relation_columns(con, *relation)
@@ -235,6 +243,10 @@ def monitor_relation(con: duckdb.DuckDBPyConnection, spec: ModelSpec,
                 "kept them): no KS, Wasserstein or prediction statistics; retrain to get them")
         if stored.task == "binary":
             stats += _performance(con, stored, labelled)
+    except (duckdb.Error, pa.ArrowException) as e:
+        if is_range_error(e):  # a value beyond float32: name the column, as score does
+            raise range_error(con, qualified(*relation), stored.features, where) from e
+        raise
     finally:
         con.execute(f"drop table if exists {VALUES}")
         con.execute(f"drop table if exists {PREDICTIONS}")
