@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,21 @@ def test_demo_end_to_end(demo: Path) -> None:
     assert _source_columns(fresh) == _source_columns(REPO / "models" / "ml" / "_ml__sources.yml"), (
         "models/ml/_ml__sources.yml is stale: run `make demo` (its `pyml sources` step "
         "rewrites it) and commit it")
+
+
+def test_readme_champion_commands_run_as_written(demo: Path) -> None:
+    # The README's "Champion, challenger, rollback" block, line by line, on the demo after
+    # `make demo` (one version per model): it once promoted a v3 that did not exist. And the
+    # README's `-s tag:ml`, which selected nothing before the feature model was tagged.
+    if "churn v" not in _pyml(demo, "models"):
+        _pyml(demo, "train")
+    assert "churn: unchanged" in _pyml(demo, "train", "-s", "tag:ml")
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Champion, challenger, rollback", 1)[1].split("```")[1]
+    lines = [line.split("#", 1)[0] for line in block.splitlines() if line.startswith("pyml ")]
+    assert len(lines) >= 4
+    for line in lines:
+        _pyml(demo, *shlex.split(line)[1:])
 
 
 def _source_columns(path: Path) -> dict[str, list[str]]:
