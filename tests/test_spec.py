@@ -15,7 +15,8 @@ MODEL = "model.lending.loan_features"
 WHERE = f"{SOURCE}: model 'default_risk' on {MODEL}"
 ALLOWED = ("name, description, task, target, key, features, exclude, split, params, "
            "num_boost_round, early_stopping_rounds, threshold, positive_class, score, "
-           "tune, promote, allow_leakage, drift_threshold, max_memory, num_workers")
+           "tune, promote, allow_leakage, drift_threshold, monitor, max_memory, num_workers, "
+           "final_fit")
 
 
 DROP = object()  # as a value in minimal(): leave the key out
