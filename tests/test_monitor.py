@@ -99,10 +99,18 @@ def test_a_shifted_quarter_alerts_and_exits_2(scored: Loans, tmp_path: Path) -> 
 
 
 def test_without_a_monitor_block_the_whole_relation_is_one_window(scored: Loans) -> None:
-    result = scored.pyml("monitor", "default_risk")
+    result = scored.pyml("monitor")  # every model: binary, regression and multiclass
     assert result.exit_code == 0, result.output
     assert scored.sql("select distinct window_label, window_start, rows from ml.monitoring") == [
         ("all", None, 3000)]
+    kinds = scored.sql("select model_name, list(distinct kind order by kind) from ml.monitoring "
+                       "group by all order by all")
+    assert kinds == [("default_risk", ["categorical", "model", "numeric", "prediction"]),
+                     ("grade", ["categorical", "numeric", "prediction"]),
+                     ("loss_amount", ["categorical", "numeric", "prediction"])]
+    # The relation it was trained on: every drift statistic small, the prediction's too.
+    [(worst,)] = scored.sql("select max(value) from ml.monitoring where metric = 'psi'")
+    assert worst < 0.05
 
 
 @pytest.mark.parametrize(("block", "message"), [
