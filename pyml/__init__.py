@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "train": "pyml.api", "score": "pyml.api", "explain": "pyml.api", "drift": "pyml.api",
+    "monitor": "pyml.api",
     "profile": "pyml.api", "tune": "pyml.api", "promote": "pyml.api", "rollback": "pyml.api",
     "show": "pyml.api", "models": "pyml.api", "predictions": "pyml.api",
     "sql": "pyml.api", "sql_model": "pyml.api", "publish": "pyml.api",

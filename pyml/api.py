@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pyml.store.registry import StoredModel
     from pyml.verbs.drift import DriftResult
     from pyml.verbs.explain import ExplainResult
+    from pyml.verbs.monitor import MonitorResult
     from pyml.verbs.profile import ProfileResult
     from pyml.verbs.score import ScoreResult
     from pyml.verbs.train import TrainResult
@@ -186,6 +187,29 @@ def drift(models: Sequence[str] = (), *, select: Sequence[str] = (),
     specs = session.specs(models, select, Overrides(drift_threshold=threshold))
     results = _drift(session, specs, version=version)
     found = drift_found(results) if fail_on_drift else None
+    if found is not None:
+        raise found
+    return results
+
+
+def monitor(models: Sequence[str] = (), *, select: Sequence[str] = (),
+            version: int | None = None, project_dir: PathLike = None,
+            profiles_dir: PathLike = None, target: str | None = None, log: Log | None = None,
+            lock_timeout: float = 5.0, fail_on_alert: bool = False) -> list[MonitorResult]:
+    """Monitor each model's score relation per time window (the spec's `monitor:`) against
+    its training snapshot; the windows' rows of ml.monitoring are replaced.
+
+    With `fail_on_alert`, a statistic above its threshold raises DriftDetected (exit code 2 in
+    the CLI) once every result is written; the exception carries the results.
+    """
+    from pyml.verbs.monitor import monitor as _monitor
+    from pyml.verbs.monitor import monitor_found
+
+    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                           log=log)
+    session.require_duckdb("pyml monitor")
+    results = _monitor(session, session.specs(models, select), version=version)
+    found = monitor_found(results) if fail_on_alert else None
     if found is not None:
         raise found
     return results

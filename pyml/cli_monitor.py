@@ -30,18 +30,21 @@ def monitor(models: tuple[str, ...], select: tuple[str, ...], version: int | Non
 
     Example: pyml monitor churn
     """
-    from pyml.session import open_session
-    from pyml.verbs.monitor import alert_line, monitor_found, verdict
-    from pyml.verbs.monitor import monitor as run_monitor
+    from pyml.api import monitor as run_monitor
+    from pyml.errors import DriftDetected
+    from pyml.verbs.monitor import alert_line, verdict
 
-    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
-                           log=lambda m: click.echo(m, err=True))
-    session.require_duckdb("pyml monitor")
-    results = run_monitor(session, session.specs(models, select), version=version)
+    found = None
+    try:
+        results = run_monitor(models, select=select, version=version, project_dir=project_dir,
+                              profiles_dir=profiles_dir, target=target,
+                              log=lambda m: click.echo(m, err=True), lock_timeout=lock_timeout,
+                              fail_on_alert=True)
+    except DriftDetected as e:
+        found, results = e, list(e.results)  # the alerts are printed first, then the finding
     for r in results:
         for row in r.alerts:
             click.echo(alert_line(r, row))
         click.echo(verdict(r))
-    found = monitor_found(results)
     if found is not None:
         raise found

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import pyml
 from pyml.dbt.spec_monitor import parse_monitor
-from pyml.errors import SpecError
+from pyml.errors import DriftDetected, SpecError
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
 from .support import error_line
@@ -89,6 +90,14 @@ def test_a_shifted_quarter_alerts_and_exits_2(scored: Loans, tmp_path: Path) -> 
     section = page.read_text().split("<h2>Monitoring</h2>")[1].split("<h2>")[0]
     assert section.count("<img") == 4  # panels + roc_auc, accuracy, f1
     assert "<td>2024-Q4</td><td>amount</td><td>psi</td>" in section
+    # The library: results returned, or DriftDetected (exit code 2) with fail_on_alert.
+    where = {"project_dir": scored.dir, "profiles_dir": scored.dir}
+    [found] = pyml.monitor(["default_risk"], **where)
+    assert found.alerts and {r.window for r in found.alerts} == {"2024-Q4"}
+    with pytest.raises(DriftDetected) as caught:
+        pyml.monitor(["default_risk"], fail_on_alert=True, **where)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith("Monitoring alerts: default_risk v1 (")
     # The spec's thresholds decide: raised above every value, nothing fires.
     _monitor_spec(scored, "{time_column: as_of, window: quarter, thresholds: {psi: 100, "
                           "wasserstein: 100, jensen_shannon: 100}}")
