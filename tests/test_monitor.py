@@ -3,13 +3,18 @@ reruns that replace their windows (the statistics themselves: tests/test_monitor
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pyml
-from pyml.dbt.spec_monitor import parse_monitor
+from pyml.dbt.spec_monitor import WINDOWS, parse_monitor
 from pyml.errors import DriftDetected, SpecError
+from pyml.verbs.monitor import window_sql
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
 from .support import error_line
@@ -180,3 +185,22 @@ def test_thresholds_override_the_defaults_and_null_removes_a_rule() -> None:
     assert (spec.threshold("psi"), spec.threshold("wasserstein"), spec.threshold("ks"),
             spec.threshold("jensen_shannon"), spec.threshold("chi2_p")) == (0.3, None, 0.05,
                                                                             0.1, None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2060, 12, 31)),
+       window=st.sampled_from(WINDOWS))
+def test_every_moment_falls_in_the_window_its_label_names(moment: datetime,
+                                                          window: str) -> None:
+    """A row's window (label, start, end) from DuckDB agrees with Python's calendar: start <=
+    moment < end, and the label is the start's day, ISO week, month, quarter or year."""
+    label_sql, start_sql, end_sql = window_sql(window, "t")
+    label, start, end = duckdb.execute(f"select {label_sql}, {start_sql}, {end_sql} from "
+                                       "(select ?::timestamp as t)", [moment]).fetchall()[0]
+    assert start <= moment < end
+    year, week, _ = start.isocalendar()
+    assert label == {"day": start.strftime("%Y-%m-%d"), "week": f"{year}-W{week:02d}",
+                     "month": start.strftime("%Y-%m"),
+                     "quarter": f"{start.year}-Q{(start.month - 1) // 3 + 1}",
+                     "year": str(start.year)}[window]
+    assert (start.weekday() == 0 if window == "week" else start.day == 1 or window == "day")

@@ -81,6 +81,14 @@ class MonitorResult:
         return sorted((r for r in self.rows if r.alert), key=lambda r: order[r.window])
 
 
+def window_sql(window: str, t: str) -> tuple[str, str, str]:
+    """SQL for a row's window label, start (inclusive) and end (exclusive), from the SQL
+    expression `t` (a DATE or TIMESTAMP) and a window length (day ... year)."""
+    fmt, unit, interval = _WINDOWS[window]
+    start = f"date_trunc('{unit}', {t})::timestamp"
+    return fmt.format(t=t), start, f"{start} + interval '{interval}'"
+
+
 def _time_column(spec: ModelSpec, columns: Sequence[tuple[str, str]], label: str) -> str | None:
     column = spec.monitor.time_column
     if column is None:
@@ -104,10 +112,7 @@ def _copy(con: duckdb.DuckDBPyConnection, spec: ModelSpec, stored: StoredModel,
     if t is None:
         window, start, end, where = "'all'", "null::timestamp", "null::timestamp", ""
     else:
-        fmt, unit, interval = _WINDOWS[spec.monitor.window]
-        window = fmt.format(t=quote(t))
-        start = f"date_trunc('{unit}', {quote(t)})::timestamp"
-        end = f"{start} + interval '{interval}'"
+        window, start, end = window_sql(spec.monitor.window, quote(t))
         where = f" where {quote(t)} is not null"
     items = [f"{window} as {WINDOW}", f"{start} as {_START}", f"{end} as {_END}"]
     items += [quote(f.name) for f in stored.features]
