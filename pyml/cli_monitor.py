@@ -25,8 +25,9 @@ def monitor(models: tuple[str, ...], select: tuple[str, ...], version: int | Non
     (categorical); null shares; the same for the prediction itself (__prediction__); for
     binary models the label-free performance estimate beside the realised one where labels
     exist (__model__). A rerun replaces its windows. Prints one line per statistic above
-    its threshold (monitor.thresholds; defaults psi 0.2, wasserstein 0.1, jensen_shannon
-    0.1, unseen_share 0.1, null_share_change 0.1) and exits with code 2 when any fires.
+    its threshold (monitor.thresholds; defaults psi 0.2, unseen_share 0.1,
+    null_share_change 0.1; wasserstein, jensen_shannon and the rest alert only when given one)
+    and exits with code 2 when any fires.
 
     Example: pyml monitor churn
     """

@@ -135,8 +135,8 @@ def test_without_a_monitor_block_the_whole_relation_is_one_window(scored: Loans)
                               "it must be a DATE or TIMESTAMP column (cast it in the dbt "
                               "model)"),
     ("{thresholds: {psy: 0.3}}", "unknown metric 'monitor.thresholds.psy'; allowed: psi, "
-                                 "wasserstein, jensen_shannon, unseen_share, "
-                                 "null_share_change, ks, hellinger, linf, chi2"),
+                                 "unseen_share, null_share_change, wasserstein, "
+                                 "jensen_shannon, ks, hellinger, linf, chi2"),
 ])
 def test_spec_mistakes_are_one_line_and_write_nothing(scored: Loans, block: str,
                                                       message: str) -> None:
@@ -184,7 +184,9 @@ def test_thresholds_override_the_defaults_and_null_removes_a_rule() -> None:
     spec = parse_monitor({"thresholds": {"psi": 0.3, "wasserstein": None, "ks": 0.05}}, "w")
     assert (spec.threshold("psi"), spec.threshold("wasserstein"), spec.threshold("ks"),
             spec.threshold("jensen_shannon"), spec.threshold("chi2_p")) == (0.3, None, 0.05,
-                                                                            0.1, None)
+                                                                            None, None)
+    spec = parse_monitor({"thresholds": {"wasserstein": 0.1}}, "w")
+    assert (spec.threshold("psi"), spec.threshold("wasserstein")) == (0.2, 0.1)
 
 
 @settings(max_examples=40, deadline=None)
