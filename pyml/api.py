@@ -71,7 +71,8 @@ def train(models: Sequence[str] = (), *, select: Sequence[str] = (),
         if budget is not None or external:
             raise EngineError("max_memory and external memory run on DuckDB targets only; "
                               "on Spark, num_workers spreads the training set over executors")
-        return _crowned(session, _spark_train(session, specs, num_workers=num_workers), score)
+        return _crowned(session, _spark_train(session, specs, num_workers=num_workers,
+                                              force=force), score)
     if num_workers is not None:
         raise UsageError("num_workers applies to Spark targets (dbt `type: spark`) only")
     return _crowned(session, _train(session, specs, external=external, force=force), score)

@@ -78,16 +78,31 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection, spec: ModelSpec,
                          f"cast(sum(hash({cols}, 'pyml-lineage')) as varchar) "
                          f"from {qualified(spec.schema, spec.relation)}")
     rows, first, second = (int(row[0]), row[1], row[2]) if row else (0, None, None)
+    return data_digest(names, types, rows, (first, second)), rows
+
+
+def data_digest(names: Sequence[str], types: Mapping[str, str], rows: int,
+                sums: tuple[str | None, str | None]) -> str:
+    """The data fingerprint from the used columns, the row count and the two row-hash sums
+    (each engine sums its own 64-bit row hash: a fingerprint is compared only with versions
+    of the same registry, so the engines never need to agree on it)."""
     columns = [[n, types.get(n)] for n in names]
-    return _sha256(_canonical({"columns": columns, "rows": rows, "sums": [first, second]})), rows
+    return _sha256(_canonical({"columns": columns, "rows": rows, "sums": list(sums)}))
 
 
 def fingerprints(con: duckdb.DuckDBPyConnection, project: Project | None, spec: ModelSpec,
                  features: Sequence[Feature], types: Mapping[str, str],
                  how: Mapping[str, Any]) -> Lineage:
     """All of a training run's fingerprints, with this pyml's and XGBoost's releases."""
+    data, rows = data_fingerprint(con, spec, features, types)
+    return lineage_of(project, spec, how, data, rows)
+
+
+def lineage_of(project: Project | None, spec: ModelSpec, how: Mapping[str, Any], data: str,
+               rows: int) -> Lineage:
+    """A run's fingerprints from its data fingerprint, with this pyml's and XGBoost's
+    releases."""
     from pyml import __version__
 
-    data, rows = data_fingerprint(con, spec, features, types)
     return Lineage(spec_sha256(spec, how), sql_sha256(project, spec.feature_model), data,
                    rows, __version__, xgb.__version__)

@@ -31,17 +31,18 @@ from pyml.data.encode import learn_categories as check_categories
 from pyml.dbt.project import Project, invocation_for
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.spark import default_workers, first_line, qualified, quote, relation_columns, sql
-from pyml.errors import DataError, SpecError
+from pyml.errors import DataError, RegistryError, SpecError
 from pyml.modelling.checks import check_training
 from pyml.modelling.evaluate import evaluate_predictions, prediction_order, probabilities
 from pyml.modelling.fit import spec_params
 from pyml.session import Session
 from pyml.spark import frames
+from pyml.spark.lineage import fingerprints
 from pyml.spark.policy import SparkHoldoutPolicy
 from pyml.store import spark_registry
 from pyml.store.registry import NewVersion
 from pyml.tasks import task_info
-from pyml.verbs.train import IMPORTANCE_TYPES, TrainResult
+from pyml.verbs.train import IMPORTANCE_TYPES, TrainResult, unchanged_message
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -61,21 +62,25 @@ def _noop(_: str) -> None:
     pass
 
 
-def train(session: Session, specs: Sequence[ModelSpec], *, num_workers: int | None = None
-          ) -> list[TrainResult]:
+def train(session: Session, specs: Sequence[ModelSpec], *, num_workers: int | None = None,
+          force: bool = False) -> list[TrainResult]:
     """Train every spec on Spark and store a new version of each in the Spark catalog.
 
     `num_workers` (xgboost.spark workers) overrides the specs'; the default is one per core
-    the cluster offers.
+    the cluster offers. A spec whose inputs (spec, feature SQL, data, workers, releases) match
+    its latest version's trains nothing, as on DuckDB, unless `force`.
     """
     spark = session.spark()
-    return [train_one(spark, session.project, spec, log=session.log, num_workers=num_workers)
+    return [train_one(spark, session.project, spec, log=session.log, num_workers=num_workers,
+                      force=force)
             for spec in specs]
 
 
 def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
-              log: Log = _noop, num_workers: int | None = None) -> TrainResult:
-    """Train one spec with xgboost.spark and store it as a new version."""
+              log: Log = _noop, num_workers: int | None = None,
+              force: bool = False) -> TrainResult:
+    """Train one spec with xgboost.spark and store it as a new version (nothing when its
+    inputs are unchanged since its latest version, unless `force`)."""
     started = time.perf_counter()
     if spec.tune is not None and spec.tune.on_train:
         raise SpecError(f"{spec.where}: tune.on_train runs on DuckDB targets only for now; "
@@ -92,6 +97,14 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
         raise SpecError(f"{spec.where}: key column {bad_keys[0]} has no text that DuckDB and "
                         "Spark write alike, so the hashed split would differ between them; "
                         "cast it to a string, integer or date in the dbt model")
+    workers = num_workers or spec.num_workers or default_workers(spark)
+    lineage = fingerprints(spark, project, spec, features, types,
+                           {"engine": "spark", "workers": workers})
+    last = None if force else spark_registry.latest_lineage(spark, spec.name)
+    if last is not None and not lineage.changes(last[1]) and _loads(spark, spec.name, last[0]):
+        return TrainResult(spec.name, last[0], spec.task, (0, 0, 0, 0), 0, (),
+                           time.perf_counter() - started, decision=unchanged_message(
+                               spec.name, last[0]), unchanged=True)
     # One pass over the relation: counts, the target's values, each category's values and
     # the float32 range check (each a Spark job of its own otherwise).
     y = quote(spec.target)
@@ -133,7 +146,6 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
         if target.classes and seen < len(target.classes):
             raise DataError(f"{spec.where}: the training part has only {seen} of "
                             f"{len(target.classes)} classes; adjust the split or add data")
-        workers = num_workers or spec.num_workers or default_workers(spark)
         booster, best, params = fit(data, spec, features, target, sizes, workers, log)
     finally:
         data.unpersist()
@@ -160,6 +172,7 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
         dbt_invocation_id=invocation_for(project, spec.feature_model) if project else None,
         metrics=evaluation.metrics,
         importance=(*importance(booster, features), *evaluation.importance),
+        lineage=lineage,
     ), calibration=evaluation.calibration, lift=evaluation.lift, curves=evaluation.curves,
        snapshots=evaluation.snapshots,
        decide=SparkHoldoutPolicy(spec, part_sql, part_params, log))
@@ -168,6 +181,15 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
         f"({booster.num_boosted_rounds()} trees, {seconds:.1f}s)")
     return TrainResult(spec.name, version, spec.task, rows, booster.num_boosted_rounds(),
                        evaluation.metrics, seconds, decision.status, decision.reason, None)
+
+
+def _loads(spark: SparkSession, name: str, version: int) -> bool:
+    """Whether a stored version decodes (a damaged one is retrained rather than skipped)."""
+    try:
+        spark_registry.load_version(spark, name, version)
+    except RegistryError:
+        return False
+    return True
 
 
 def time_cutoffs(spark: SparkSession, spec: ModelSpec, source: str) -> split.Cutoffs:

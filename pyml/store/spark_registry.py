@@ -23,6 +23,7 @@ point leaves a registry that reads correctly (docs/reliability.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ from pyml.store.names import SCHEMA
 from pyml.store.registry import (
     MODEL_COLUMNS,
     STORED_COLUMNS,
+    Lineage,
     NewVersion,
     StoredModel,
     VersionRow,
@@ -51,6 +53,7 @@ from pyml.store.schema import (
     CURVES,
     FEATURE_IMPORTANCE,
     LIFT,
+    LINEAGE,
     METRICS,
     MODEL_EVENTS,
     MODELS,
@@ -70,12 +73,13 @@ VERSIONS = Table("model_versions", "One row per trained model version, never cha
                  tuple(c for c in MODELS.columns if c.name != "status"), MODELS.key)
 # Created by ensure_schema, in this order (ml.models, the view, comes after them).
 SPARK_TABLES = (VERSIONS, METRICS, FEATURE_IMPORTANCE, MODEL_EVENTS, CALIBRATION, LIFT, CURVES,
-                TRAINING_SNAPSHOTS)
+                TRAINING_SNAPSHOTS, LINEAGE)
 # The promotion policy on Spark: (session, new version, champion version) -> Decision.
 SparkDecide = Callable[["SparkSession", int, int], Decision]
 
 _TYPES = {"varchar": "string", "json": "string", "blob": "binary", "timestamp": "timestamp",
-          "bigint": "bigint", "integer": "int", "double": "double"}
+          "bigint": "bigint", "integer": "int", "double": "double",
+          "double[]": "array<double>"}
 
 
 def spark_type(column: Column) -> str:
@@ -121,13 +125,28 @@ def ensure_schema(spark: SparkSession) -> None:
     for table in SPARK_TABLES:
         if not table_exists(spark, SCHEMA, table.name):
             sql(spark, create_sql(table))
+        else:
+            _add_missing_columns(spark, table)
     if not table_exists(spark, SCHEMA, "models"):
         sql(spark, _models_view_sql())
+
+
+def _add_missing_columns(spark: SparkSession, table: Table) -> None:
+    """Columns a later pyml release added to an ml table (at its end, as pyml.store.schema
+    adds them), appended to a catalog written by an earlier one; rows already there read
+    NULL in them."""
+    have = {f.name.lower() for f in spark.table(_table(table.name)).schema.fields}
+    missing = [c for c in table.columns if c.name.lower() not in have]
+    if missing:
+        cols = ", ".join(f"{quote(c.name)} {spark_type(c)} comment {string_literal(c.comment)}"
+                         for c in missing)
+        sql(spark, f"alter table {_table(table.name)} add columns ({cols})")
 
 
 def struct(table: Table) -> StructType:
     """The Spark schema of an ml table's rows (what an insert builds its DataFrame with)."""
     from pyspark.sql.types import (
+        ArrayType,
         BinaryType,
         DoubleType,
         IntegerType,
@@ -139,7 +158,8 @@ def struct(table: Table) -> StructType:
     )
 
     kinds = {"string": StringType(), "binary": BinaryType(), "timestamp": TimestampType(),
-             "bigint": LongType(), "int": IntegerType(), "double": DoubleType()}
+             "bigint": LongType(), "int": IntegerType(), "double": DoubleType(),
+             "array<double>": ArrayType(DoubleType())}
     return StructType([StructField(c.name, kinds[spark_type(c)], True) for c in table.columns])
 
 
@@ -196,6 +216,11 @@ def write_version(spark: SparkSession, new: NewVersion, *,
     insert_rows(spark, LIFT, [[*nv, *r] for r in lift])
     insert_rows(spark, CURVES, [[*nv, *r] for r in curves])
     insert_rows(spark, TRAINING_SNAPSHOTS, [s.row(new.name, version) for s in snapshots])
+    booster_ubj = bytes(new.booster.save_raw("ubj"))
+    if new.lineage is not None:
+        lin = new.lineage
+        insert_rows(spark, LINEAGE, [[*nv, lin.spec, lin.sql, lin.data, lin.data_rows,
+                                      hashlib.sha256(booster_ubj).hexdigest()]])
     train_rows, valid_rows, test_rows, dropped = new.rows
     row = [new.name, version, datetime.now().replace(microsecond=0), new.task, new.objective,
            new.description, new.feature_model, new.feature_relation, new.target,
@@ -204,7 +229,7 @@ def write_version(spark: SparkSession, new: NewVersion, *,
            _json(list(new.key)), _json([f.to_dict() for f in new.features]), _json(new.spec),
            _json(new.params), _json(new.split), train_rows, valid_rows, test_rows, dropped,
            new.booster.num_boosted_rounds(), new.best_iteration, new.dbt_invocation_id,
-           __version__, xgb.__version__, "ubj", bytes(new.booster.save_raw("ubj")), new.note]
+           __version__, xgb.__version__, "ubj", booster_ubj, new.note]
     assert [c.name for c in VERSIONS.columns] == [*MODEL_COLUMNS.split(", "), "note"]
     insert_rows(spark, VERSIONS, [row])  # the commit point of the version
     current = champion(spark, new.name)
@@ -364,6 +389,26 @@ def last_decision(spark: SparkSession, name: str, version: int) -> Outcome:
                       "`model_name` = :name and `version` = :version order by `event_id` desc "
                       "limit 1", {"name": name, "version": version}).collect()
     return Outcome(str(rows[0][0] or ""), str(rows[0][1] or "")) if rows else Outcome("", "")
+
+
+def latest_lineage(spark: SparkSession, name: str) -> tuple[int, Lineage] | None:
+    """The latest version of model `name` and its fingerprints (ml.lineage); None when it has
+    no version, or its latest has none (trained before the Spark registry kept them)."""
+    if not table_exists(spark, SCHEMA, VERSIONS.name) or not table_exists(spark, SCHEMA,
+                                                                          LINEAGE.name):
+        return None
+    rows = sql(spark, f"""select v.`version`, l.`spec_sha256`, l.`sql_sha256`,
+                                 l.`data_sha256`, l.`data_rows`, v.`pyml_version`,
+                                 v.`xgboost_version`
+                          from {_table(VERSIONS.name)} v left join {_table(LINEAGE.name)} l
+                            on l.`model_name` = v.`model_name` and l.`version` = v.`version`
+                          where v.`model_name` = :name order by v.`version` desc limit 1""",
+               {"name": name}).collect()
+    if not rows or rows[0][1] is None:
+        return None
+    row = rows[0]
+    return int(row[0]), Lineage(str(row[1]), None if row[2] is None else str(row[2]),
+                                str(row[3]), int(row[4]), str(row[5]), str(row[6]))
 
 
 def load_version(spark: SparkSession, name: str, version: int | None = None) -> StoredModel:

@@ -154,10 +154,9 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
                            {"tune": wants_tuning(spec, tune), "external": on_disk})
     last = None if force or tune else registry.latest_lineage(con, spec.name)
     if last is not None and not lineage.changes(last[1]) and _loads(con, spec.name, last[0]):
-        message = (f"{spec.name}: unchanged since v{last[0]} \u2014 same spec, SQL and data; "
-                   "--force retrains")
         return TrainResult(spec.name, last[0], spec.task, (0, 0, 0, 0), 0, (),
-                           time.perf_counter() - started, decision=message, unchanged=True)
+                           time.perf_counter() - started,
+                           decision=unchanged_message(spec.name, last[0]), unchanged=True)
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
         + (f" ({dropped:,} rows with NULL target skipped)" if dropped else "")
         + (" to train from disk (external memory)" if on_disk else ""))
@@ -214,6 +213,12 @@ def _write_extra(con: duckdb.DuckDBPyConnection, name: str, version: int,
                  evaluation: Evaluation, final: FinalFit) -> None:
     evaluation.write(con, name, version)
     write_final_fit(con, name, version, final)
+
+
+def unchanged_message(name: str, version: int) -> str:
+    """What `pyml train` says when a model's inputs match its latest version's."""
+    return (f"{name}: unchanged since v{version} \u2014 same spec, SQL and data; "
+            "--force retrains")
 
 
 def _loads(con: duckdb.DuckDBPyConnection, name: str, version: int) -> bool:

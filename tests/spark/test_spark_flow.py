@@ -111,7 +111,7 @@ def test_holdout_and_auc_match_pyml_on_duckdb(trained: SparkLoans, loans: Loans)
 
 
 def test_promote_and_rollback(trained: SparkLoans) -> None:
-    trained.ok("train", "loss_amount")
+    trained.ok("train", "loss_amount", "--force")  # unchanged inputs would train nothing
     statuses = dict(trained.rows("select version, status from ml.models "
                                  "where model_name = 'loss_amount'"))
     assert set(statuses) == {1, 2} and sorted(statuses.values()).count("champion") == 1
@@ -152,10 +152,60 @@ def test_the_same_rows_in_another_order_train_the_same_booster(trained: SparkLoa
     trained.spark.sql(f"insert overwrite table {SCHEMA}.loan_features select * from "
                       f"{SCHEMA}.loan_features_shuffled")
     trained.spark.sql(f"drop table {SCHEMA}.loan_features_shuffled")
-    out = trained.ok("train", "loss_amount").output
+    # --force: reordered rows are unchanged data (test_unchanged_inputs_train_nothing)
+    out = trained.ok("train", "loss_amount", "--force").output
     versions = sorted(v for v, in trained.rows("select version from ml.models where "
                                                "model_name = 'loss_amount'"))
     assert [booster(v) == booster(1) for v in versions[1:]] == [True] * (len(versions) - 1)
     assert f"loss_amount v{versions[-1]} (regression)" in out
     assert "is identical to champion v1 (the same booster, spec and features)" in out
     assert champions() == [1]
+
+
+def test_unchanged_inputs_train_nothing(trained: SparkLoans) -> None:
+    """Issue 16 on Spark: the version's fingerprints (ml.lineage: spec, feature SQL, an
+    order-independent hash of the rows in Spark SQL, workers, releases) match the inputs, so
+    `pyml train` trains nothing and says so; a reordered table is unchanged data, one changed
+    cell is not."""
+    from pyml.engines.spark import relation_columns
+    from pyml.session import open_session
+    from pyml.spark.lineage import fingerprints
+
+    def versions() -> list[int]:
+        return sorted(v for v, in trained.rows("select version from ml.models where "
+                                               "model_name = 'loss_amount'"))
+
+    before = versions()
+    out = trained.ok("train", "loss_amount").output
+    assert (f"loss_amount: unchanged since v{before[-1]} \u2014 same spec, SQL and data; "
+            "--force retrains") in out
+    assert versions() == before
+    session = open_session(str(trained.dir), str(trained.dir))
+    [spec] = session.specs(["loss_amount"])
+    [stored] = trained.rows(f"select data_sha256 from ml.lineage where model_name = "
+                            f"'loss_amount' and version = {before[-1]}")
+    relation = f"{spec.schema}.{spec.relation}"
+    stored_model = spark_registry.load_version(trained.spark, "loss_amount")
+    columns = relation_columns(trained.spark, spec.schema, spec.relation)
+    types = dict(columns)
+    how = {"engine": "spark", "workers": 2}
+
+    def data() -> str:
+        return fingerprints(trained.spark, None, spec, stored_model.features, types, how).data
+
+    assert data() == stored[0]
+    trained.spark.sql(f"create table {relation}_copy as select * from {relation} "
+                      "order by rand(5)")
+    try:
+        trained.spark.sql(f"insert overwrite table {relation} select * from {relation}_copy")
+        assert data() == stored[0]  # another order: the same data
+        first = trained.rows(f"select min(loan_id) from {relation}")[0][0]
+        edited = ", ".join(f"case when loan_id = {first!r} then coalesce(income, 0) + 1 "
+                           "else income end" if name == "income" else f"`{name}`"
+                           for name, _ in columns)
+        trained.spark.sql(f"insert overwrite table {relation} select {edited} "
+                          f"from {relation}_copy")
+        assert data() != stored[0]
+    finally:
+        trained.spark.sql(f"insert overwrite table {relation} select * from {relation}_copy")
+        trained.spark.sql(f"drop table {relation}_copy")
