@@ -216,3 +216,25 @@ def test_spark_target_settings() -> None:
                                   "schema": "analytics", "server_side_parameters":
                                   {"spark.master": "local[3]", "spark.executor.memory": "2g"}})
     assert target == SparkTarget("local[3]", "analytics", {"spark.executor.memory": "2g"})
+
+
+def test_a_catalog_from_an_earlier_release_gets_the_new_columns(spark: Any) -> None:
+    """A column a later pyml appends to an ml table (training_snapshots.sample, DOUBLE[])
+    is added to a table an earlier release created, rows already there read NULL in it, and
+    new rows with it insert (Spark training failed on exactly that column)."""
+    from pyml.store.schema import Column, Table
+
+    old = Table("pyml_test_upgrade", "test", (Column("a", "varchar", "a"),))
+    new = Table(old.name, old.comment, (*old.columns, Column("s", "double[]", "sample")))
+    spark_registry.ensure_schema(spark)
+    spark.sql(spark_registry.create_sql(old))
+    try:
+        spark_registry.insert_rows(spark, old, [["before"]])
+        spark_registry._add_missing_columns(spark, new)
+        spark_registry._add_missing_columns(spark, new)  # a second time changes nothing
+        spark_registry.insert_rows(spark, new, [["after", [1.5, None]]])
+        rows = sorted(tuple(r) for r in spark.sql(
+            "select a, s from ml.pyml_test_upgrade").collect())
+        assert rows == [("after", [1.5, None]), ("before", None)]
+    finally:
+        spark.sql("drop table ml.pyml_test_upgrade")
