@@ -170,10 +170,11 @@ def test_unportable_key_types_are_named() -> None:
 RISK_LINE = "            exclude: [loss, grade]\n"
 
 
-def _risk_split(loans: Loans, text: str) -> None:
-    """default_risk's split set to `text` (a YAML flow mapping)."""
-    loans.write_schema(SCHEMA_YML.replace(RISK_LINE, RISK_LINE + f"            split: {text}\n",
-                                          1))
+def _risk_split(loans: Loans, text: str, final_fit: str | None = None) -> None:
+    """default_risk's split set to `text` (a YAML flow mapping), and its final_fit."""
+    extra = f"            final_fit: {final_fit}\n" if final_fit else ""
+    loans.write_schema(SCHEMA_YML.replace(RISK_LINE, RISK_LINE + f"            split: {text}\n"
+                                          + extra, 1))
 
 
 def _decision(loans: Loans, version: int) -> tuple[str, str, dict[str, Any] | None]:
@@ -184,7 +185,9 @@ def _decision(loans: Loans, version: int) -> tuple[str, str, dict[str, Any] | No
 
 
 def _auc_on(loans: Loans, version: int, ids: set[int]) -> float:
-    """The version's holdout AUC on the given loans, from `pyml score` and scikit-learn."""
+    """The version's holdout AUC on the given loans, from `pyml score` and scikit-learn (the
+    tests that use it train with `final_fit: none`, so the booster that scores is the one the
+    policy compares: a refit's is its evaluated fit, tests/test_refit.py)."""
     loans.ok("score", "default_risk", "--version", str(version))
     rows = loans.sql("select p.loan_id, p.probability, f.defaulted "
                      "from ml.default_risk_predictions p join main.loan_features f "
@@ -202,9 +205,9 @@ def _labelled_ids(loans: Loans) -> list[int]:
 def test_a_seed_change_compares_only_rows_held_out_by_both(loans: Loans) -> None:
     # The probe: v1 split with seed 1, v2 with seed 2 on the same rows. Before the fix the
     # champion was scored on v2's whole holdout, half of which v1 had trained on.
-    _risk_split(loans, "{test_fraction: 0.5, seed: 1}")
+    _risk_split(loans, "{test_fraction: 0.5, seed: 1}", final_fit="none")
     loans.ok("train", "default_risk")
-    _risk_split(loans, "{test_fraction: 0.5, seed: 2}")
+    _risk_split(loans, "{test_fraction: 0.5, seed: 2}", final_fit="none")
     loans.ok("train", "default_risk")
     both = {i for i in _labelled_ids(loans)
             if part([i], 1, 0.5, 0.2) == 2 and part([i], 2, 0.5, 0.2) == 2}
@@ -256,7 +259,7 @@ def test_a_version_split_with_the_old_duckdb_hash_is_compared_on_its_own_holdout
         loans: Loans) -> None:
     # v1 stands for a version stored before md5-v1: its split record has no "hash", so its
     # holdout is DuckDB's hash(loan_id, seed) < test_fraction, as pyml computed it then.
-    _risk_split(loans, "{test_fraction: 0.5, seed: 1}")
+    _risk_split(loans, "{test_fraction: 0.5, seed: 1}", final_fit="none")
     loans.ok("train", "default_risk")
     loans.sql("update ml.models set split = json_remove(split, '$.hash') "
               "where model_name = 'default_risk' and version = 1")
