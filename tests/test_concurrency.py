@@ -428,8 +428,14 @@ def test_serve_answers_from_memory_while_pyml_writes(scored: Loans) -> None:
             assert client.during(proc) > 0, f"no answer while pyml {name} ran"
             if name == "train":
                 # v2 (same rows and trees, a new description: not worse) was promoted by
-                # train: the server takes it.
+                # train: the server takes it, and the client gets an answer from it before
+                # the promote puts v1 back (on a loaded machine the client's thread may not
+                # run in that window otherwise: CI found it so).
                 wait_for_version(base, 2)
+                deadline = time.monotonic() + 20
+                while 2 not in [v for _, _, v in list(client.answers)]:
+                    assert time.monotonic() < deadline, "no answer from v2 in 20 s"
+                    time.sleep(0.05)
         wait_for_version(base, 1)
         client.stop.set()
         client.thread.join(timeout=15)
