@@ -28,6 +28,7 @@ def base(built_loans: Path, tmp_path_factory: pytest.TempPathFactory) -> crash.B
                          score_args=("--batch-size", "10"), in_process=True)
 
 
+@pytest.mark.slow  # 24 s: CI runs it (make test-all); make test stays within its budget
 def test_sigkill_mid_run_leaves_the_old_or_the_new_state(base: crash.Base,
                                                          tmp_path: Path) -> None:
     runs = crash.run_all(base, crash.plan(base, 6, seed=8), tmp_path)

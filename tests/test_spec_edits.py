@@ -221,6 +221,7 @@ def check_edit(trained: Path, edit: dict[str, Any], train: bool,
         assert again.exit_code == 0 and notices(again.stderr) == [], (edit, again.output)
 
 
+@pytest.mark.slow  # 25 s: CI runs it (make test-all); make test stays within its budget
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edit=edits())
