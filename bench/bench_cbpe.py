@@ -21,13 +21,12 @@ scikit-learn's roc_auc_score on the same rows (what a realised AUC costs anyway)
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
 import xgboost as xgb
 from sklearn import metrics as skm
 
+from bench.timing import best
 from pyml.modelling.cbpe import fit_calibrator, window_performance
 
 SHIFTS = (0.0, 0.5, 1.0, 1.5)
@@ -71,16 +70,6 @@ def accuracy(seeds: int) -> None:
             print(f"| {seed} | {name} | " + " | ".join(cells) + " |")
     print("\nlargest |estimated - realised| ROC AUC: "
           + ", ".join(f"{k} {v:.4f}" for k, v in worst.items()))
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    """Best wall time of `repeat` calls, in seconds."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def speed(rows: int, repeat: int) -> None:

@@ -22,8 +22,6 @@ import os
 import platform
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ import duckdb
 import xgboost as xgb
 
 from bench.synth import TABLE, synth_db
+from bench.timing import best
 from pyml.data import extmem, split
 from pyml.data.encode import resolve_features
 from pyml.data.lineage import data_fingerprint
@@ -47,15 +46,6 @@ def _spec() -> ModelSpec:
     [spec] = parse_specs(raw, feature_model="model.bench.synth", schema="main",
                          relation=TABLE, source_file="bench/bench_order.py")
     return spec
-
-
-def _best(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def _drain(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> int:
@@ -88,13 +78,13 @@ def main() -> None:
             with extmem.duckdb_settings(con, {"memory_limit": TRAIN_MEMORY_LIMIT}):
                 for ordered in (False, True) * args.repeat:
                     name = "read ordered" if ordered else "read unordered"
-                    seconds = _best(lambda o=ordered: read_training_set(
+                    seconds = best(lambda o=ordered: read_training_set(
                         con, spec, source, features, target, part_sql, params, ordered=o), 1)
                     results[name] = min(results.get(name, seconds), seconds)
-            results["fingerprint"] = _best(
+            results["fingerprint"] = best(
                 lambda: data_fingerprint(con, spec, features, dict(columns)), args.repeat)
             with extmem.duckdb_settings(con, {"threads": "2"}):
-                results["train"] = _best(lambda: train_one(con, None, spec, force=True), 1)
+                results["train"] = best(lambda: train_one(con, None, spec, force=True), 1)
         finally:
             con.close()
     read_extra = results["read ordered"] - results["read unordered"]

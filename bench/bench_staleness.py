@@ -13,23 +13,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 
+from bench.timing import best
 from pyml.store import staleness
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    """Best wall time of `repeat` calls, in milliseconds."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times) * 1000
 
 
 def main() -> None:
@@ -51,10 +40,11 @@ def main() -> None:
                     con.execute("update ml.m_predictions set model_version = 2 "
                                 "where id % 10 = 0")
                 versions = staleness._versions(con, "m_predictions")
-                check = best(lambda: staleness._versions(con, "m_predictions"), args.repeat)
-                top = best(lambda: con.execute("select * from ml.m_predictions order by "
-                                               "probability desc limit 10").fetchall(),
-                           args.repeat)
+                check = 1000 * best(lambda: staleness._versions(con, "m_predictions"),
+                                    args.repeat)
+                top = 1000 * best(lambda: con.execute("select * from ml.m_predictions order "
+                                                      "by probability desc limit 10").fetchall(),
+                                  args.repeat)
                 print(f"| {n:,} | {label} | {versions} | {check:.1f} | {top:.1f} | "
                       f"{check / top:.2f} |")
         con.close()
