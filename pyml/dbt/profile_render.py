@@ -51,6 +51,9 @@ def render_fast(value: Any) -> Any:
             raise NeedsDbt
         return found
 
-    if _RENDER_CHARS.search(_ENV_VAR.sub("", value)):
+    # A brace touching an env_var() call ('{{{env_var(...)}}') is Jinja's to parse, not ours.
+    marked = _ENV_VAR.sub("\x00", value)
+    if ("\x00" in value or _RENDER_CHARS.search(marked) or "{\x00" in marked
+            or "\x00}" in marked):
         raise NeedsDbt
     return _ENV_VAR.sub(env, value)
