@@ -24,7 +24,7 @@ from pyml.errors import DataError, DriftDetected, ModelNotFound
 from pyml.modelling.drift_stats import Counter, FeatureDrift, Snapshot, psi, snapshot
 from pyml.session import Session
 from pyml.store.drift import load_snapshots, write_drift
-from pyml.store.registry import load_version
+from pyml.store.registry import StoredModel, load_version
 
 __all__ = ["DriftResult", "FeatureDrift", "Snapshot", "drift", "drift_found",
            "drift_relation", "psi", "snapshot"]
@@ -52,18 +52,26 @@ class DriftResult:
                       key=lambda f: -f.psi)
 
 
+
+def snapshotted_version(con: duckdb.DuckDBPyConnection, name: str, version: int | None,
+                        command: str) -> tuple[StoredModel, dict[str, Snapshot]]:
+    """A version and its training snapshots by feature (the reference `pyml drift` and
+    `pyml monitor` compare with); ModelNotFound, naming `command`, when it has none."""
+    stored = load_version(con, name, version)
+    snaps = {s.feature: s for s in load_snapshots(con, name, stored.version)}
+    if not snaps:
+        raise ModelNotFound(
+            f"model '{name}' v{stored.version} has no training snapshot (it was trained before "
+            f"pyml stored them): retrain it with `pyml train {name}`, then rerun `{command}`")
+    return stored, snaps
+
 def drift_relation(con: duckdb.DuckDBPyConnection, name: str, version: int | None,
                    relation: tuple[str, str], threshold: float, *,
                    batch_size: int = DEFAULT_BATCH_ROWS, log: Log | None = None,
                    write: bool = True) -> DriftResult:
     """Compare `relation` with a version's training snapshot; append the result to ml.drift
     (`write=False`: only compute it, e.g. on a read-only connection)."""
-    stored = load_version(con, name, version)
-    snaps = {s.feature: s for s in load_snapshots(con, name, stored.version)}
-    if not snaps:
-        raise ModelNotFound(
-            f"model '{name}' v{stored.version} has no training snapshot (it was trained before "
-            f"pyml stored them): retrain it with `pyml train {name}`, then rerun `pyml drift`")
+    stored, snaps = snapshotted_version(con, name, version, "pyml drift")
     schema, table = relation
     label = f"{schema}.{table}"
     where = f"model '{name}' v{stored.version}"

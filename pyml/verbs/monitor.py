@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from pyml.data.encode import Encoder, check_schema, is_range_error, matrix_sql, range_error
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import fetch_arrow, qualified, quote, relation_columns, stream_arrow
-from pyml.errors import DataError, DriftDetected, ModelNotFound, SpecError
+from pyml.errors import DataError, DriftDetected, SpecError
 from pyml.modelling.monitor_stats import (
     PREDICTION,
     WINDOW,
@@ -38,9 +38,10 @@ from pyml.modelling.monitor_stats import (
     reference_matrix,
 )
 from pyml.session import Session
-from pyml.store.drift import Snapshot, load_snapshots
+from pyml.store.drift import Snapshot
 from pyml.store.monitoring import MonitorRow, write_monitoring
-from pyml.store.registry import StoredModel, load_version
+from pyml.store.registry import StoredModel
+from pyml.verbs.drift import snapshotted_version
 
 Log = Callable[[str], None]
 VALUES = "__pyml_monitor_values"  # temporary tables of one run
@@ -204,12 +205,7 @@ def monitor_relation(con: duckdb.DuckDBPyConnection, spec: ModelSpec,
     """Monitor `relation` window by window against a version's training snapshot; replace
     those windows' rows of ml.monitoring."""
     name = spec.name
-    stored = load_version(con, name, version)
-    snaps = {s.feature: s for s in load_snapshots(con, name, stored.version)}
-    if not snaps:
-        raise ModelNotFound(
-            f"model '{name}' v{stored.version} has no training snapshot (it was trained before "
-            f"pyml stored them): retrain it with `pyml train {name}`, then rerun `pyml monitor`")
+    stored, snaps = snapshotted_version(con, name, version, "pyml monitor")
     return monitor_version(con, spec, stored, snaps, relation, log=log)
 
 
