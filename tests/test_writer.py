@@ -3,6 +3,8 @@ and ml.profile_<relation>, on a real DuckDB file (the verbs' own tests run it en
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyml.errors import DataError, OutputError
 from pyml.store.writer import Constant, replace_table
@@ -84,6 +88,67 @@ def test_the_first_error_of_a_transform_surfaces_unchanged(
     assert _tables(con) == ["t"]
     with pytest.raises(pa.ArrowInvalid, match="closed"):
         reader.read_next_batch()  # open, it would hold the database open (and locked)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 60), st.lists(st.floats(0, 0.004), min_size=8,
+                                                        max_size=8))
+def test_workers_write_the_batches_in_source_order(workers: int, n: int,
+                                                   delays: list[float]) -> None:
+    # Batches finish out of order (each sleeps its own time); the table must hold them in
+    # source order, every row once, whatever the number of workers.
+    out = pa.schema([("id", pa.int64()), ("pos", pa.int64())])
+    seen: list[int] = []
+
+    def slow(batch: pa.RecordBatch) -> pa.RecordBatch:
+        first = batch.column(0)[0].as_py()
+        time.sleep(delays[first // 7 % len(delays)])
+        return pa.record_batch([batch.column(0), pa.array(range(first, first + len(batch)))],
+                               schema=out)
+
+    con = duckdb.connect()
+    try:
+        con.execute("create schema ml")
+        reader = pa.RecordBatchReader.from_batches(SCHEMA, [
+            pa.record_batch([pa.array(range(i, min(i + 7, n)), pa.int64()),
+                             pa.array([0.5] * len(range(i, min(i + 7, n))))], schema=SCHEMA)
+            for i in range(0, n, 7)])
+        written = replace_table(con, "t", reader, transform=slow, schema=out,
+                                expected_rows=n, workers=workers)
+        seen = [r[0] for r in con.execute("select id from ml.t where id = pos").fetchall()]
+        assert written.rows == n
+        assert con.execute("select count(*) from ml.t").fetchall() == [(n,)]
+        # CREATE TABLE AS from one stream keeps its order: rowid follows the batches.
+        assert [r[0] for r in con.execute("select id from ml.t order by rowid").fetchall()
+                ] == list(range(n))
+    finally:
+        con.close()
+    assert seen == list(range(n))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_with_workers_the_first_error_surfaces_and_their_threads_stop(
+        con: duckdb.DuckDBPyConnection, workers: int) -> None:
+    reader = con.cursor().sql("select range as id, 0.5 as x from range(200)"
+                              ).to_arrow_reader(10)
+    before = {t.name for t in threading.enumerate()}
+
+    def fail_at_50(batch: pa.RecordBatch) -> pa.RecordBatch:
+        first = batch.column(0)[0].as_py()
+        if first == 50:
+            raise DataError("model 'm': feature 'x' has 1 infinite values")
+        if first == 60:
+            raise DataError("a later batch's error, not the one to report")
+        time.sleep(0.002)
+        return batch
+
+    with pytest.raises(DataError) as info:
+        replace_table(con, "t", reader, transform=fail_at_50, schema=SCHEMA, workers=workers)
+    assert str(info.value) == "model 'm': feature 'x' has 1 infinite values"
+    assert con.execute("select * from ml.t").fetchall() == [(1,)]  # the old table
+    assert _tables(con) == ["t"]
+    left = {t.name for t in threading.enumerate()} - before
+    assert not [t for t in left if t.startswith(("pyml-transform", "pyml-prefetch"))]
 
 
 def test_a_row_count_that_changed_keeps_the_old_table(con: duckdb.DuckDBPyConnection,

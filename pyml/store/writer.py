@@ -15,7 +15,9 @@ import contextlib
 import queue
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,13 +75,15 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
                   constants: Sequence[Constant] = (), expected_rows: int | None = None,
                   where: str = "pyml", output: Path | None = None,
                   comment: str | None = None, column_comments: Mapping[str, str] | None = None,
-                  memory_limit: str = WRITE_MEMORY_LIMIT, finish: Finish | None = None
-                  ) -> Written:
+                  memory_limit: str = WRITE_MEMORY_LIMIT, finish: Finish | None = None,
+                  workers: int = 1) -> Written:
     """Build ml.<table> from `source`'s batches and swap it in, in one transaction.
 
     `transform` maps each source batch to an output batch of `schema` (both or neither);
     the next source batch is read by a thread meanwhile, so DuckDB produces while Python
-    transforms. `constants` are appended after the batches' columns. `expected_rows`, if
+    transforms. With `workers` > 1, that many threads transform consecutive batches at once
+    (`transform` must be thread-safe) and the batches are written in source order.
+    `constants` are appended after the batches' columns. `expected_rows`, if
     given, must equal the rows `source` yields, else the old table stays (DataError naming
     `where`). `output` (.parquet / .csv) is written from the new table before the swap, so a
     file that cannot be written leaves the database as it was. `comment` and
@@ -107,14 +111,15 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
             write_file(writer, qualified(SCHEMA, tmp), output)
         _swap(writer, [(tmp, table), *more])
 
-    rows = _write(con, table, source, transform, schema, constants, memory_limit, body)
+    rows = _write(con, table, source, _Transform(transform, workers), schema, constants,
+                  memory_limit, body)
     return Written(display_name(table), rows)
 
 
 def update_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchReader,
                  *, transform: Transform, schema: pa.Schema, apply: Apply,
                  expected_rows: int, where: str = "pyml",
-                 memory_limit: str | None = None) -> Written:
+                 memory_limit: str | None = None, workers: int = 1) -> Written:
     """Change ml.<table> in place with `source`'s batches, in one transaction.
 
     The batches (transformed as in replace_table) go into a temporary table; `apply(cursor,
@@ -138,17 +143,26 @@ def update_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBa
                             "it was written, rerun")
         _swap(writer, [], drop=[tmp])
 
-    rows = _write(con, table, source, transform, schema, (), memory_limit, body)
+    rows = _write(con, table, source, _Transform(transform, workers), schema, (),
+                  memory_limit, body)
     return Written(display_name(table), rows)
 
 
+@dataclass(frozen=True)
+class _Transform:
+    """A batch transform and how many threads run it."""
+
+    run: Transform | None
+    workers: int = 1
+
+
 def _write(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBatchReader,
-           transform: Transform | None, schema: pa.Schema | None,
+           transform: _Transform, schema: pa.Schema | None,
            constants: Sequence[Constant], memory_limit: str | None,
            body: Callable[[duckdb.DuckDBPyConnection, str, int], None]) -> int:
     """Open the transaction, build the temporary table from `source`, run `body(cursor, tmp,
     rows read)`, which ends the transaction; roll back on any error. Returns the rows read."""
-    if (transform is None) != (schema is None):
+    if (transform.run is None) != (schema is None):
         raise ValueError("replace_table: give both transform and schema, or neither")
     try:
         drop_leftovers(con, table)
@@ -226,7 +240,7 @@ class _Batches:
     """The output batches; counts source rows and keeps the first error, which DuckDB would
     otherwise wrap in its own message."""
 
-    def __init__(self, source: pa.RecordBatchReader, transform: Transform | None) -> None:
+    def __init__(self, source: pa.RecordBatchReader, transform: _Transform) -> None:
         self.source, self.transform = source, transform
         self.error: BaseException | None = None
         self.rows = 0
@@ -234,10 +248,10 @@ class _Batches:
     def stream(self) -> Generator[pa.RecordBatch, None, None]:
         """The output batches, in order."""
         try:
-            for batch in _prefetch(self.source):
-                out = batch if self.transform is None else self.transform(batch)
-                yield out
-                self.rows += batch.num_rows
+            with contextlib.closing(_prefetch(self.source)) as batches:
+                for rows, out in _in_order(self.transform, batches):
+                    yield out
+                    self.rows += rows
         except GeneratorExit:  # closed by the writer, not an error of the rows
             raise
         except BaseException as e:
@@ -246,7 +260,7 @@ class _Batches:
             raise
 
 
-def _prefetch(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+def _prefetch(reader: pa.RecordBatchReader) -> Generator[pa.RecordBatch, None, None]:
     """The reader's batches, the next one read by a thread while the caller transforms.
 
     DuckDB builds the next batch while XGBoost predicts this one (both release the GIL):
@@ -288,6 +302,39 @@ def _prefetch(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
     finally:
         stop.set()
         thread.join()
+
+
+def _in_order(transform: _Transform, batches: Iterator[pa.RecordBatch]
+              ) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(source rows, output batch) for each batch, in source order.
+
+    With several workers, each transforms whole batches on one thread of its own (XGBoost at
+    nthread=1), up to one batch per worker ahead of the one being written. Measured against
+    one transform at a time on all cores (docs/benchmarks.md): an OpenMP predict splits each
+    batch evenly across its threads and waits for the last, so whenever DuckDB's reading or
+    writing took a core from one of them, the other sat idle; whole batches per thread let
+    the reading and writing fill those gaps. Closing the generator cancels the batches not
+    started and waits for those running.
+    """
+    run = transform.run
+    if run is None or transform.workers <= 1:
+        for batch in batches:
+            yield batch.num_rows, (batch if run is None else run(batch))
+        return
+    with ThreadPoolExecutor(transform.workers, thread_name_prefix="pyml-transform") as pool:
+        pending: deque[tuple[int, Future[pa.RecordBatch]]] = deque()
+        try:
+            for batch in batches:
+                pending.append((batch.num_rows, pool.submit(run, batch)))
+                if len(pending) > transform.workers:
+                    rows, done = pending.popleft()
+                    yield rows, done.result()
+            while pending:
+                rows, done = pending.popleft()
+                yield rows, done.result()
+        finally:
+            for _, left in pending:
+                left.cancel()
 
 
 def write_file(con: duckdb.DuckDBPyConnection, table_sql: str, path: Path) -> None:

@@ -8,6 +8,8 @@ new one, never a half-written one, and a failure leaves the old one in place.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -102,15 +104,19 @@ def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None =
 
 class _Predict:
     """One batch of keys + `FLOAT[k]` inputs (+ columns passed through) -> keys +
-    predictions (+ those columns); logs progress."""
+    predictions (+ those columns); logs progress. Thread-safe: the writer's workers call it
+    on consecutive batches at once (`workers`)."""
 
     def __init__(self, model: LoadedModel, n_keys: int, schema: pa.Schema, total: int,
-                 log: Log) -> None:
-        self.model, self.n_keys, self.schema, self.total, self.log = (
-            model, n_keys, schema, total, log)
+                 batch_size: int, log: Log) -> None:
+        self.workers = prediction_workers(total, batch_size)
+        # Each worker predicts a whole batch on one thread (pyml.store.writer._in_order).
+        self.model = model.with_threads(1) if self.workers > 1 else model
+        self.n_keys, self.schema, self.total, self.log = n_keys, schema, total, log
         self.where = f"model '{model.name}'"
         self.rows = 0
         self.started = self.last = time.perf_counter()
+        self._lock = threading.Lock()
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         keys = [batch.column(i) for i in range(self.n_keys)]
@@ -118,14 +124,27 @@ class _Predict:
         rest = [batch.column(i) for i in range(self.n_keys + 1, batch.num_columns)]
         out = pa.record_batch([*keys, *self.model.predict_matrix(X), *rest],
                               schema=self.schema)
-        self.rows += batch.num_rows
-        now = time.perf_counter()
-        if now - self.last > 2.0:
-            self.last = now
-            rate = self.rows / (now - self.started)
-            self.log(f"[{self.model.name}] scored {self.rows:,}/{self.total:,} rows "
-                     f"({rate:,.0f} rows/s)")
+        with self._lock:
+            self.rows += batch.num_rows
+            now = time.perf_counter()
+            if now - self.last > 2.0:
+                self.last = now
+                rate = self.rows / (now - self.started)
+                self.log(f"[{self.model.name}] scored {self.rows:,}/{self.total:,} rows "
+                         f"({rate:,.0f} rows/s)")
         return out
+
+
+def prediction_workers(rows: int, batch_size: int) -> int:
+    """Threads that predict batches side by side: one per core this process may use, when
+    there is more than one batch."""
+    if rows <= batch_size:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores)
 
 
 def prediction_comments(model: LoadedModel, label: str) -> dict[str, str]:
@@ -204,6 +223,7 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     return job(unique=True).replace(started, output, fingerprints=incremental)
 
 
+CHANGED = "__pyml_changed_rows"  # the incremental join's result (a temporary table)
 INCREMENTAL_OUTPUT = ("pyml score --incremental updates ml.<model>_predictions in place and "
                       "writes no --output file; drop --output, or score in full with "
                       "--no-incremental")
@@ -239,10 +259,10 @@ class _Job:
             return fp.drop_stale(cursor, name)
 
         with self._stream(sql) as (reader, schema):
+            predict = self._predict(schema)
             written = replace_table(
                 self.con, predictions_table(name), reader,
-                transform=_Predict(self.model, len(stored.key), schema, self.total, self.log),
-                schema=schema,
+                transform=predict, workers=predict.workers, schema=schema,
                 constants=[Constant("model_version", "integer", self.model.version),
                            Constant("scored_at", "timestamp", self.scored_at)],
                 expected_rows=self.total, where=f"{self.where}: {self.label}", output=output,
@@ -272,11 +292,12 @@ class _Job:
                           prediction_comments(self.model, self.label))
             return merged[0].rows
 
-        with self._stream(sql) as (reader, schema):
+        with self._stream(sql, materialize=True) as (reader, schema):
+            predict = self._predict(schema)
             written = update_table(
                 self.con, predictions_table(name), reader,
-                transform=_Predict(self.model, len(stored.key), schema, self.total, self.log),
-                schema=schema, apply=apply, expected_rows=self.total,
+                transform=predict, workers=predict.workers, schema=schema, apply=apply,
+                expected_rows=self.total,
                 where=f"{self.where}: {self.label}")
         seconds = time.perf_counter() - started
         self.log(f"[{name}] updated {written.table}: rescored {merged[0].rescored:,} new or "
@@ -285,20 +306,34 @@ class _Job:
         return ScoreResult(name, self.model.version, written.table, self.total, seconds, None,
                            rescored=merged[0].rescored)
 
+    def _predict(self, schema: pa.Schema) -> _Predict:
+        return _Predict(self.model, len(self.model.stored.key), schema, self.total,
+                        self.batch_size, self.log)
+
     def comment(self) -> str:
         """The predictions table's COMMENT."""
         return (f"Predictions of pyml model '{self.model.name}' v{self.model.version} for "
                 f"every row of {self.label} (pyml score)")
 
     @contextmanager
-    def _stream(self, sql: str) -> Iterator[tuple[pa.RecordBatchReader, pa.Schema]]:
+    def _stream(self, sql: str, *, materialize: bool = False
+                ) -> Iterator[tuple[pa.RecordBatchReader, pa.Schema]]:
         """The query's batches and the output schema: the keys, the prediction columns and
-        any column after the input row (the fingerprint), passed through."""
+        any column after the input row (the fingerprint), passed through.
+
+        `materialize`: run the query to the end into a temporary table first, then stream
+        that. For the incremental join: streamed, it runs while the writer's statement holds
+        one of DuckDB's threads waiting for batches, and took 1.7x as long (a 5M-row join,
+        docs/benchmarks.md); its result is the few changed rows.
+        """
         stored = self.model.stored
         reader_con = self.con.cursor()
         reader = None
         try:
             try:  # the first batch is computed here: a value beyond float32 fails already
+                if materialize:  # a temporary table: this cursor's own, gone when it closes
+                    reader_con.execute(f"create temporary table {CHANGED} as {sql}")
+                    sql = f"select * from {CHANGED}"
                 reader = stream_arrow(reader_con, sql, self.batch_size)
                 n = len(stored.key)
                 fields = [reader.schema.field(i) for i in range(len(reader.schema))]
