@@ -9,12 +9,16 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 import xgboost as xgb
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import pyml.verbs.score as score_verb
 from pyml.data.encode import Encoder, Feature, select_exprs
-from pyml.modelling.model import LoadedModel
+from pyml.errors import DataError
+from pyml.modelling.model import KeyRepeats, LoadedModel, StreamedKeyCheck
 from pyml.store.registry import StoredModel, Target
 
 FEATURES = (Feature("a", "numeric", "DOUBLE"), Feature("b", "numeric", "BIGINT"),
@@ -71,3 +75,72 @@ def test_parallel_batches_give_xgboost_s_predictions_bit_for_bit(
         (5003,)]
     assert (stored.booster.attr("nthread"), stored.booster.save_config()) == threads_before
     con.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(-40, 40), max_size=30), max_size=6), st.integers(1, 8))
+def test_streamed_key_check_raises_exactly_on_a_repeated_key(batches: list[list[int]],
+                                                             run: int) -> None:
+    # Runs of `run` rows (65,535 in use) so that batches span several runs.
+    values = [v for b in batches for v in b]
+    if not values:
+        return
+    check = type("Runs", (StreamedKeyCheck,), {"RUN": run})(min(values), max(values))
+    repeated = len(values) != len(set(values))
+    try:
+        for b in batches:
+            check.add(pa.array(b, pa.int64()))
+    except KeyRepeats:
+        assert repeated
+    else:
+        assert not repeated
+
+
+@settings(max_examples=30, deadline=None)
+@given(key_type=st.sampled_from(["tinyint", "integer", "bigint", "uinteger", "ubigint",
+                                 "hugeint"]),
+       keys=st.lists(st.integers(0, 120), min_size=1, max_size=300),
+       offset=st.sampled_from([0, -60, 2**31 - 200, 10**12]),
+       batch=st.integers(1, 64), workers=st.integers(1, 3))
+def test_score_refuses_exactly_the_repeated_keys(
+        tmp_path_factory: pytest.TempPathFactory, key_type: str, keys: list[int], offset: int,
+        batch: int, workers: int) -> None:
+    # Whichever check runs (streamed for a dense single integer key, count(distinct) for the
+    # others), a repeated key fails the score with the same message and keeps the old table;
+    # a unique one is written once per key.
+    bounds = {"tinyint": (-128, 127), "integer": (-2**31, 2**31 - 1),
+              "uinteger": (0, 2**32 - 1), "bigint": (-2**63, 2**63 - 1),
+              "ubigint": (0, 2**64 - 1), "hugeint": (-2**127, 2**127 - 1)}[key_type]
+    values = [k + offset for k in keys]
+    assume(bounds[0] <= min(values) and max(values) <= bounds[1])
+    con = duckdb.connect(str(tmp_path_factory.mktemp("keys") / "k.duckdb"))
+    try:
+        con.execute(f"create table t as select cast(k as {key_type}) as id, "
+                    "sin(k::double) * 10 as a, (k % 7)::bigint as b, "
+                    "['x', 'y', 'z'][(k % 3)::int + 1] as c, random() as label "
+                    "from (select unnest(cast(? as varchar[]))::hugeint as k)",
+                    [[str(v) for v in values]])
+        con.execute("create schema ml")
+        con.execute("create table ml.m_predictions as select 'old' as was")
+        stored = _model(con, "regression")
+        score_verb.prediction_workers = (  # type: ignore[assignment]
+            lambda rows, size: workers)
+        repeated = len(values) - len(set(values))
+        if repeated:
+            with pytest.raises(DataError) as info:
+                score_verb.score_relation(con, LoadedModel(stored), ("main", "t"),
+                                          batch_size=batch)
+            assert str(info.value) == (f"model 'm' v1: main.t has {repeated} duplicate keys "
+                                       "(id); make the key unique in the dbt model")
+            assert con.execute("select * from ml.m_predictions").fetchall() == [("old",)]
+        else:
+            score_verb.score_relation(con, LoadedModel(stored), ("main", "t"),
+                                      batch_size=batch)
+            assert sorted(int(r[0]) for r in con.execute(
+                "select id from ml.m_predictions").fetchall()) == sorted(values)
+    finally:
+        score_verb.prediction_workers = PREDICTION_WORKERS  # type: ignore[assignment]
+        con.close()
+
+
+PREDICTION_WORKERS = score_verb.prediction_workers

@@ -7,6 +7,7 @@ ignored and an unseen category is a missing value.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -165,6 +166,67 @@ def check_key_counts(where: str, relation: str, key: Sequence[str], total: int,
     if distinct != total:
         raise DataError(f"{where}: {relation} has {total - distinct} duplicate keys "
                         f"({', '.join(key)}); make the key unique in the dbt model")
+
+
+# Key types whose every value is an int64: StreamedKeyCheck indexes its slots with them.
+DENSE_KEY_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
+                             "USMALLINT", "UINTEGER"})
+MAX_KEY_SLOTS = 1 << 25  # StreamedKeyCheck's slots: 64 MB at most
+
+
+class KeyRepeats(Exception):
+    """StreamedKeyCheck met a key value a second time, or one it was not prepared for (the
+    relation changed since its bounds were read); the caller counts in SQL to say which."""
+
+
+class StreamedKeyCheck:
+    """The uniqueness check of a single integer key, made on the batches as they are scored
+    instead of by a `count(distinct key)` pass before (which cost `pyml score` ~5% of its
+    time, docs/benchmarks.md).
+
+    One uint16 slot per value between the key's min and max (2 bytes a value: 10 MB for 5M
+    dense keys). The keys go in runs of at most 65,535 rows: a run whose values find a slot
+    already set repeats an earlier key; otherwise each value's slot gets its row's number
+    within the run (1, 2, ...), and a slot that does not hold its row's number afterwards
+    was overwritten by a later row of the same run. Either way, and for a NULL or a value
+    outside [lo, hi] (the relation changed since the bounds were read), KeyRepeats. Safe
+    to call from several threads.
+    """
+
+    RUN = 65_535  # rows numbered per run: uint16 slots
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.slots = np.zeros(hi - lo + 1, np.uint16)
+        self._numbers = np.arange(1, self.RUN + 1, dtype=np.uint16)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def fits(lo: int, hi: int, rows: int) -> bool:
+        """Whether `rows` keys between `lo` and `hi` are checked this way: the span is small
+        (at most 4 slots a row, MAX_KEY_SLOTS in all) and could hold them all once."""
+        span = hi - lo + 1
+        return rows <= span <= min(MAX_KEY_SLOTS, 4 * rows + 1024)
+
+    def add(self, keys: pa.Array | pa.ChunkedArray) -> None:
+        """Check one batch's keys against each other and every batch before."""
+        if not len(keys):
+            return
+        if keys.null_count:
+            raise KeyRepeats("a NULL key")
+        values = np.asarray(keys.to_numpy(), dtype=np.int64)
+        if values.min() < self.lo or values.max() > self.hi:
+            raise KeyRepeats("a key beyond the bounds read before scoring")
+        at = values - self.lo
+        with self._lock:
+            for start in range(0, len(at), self.RUN):
+                run = at[start:start + self.RUN]
+                numbers = self._numbers[:len(run)]
+                if self.slots[run].any():
+                    raise KeyRepeats("a key seen in an earlier run")
+                self.slots[run] = numbers
+                if not np.array_equal(self.slots[run], numbers):
+                    raise KeyRepeats("a key twice in one run")
 
 
 def check_outputs(stored: StoredModel, extras: Sequence[str], *, predictions: bool = True

@@ -24,8 +24,16 @@ from pyml.data.encode import check_schema, is_range_error, matrix_sql, range_err
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.dbt.spec_diff import yaml_notice
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns, stream_arrow
-from pyml.errors import OutputError, UsageError
-from pyml.modelling.model import LoadedModel, check_key_counts, check_outputs, key_types
+from pyml.errors import DataError, OutputError, UsageError
+from pyml.modelling.model import (
+    DENSE_KEY_TYPES,
+    KeyRepeats,
+    LoadedModel,
+    StreamedKeyCheck,
+    check_key_counts,
+    check_outputs,
+    key_types,
+)
 from pyml.session import Session
 from pyml.store import fingerprints as fp
 from pyml.store.names import predictions_table
@@ -108,7 +116,7 @@ class _Predict:
     on consecutive batches at once (`workers`)."""
 
     def __init__(self, model: LoadedModel, n_keys: int, schema: pa.Schema, total: int,
-                 batch_size: int, log: Log) -> None:
+                 batch_size: int, log: Log, keys: StreamedKeyCheck | None = None) -> None:
         self.workers = prediction_workers(total, batch_size)
         # Each worker predicts a whole batch on one thread (pyml.store.writer._in_order).
         self.model = model.with_threads(1) if self.workers > 1 else model
@@ -117,9 +125,12 @@ class _Predict:
         self.rows = 0
         self.started = self.last = time.perf_counter()
         self._lock = threading.Lock()
+        self.keys = keys
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         keys = [batch.column(i) for i in range(self.n_keys)]
+        if self.keys is not None:
+            self.keys.add(keys[0])
         X = self.model.encoder.from_fixed(batch.column(self.n_keys), self.where)
         rest = [batch.column(i) for i in range(self.n_keys + 1, batch.num_columns)]
         out = pa.record_batch([*keys, *self.model.predict_matrix(X), *rest],
@@ -193,19 +204,45 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     keys_sql = ", ".join(quote(k) for k in stored.key)
     any_null = " or ".join(f"{quote(k)} is null" for k in stored.key)
 
+    types = dict(columns)
+
     def job(unique: bool) -> _Job:
-        # `unique`: count distinct keys too (a pass over every key); an incremental score
-        # leaves that to its merge, which finds a duplicate key in the rows it changes.
-        distinct = f"count(distinct ({keys_sql}))" if unique else "count(*)"
+        # `unique`: check that no key repeats; an incremental score leaves that to its
+        # merge, which finds a duplicate key in the rows it changes. A single integer key
+        # whose values are dense is checked as the batches stream (StreamedKeyCheck), any
+        # other with a count(distinct) pass here.
+        streamed = unique and len(stored.key) == 1 and types[stored.key[0]] in DENSE_KEY_TYPES
+        distinct = f"count(distinct ({keys_sql}))" if unique and not streamed else "count(*)"
+        bounds = f", min({keys_sql}), max({keys_sql})" if streamed else ""
         row = first_row(con, f"select count(*), {distinct}, count(*) filter "
-                             f"(where {any_null}) from {source}")
+                             f"(where {any_null}){bounds} from {source}")
         total, distinct_keys, null_keys = ((int(row[0]), int(row[1]), int(row[2])) if row
                                            else (0, 0, 0))
+        keys = None
+        if streamed and row is not None and total and not null_keys:
+            if StreamedKeyCheck.fits(int(row[3]), int(row[4]), total):
+                keys = StreamedKeyCheck(int(row[3]), int(row[4]))
+            else:
+                distinct_keys = count_distinct()
         check_key_counts(where, label, stored.key, total, distinct_keys, null_keys)
         scored_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-        return _Job(con, model, source, label, where, total, batch_size, scored_at, log)
+        return _Job(con, model, source, label, where, total, batch_size, scored_at, log, keys)
 
-    types = dict(columns)
+    def count_distinct() -> int:
+        row = first_row(con, f"select count(distinct ({keys_sql})) from {source}")
+        return int(row[0]) if row else 0
+
+    def replaced(job: _Job, fingerprints: bool) -> ScoreResult:
+        try:
+            return job.replace(started, output, fingerprints=fingerprints)
+        except KeyRepeats:  # rolled back; count as the check before would have
+            row = first_row(con, f"select count(*), count(distinct ({keys_sql})), count(*) "
+                                 f"filter (where {any_null}) from {source}")
+            total, distinct_keys, null_keys = ((int(row[0]), int(row[1]), int(row[2]))
+                                               if row else (0, 0, 0))
+            check_key_counts(where, label, stored.key, total, distinct_keys, null_keys)
+            raise DataError(f"{where}: {label} changed while it was scored, rerun") from None
+
     reason = (fp.stale_reason(con, model.name, model.version,
                               [(k, types[k]) for k in stored.key]) if incremental else None)
     if incremental and reason is None:
@@ -217,10 +254,10 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
             full = job(unique=True)  # raises a full score's DataError if the key repeats
             reason = (f"{e} (its rows and fingerprints disagree)")
             log(f"[{model.name}] full score instead of an incremental one: {reason}")
-            return full.replace(started, output, fingerprints=True)
+            return replaced(full, fingerprints=True)
     if incremental:
         log(f"[{model.name}] full score instead of an incremental one: {reason}")
-    return job(unique=True).replace(started, output, fingerprints=incremental)
+    return replaced(job(unique=True), fingerprints=incremental)
 
 
 CHANGED = "__pyml_changed_rows"  # the incremental join's result (a temporary table)
@@ -242,6 +279,7 @@ class _Job:
     batch_size: int
     scored_at: datetime
     log: Log
+    keys: StreamedKeyCheck | None = None  # the key's uniqueness, checked as rows stream
 
     def replace(self, started: float, output: Path | None, *, fingerprints: bool
                 ) -> ScoreResult:
@@ -308,7 +346,7 @@ class _Job:
 
     def _predict(self, schema: pa.Schema) -> _Predict:
         return _Predict(self.model, len(self.model.stored.key), schema, self.total,
-                        self.batch_size, self.log)
+                        self.batch_size, self.log, self.keys)
 
     def comment(self) -> str:
         """The predictions table's COMMENT."""
