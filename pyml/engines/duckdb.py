@@ -11,7 +11,7 @@ import functools
 import re
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -181,6 +181,19 @@ def write_errors(func: F) -> F:
                 raise
             raise error from e
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN on `con`, COMMIT when the block ends; an error in the block (or in the COMMIT)
+    rolls back and propagates, so a failed write leaves the database as it was."""
+    con.execute("begin transaction")
+    try:
+        yield con
+        con.execute("commit")
+    except BaseException:
+        abort_transaction(con)
+        raise
 
 
 def abort_transaction(con: duckdb.DuckDBPyConnection) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
+from pyml.engines.duckdb import first_row, qualified, table_exists, transaction
 from pyml.store.names import SCHEMA
 from pyml.store.schema import DRIFT, ensure_table
 
@@ -103,14 +103,9 @@ def write_drift(con: duckdb.DuckDBPyConnection, name: str, version: int, relatio
     ensure_table(con, DRIFT)
     values = [[name, version, r.feature, r.metric, r.value, checked_at, relation]
               for r in rows if r.value is not None and math.isfinite(r.value)]
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.executemany(f"insert into {DRIFT_TABLE} (model_name, version, feature, metric, "
                         "value, checked_at, relation) values (?, ?, ?, ?, ?, ?, ?)", values)
-        con.execute("commit")
-    except BaseException:
-        abort_transaction(con)
-        raise
 
 
 def latest_drift(con: duckdb.DuckDBPyConnection, name: str, version: int

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
+from pyml.engines.duckdb import first_row, qualified, table_exists, transaction
 from pyml.errors import LifecycleError, ModelNotFound
 from pyml.store import champions
 from pyml.store import events as status_events
@@ -190,8 +190,7 @@ def promote(con: duckdb.DuckDBPyConnection, name: str, version: int | None = Non
     if target not in versions:
         raise ModelNotFound(f"model '{name}' has no version {target}: `pyml show {name}` "
                             "lists the versions")
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         # In the transaction: a refused promotion leaves no table created or migrated.
         ensure_schema(con, in_transaction=True)
         current = status_events.champion(con, name)
@@ -204,10 +203,6 @@ def promote(con: duckdb.DuckDBPyConnection, name: str, version: int | None = Non
         why = "promoted by hand" + (f": {reason}" if reason else "")
         metrics = _headline(con, name, [v for v in (current, target) if v is not None])
         _make_champion(con, name, target, from_status, "promoted", why, metrics)
-        con.execute("commit")
-    except BaseException:
-        abort_transaction(con)
-        raise
     was = f" (was v{current})" if current is not None else ""
     return Change(name, target, current, f"{name}: v{target} is now the champion{was}")
 
@@ -231,8 +226,7 @@ def rollback(con: duckdb.DuckDBPyConnection, name: str, reason: str | None = Non
     champion history, pyml.store.champions)."""
     check_registry(con)
     _versions(con, name)
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         ensure_schema(con, in_transaction=True)  # as in promote: refused, nothing created
         current = status_events.champion(con, name)
         rows = _event_rows(con, name)
@@ -243,10 +237,6 @@ def rollback(con: duckdb.DuckDBPyConnection, name: str, reason: str | None = Non
         metrics = _headline(con, name, [current, previous])
         _make_champion(con, name, previous, "retired", "restored", why, metrics,
                        retire_event="rolled_back")
-        con.execute("commit")
-    except BaseException:
-        abort_transaction(con)
-        raise
     return Change(name, previous, current,
                   f"{name}: rolled back from v{current} to v{previous}")
 

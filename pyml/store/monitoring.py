@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from pyml.engines.duckdb import abort_transaction, qualified, table_exists
+from pyml.engines.duckdb import qualified, table_exists, transaction
 from pyml.store.names import SCHEMA
 from pyml.store.schema import MONITORING, ensure_table
 
@@ -52,18 +52,13 @@ def write_monitoring(con: duckdb.DuckDBPyConnection, name: str, version: int, re
                r.feature, r.kind, r.metric,
                r.value if r.value is not None and math.isfinite(r.value) else None,
                r.threshold, r.alert, computed_at] for r in rows]
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(f"delete from {MONITORING_TABLE} where model_name = ? and version = ? "
                     "and window_label in (select unnest(?::varchar[]))", [name, version, windows])
         con.executemany(f"insert into {MONITORING_TABLE} (model_name, version, relation, "
                         "window_label, window_start, window_end, rows, feature, kind, metric, "
                         "value, threshold, alert, computed_at) values "
                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
-        con.execute("commit")
-    except BaseException:
-        abort_transaction(con)
-        raise
 
 
 def load_monitoring(con: duckdb.DuckDBPyConnection, name: str, version: int

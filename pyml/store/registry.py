@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import duckdb
 
 from pyml.data.encode import Feature, Target
-from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
+from pyml.engines.duckdb import first_row, qualified, table_exists, transaction
 from pyml.errors import ModelNotFound, RegistryError
 from pyml.store.lifecycle import Decide, champion_version, on_version_written
 from pyml.store.names import SCHEMA
@@ -166,8 +166,7 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
     """
     from pyml import __version__
 
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         ensure_schema(con, in_transaction=True)  # a failed write creates no table either
         row = first_row(con, f"select coalesce(max(version), 0) + 1 from {MODELS} "
                           "where model_name = ?", [new.name])
@@ -212,10 +211,6 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
                         [new.name, version, lin.spec, lin.sql, lin.data, lin.data_rows,
                          hashlib.sha256(booster).hexdigest()])
         on_version_written(con, new.name, version, new.note, decide)
-        con.execute("commit")
-    except BaseException:
-        abort_transaction(con)
-        raise
     return version
 
 

@@ -11,12 +11,13 @@ relation (predictions, explanations, profiles) are commented by their writer
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import duckdb
 
-from pyml.engines.duckdb import abort_transaction, first_row, qualified, quote
+from pyml.engines.duckdb import first_row, qualified, quote, transaction
 from pyml.store import events, integrity
 from pyml.store.names import SCHEMA
 from pyml.tasks import HEADLINE_METRIC
@@ -381,9 +382,8 @@ def _migrate_statuses(con: duckdb.DuckDBPyConnection, in_transaction: bool = Fal
                          "where status is null").fetchall()
     if not legacy:
         return
-    if not in_transaction:
-        con.execute("begin transaction")
-    try:
+    # In the caller's transaction (theirs to commit or roll back), or in one of its own.
+    with contextlib.nullcontext() if in_transaction else transaction(con):
         for (name,) in legacy:
             if events.champion(con, str(name)) is None:
                 row = first_row(con, f"select max(version) from {qualified(SCHEMA, 'models')} "
@@ -399,9 +399,3 @@ def _migrate_statuses(con: duckdb.DuckDBPyConnection, in_transaction: bool = Fal
                 rest = "challenger"
             con.execute(f"update {qualified(SCHEMA, 'models')} set status = ? "
                         "where model_name = ? and status is null", [rest, name])
-        if not in_transaction:
-            con.execute("commit")
-    except BaseException:
-        if not in_transaction:  # the caller's transaction is the caller's to roll back
-            abort_transaction(con)
-        raise

@@ -10,7 +10,7 @@ from typing import Any
 
 import duckdb
 
-from pyml.engines.duckdb import abort_transaction, first_row, qualified, table_exists
+from pyml.engines.duckdb import first_row, qualified, table_exists, transaction
 from pyml.store.names import SCHEMA
 from pyml.store.schema import ensure_schema
 
@@ -47,17 +47,12 @@ def record_trials(con: duckdb.DuckDBPyConnection, trials: Sequence[Trial]) -> No
     rows = [[t.model_name, t.study, t.trial_number, json.dumps(t.params, sort_keys=True),
              t.metric, t.direction, t.value, t.best_round, t.state, t.seconds, t.started_at,
              t.study, t.folds, t.value_std] for t in trials]
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         ensure_schema(con, in_transaction=True)
         con.executemany(f"insert into {TABLE} (model_name, study, trial_number, params, "
                         "metric, direction, value, best_round, state, seconds, started_at, "
                         "study_id, folds, value_std) "
                         "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        con.execute("commit")
-    except BaseException:
-        abort_transaction(con)
-        raise
 
 
 def link_version(con: duckdb.DuckDBPyConnection, study_id: str, version: int) -> None:
