@@ -308,8 +308,9 @@ def _in_order(transform: _Transform, batches: Iterator[pa.RecordBatch]
               ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(source rows, output batch) for each batch, in source order.
 
-    With several workers, each transforms whole batches on one thread of its own (XGBoost at
-    nthread=1), up to one batch per worker ahead of the one being written. Measured against
+    With several workers, each transforms whole batches on a thread of its own (pyml score:
+    XGBoost on that worker's share of the cores), up to one batch per worker ahead of the one
+    being written. Measured against
     one transform at a time on all cores (docs/benchmarks.md): an OpenMP predict splits each
     batch evenly across its threads and waits for the last, so whenever DuckDB's reading or
     writing took a core from one of them, the other sat idle; whole batches per thread let

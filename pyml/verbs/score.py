@@ -118,8 +118,10 @@ class _Predict:
     def __init__(self, model: LoadedModel, n_keys: int, schema: pa.Schema, total: int,
                  batch_size: int, log: Log, keys: StreamedKeyCheck | None = None) -> None:
         self.workers = prediction_workers(total, batch_size)
-        # Each worker predicts a whole batch on one thread (pyml.store.writer._in_order).
-        self.model = model.with_threads(1) if self.workers > 1 else model
+        # Each worker predicts whole batches (pyml.store.writer._in_order) on its share of
+        # the cores: one thread each up to MAX_WORKERS cores.
+        self.model = (model.with_threads(max(1, _cores() // self.workers))
+                      if self.workers > 1 else model)
         self.n_keys, self.schema, self.total, self.log = n_keys, schema, total, log
         self.where = f"model '{model.name}'"
         self.rows = 0
@@ -146,16 +148,24 @@ class _Predict:
         return out
 
 
+# Batches predicted side by side at most: each holds a batch in memory (plus one queued), so
+# memory stays bounded however many cores; beyond it, each worker's XGBoost gets more threads.
+MAX_WORKERS = 4
+
+
 def prediction_workers(rows: int, batch_size: int) -> int:
-    """Threads that predict batches side by side: one per core this process may use, when
-    there is more than one batch."""
+    """Threads that predict batches side by side: one per core this process may use (at most
+    MAX_WORKERS), when there is more than one batch."""
     if rows <= batch_size:
         return 1
+    return max(1, min(_cores(), MAX_WORKERS))
+
+
+def _cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores)
+        return os.cpu_count() or 1
 
 
 def prediction_comments(model: LoadedModel, label: str) -> dict[str, str]:
