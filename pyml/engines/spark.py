@@ -112,7 +112,7 @@ def duckdb_type(data_type: DataType) -> str:
     """A Spark column type as the DuckDB type name pyml stores (DECIMAL keeps its scale)."""
     kind = type(data_type).__name__
     if kind == "DecimalType":
-        return f"DECIMAL({data_type.precision},{data_type.scale})"  # type: ignore[attr-defined]
+        return f"DECIMAL({data_type.precision},{data_type.scale})"  # type: ignore[attr-defined,unused-ignore]
     return _SPARK_TO_DUCKDB.get(kind, data_type.simpleString().upper())
 
 
