@@ -83,6 +83,8 @@ def test_integration_tests_build_green(integration: Path, built: object) -> None
      "parse_timestamp: `min_date` must be a 'YYYY-MM-DD' string, got 2025-13"),
     ("pyml.clean_amount('a', min_value=5, max_value=1)",
      "clean_amount: `min_value` (5) is greater than `max_value` (1)"),
+    ("pyml.exact_sum('v', scale=1.5)",
+     "exact_sum: `scale` must be a whole number from 0 to 18, got 1.5"),
 ])
 def test_bad_arguments_are_compiler_errors(integration: Path, call: str, message: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:

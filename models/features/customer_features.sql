@@ -108,20 +108,14 @@ usage_windows as (
                 else 0
             end
         ) as usage_events_90d,
-        sum(
-            case
-                when {{ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', 30) }}
-                    then usage_days.usage_minutes
-                else 0
-            end
-        ) as usage_minutes_30d,
-        sum(
-            case
-                when {{ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', window_days) }}
-                    then usage_days.usage_minutes
-                else 0
-            end
-        ) as usage_minutes_90d,
+        {{ pyml.exact_sum(
+            "case when " ~ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', 30)
+            ~ " then usage_days.usage_minutes else 0 end"
+        ) }} as usage_minutes_30d,
+        {{ pyml.exact_sum(
+            "case when " ~ pyml.as_of_window('usage_days.event_date', 'active_customers.as_of_date', window_days)
+            ~ " then usage_days.usage_minutes else 0 end"
+        ) }} as usage_minutes_90d,
         max(usage_days.event_date) as last_event_date
 
     from active_customers
@@ -154,20 +148,14 @@ payment_windows as (
                 else 0
             end
         ) as payments_failed_90d,
-        sum(
-            case
-                when {{ pyml.as_of_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
-                    then payment_days.succeeded_amount_usd
-                else 0
-            end
-        ) as payment_amount_90d,
-        sum(
-            case
-                when {{ pyml.label_window('payment_days.payment_date', 'active_customers.as_of_date', window_days) }}
-                    then payment_days.succeeded_amount_usd
-                else 0
-            end
-        ) as revenue_in_label_window
+        {{ pyml.exact_sum(
+            "case when " ~ pyml.as_of_window('payment_days.payment_date', 'active_customers.as_of_date', window_days)
+            ~ " then payment_days.succeeded_amount_usd else 0 end"
+        ) }} as payment_amount_90d,
+        {{ pyml.exact_sum(
+            "case when " ~ pyml.label_window('payment_days.payment_date', 'active_customers.as_of_date', window_days)
+            ~ " then payment_days.succeeded_amount_usd else 0 end"
+        ) }} as revenue_in_label_window
 
     from active_customers
     left join payment_days

@@ -42,7 +42,8 @@ aggregated as (
         count(*) filter (where payment_status = 'succeeded') as succeeded_payments_count,
         count(*) filter (where payment_status = 'failed') as failed_payments_count,
         coalesce(
-            sum(payment_amount_usd) filter (where payment_status = 'succeeded'), 0
+            {{ pyml.exact_sum("case when payment_status = 'succeeded' then payment_amount_usd end") }},
+            0
         ) as succeeded_amount_usd
 
     from converted

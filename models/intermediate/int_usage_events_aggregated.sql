@@ -30,7 +30,8 @@ aggregated as (
         customer_id,
         cast(event_at as date) as event_date,
         count(*) as events_count,
-        coalesce(sum(duration_minutes), 0) as usage_minutes
+        -- exact_sum: the same total whatever order DuckDB's threads add the rows in
+        coalesce({{ pyml.exact_sum('duration_minutes') }}, 0) as usage_minutes
 
     from known_customer_events
     group by
