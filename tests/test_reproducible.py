@@ -24,6 +24,7 @@ from pyml.data.encode import resolve_features
 from pyml.data.lineage import fingerprints
 from pyml.dbt.spec import ModelSpec, parse_specs
 from pyml.engines.duckdb import relation_columns
+from pyml.store.registry import same_sql
 from pyml.verbs.train import train_one
 
 from .conftest import SCHEMA_YML, Loans
@@ -105,10 +106,48 @@ def test_what_changes_retrains(scored: Loans) -> None:
     assert [(r.unchanged, r.version) for r in results] == [(False, 4)]
 
 
+def test_inputs_of_an_older_version_train_nothing(scored: Loans) -> None:
+    # Not only the latest version counts: a spec edited and reverted (or a plain train after
+    # `pyml tune` stored a tuned challenger) has v1's inputs, and says which version serves.
+    scored.write_schema(SCHEMA_YML.replace("exclude: [loss, grade]\n",
+                                           "exclude: [loss, grade]\n            threshold: 0.4\n",
+                                           1))
+    assert "default_risk v2 (binary)" in scored.ok("train", "default_risk").output
+    scored.write_schema(SCHEMA_YML)
+    out = scored.ok("train", "default_risk").output.splitlines()
+    assert UNCHANGED.format(1) + (" (v1 is retired: `pyml promote default_risk --version 1` "
+                                  "serves it)") in out
+    assert _versions(scored) == [(1, "retired"), (2, "champion")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.sampled_from([None, "r1", "r2"]), compiled=st.sampled_from([None, "c1", "c2"]),
+       raw2=st.sampled_from([None, "r1", "r2"]), compiled2=st.sampled_from([None, "c1", "c2"]))
+def test_sql_fingerprints_agree_on_every_kind_both_have(raw: str | None, compiled: str | None,
+                                                        raw2: str | None,
+                                                        compiled2: str | None) -> None:
+    def fingerprint(r: str | None, c: str | None) -> str | None:
+        parts = [f"{k}:{v}" for k, v in (("raw", r), ("compiled", c)) if v is not None]
+        return " ".join(parts) or None
+
+    a, b = fingerprint(raw, compiled), fingerprint(raw2, compiled2)
+    common = [(x, y) for x, y in ((raw, raw2), (compiled, compiled2))
+              if x is not None and y is not None]
+    expected = (a == b) if a is None or b is None else (
+        bool(common) and all(x == y for x, y in common))
+    assert same_sql(a, b) == expected == same_sql(b, a)
+    # An older version's single-kind fingerprint ("compiled:<sha>") reads the same way.
+    if compiled is not None and compiled2 is not None:
+        assert same_sql(f"compiled:{compiled}", b) == (compiled == compiled2)
+
+
 def test_a_registry_from_before_lineage_retrains_once(scored: Loans) -> None:
     scored.sql("drop table ml.lineage")
     assert "default_risk v2 (binary)" in scored.ok("train", "default_risk").output
-    assert UNCHANGED.format(2) in scored.ok("train", "default_risk").output.splitlines()
+    # v2 is v1's twin, kept a challenger; only v2 has fingerprints.
+    assert UNCHANGED.format(2) + (" (v2 is a challenger: `pyml promote default_risk --version "
+                                  "2` serves it)") in scored.ok("train", "default_risk"
+                                                                ).output.splitlines()
 
 
 # --- properties on a small real table ---------------------------------------------------

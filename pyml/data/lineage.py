@@ -5,9 +5,12 @@ trains nothing when a model's inputs match its latest version's (pyml.verbs.trai
 
 - the spec: sha256 of its canonical JSON (keys sorted) after the caller's overrides, plus how
   it trains (tuning, external memory);
-- the SQL: sha256 of the feature model's compiled SQL in dbt's manifest (`compiled:`), or of
-  its raw SQL when the manifest was only parsed (`raw:`, which never equals a `compiled:`
-  one: an unknown change retrains rather than being skipped);
+- the SQL: sha256 of the feature model's raw SQL in dbt's manifest (`raw:`), and of its
+  compiled SQL when the manifest has it (`compiled:`, after a `dbt build` or `dbt compile`
+  that ran the model; a manifest parsed since, or written by a run that selected other
+  models, has the raw SQL only). Two fingerprints agree when every kind both have is
+  equal: a raw-only one matches a version trained after a build, since the data
+  fingerprint already covers what the compiled SQL built;
 - the data: computed in SQL, so no row leaves DuckDB: the used columns' names and types, the
   row count and two sums of per-row hashes over the key, the label, every feature and the
   time split's column. A sum does not depend on row order, and a duplicated row counts twice
@@ -48,16 +51,16 @@ def spec_sha256(spec: ModelSpec, how: Mapping[str, Any]) -> str:
 
 
 def sql_sha256(project: Project | None, unique_id: str) -> str | None:
-    """`compiled:<sha256>` of the feature model's compiled SQL in the manifest, else
-    `raw:<sha256>` of its raw SQL; None without a project or a node."""
+    """`raw:<sha256> compiled:<sha256>` of the feature model's raw and compiled SQL in the
+    manifest (each when the manifest has it; pyml.store.registry.same_sql compares them);
+    None without a project, a node or either SQL."""
     node = (project.manifest.get("nodes") or {}).get(unique_id) if project else None
     if not isinstance(node, dict):
         return None
-    for kind, field in (("compiled", "compiled_code"), ("raw", "raw_code")):
-        code = node.get(field)
-        if isinstance(code, str) and code:
-            return f"{kind}:{_sha256(code)}"
-    return None
+    parts = [f"{kind}:{_sha256(code)}" for kind, field in (("raw", "raw_code"),
+                                                           ("compiled", "compiled_code"))
+             if isinstance(code := node.get(field), str) and code]
+    return " ".join(parts) or None
 
 
 def used_columns(spec: ModelSpec, features: Sequence[Feature]) -> list[str]:

@@ -94,7 +94,7 @@ class Lineage:
     """
 
     spec: str  # sha256 of the resolved spec's canonical JSON and how it trained
-    sql: str | None  # compiled:<sha256> / raw:<sha256> of the feature model's SQL; None
+    sql: str | None  # "raw:<sha256> compiled:<sha256>" of the feature model's SQL; None
     data: str  # sha256 of the used columns and an order-independent hash of the rows
     data_rows: int  # rows that fingerprint covers
     pyml_version: str  # pyml release
@@ -103,31 +103,46 @@ class Lineage:
     def changes(self, other: Lineage) -> list[str]:
         """What differs from `other`: spec, SQL, data, pyml/XGBoost release ([]: nothing)."""
         pairs = (("spec", self.spec, other.spec),
-                 ("SQL", self.sql, other.sql),
                  ("data", (self.data, self.data_rows), (other.data, other.data_rows)),
                  ("pyml release", self.pyml_version, other.pyml_version),
                  ("XGBoost release", self.xgboost_version, other.xgboost_version))
-        return [what for what, a, b in pairs if a != b]
+        changed = [what for what, a, b in pairs if a != b]
+        return changed if same_sql(self.sql, other.sql) else ["SQL", *changed]
+
+
+def same_sql(a: str | None, b: str | None) -> bool:
+    """Whether two SQL fingerprints ("raw:<sha256> compiled:<sha256>", either part may be
+    missing; older versions stored one part) agree: some kind in both, every kind in both
+    equal. A raw-only fingerprint and a compiled-only one cannot be compared: changed."""
+    if a is None or b is None:
+        return a == b
+    x, y = (dict(part.split(":", 1) for part in v.split() if ":" in part) for v in (a, b))
+    common = x.keys() & y.keys()
+    return bool(common) and all(x[k] == y[k] for k in common)
 
 
 LINEAGE = qualified(SCHEMA, "lineage")
 
 
-def latest_lineage(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, Lineage] | None:
-    """The latest version of model `name` and its fingerprints; None when the model has no
-    version, or its latest has no fingerprints (trained before pyml kept them)."""
+def unchanged_version(con: duckdb.DuckDBPyConnection, name: str, lineage: Lineage
+                      ) -> tuple[int, str] | None:
+    """The version of model `name` trained from the inputs `lineage` describes (no
+    `changes`), with its status: the champion if it is one, else the newest; None when there
+    is none. Any version counts, not only the latest: after `pyml tune` stored a tuned
+    challenger, a plain `pyml train` on the same inputs would retrain the version before it,
+    byte for byte."""
     check_registry(con)
     if not _has_registry(con) or not table_exists(con, SCHEMA, "lineage"):
         return None
-    row = first_row(con, f"""select m.version, l.spec_sha256, l.sql_sha256, l.data_sha256,
-                                    l.data_rows, m.pyml_version, m.xgboost_version
-                             from {MODELS} m left join {LINEAGE} l
-                               on l.model_name = m.model_name and l.version = m.version
-                             where m.model_name = ? order by m.version desc limit 1""", [name])
-    if row is None or row[1] is None:
-        return None
-    return int(row[0]), Lineage(str(row[1]), None if row[2] is None else str(row[2]),
-                                str(row[3]), int(row[4]), str(row[5]), str(row[6]))
+    rows = con.execute(f"""select m.version, l.spec_sha256, l.sql_sha256, l.data_sha256,
+                                  l.data_rows, m.pyml_version, m.xgboost_version, m.status
+                           from {MODELS} m join {LINEAGE} l
+                             on l.model_name = m.model_name and l.version = m.version
+                           where m.model_name = ? order by m.version desc""", [name]).fetchall()
+    same = [(int(r[0]), str(r[7])) for r in rows if not lineage.changes(Lineage(
+        str(r[1]), None if r[2] is None else str(r[2]), str(r[3]), int(r[4]), str(r[5]),
+        str(r[6])))]
+    return next((m for m in same if m[1] == "champion"), same[0] if same else None)
 
 
 def same_model(con: duckdb.DuckDBPyConnection, name: str, a: int, b: int) -> bool:

@@ -236,9 +236,9 @@ LINEAGE = Table("lineage", "One row per model version: fingerprints of what it w
     _MODEL, _VERSION,
     _c("spec_sha256", "varchar not null", "sha256 of the resolved spec as canonical JSON, "
                                           "with how it trained (tuning, external memory)"),
-    _c("sql_sha256", "varchar", "the feature model's SQL in dbt's manifest: compiled:<sha256> "
-                                "(after dbt compile/run/build) or raw:<sha256> (parsed only); "
-                                "NULL without a dbt project"),
+    _c("sql_sha256", "varchar", "the feature model's SQL in dbt's manifest: raw:<sha256>, then "
+                                "compiled:<sha256> when the manifest has it (after a dbt "
+                                "compile/run/build of the model); NULL without a dbt project"),
     _c("data_sha256", "varchar not null", "order-independent fingerprint of the relation's "
                                           "used columns (names, types) and rows, from SQL"),
     _c("data_rows", "bigint not null", "rows the data fingerprint covers (NULL labels too)"),

@@ -152,11 +152,12 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         budget is not None and extmem.in_memory_bytes(labelled, len(features)) > budget)
     lineage = fingerprints(con, project, spec, features, dict(columns),
                            {"tune": wants_tuning(spec, tune), "external": on_disk})
-    last = None if force or tune else registry.latest_lineage(con, spec.name)
-    if last is not None and not lineage.changes(last[1]) and _loads(con, spec.name, last[0]):
-        return TrainResult(spec.name, last[0], spec.task, (0, 0, 0, 0), 0, (),
+    same = None if force or tune else registry.unchanged_version(con, spec.name, lineage)
+    if same is not None and _loads(con, spec.name, same[0]):
+        return TrainResult(spec.name, same[0], spec.task, (0, 0, 0, 0), 0, (),
                            time.perf_counter() - started,
-                           decision=unchanged_message(spec.name, last[0]), unchanged=True)
+                           decision=unchanged_message(spec.name, same[0], same[1]),
+                           unchanged=True)
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
         + (f" ({dropped:,} rows with NULL target skipped)" if dropped else "")
         + (" to train from disk (external memory)" if on_disk else ""))
@@ -215,10 +216,13 @@ def _write_extra(con: duckdb.DuckDBPyConnection, name: str, version: int,
     write_final_fit(con, name, version, final)
 
 
-def unchanged_message(name: str, version: int) -> str:
-    """What `pyml train` says when a model's inputs match its latest version's."""
+def unchanged_message(name: str, version: int, status: str = "champion") -> str:
+    """What `pyml train` says when a model's inputs match those of `version` (`status`)."""
+    serving = ("" if status == "champion" else
+               f" (v{version} is {'a ' if status != 'retired' else ''}{status}: "
+               f"`pyml promote {name} --version {version}` serves it)")
     return (f"{name}: unchanged since v{version} \u2014 same spec, SQL and data; "
-            "--force retrains")
+            f"--force retrains{serving}")
 
 
 def _loads(con: duckdb.DuckDBPyConnection, name: str, version: int) -> bool:
