@@ -63,8 +63,8 @@ def train(models: tuple[str, ...], select: tuple[str, ...], max_memory: str | No
     """Train models declared in the dbt project; each run stores a new version.
 
     With no MODELS and no --select, every declared model is trained. A model whose spec,
-    feature SQL and data are unchanged since its latest version is skipped (--force
-    retrains it).
+    feature SQL and data are those of a stored version (the champion first) is skipped
+    (--force retrains it).
     Results go to ml.models, ml.metrics and ml.feature_importance. The new version is a
     challenger; the spec's promote policy (default: auto) may make it the champion.
     Specs with `tune: {on_train: true}` are tuned first (as `pyml tune`).

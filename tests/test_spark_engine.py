@@ -21,7 +21,8 @@ pytestmark = pytest.mark.spark
 
 # CI (PYML_REQUIRE_SYSTEM_TESTS=1, as .ci/run sets) fails here instead of skipping.
 if "1" not in (os.environ.get("PYML_REQUIRE_SYSTEM_TESTS"), os.environ.get("PYML_REQUIRE_SPARK")):
-    pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'pyml[spark]')")
+    pytest.importorskip("pyspark", reason="pyspark is not installed "
+                        "(pip install '<pyml checkout>[spark]')")
 
 import duckdb  # noqa: E402
 import xgboost as xgb  # noqa: E402
@@ -208,7 +209,7 @@ def test_missing_pyspark_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(EngineError) as caught:
         spark_target("prod", {"type": "spark", "method": "session", "schema": "s"})
     assert str(caught.value) == ("the dbt target 'prod' is type spark: install pyml's Spark "
-                                 "extra: pip install 'pyml[spark]'")
+                                 "extra: pip install '<pyml checkout>[spark]'")
 
 
 def test_spark_target_settings() -> None:

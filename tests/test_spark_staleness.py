@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 pytestmark = pytest.mark.spark
-pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'pyml[spark]')")
+pytest.importorskip("pyspark", reason="pyspark is not installed "
+                    "(pip install '<pyml checkout>[spark]')")
 
 from pyml.errors import LifecycleError  # noqa: E402
 from pyml.spark.score import score  # noqa: E402

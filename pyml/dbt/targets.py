@@ -30,8 +30,9 @@ def spark_target(target_name: str, output: dict[str, Any]) -> SparkTarget:
     """The session settings of a `type: spark` target; checks that pyml can run it.
 
     pyml runs Spark in its own process (`method: session`, as dbt-spark does), so it needs
-    pyspark and dbt-spark's session extra: both come with `pip install 'pyml[spark]'`. They
-    are looked up, not imported, so resolving a target stays cheap.
+    pyspark and dbt-spark's session extra: both come with
+    `pip install '<pyml checkout>[spark]'`. They are looked up, not imported, so resolving a
+    target stays cheap.
     """
     for module in ("pyspark", "dbt.adapters.spark"):
         try:
@@ -40,7 +41,7 @@ def spark_target(target_name: str, output: dict[str, Any]) -> SparkTarget:
             found = False
         if not found:
             raise EngineError(f"the dbt target '{target_name}' is type spark: install pyml's "
-                              "Spark extra: pip install 'pyml[spark]'")
+                              "Spark extra: pip install '<pyml checkout>[spark]'")
     method = output.get("method")
     if method != "session":
         raise ProjectError(

@@ -2,8 +2,8 @@
 
 pyspark is imported inside the functions here (and by the modules that run on Spark), never
 at import time of the CLI or the library: it is an optional extra (`pip install
-'pyml[spark]'`). Identifiers reach Spark SQL only through :func:`quote` (backticks); values
-are bound as named parameters (`spark.sql(text, args=...)`).
+'<pyml checkout>[spark]'`). Identifiers reach Spark SQL only through :func:`quote`
+(backticks); values are bound as named parameters (`spark.sql(text, args=...)`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def string_literal(text: str) -> str:
 def missing_extra(target_name: str) -> EngineError:
     """The one-line error for a Spark target without pyspark installed."""
     return EngineError(f"the dbt target '{target_name}' is type spark: install pyml's Spark "
-                       "extra: pip install 'pyml[spark]'")
+                       "extra: pip install '<pyml checkout>[spark]'")
 
 
 def spark_session(master: str, conf: Mapping[str, str], target_name: str) -> SparkSession:

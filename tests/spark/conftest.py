@@ -194,7 +194,7 @@ def spark(spark_home: Path) -> Iterator[Any]:
         from pyspark.sql import SparkSession
     except ImportError as e:
         system_package_missing(f"pyml's Spark extra is not installed ({e}): "
-                               "pip install 'pyml[spark]'")
+                               "pip install '<pyml checkout>[spark]'")
     # Python workers must run this interpreter; nothing may leave the machine.
     os.environ["PYSPARK_PYTHON"] = sys.executable
     builder = SparkSession.builder.appName("pyml-tests").enableHiveSupport()

@@ -30,7 +30,7 @@ def test_a_spark_target_without_pyspark_names_the_extra(spark_loans: SparkLoans)
         capture_output=True, text=True, timeout=120, check=False)
     assert error_line(done.stdout + done.stderr, done.returncode) == (
         "the dbt target 'dev' is type spark: install pyml's Spark extra: "
-        "pip install 'pyml[spark]'")
+        "pip install '<pyml checkout>[spark]'")
 
 
 def _versions(project: SparkLoans) -> list[tuple[object, ...]]:
