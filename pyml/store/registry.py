@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import duckdb
 
 from pyml.data.encode import Feature, Target
-from pyml.engines.duckdb import first_row, qualified, table_exists, transaction
+from pyml.engines.duckdb import (
+    first_row,
+    qualified,
+    relation_columns,
+    table_exists,
+    transaction,
+)
 from pyml.errors import ModelNotFound, RegistryError
 from pyml.store.lifecycle import Decide, champion_version, on_version_written
 from pyml.store.names import SCHEMA
@@ -134,8 +140,11 @@ def unchanged_version(con: duckdb.DuckDBPyConnection, name: str, lineage: Lineag
     check_registry(con)
     if not _has_registry(con) or not table_exists(con, SCHEMA, "lineage"):
         return None
+    # A registry from before statuses has no status column until a write migrates it.
+    status = ("coalesce(m.status, 'champion')" if "status" in
+              dict(relation_columns(con, SCHEMA, "models")) else "'champion'")
     rows = con.execute(f"""select m.version, l.spec_sha256, l.sql_sha256, l.data_sha256,
-                                  l.data_rows, m.pyml_version, m.xgboost_version, m.status
+                                  l.data_rows, m.pyml_version, m.xgboost_version, {status}
                            from {MODELS} m join {LINEAGE} l
                              on l.model_name = m.model_name and l.version = m.version
                            where m.model_name = ? order by m.version desc""", [name]).fetchall()
