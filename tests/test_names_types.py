@@ -25,7 +25,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import pyml
@@ -483,6 +483,9 @@ HUNT = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
 
 @settings(max_examples=20, **HUNT)  # type: ignore[arg-type]
 @given(ex=examples())
+# Found by CI's long run: a class label with NUL made a column name DuckDB cuts at the NUL.
+@example(ex=Example("multiclass", ("select", "order", "group"), 1, ("INTEGER",), ("TINYINT",),
+                    "VARCHAR", ("A", "\x00"), None))
 def test_names_types_and_labels_agree_or_refuse(ex: Example) -> None:
     """Any generated table: score, sql and serve give the same columns and values, or the
     command refuses in one line with every table unchanged."""

@@ -408,6 +408,11 @@ def check_output_names(spec: ModelSpec, classes: Sequence[Any]) -> None:
         raise OutputNameClash(f"{spec.where}: target '{spec.target}': {clash}; give the "
                               "classes labels that differ in more than case in the dbt model")
     names = [c.name for c in output_columns(spec.task, classes)] + list(ALL_EXTRAS)
+    nul = next((n for n in names if "\x00" in n), None)
+    if nul is not None:  # DuckDB cuts a column name at NUL: two columns, one name
+        raise OutputNameClash(f"{spec.where}: target '{spec.target}' has a class label with a "
+                              f"NUL character, which column {nul!r} cannot hold in DuckDB; "
+                              "map the label to printable text in the dbt model")
     clash = key_clash(spec.key, names)
     if clash is not None:
         raise OutputNameClash(f"{spec.where}: {clash}; rename it in the dbt model")
