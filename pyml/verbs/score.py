@@ -216,41 +216,38 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
 
     types = dict(columns)
 
+    def counts(distinct: bool, bounds: bool = False) -> tuple[int, ...]:
+        # One pass: rows, distinct keys (rows again unless `distinct`), rows with a NULL key
+        # part, and with `bounds` the key's min and max (left out when every key is NULL).
+        row = first_row(con, "select count(*), "
+                             + (f"count(distinct ({keys_sql}))" if distinct else "count(*)")
+                             + f", count(*) filter (where {any_null})"
+                             + (f", min({keys_sql}), max({keys_sql})" if bounds else "")
+                             + f" from {source}")
+        return tuple(int(v) for v in row if v is not None) if row and row[0] else (0, 0, 0)
+
     def job(unique: bool) -> _Job:
         # `unique`: check that no key repeats; an incremental score leaves that to its
         # merge, which finds a duplicate key in the rows it changes. A single integer key
         # whose values are dense is checked as the batches stream (StreamedKeyCheck), any
         # other with a count(distinct) pass here.
         streamed = unique and len(stored.key) == 1 and types[stored.key[0]] in DENSE_KEY_TYPES
-        distinct = f"count(distinct ({keys_sql}))" if unique and not streamed else "count(*)"
-        bounds = f", min({keys_sql}), max({keys_sql})" if streamed else ""
-        row = first_row(con, f"select count(*), {distinct}, count(*) filter "
-                             f"(where {any_null}){bounds} from {source}")
-        total, distinct_keys, null_keys = ((int(row[0]), int(row[1]), int(row[2])) if row
-                                           else (0, 0, 0))
+        total, distinct_keys, null_keys, *bounds = counts(unique and not streamed, streamed)
         keys = None
-        if streamed and row is not None and total and not null_keys:
-            if StreamedKeyCheck.fits(int(row[3]), int(row[4]), total):
-                keys = StreamedKeyCheck(int(row[3]), int(row[4]))
+        if bounds and not null_keys:
+            if StreamedKeyCheck.fits(bounds[0], bounds[1], total):
+                keys = StreamedKeyCheck(bounds[0], bounds[1])
             else:
-                distinct_keys = count_distinct()
+                distinct_keys = counts(True)[1]
         check_key_counts(where, label, stored.key, total, distinct_keys, null_keys)
         scored_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         return _Job(con, model, source, label, where, total, batch_size, scored_at, log, keys)
-
-    def count_distinct() -> int:
-        row = first_row(con, f"select count(distinct ({keys_sql})) from {source}")
-        return int(row[0]) if row else 0
 
     def replaced(job: _Job, fingerprints: bool) -> ScoreResult:
         try:
             return job.replace(started, output, fingerprints=fingerprints)
         except KeyRepeats:  # rolled back; count as the check before would have
-            row = first_row(con, f"select count(*), count(distinct ({keys_sql})), count(*) "
-                                 f"filter (where {any_null}) from {source}")
-            total, distinct_keys, null_keys = ((int(row[0]), int(row[1]), int(row[2]))
-                                               if row else (0, 0, 0))
-            check_key_counts(where, label, stored.key, total, distinct_keys, null_keys)
+            check_key_counts(where, label, stored.key, *counts(True)[:3])
             raise DataError(f"{where}: {label} changed while it was scored, rerun") from None
 
     reason = (fp.stale_reason(con, model.name, model.version,
