@@ -335,6 +335,8 @@ class _Job:
                                    total=self.total))
             comment_table(cursor, predictions_table(name), self.comment(),
                           prediction_comments(self.model, self.label))
+            comment_table(cursor, fp.fingerprints_table(name),
+                          *fp.fingerprint_comments(name, stored.key, self.label))
             return merged[0].rows
 
         with self._stream(sql, materialize=True) as (reader, schema):
