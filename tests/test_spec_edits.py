@@ -115,8 +115,8 @@ def test_several_edits_are_named_in_one_line(scored: Loans) -> None:
                                exclude=["loss", "grade", "income"]))
     result = scored.ok("score", "default_risk")
     assert notices(result.stderr) == [
-        "default_risk: the YAML's key [loan_id, region], exclude [loss, grade, income] and "
-        "threshold 0.2 differ from v1's [loan_id], [loss, grade] and 0.5; v1 scores with what "
+        "default_risk: the YAML's key [loan_id, region], exclude [grade, income, loss] and "
+        "threshold 0.2 differ from v1's [loan_id], [grade, loss] and 0.5; v1 scores with what "
         "it was trained with — run `pyml train default_risk` to use the new values"]
     columns = [c for c, in scored.sql("select column_name from information_schema.columns "
                                       "where table_name = 'default_risk_predictions'")]
@@ -134,6 +134,9 @@ def test_no_notice_for_what_is_read_at_every_run(scored: Loans) -> None:
 def test_exclude_order_is_no_edit(scored: Loans) -> None:
     scored.write_schema(edited(exclude=["grade", "loss"]))
     assert notices(scored.ok("score", "default_risk").stderr) == []
+    before = state(scored)
+    assert "default_risk: unchanged since v1" in scored.ok("train", "default_risk").output
+    assert state(scored) == before
 
 
 # --- the class: generated edits ---------------------------------------------------------------
@@ -217,11 +220,11 @@ def check_edit(trained: Path, edit: dict[str, Any], train: bool,
             error_line(result.output, result.exit_code)
             assert state(project) == before, edit
             return
-        if "default_risk: unchanged since v1" in result.output:
-            # The same spec written the same way after a re-parse (key: loan_id for
-            # [loan_id]): v1's inputs, nothing trains. (An exclude list in another order is
-            # no edit for score, but the spec fingerprint keeps its order: that trains v2.)
-            assert not differing, (edit, result.output)
+        # The same spec written another way (key: loan_id for [loan_id], an exclude list in
+        # another order) is v1's inputs: nothing trains. Any edit that differs trains v2.
+        unchanged = "default_risk: unchanged since v1" in result.output
+        assert unchanged == (not differing), (edit, result.output)
+        if unchanged:
             assert state(project) == before, edit
             return
         again = project.pyml("sql", "default_risk", "--version", "2")

@@ -130,6 +130,10 @@ class ModelSpec:
         """The spec as plain JSON-able data (stored with every version)."""
         out = asdict(self)
         out["params"] = dict(self.params)
+        # `exclude` is a set: sorted, so the order it is written in changes neither the spec
+        # fingerprint (pyml.data.lineage: a reordered list trains nothing) nor the stored spec
+        # (the twin rule compares it). `features` keeps its order: it is the matrix's.
+        out["exclude"] = sorted(self.exclude)
         return out
 
 
