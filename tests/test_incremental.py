@@ -141,6 +141,33 @@ def test_edits_inserts_and_deletes_rescore_only_those_rows(ready: Loans, model: 
     assert table(ready.db, model) == after
 
 
+def column_comments(db: Path, name: str) -> list[tuple[str, str | None]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("select column_name, comment from duckdb_columns() where "
+                           "schema_name = 'ml' and table_name = ? order by column_index",
+                           [name]).fetchall()
+    finally:
+        con.close()
+
+
+def test_an_index_on_the_tables_is_kept_and_comments_too(ready: Loans) -> None:
+    # The merge gives every row the run's scored_at by swapping the column, which DuckDB
+    # refuses for a table with an index (one a user made for lookups by key): it updates.
+    fp_comments = column_comments(ready.db, f"{MODEL}_fingerprints")
+    assert all(text for _, text in fp_comments)
+    edit(ready.db, f"create index by_loan on {PREDICTIONS} (loan_id)")
+    edit(ready.db, f"update {RELATION} set amount = amount * 2 where loan_id % 50 = 0")
+    output = run(ready.dir, ready.db, "score", MODEL, "--incremental")
+    assert "rescored " in output and "full score instead" not in output, output
+    fingerprints_match(ready.db)
+    assert column_comments(ready.db, f"{MODEL}_fingerprints") == fp_comments
+    with duckdb.connect(str(ready.db), read_only=True) as con:
+        assert con.execute("select index_name from duckdb_indexes()").fetchall() == [
+            ("by_loan",)]
+    assert table(ready.db) == full_twin(ready.dir, ready.db)
+
+
 def edit_count(db: Path) -> list[tuple[Any, ...]]:
     """Rows of the relation that main.snapshot lacks (new key, or a feature not the same)."""
     same = " and ".join(f"s.{c} is not distinct from r.{c}" for c in FEATURES)

@@ -100,11 +100,11 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
     workers = num_workers or spec.num_workers or default_workers(spark)
     lineage = fingerprints(spark, project, spec, features, types,
                            {"engine": "spark", "workers": workers})
-    last = None if force else spark_registry.latest_lineage(spark, spec.name)
-    if last is not None and not lineage.changes(last[1]) and _loads(spark, spec.name, last[0]):
-        return TrainResult(spec.name, last[0], spec.task, (0, 0, 0, 0), 0, (),
+    same = None if force else spark_registry.unchanged_version(spark, spec.name, lineage)
+    if same is not None and _loads(spark, spec.name, same[0]):
+        return TrainResult(spec.name, same[0], spec.task, (0, 0, 0, 0), 0, (),
                            time.perf_counter() - started, decision=unchanged_message(
-                               spec.name, last[0]), unchanged=True)
+                               spec.name, same[0], same[1]), unchanged=True)
     # One pass over the relation: counts, the target's values, each category's values and
     # the float32 range check (each a Spark job of its own otherwise).
     y = quote(spec.target)

@@ -391,24 +391,31 @@ def last_decision(spark: SparkSession, name: str, version: int) -> Outcome:
     return Outcome(str(rows[0][0] or ""), str(rows[0][1] or "")) if rows else Outcome("", "")
 
 
-def latest_lineage(spark: SparkSession, name: str) -> tuple[int, Lineage] | None:
-    """The latest version of model `name` and its fingerprints (ml.lineage); None when it has
-    no version, or its latest has none (trained before the Spark registry kept them)."""
+def unchanged_version(spark: SparkSession, name: str, lineage: Lineage
+                      ) -> tuple[int, str] | None:
+    """The version of model `name` trained from the inputs `lineage` describes (no
+    `changes`), with its status: the champion if it is one, else the newest; None when there
+    is none (versions trained before the Spark registry kept fingerprints never match). The
+    Spark twin of pyml.store.registry.unchanged_version: any version counts, not only the
+    latest (after `pyml tune` stored a tuned challenger, or a spec edited and reverted)."""
     if not table_exists(spark, SCHEMA, VERSIONS.name) or not table_exists(spark, SCHEMA,
                                                                           LINEAGE.name):
         return None
-    rows = sql(spark, f"""select v.`version`, l.`spec_sha256`, l.`sql_sha256`,
+    rows = sql(spark, f"""select l.`version`, l.`spec_sha256`, l.`sql_sha256`,
                                  l.`data_sha256`, l.`data_rows`, v.`pyml_version`,
                                  v.`xgboost_version`
-                          from {_table(VERSIONS.name)} v left join {_table(LINEAGE.name)} l
+                          from {_table(VERSIONS.name)} v join {_table(LINEAGE.name)} l
                             on l.`model_name` = v.`model_name` and l.`version` = v.`version`
-                          where v.`model_name` = :name order by v.`version` desc limit 1""",
+                          where v.`model_name` = :name order by v.`version` desc""",
                {"name": name}).collect()
-    if not rows or rows[0][1] is None:
+    same = [int(r[0]) for r in rows if not lineage.changes(Lineage(
+        str(r[1]), None if r[2] is None else str(r[2]), str(r[3]), int(r[4]), str(r[5]),
+        str(r[6])))]
+    if not same:
         return None
-    row = rows[0]
-    return int(row[0]), Lineage(str(row[1]), None if row[2] is None else str(row[2]),
-                                str(row[3]), int(row[4]), str(row[5]), str(row[6]))
+    status = statuses(spark, name)
+    return next(((v, "champion") for v in same if status.get((name, v)) == "champion"),
+                (same[0], status.get((name, same[0]), "challenger")))
 
 
 def load_version(spark: SparkSession, name: str, version: int | None = None) -> StoredModel:
