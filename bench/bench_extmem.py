@@ -1,6 +1,7 @@
 """Training on a table bigger than the memory budget (`pyml train --max-memory`).
 
     python -m bench.bench_extmem [--rows 4500000] [--budget-mb 512] [--rounds 20]
+                                 [--skip-in-memory] [--unordered-too]
 
 One DuckDB table (`bench/synth.py`, variant `wide`: 100 DOUBLE features, 5% NULL, so its
 float32 matrix is rows x 400 bytes: 1.8 GB at 4.5M rows), trained twice by
@@ -41,6 +42,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--skip-in-memory", action="store_true",
                     help="only the budgeted run (the in-memory one is the slow reference)")
+    ap.add_argument("--unordered-too", action="store_true",
+                    help="also the budgeted run without staging in row hash order (what "
+                         "ordering costs)")
     args = ap.parse_args()
     db = synth_db(args.rows, "wide")
     matrix_mb = args.rows * N_WIDE * 4 / MB
@@ -49,6 +53,11 @@ def main() -> None:
     if not args.skip_in_memory:
         runs.append(("in memory", run_path("train_pyml", db, "wide", 100_000,
                                            rounds=args.rounds)))
+        print(json.dumps(runs[-1][1]), file=sys.stderr)
+    if args.unordered_too:
+        runs.append((f"max_memory {args.budget_mb}MB, unordered", run_path(
+            "train_pyml", db, "wide", 100_000, max_memory=budget, rounds=args.rounds,
+            unordered=True)))
         print(json.dumps(runs[-1][1]), file=sys.stderr)
     runs.append((f"max_memory {args.budget_mb}MB", run_path(
         "train_pyml", db, "wide", 100_000, max_memory=budget, rounds=args.rounds)))

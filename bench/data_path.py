@@ -22,7 +22,8 @@ from bench.synth import synth_db
 
 
 def run_path(path: str, db: Path, variant: str, batch_size: int,
-             max_memory: int | None = None, rounds: int | None = None) -> dict[str, Any]:
+             max_memory: int | None = None, rounds: int | None = None,
+             unordered: bool = False) -> dict[str, Any]:
     """Run one path in a fresh interpreter and return its JSON result."""
     cmd = [sys.executable, "-m", "bench.paths", path, "--db", str(db), "--variant", variant,
            "--batch-size", str(batch_size)]
@@ -30,6 +31,8 @@ def run_path(path: str, db: Path, variant: str, batch_size: int,
         cmd += ["--max-memory", str(max_memory)]
     if rounds:
         cmd += ["--rounds", str(rounds)]
+    if unordered:
+        cmd += ["--unordered"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           cwd=Path(__file__).resolve().parents[1])

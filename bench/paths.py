@@ -119,18 +119,24 @@ def train_naive(db: Path, variant: str, batch_size: int) -> dict[str, Any]:
 
 
 def train_pyml(db: Path, variant: str, batch_size: int, max_memory: int | None = None,
-               rounds: int = ROUNDS) -> dict[str, Any]:
+               rounds: int = ROUNDS, unordered: bool = False) -> dict[str, Any]:
     """pyml's training path end to end (read + matrix + train + evaluate + register); with
-    `max_memory`, the budget decides between memory and disk (external memory)."""
+    `max_memory`, the budget decides between memory and disk (external memory).
+    `unordered`: from disk, stream each pass from DuckDB in scan order instead of staging
+    the parts in row hash order (the code before issue 16's ordering)."""
     from dataclasses import replace
 
+    from pyml.data import extmem
     from pyml.verbs.train import train_one
+
+    extmem.ORDERED = not unordered
 
     started = time.perf_counter()
     con = duckdb.connect(str(db))
     logged: list[str] = []
+    # force: every run trains (the same table trained before would be "unchanged").
     result = train_one(con, None, replace(bench_spec(rounds), max_memory=max_memory),
-                       log=logged.append)
+                       log=logged.append, force=True)
     con.close()
     auc = next(m.value for m in result.metrics if m.name == "auc")
     return {"seconds": time.perf_counter() - started, "rows": sum(result.rows[:3]),
@@ -171,11 +177,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=100_000)
     ap.add_argument("--max-memory", type=int, help="bytes (train_pyml only)")
     ap.add_argument("--rounds", type=int, help=f"boosting rounds (train_pyml; {ROUNDS})")
+    ap.add_argument("--unordered", action="store_true",
+                    help="train_pyml from disk: no staging in row hash order")
     args = ap.parse_args()
     fn = PATHS[args.path]
     extra: dict[str, Any] = {"max_memory": args.max_memory} if args.max_memory else {}
     if args.rounds:
         extra["rounds"] = args.rounds
+    if args.unordered:
+        extra["unordered"] = True
     result = fn(args.db, args.variant, args.batch_size, **extra)
     result.update(path=args.path, peak_rss_mb=round(_peak_mb(), 1))
     print(json.dumps(result))

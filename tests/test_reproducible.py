@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyml import api
+from pyml.data import extmem
 from pyml.data.encode import resolve_features
 from pyml.data.lineage import fingerprints
 from pyml.dbt.spec import ModelSpec, parse_specs
@@ -187,18 +188,24 @@ def _stored(con: duckdb.DuckDBPyConnection, version: int) -> tuple[Any, ...]:
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(order=st.permutations(range(N_ROWS)))
+@given(order=st.permutations(range(N_ROWS)),
+       # None: in memory; else trained from disk (external memory) with the parts staged in
+       # this many row hash buckets (pyml.data.extmem.Staged)
+       buckets=st.sampled_from([None, 1, 4]))
 def test_any_row_order_gives_the_same_booster(tmp_path_factory: pytest.TempPathFactory,
-                                              order: list[int]) -> None:
-    # In memory; external memory is not order-reproducible yet (pyml/data/extmem.py).
+                                              order: list[int], buckets: int | None) -> None:
     db = tmp_path_factory.mktemp("order") / "f.duckdb"
     table = _table()
     con = duckdb.connect(str(db))
+    external = buckets is not None
     try:
-        _write(con, table)
-        train_one(con, None, _spec())
-        _write(con, table.take(pa.array(order)))
-        train_one(con, None, _spec(), force=True)
+        with pytest.MonkeyPatch.context() as patch:
+            if buckets is not None:
+                patch.setattr(extmem, "bucket_count", lambda *_: buckets)
+            _write(con, table)
+            train_one(con, None, _spec(), external=external)
+            _write(con, table.take(pa.array(order)))
+            train_one(con, None, _spec(), external=external, force=True)
         assert _stored(con, 2) == _stored(con, 1)
         assert con.execute("select status from ml.models order by version").fetchall() == [
             ("champion",), ("challenger",)]

@@ -189,11 +189,10 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
     hashes = tuple(np.empty(n, np.uint64) for n in sizes)
     reader = None
     try:  # the first batch is computed when the reader is made: a range error can come here
-        used = ", ".join(quote(c) for c in dict.fromkeys(
-            [*spec.key, spec.target, *(f.name for f in features)]))
         reader = stream_arrow(
             con, f"select {y} as __pyml_y, {part_sql} as __pyml_part, {matrix_sql(features)} "
-                 f"as __pyml_x, hash({used}) as __pyml_h from {source} where {y} is not null",
+                 f"as __pyml_x, {row_hash_sql(spec, features)} as __pyml_h from {source} "
+                 f"where {y} is not null",
             batch_rows, part_params)
         progress = ReadProgress(spec.name, "read", sum(sizes),
                                 log or (lambda _: None), passes=False)
@@ -211,6 +210,14 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
     if ordered:
         parts = tuple(_in_order(part, h) for part, h in zip(parts, hashes, strict=True))
     return TrainingSet(tuple(features), target, (parts[0], parts[1], parts[2]))
+
+
+def row_hash_sql(spec: ModelSpec, features: Sequence[Feature]) -> str:
+    """The row hash (UBIGINT) that puts a part's rows in one order whatever order they came
+    in: DuckDB's hash() of the key, the label and the features."""
+    used = ", ".join(quote(c) for c in dict.fromkeys(
+        [*spec.key, spec.target, *(f.name for f in features)]))
+    return f"hash({used})"
 
 
 def _in_order(part: Part, hashes: np.ndarray) -> Part:

@@ -39,7 +39,7 @@ from pyml.modelling.evaluate import (
     prediction_order,
     probabilities,
 )
-from pyml.modelling.fit import fit, fit_in_memory, refit_all, refit_rounds
+from pyml.modelling.fit import check_params, fit, fit_in_memory, refit_all, refit_rounds
 from pyml.modelling.metrics import Metric
 from pyml.modelling.policy import HoldoutPolicy
 from pyml.modelling.tune import run_study, wants_tuning
@@ -139,6 +139,7 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     source = qualified(spec.schema, spec.relation)
     columns = relation_columns(con, spec.schema, spec.relation)
     features = resolve_features(spec, columns)
+    check_params(spec)
     target_type = dict(columns)[spec.target]
     counts = first_row(con, f"select count(*), count({quote(spec.target)}) from {source}")
     total, labelled = (int(counts[0]), int(counts[1])) if counts else (0, 0)
@@ -150,8 +151,13 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     budget = spec.max_memory
     on_disk = external if external is not None else (
         budget is not None and extmem.in_memory_bytes(labelled, len(features)) > budget)
-    lineage = fingerprints(con, project, spec, features, dict(columns),
-                           {"tune": wants_tuning(spec, tune), "external": on_disk})
+    disk = extmem.Budget(budget or DEFAULT_DISK_BUDGET)
+    settings = disk.duckdb() if on_disk else {"memory_limit": TRAIN_MEMORY_LIMIT}
+    # The data fingerprint reads every used column: under the read's limits, or DuckDB's
+    # buffer pool keeps the whole table (1.7 GB peak for a 256 MB budget, docs/benchmarks.md).
+    with extmem.duckdb_settings(con, settings):
+        lineage = fingerprints(con, project, spec, features, dict(columns),
+                               {"tune": wants_tuning(spec, tune), "external": on_disk})
     same = None if force or tune else registry.unchanged_version(con, spec.name, lineage)
     if same is not None and _loads(con, spec.name, same[0]):
         return TrainResult(spec.name, same[0], spec.task, (0, 0, 0, 0), 0, (),
@@ -161,8 +167,6 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation}"
         + (f" ({dropped:,} rows with NULL target skipped)" if dropped else "")
         + (" to train from disk (external memory)" if on_disk else ""))
-    disk = extmem.Budget(budget or DEFAULT_DISK_BUDGET)
-    settings = disk.duckdb() if on_disk else {"memory_limit": TRAIN_MEMORY_LIMIT}
     with extmem.duckdb_settings(con, settings):
         part_sql, part_params, split_record = _split_expr(con, spec, source,
                                                           dict(columns), log)
