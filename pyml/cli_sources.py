@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pyml.cliopts import handle_errors, project_options
+
+if TYPE_CHECKING:
+    from pyml.session import Session
 
 
 @click.command()
@@ -30,8 +34,15 @@ def sources(output: Path | None, force: bool, project_dir: str | None,
     Example: pyml train && pyml score && pyml sources && dbt docs generate
     """
     from pyml.session import open_session
-    from pyml.verbs.sources import write_sources
+    from pyml.verbs.sources import session_for_sources, write_sources
 
-    session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
-                           log=lambda m: click.echo(m, err=True))
-    click.echo(write_sources(session, output, force=force).message())
+    def log(message: str) -> None:
+        click.echo(message, err=True)
+
+    def open_() -> Session:
+        return open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
+                            log=log)
+
+    with session_for_sources(open_, project_dir, output, force=force, log=log) as session:
+        result = write_sources(session, output, force=force)
+    click.echo(result.message())

@@ -111,7 +111,8 @@ def selection_options(func: F) -> F:
     """MODEL... names and dbt --select on feature models."""
     func = click.option("--select", "-s", multiple=True,
                         help="dbt selection of feature models (e.g. customer_features, "
-                             "+tag:ml, path:models/features).")(func)
+                             "+tag:ml, path:models/features); their specs are added to the "
+                             "MODELS named, as dbt's selectors add up.")(func)
     return click.argument("models", nargs=-1)(func)
 
 

@@ -191,6 +191,17 @@ CASES = [
          ("train", "default_risk"),
          f"{WHERE}: XGBoost rejected the training parameters: ...; fix `params` in the "
          "spec"),
+    Case("spec-params-misspelt", spec("params: {max_depht: 3, eta: 0.1}"),
+         ("train", "default_risk"),
+         f"{WHERE}: XGBoost does not use the parameter 'max_depht' (misspelt, or not one of "
+         "this booster's); fix `params` in the spec (parameters: "
+         "https://xgboost.readthedocs.io/en/stable/parameter.html)"),
+    Case("spec-tune-space-misspelt",
+         spec("tune: {n_trials: 2, space: {learning_rat: {low: 0.01, high: 0.3}}}"),
+         ("tune", "default_risk"),
+         f"{WHERE}: XGBoost does not use the parameter 'learning_rat' (misspelt, or not one of "
+         "this booster's); fix `params` or tune.space in the spec (parameters: "
+         "https://xgboost.readthedocs.io/en/stable/parameter.html)"),
     Case("spec-rounds-text", spec("num_boost_round: many"), ("train",),
          f"{WHERE}: 'num_boost_round' must be an integer, got 'many'"),
     Case("spec-split-method", spec("split: {method: stratified}"), ("train",),
@@ -643,6 +654,40 @@ def test_ctrl_c_during_training(scored: Loans) -> None:
         proc.wait()
     assert code == 130, output
     assert "Traceback" not in output
+    assert output.splitlines()[-1] == "Interrupted: nothing was written."
+    assert state(scored) == before
+
+
+def test_ctrl_c_during_tuning(scored: Loans) -> None:
+    """SIGINT in an Optuna trial: exit 130, pyml's one line, no traceback from Optuna's
+    failed-trial log either, the registry untouched."""
+    scored.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + "            num_boost_round: "
+                                           "1000000\n            early_stopping_rounds: null\n"
+                                           "            tune: {n_trials: 50, timeout: null}\n",
+                                           1))
+    before = state(scored)
+    proc = subprocess.Popen(
+        [PYML, "tune", "default_risk", "--project-dir", str(scored.dir), "--profiles-dir",
+         str(scored.dir)], env={**os.environ, DB_ENV: str(scored.db)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout is not None
+    try:
+        seen: list[str] = []
+        while not seen or "tuning (study" not in seen[-1]:  # the first trial starts
+            line = proc.stdout.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+        output = "".join(seen) + rest
+        code = proc.returncode
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     assert output.splitlines()[-1] == "Interrupted: nothing was written."
     assert state(scored) == before
 

@@ -124,9 +124,14 @@ def test_demo_end_to_end(demo: Path) -> None:
     # `dbt build` ran its tests before any ml table existed: a fresh clone's first build).
     fresh = demo / "target" / "_ml__sources.yml"
     _pyml(demo, "sources", "--output", str(fresh))
-    assert _source_columns(fresh) == _source_columns(REPO / "models" / "ml" / "_ml__sources.yml"), (
+    committed = REPO / "models" / "ml" / "_ml__sources.yml"
+    assert _source_columns(fresh) == _source_columns(committed), (
         "models/ml/_ml__sources.yml is stale: run `make demo` (its `pyml sources` step "
         "rewrites it) and commit it")
+    # Byte for byte: `make demo` on a fresh clone must leave `git status` clean.
+    assert fresh.read_text() == committed.read_text(), (
+        "models/ml/_ml__sources.yml differs from what `pyml sources` writes: run `make demo` "
+        "and commit it")
 
 
 def test_readme_champion_commands_run_as_written(demo: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 import pyml
 from pyml.cli import cli
 from pyml.engines.duckdb import quote
+from pyml.errors import PymlError
 from pyml.modelling.model import LoadedModel
 
 from .conftest import FEATURES, SCHEMA_YML, SPECS, Loans, dbt
@@ -160,6 +161,10 @@ def test_predictions_equal_the_booster_and_load_model(scored: Loans, name: str) 
     np.testing.assert_allclose(predicted(model.stored.task, frame, classes), stored,
                                rtol=0, atol=1e-6)
     assert frame["prediction"].tolist() == table["prediction"].tolist()
+    # A DataFrame without a feature: the fix is in the DataFrame, not in a dbt model.
+    with pytest.raises(PymlError, match=r"feature 'amount' is missing from the DataFrame; "
+                                        r"add it back to the DataFrame or retrain"):
+        model.predict(features.drop(columns=["amount"]))
 
 
 def test_batches_do_not_change_predictions(scored: Loans) -> None:

@@ -270,3 +270,52 @@ def test_encoding_matches_the_encoder_pyml_score_uses(client: TestClient) -> Non
     got = encode(served, records)
     assert got.dtype == np.float32 and got.shape == expected.shape
     assert np.array_equal(got, expected, equal_nan=True)
+
+
+def test_a_port_in_use_or_a_bad_host_is_one_line(scored: Loans) -> None:
+    """pyml binds the socket before loading models: one line, exit 1, nothing started."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = scored.pyml("serve", "--port", str(port))
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; pick another "
+        "--port, or stop what listens on it"]
+    result = scored.pyml("serve", "--host", "999.1.1.1", "--port", str(free_port()))
+    assert result.exit_code == 1, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: --host 999.1.1.1: not a host name or address to listen on")
+
+
+def test_port_0_announces_the_port_it_got(scored: Loans) -> None:
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "pyml"), "serve", "--port", "0", "--project-dir",
+         str(scored.dir), "--profiles-dir", str(scored.dir)],
+        env={**os.environ, DB_ENV: str(scored.db)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("pyml serve: serving default_risk v1"), line
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        assert port > 0
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()[
+                    "models"]["default_risk"] == 1
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -117,3 +119,38 @@ def test_select_prints_only_pyml_output_on_stdout(scored: Loans) -> None:
     result = scored.ok("train", "-s", "loan_features")
     assert "unchanged since v1" in result.output
     assert "unique_id" not in result.output
+
+
+def test_sources_repair_a_file_that_misses_what_a_model_reads(scored: Loans) -> None:
+    # A mart written on the predictions before `pyml sources` declared them: dbt cannot
+    # parse the project, and `pyml sources` (the fix) needs a parsed project. It declares
+    # what dbt asks for to parse it, then writes the real file.
+    path = scored.dir / "models" / "ml" / "_ml__sources.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stale = f"{MARKER}\nversion: 2\nsources:\n  - name: ml\n    tables:\n      - name: models\n"
+    path.write_text(stale)
+    mart = scored.dir / "models" / "risky_loans.sql"
+    mart.write_text("select loan_id from {{ source('ml', 'default_risk_predictions') }} "
+                    "where prediction\n")
+    before = scored.pyml("models")
+    assert "depends on a source named 'ml.default_risk_predictions'" in error_line(
+        before.output, before.exit_code)
+    result = scored.ok("sources")
+    assert "declaring them to parse it" in result.output
+    assert "default_risk_predictions" in _declared(path)
+    dbt(scored.dir, "parse")
+    # An error after the stub was written (a hand-written file kept without --force is
+    # refused before; a locked database fails later): the file is put back as it was.
+    path.write_text(stale)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(120)", str(scored.db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        locked = scored.pyml("sources", "--lock-timeout", "0")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "is locked by another process" in error_line(locked.output, locked.exit_code)
+    assert path.read_text() == stale

@@ -132,7 +132,8 @@ def test_exclude_is_kept() -> None:
     (minimal(num_boost_round=True), f"{WHERE}: 'num_boost_round' must be an integer, got True"),
     (minimal(num_boost_round=0), f"{WHERE}: 'num_boost_round' must be at least 1, got 0"),
     (minimal(early_stopping_rounds=0),
-     f"{WHERE}: 'early_stopping_rounds' must be at least 1, got 0"),
+     f"{WHERE}: 'early_stopping_rounds' must be at least 1, got 0; to train every round "
+     "without early stopping, write early_stopping_rounds: null"),
     (minimal(threshold="high"), f"{WHERE}: 'threshold' must be a number, got 'high'"),
     (minimal(threshold=1), f"{WHERE}: threshold must be between 0 and 1 (exclusive), got 1.0"),
     (minimal(task="regression", positive_class="yes"),

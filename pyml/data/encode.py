@@ -270,20 +270,21 @@ def accepts(feature: Feature, dtype: str) -> bool:
 
 
 def check_schema(where: str, features: Sequence[Feature], columns: Sequence[tuple[str, str]],
-                 relation: str) -> None:
+                 relation: str, source: str = "the dbt model") -> None:
     """Scoring-time check: each feature present with a type its training type accepts
-    (SCORING_TYPES; extra columns are ignored)."""
+    (SCORING_TYPES; extra columns are ignored). `source` is where the user fixes a column
+    (the dbt model, or a DataFrame handed to the Python API)."""
     types = dict(columns)
     for f in features:
         if f.name not in types:
             raise SchemaMismatch(
-                f"{where}: feature '{f.name}' is missing from {relation}; add it back to the "
-                "dbt model or retrain the model without it"
+                f"{where}: feature '{f.name}' is missing from {relation}; add it back to "
+                f"{source} or retrain the model without it"
             )
         if not accepts(f, types[f.name]):
             raise SchemaMismatch(
                 f"{where}: feature '{f.name}' was {f.dtype} ({scoring_kind(f.dtype)}) at "
-                f"training but is {types[f.name]} in {relation}; cast it back in the dbt model "
+                f"training but is {types[f.name]} in {relation}; cast it back in {source} "
                 "or retrain"
             )
 

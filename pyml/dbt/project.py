@@ -304,14 +304,25 @@ def _dbt_args(project: Path, profiles_dir: Path, target: str) -> list[str]:
     return ["--project-dir", str(project), "--profiles-dir", str(profiles_dir), "--target", target]
 
 
-def run_dbt(args: Sequence[str]) -> Any:
-    """Invoke dbt in-process through its Python API; raise ProjectError when it fails."""
+def run_dbt(args: Sequence[str], *, silent: bool = False) -> Any:
+    """Invoke dbt in-process through its Python API; raise ProjectError when it fails.
+
+    `silent`: dbt prints nothing (`--log-level none`), and a failure's error is the
+    ProjectError's message only, not also dbt's own lines before it."""
     from dbt.cli.main import dbtRunner
 
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    result = dbtRunner().invoke(list(args))
+    errors: list[str] = []
+
+    def keep_errors(event: Any) -> None:
+        if event.info.level == "error" and event.info.msg:
+            errors.append(str(event.info.msg))
+
+    argv = [*args, "--log-level", "none"] if silent else list(args)
+    result = dbtRunner(callbacks=[keep_errors] if silent else []).invoke(argv)
     if not result.success:
-        detail = f": {result.exception}" if result.exception else " (see dbt's messages above)"
+        detail = (f": {result.exception}" if result.exception else f": {errors[-1]}" if errors
+                  else " (see dbt's messages above)")
         # dbt's messages span many indented lines; the CLI prints one.
         raise ProjectError(" ".join(f"`dbt {' '.join(args[:1])}` failed{detail}".split()))
     return result.result
@@ -344,7 +355,7 @@ def load_project(
         if log:
             why = "missing or stale" if stale else f"not known to be parsed for {target_name}"
             log(f"Parsing the dbt project in {root} (manifest {why}) ...")
-        run_dbt(["parse", "--quiet", *_dbt_args(root, profiles, target_name)])
+        run_dbt(["parse", "--quiet", *_dbt_args(root, profiles, target_name)], silent=True)
         manifest = _read_manifest(manifest_path)
         _record_parse(manifest, manifest_path.parent, key)
     return Project(root, profiles, profile_name, target_name, db_path,
@@ -402,7 +413,8 @@ def all_specs(project: Project) -> list[ModelSpec]:
 def select_specs(
     project: Project, names: Sequence[str] = (), select: Sequence[str] = ()
 ) -> list[ModelSpec]:
-    """Pick specs by pyml model name and/or dbt selection syntax (on the feature models)."""
+    """Pick specs by pyml model name and/or dbt selection syntax (on the feature models):
+    the union of both, as dbt's own selectors add up, each spec once."""
     specs = all_specs(project)
     if not specs:
         raise SelectionError(
@@ -416,7 +428,8 @@ def select_specs(
             raise SelectionError(
                 f"no pyml model named '{name}'; declared models: {', '.join(sorted(by_name))}"
             )
-        chosen.append(by_name[name])
+        if by_name[name] not in chosen:  # a name given twice runs once
+            chosen.append(by_name[name])
     if select:
         ids = _dbt_ls(project, select)
         picked = [s for s in specs if s.feature_model in ids]

@@ -203,6 +203,10 @@ def _parse_one(
             )
     num_boost_round = _int(item, "num_boost_round", where, default=500, minimum=1)
     esr_raw = item.get("early_stopping_rounds", 30)
+    if esr_raw == 0 and not isinstance(esr_raw, bool):
+        raise SpecError(f"{where}: 'early_stopping_rounds' must be at least 1, got 0; to train "
+                        "every round without early stopping, write early_stopping_rounds: "
+                        "null")
     early = None if esr_raw is None else _int(item, "early_stopping_rounds", where, 30, minimum=1)
     threshold = _float(item, "threshold", where, default=0.5)
     if not 0.0 < threshold < 1.0:

@@ -8,7 +8,9 @@ same spec.
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +32,42 @@ def spec_params(spec: ModelSpec, n_classes: int, eval_metric: str | None = None
                 ) -> dict[str, Any]:
     """The booster parameters of a spec: pyml's defaults, the spec's `params`, the task's."""
     return booster_params(spec.task, {**DEFAULT_PARAMS, **spec.params}, n_classes, eval_metric)
+
+
+_UNUSED = re.compile(r"Parameters: \{(.*?)\} (?:are|is) not used")
+PARAMETER_DOCS = "https://xgboost.readthedocs.io/en/stable/parameter.html"
+
+
+def check_params(spec: ModelSpec) -> None:
+    """Refuse spec `params` (and tune.space names) that XGBoost would not use: a misspelt
+    parameter (`max_depht`) otherwise trains with the default and only warns. One boosting
+    round on four rows with the spec's parameters, before any data is read; XGBoost names
+    the parameters it did not use, and those the spec set are the error."""
+    given = [*spec.params, *(r.name for r in spec.tune.space)] if spec.tune else [*spec.params]
+    if not given:
+        return
+    tried = {r.name: r.low if r.low is not None else r.choices[0] for r in spec.tune.space
+             if r.low is not None or r.choices} if spec.tune else {}
+    n_classes = 3 if spec.task == "multiclass" else 2
+    params = booster_params(spec.task, {**DEFAULT_PARAMS, **tried, **spec.params}, n_classes)
+    params["nthread"] = 1
+    X = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)
+    y = np.array([0.0, 1.0, 2.0, 1.0] if n_classes == 3 else [0.0, 1.0, 0.0, 1.0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=1)
+        except xgb.core.XGBoostError:
+            return  # a bad value: the real fit says which, as before
+    unused = {name.strip().strip('"') for w in caught
+              for m in _UNUSED.finditer(str(w.message)) for name in m.group(1).split(",")}
+    wrong = [name for name in dict.fromkeys(given) if name in unused]
+    if wrong:
+        names = ", ".join(f"'{n}'" for n in wrong)
+        raise SpecError(f"{spec.where}: XGBoost does not use the parameter{'s' * (len(wrong) > 1)}"
+                        f" {names} (misspelt, or not one of this booster's); fix `params`"
+                        f"{' or tune.space' if spec.tune and spec.tune.space else ''} in the "
+                        f"spec (parameters: {PARAMETER_DOCS})")
 
 
 def fit(spec: ModelSpec, features: Sequence[Feature], n_classes: int, seen_classes: int,

@@ -104,7 +104,8 @@ class LoadedModel:
             rel = con.execute("describe select * from __pyml_input").fetchall()
             columns = [(str(r[0]), str(r[1])) for r in rel]
             check_outputs(self.stored, ())
-            check_schema(f"model '{self.name}'", self.stored.features, columns, "the DataFrame")
+            check_schema(f"model '{self.name}'", self.stored.features, columns, "the DataFrame",
+                         source="the DataFrame")
             keys = [k for k in self.stored.key if k in dict(columns)]
             exprs = [quote(k) for k in keys] + [matrix_sql(self.stored.features)]
             try:

@@ -209,7 +209,9 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     folds = _Folds(ts.features, ts, k, spec.split.seed) if k else None
     early = spec.early_stopping_rounds or TRIAL_EARLY_STOPPING
     study_id = f"{spec.name}-{datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: Optuna's own warning for a failed trial comes with a traceback (a Ctrl-C's too);
+    # pyml's progress line says the trial failed, and with XGBoost's reason.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         study_name=study_id,
         direction=optuna.study.StudyDirection.MAXIMIZE if direction == "maximize"
@@ -243,6 +245,8 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
         value = f"{metric} {trial.value:.5f}, " if trial.value is not None else ""
         ran, std = _fold_stats(trial)
         reached = _last(trial)
+        if state == "fail" and errors:
+            value = f"XGBoost said {errors[-1]}, "
         if ran and reached is not None:  # tune.cv: the mean (running, if pruned) and spread
             value = (f"cv {metric} {reached:.5f}"
                      + (f" \u00b1 {std:.5f}" if std is not None else "")

@@ -103,7 +103,10 @@ def format_train(r: TrainResult) -> str:
 def format_score(r: ScoreResult) -> str:
     """What `pyml score` prints for one predictions table."""
     extra = f" and {r.output}" if r.output else ""
-    return f"{r.name} v{r.version}: {r.rows:,} rows -> {r.table}{extra} ({r.seconds:.1f}s)"
+    # An incremental score says how many rows it scored anew (the others kept theirs).
+    changed = f" ({r.rescored:,} rescored, incremental)" if r.rescored is not None else ""
+    return (f"{r.name} v{r.version}: {r.rows:,} rows{changed} -> {r.table}{extra} "
+            f"({r.seconds:.1f}s)")
 
 
 def format_explain(e: ExplainResult) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import math
 import signal
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -29,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pyml.errors import UsageError
 from pyml.serve.batcher import Batcher
 from pyml.serve.champions import Champions, Registry, Served, champion_versions, load_served
 from pyml.serve.codec import (
@@ -283,12 +286,46 @@ def serve(registry: Path | Registry, *, host: str = "127.0.0.1", port: int = 800
     """Load the champions and serve them until interrupted."""
     import uvicorn
 
-    app = create_app(registry, poll_seconds=poll_seconds, max_records=max_records,
-                     max_body_bytes=max_body_bytes, lock_timeout=lock_timeout,
-                     body_timeout=body_timeout)
+    # pyml binds the socket itself, before loading anything: a port in use or a host that is
+    # no address here is one line and exit 1, and --port 0 announces the port it got.
+    sock = listening_socket(host, port)
+    try:
+        app = create_app(registry, poll_seconds=poll_seconds, max_records=max_records,
+                         max_body_bytes=max_body_bytes, lock_timeout=lock_timeout,
+                         body_timeout=body_timeout)
+    except BaseException:
+        sock.close()
+        raise
     served = ", ".join(f"{n} v{s.model.version}"
                        for n, s in sorted(app.state.champions.models.items()))
-    print(f"pyml serve: serving {served or 'no models yet'} on http://{host}:{port} "
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"pyml serve: serving {served or 'no models yet'} on http://{shown}:{bound} "
           f"(docs at /docs; registry re-read every {poll_seconds:g}s and on SIGHUP)",
           file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    server = uvicorn.Server(uvicorn.Config(app, access_log=access_log, log_level="info"))
+    server.run(sockets=[sock])
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (uvicorn listens on it), or a UsageError saying why
+    not: a host that is no address of this machine, a port in use or not allowed."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(f"--host {host}: not a host name or address to listen on "
+                         f"({getattr(e, 'strerror', None) or e}); use e.g. 127.0.0.1 or "
+                         "0.0.0.0") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        why = e.strerror or str(e)
+        fix = ("pick another --port, or stop what listens on it" if e.errno == errno.EADDRINUSE
+               else "use an address of this machine (e.g. 127.0.0.1 or 0.0.0.0)"
+               if e.errno == errno.EADDRNOTAVAIL else "pick a port above 1023")
+        raise UsageError(f"cannot listen on {host}:{port}: {why}; {fix}") from None
+    return sock

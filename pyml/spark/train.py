@@ -34,7 +34,7 @@ from pyml.engines.spark import default_workers, first_line, qualified, quote, re
 from pyml.errors import DataError, RegistryError, SpecError
 from pyml.modelling.checks import check_training
 from pyml.modelling.evaluate import evaluate_predictions, prediction_order, probabilities
-from pyml.modelling.fit import spec_params
+from pyml.modelling.fit import check_params, spec_params
 from pyml.session import Session
 from pyml.spark import frames
 from pyml.spark.lineage import fingerprints
@@ -91,6 +91,7 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
     source = qualified(spec.schema, spec.relation)
     columns = relation_columns(spark, spec.schema, spec.relation)
     features = resolve_features(spec, columns)
+    check_params(spec)
     types = dict(columns)
     bad_keys = split.unportable_keys(spec.key, types)
     if spec.split.method in split.HASHED_METHODS and bad_keys:

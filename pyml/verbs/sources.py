@@ -16,14 +16,17 @@ is replaced only with `force`. The write is atomic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pyml.errors import OutputError
+from pyml.dbt.project import find_project_dir
+from pyml.errors import OutputError, ProjectError
 from pyml.files import replacing
 from pyml.modelling.model import LoadedModel
 from pyml.session import Session
@@ -34,7 +37,7 @@ from pyml.store.descriptions import (
     registry_tables,
 )
 from pyml.store.fingerprints import fingerprints_table
-from pyml.store.names import explanations_table, predictions_table
+from pyml.store.names import SCHEMA, explanations_table, predictions_table
 from pyml.store.registry import list_versions, load_version
 from pyml.verbs.score import prediction_comments
 
@@ -92,6 +95,82 @@ def write_sources(session: Session, path: Path | None = None, *, force: bool = F
     except OSError as e:
         raise OutputError(f"cannot write {target}: {e.strerror}") from e
     return SourcesResult(target, tuple(t.name for t in tables), tested)
+
+
+# dbt's parse error for a model that reads an undeclared source, e.g. a mart written on a new
+# model's predictions before `pyml sources` declared them.
+_MISSING_SOURCE = re.compile(r"depends on a source named '([^']+)\.([^']+)' which was not found")
+
+
+def _missing_ml_sources(error: ProjectError) -> set[str]:
+    return {table for schema, table in _MISSING_SOURCE.findall(str(error)) if schema == SCHEMA}
+
+
+def _declared(text: str | None) -> set[str]:
+    """The ml tables a sources YAML declares (none if it is not one)."""
+    try:
+        data = yaml.safe_load(text or "") or {}
+    except yaml.YAMLError:
+        return set()
+    sources = data.get("sources") if isinstance(data, dict) else None
+    return {str(t["name"]) for src in sources or [] if isinstance(src, dict)
+            and src.get("name") == SCHEMA for t in src.get("tables") or []
+            if isinstance(t, dict) and t.get("name")} if isinstance(sources, list) else set()
+
+
+@contextmanager
+def session_for_sources(open_: Callable[[], Session], project_dir: str | None,
+                        path: Path | None, *, force: bool, log: Callable[[str], None]
+                        ) -> Iterator[Session]:
+    """The session `pyml sources` writes with, even when dbt cannot parse the project
+    because a model reads an ml table the sources file does not declare yet (which is what
+    `pyml sources` is for): the file is then replaced by a stub declaring the ml tables dbt
+    asked for, until the project parses, and put back as it was unless the block ends
+    without an error (write_sources has replaced it by then)."""
+    try:
+        plain = open_()
+    except ProjectError as e:
+        missing = _missing_ml_sources(e)
+        if not missing:
+            raise
+        first = e
+    else:
+        yield plain
+        return
+    target = (path if path is not None else find_project_dir(project_dir) / DEFAULT_PATH)
+    target = target.expanduser().resolve()
+    before = target.read_text() if target.exists() else None
+    if before is not None and not force and not before.startswith(MARKER):
+        raise first
+    tables = _declared(before) | missing
+    log(f"dbt cannot parse the project: models read ml source(s) {', '.join(sorted(missing))} "
+        f"that {target.name} does not declare; declaring them to parse it")
+    session = None
+    try:
+        for _ in range(50):  # dbt names one missing source at a time
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with replacing(target) as tmp:
+                tmp.write_text(f"{MARKER} (a stub while it parses the project)\nversion: 2\n"
+                               + yaml.safe_dump({"sources": [{"name": SCHEMA, "tables": [
+                                   {"name": t} for t in sorted(tables)]}]}, sort_keys=False))
+            try:
+                session = open_()
+                break
+            except ProjectError as e:
+                more = _missing_ml_sources(e) - tables
+                if not more:
+                    raise
+                tables |= more
+        if session is None:
+            raise first
+        yield session
+    except BaseException:
+        if before is None:
+            target.unlink(missing_ok=True)
+        else:
+            with replacing(target) as tmp:
+                tmp.write_text(before)
+        raise
 
 
 def plan(session: Session) -> list[Described]:
