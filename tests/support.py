@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -132,6 +133,16 @@ def hand_matrix(features: Sequence[Any], frame: Any) -> np.ndarray:
 
 
 # --- processes and servers --------------------------------------------------------------------
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """End a server a test started: SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 
 def free_port() -> int:
     """A TCP port nothing listens on right now (for a server a test starts)."""

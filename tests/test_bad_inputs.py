@@ -623,62 +623,27 @@ def test_disk_full_writing_the_database(scored: Loans, args: tuple[str, ...]) ->
     scored.ok(*args)  # with room again, the same command works
 
 
-def test_ctrl_c_during_training(scored: Loans) -> None:
-    """SIGINT while XGBoost is boosting: exit 130, one line, the registry untouched."""
-    scored.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + "            num_boost_round: "
-                                           "1000000\n            early_stopping_rounds: null\n",
-                                           1))
+def interrupted(scored: Loans, verb: str, started: str, wait: float) -> str:
+    """Run `pyml VERB default_risk`, send SIGINT `wait` seconds after a line containing
+    `started`, and check what a Ctrl-C must give: exit 130, pyml's one last line, no
+    traceback (nor a KeyboardInterrupt a library logs), the registry untouched."""
     before = state(scored)
     # A shell that starts the suite in the background makes its children ignore SIGINT (and
     # Python then installs no KeyboardInterrupt handler): give pyml the default disposition
     # a terminal's Ctrl-C meets.
     proc = subprocess.Popen(
-        [PYML, "train", "default_risk", "--project-dir", str(scored.dir), "--profiles-dir",
+        [PYML, verb, "default_risk", "--project-dir", str(scored.dir), "--profiles-dir",
          str(scored.dir)], env={**os.environ, DB_ENV: str(scored.db)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     try:
         seen: list[str] = []
-        while not seen or "split (random)" not in seen[-1]:  # reading done, boosting begins
+        while not seen or started not in seen[-1]:
             line = proc.stdout.readline()
             assert line, "".join(seen)
             seen.append(line)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=120)
-        output = "".join(seen) + rest
-        code = proc.returncode
-    finally:
-        proc.kill()
-        proc.wait()
-    assert code == 130, output
-    assert "Traceback" not in output
-    assert output.splitlines()[-1] == "Interrupted: nothing was written."
-    assert state(scored) == before
-
-
-def test_ctrl_c_during_tuning(scored: Loans) -> None:
-    """SIGINT in an Optuna trial: exit 130, pyml's one line, no traceback from Optuna's
-    failed-trial log either, the registry untouched."""
-    scored.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + "            num_boost_round: "
-                                           "1000000\n            early_stopping_rounds: null\n"
-                                           "            tune: {n_trials: 50, timeout: null}\n",
-                                           1))
-    before = state(scored)
-    proc = subprocess.Popen(
-        [PYML, "tune", "default_risk", "--project-dir", str(scored.dir), "--profiles-dir",
-         str(scored.dir)], env={**os.environ, DB_ENV: str(scored.db)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert proc.stdout is not None
-    try:
-        seen: list[str] = []
-        while not seen or "tuning (study" not in seen[-1]:  # the first trial starts
-            line = proc.stdout.readline()
-            assert line, "".join(seen)
-            seen.append(line)
-        time.sleep(1.0)
+        time.sleep(wait)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
         output = "".join(seen) + rest
@@ -690,6 +655,24 @@ def test_ctrl_c_during_tuning(scored: Loans) -> None:
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     assert output.splitlines()[-1] == "Interrupted: nothing was written."
     assert state(scored) == before
+    return output
+
+
+ENDLESS = "            num_boost_round: 1000000\n            early_stopping_rounds: null\n"
+
+
+def test_ctrl_c_during_training(scored: Loans) -> None:
+    """SIGINT while XGBoost is boosting: exit 130, one line, the registry untouched."""
+    scored.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + ENDLESS, 1))
+    interrupted(scored, "train", "split (random)", 0.5)  # reading done, boosting begins
+
+
+def test_ctrl_c_during_tuning(scored: Loans) -> None:
+    """SIGINT in an Optuna trial: the same, and no traceback from Optuna's failed-trial log
+    either."""
+    scored.write_schema(SCHEMA_YML.replace(
+        EXCLUDE, EXCLUDE + ENDLESS + "            tune: {n_trials: 50, timeout: null}\n", 1))
+    interrupted(scored, "tune", "tuning (study", 1.0)  # the first trial starts
 
 
 # --- odd but legal: these must work -------------------------------------------------------------

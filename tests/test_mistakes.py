@@ -27,7 +27,7 @@ from pyml.errors import SpecError
 from pyml.serve.app import create_app
 
 from .conftest import DB_ENV, Loans
-from .support import error_line, free_port, records, state
+from .support import error_line, free_port, records, state, stop
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -139,12 +139,7 @@ def server(scored: Loans) -> Iterator[int]:
                 time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_a_stalled_body_gets_408_and_the_connection_closes(server: int) -> None:

@@ -22,7 +22,7 @@ import pytest
 from pyml.serve.app import create_app
 
 from .conftest import DB_ENV, FEATURES, Loans
-from .support import free_port, records
+from .support import free_port, records, stop
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -241,12 +241,7 @@ def test_real_uvicorn_process(scored: Loans) -> None:
         assert body["version"] == 1
         assert json.loads(httpx.get(f"{base}/models/default_risk").text)["version"] == 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_encoding_matches_the_encoder_pyml_score_uses(client: TestClient) -> None:
@@ -313,9 +308,4 @@ def test_port_0_announces_the_port_it_got(scored: Loans) -> None:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.2)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
