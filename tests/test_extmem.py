@@ -25,7 +25,7 @@ def _metric(project: Loans, model: str, version: int, name: str) -> float:
 def test_external_memory_trains_every_task_like_the_in_memory_path(scored: Loans) -> None:
     out = scored.ok("train", "--external-memory", "--max-memory", "1GB").output
     assert out.count("to train from disk (external memory)") == len(SPECS)
-    assert "train part pass" in out and "holdout pass 1" in out  # progress with rows/s
+    assert "train part (staged) pass" in out and "holdout pass 1" in out  # progress, rows/s
     for name in SPECS:
         rows = scored.sql("select train_rows, validation_rows, test_rows from ml.models "
                           "where model_name = ? order by version", [name])

@@ -37,7 +37,7 @@ from pyml.store.descriptions import (
     registry_tables,
 )
 from pyml.store.fingerprints import fingerprints_table
-from pyml.store.names import SCHEMA, explanations_table, predictions_table
+from pyml.store.names import explanations_table, predictions_table
 from pyml.store.registry import list_versions, load_version
 from pyml.verbs.score import prediction_comments
 
@@ -103,7 +103,8 @@ _MISSING_SOURCE = re.compile(r"depends on a source named '([^']+)\.([^']+)' whic
 
 
 def _missing_ml_sources(error: ProjectError) -> set[str]:
-    return {table for schema, table in _MISSING_SOURCE.findall(str(error)) if schema == SCHEMA}
+    return {table for schema, table in _MISSING_SOURCE.findall(str(error))
+            if schema == SOURCE_SCHEMA}
 
 
 def _declared(text: str | None) -> set[str]:
@@ -114,7 +115,7 @@ def _declared(text: str | None) -> set[str]:
         return set()
     sources = data.get("sources") if isinstance(data, dict) else None
     return {str(t["name"]) for src in sources or [] if isinstance(src, dict)
-            and src.get("name") == SCHEMA for t in src.get("tables") or []
+            and src.get("name") == SOURCE_SCHEMA for t in src.get("tables") or []
             if isinstance(t, dict) and t.get("name")} if isinstance(sources, list) else set()
 
 
@@ -151,7 +152,7 @@ def session_for_sources(open_: Callable[[], Session], project_dir: str | None,
             target.parent.mkdir(parents=True, exist_ok=True)
             with replacing(target) as tmp:
                 tmp.write_text(f"{MARKER} (a stub while it parses the project)\nversion: 2\n"
-                               + yaml.safe_dump({"sources": [{"name": SCHEMA, "tables": [
+                               + yaml.safe_dump({"sources": [{"name": SOURCE_SCHEMA, "tables": [
                                    {"name": t} for t in sorted(tables)]}]}, sort_keys=False))
             try:
                 session = open_()
