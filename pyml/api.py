@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyml.engines.duckdb import write_errors
-from pyml.errors import EngineError, UsageError
+from pyml.errors import EngineError, ModelNotFound, SelectionError, UsageError
 from pyml.session import Overrides, Session, open_session
 
 if TYPE_CHECKING:
@@ -339,7 +339,14 @@ def predictions(model: str, *, limit: int = 10, project_dir: PathLike = None,
         from pyml.store.spark_writer import top_predictions as _spark_top
 
         return text_table(*_spark_top(session.spark(), model, limit))
-    return top_predictions(session.project, model, limit, lock_timeout=lock_timeout)
+    try:
+        return top_predictions(session.project, model, limit, lock_timeout=lock_timeout)
+    except ModelNotFound:
+        declared = sorted(s.name for s in session.specs())
+        if model in declared:
+            raise  # declared, not scored yet: the error says to run pyml score
+        raise SelectionError(f"no pyml model named '{model}' and no ml.{model}_predictions; "
+                             f"declared models: {', '.join(declared) or 'none'}") from None
 
 
 def show(model: str, *, version: int | None = None, project_dir: PathLike = None,

@@ -53,6 +53,7 @@ GRADE = "models/schema.yml: model 'grade' on model.loans.loan_features"
 COLUMNS = "loan_id, region, amount, income, term_months, grade, defaulted, loss"
 RANGE = "infinite or out-of-range values (|x| > 3.4e+38)"
 PYML = str(Path(sys.executable).parent / "pyml")
+GRADE = WHERE.replace("'default_risk'", "'grade'")  # the multiclass spec's {where}
 
 
 # --- the expected message ("unchanged" is tests/support.py's state) ------------------------
@@ -171,6 +172,19 @@ CASES = [
          f"{WHERE}: missing required key 'key' (id column(s) carried into the predictions)"),
     Case("spec-threshold-text", spec("threshold: high"), ("train", "default_risk"),
          f"{WHERE}: 'threshold' must be a number, got 'high'"),
+    Case("predictions-of-no-model", lambda p: None, ("predictions", "nope"),
+         "no pyml model named 'nope' and no ml.nope_predictions; declared models: "
+         "default_risk, grade, loss_amount"),
+    Case("kfold-from-disk", spec("split: {method: kfold}"),
+         ("train", "default_risk", "--external-memory"),
+         f"{WHERE}: split.method kfold needs the training set in memory, and "
+         "--external-memory trains from disk; use method random or time, or drop "
+         "--external-memory"),
+    Case("spec-threshold-not-binary", yaml("task: binary", "task: regression\n            "
+                                                           "threshold: 0.3"),
+         ("train", "default_risk"),
+         f"{WHERE}: threshold only applies to task: binary (a regression model predicts "
+         "without one); remove it"),
     Case("spec-threshold-out-of-range", spec("threshold: 1.5"), ("score", "default_risk"),
          f"{WHERE}: threshold must be between 0 and 1 (exclusive), got 1.5"),
     Case("spec-features-not-a-list", yaml(EXCLUDE, "            features: {amount: 1}\n"),
@@ -331,6 +345,15 @@ CASES = [
          ("score", "default_risk"),
          "relation main.loans_2025 does not exist in the database: build it with `dbt build "
          "--select loans_2025` first"),
+    Case("score-relation-lacks-a-feature",
+         lambda p: (p.sql("create table main.loans_2025 as select * exclude (income) from "
+                          "main.loan_features"),
+                    p.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + "            score: "
+                                                      "{relation: main.loans_2025}\n", 1))),
+         ("score", "default_risk"),
+         "model 'default_risk' v1: feature 'income' is missing from main.loans_2025; add it "
+         "back to the dbt model (or point score.relation in models/schema.yml at one that has "
+         "it) or retrain the model without it"),
     Case("score-relation-unknown", spec("score: {relation: loans_2025}"),
          ("score", "default_risk"),
          f"{WHERE}: score.relation 'loans_2025' is neither a dbt model in this project nor "
@@ -340,6 +363,17 @@ CASES = [
          ("score", "grade"),
          "model 'grade' v1: main.loan_features has 3 duplicate keys (loan_id); make the key "
          "unique in the dbt model"),
+    Case("duplicate-keys-at-training", sql("insert into main.loan_features select * from "
+                                           "main.loan_features where loan_id <= 3"),
+         ("train", "grade"),
+         f"{GRADE}: key (loan_id) is not unique in main.loan_features: 3 duplicate keys; "
+         "add the columns that tell the rows apart to `key` in the spec, or make it unique in "
+         "the dbt model (pyml score writes one prediction per key)"),
+    Case("null-keys-at-training",
+         sql("update main.loan_features set loan_id = null where loan_id in (4, 8)"),
+         ("train", "grade"),
+         f"{GRADE}: main.loan_features has 2 rows with a NULL key (loan_id); filter or "
+         "fill them in the dbt model (pyml score writes one prediction per key)"),
     Case("null-keys-at-score",
          sql("update main.loan_features set loan_id = null where loan_id in (4, 8)"),
          ("score", "grade"),

@@ -156,9 +156,12 @@ def test_exclude_is_kept() -> None:
      f"{WHERE}: unknown key 'split.colum'; allowed: method, test_fraction, "
      "validation_fraction, seed, column, folds"),
     (minimal(split={"test_fraction": 1.5}),
-     f"{WHERE}: split.test_fraction must be in [0, 1), got 1.5"),
+     f"{WHERE}: split.test_fraction must be in (0, 1), got 1.5"),
     (minimal(split={"validation_fraction": -0.1}),
      f"{WHERE}: split.validation_fraction must be in [0, 1), got -0.1"),
+    (minimal(split={"method": "time", "column": "opened_date", "seed": 3}),
+     f"{WHERE}: split.seed only applies to split.method random or kfold (a time split cuts "
+     "by the column's values)"),
     (minimal(split={"test_fraction": 0}),
      f"{WHERE}: split.test_fraction must be above 0: pyml always keeps a holdout to report "
      "honest metrics"),

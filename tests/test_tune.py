@@ -224,3 +224,19 @@ def test_trials_from_before_study_id_are_renumbered_from_1(scored: Loans) -> Non
     assert comment.startswith("the study's id")
     scored.ok("rollback", "grade")  # and only once
     assert scored.sql("select trial_number from ml.trials order by 1") == [(1,), (2,)]
+
+
+def test_trial_1_is_the_spec_params_or_says_which_are_not() -> None:
+    # grow_policy is not in the spec: XGBoost's default (depthwise) is replayed when the space
+    # offers it; a space without it, or a spec value outside a range, is named in the note.
+    from pyml.dbt.spec_tune import ParamRange
+
+    space = [ParamRange("grow_policy", choices=("depthwise", "lossguide")),
+             ParamRange("max_depth", low=3, high=8, integer=True)]
+    assert tune_module._first_trial(space, {"max_depth": 6}) == (
+        {"grow_policy": "depthwise", "max_depth": 6}, [])
+    space = [ParamRange("grow_policy", choices=("lossguide",)),
+             ParamRange("max_depth", low=3, high=5, integer=True),
+             ParamRange("some_new_param", low=0.0, high=1.0)]
+    assert tune_module._first_trial(space, {"max_depth": 6}) == (
+        {"max_depth": 5}, ["grow_policy", "max_depth", "some_new_param"])

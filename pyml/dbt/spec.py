@@ -214,6 +214,9 @@ def _parse_one(
     positive = item.get("positive_class")
     if positive is not None and task != "binary":
         raise SpecError(f"{where}: positive_class only applies to task: binary")
+    if "threshold" in item and task != "binary":  # it would train a new version for nothing
+        raise SpecError(f"{where}: threshold only applies to task: binary (a {task} model "
+                        "predicts without one); remove it")
     description = item.get("description") or ""
     allow_leakage = item.get("allow_leakage", False)
     if not isinstance(allow_leakage, bool):
@@ -340,11 +343,15 @@ def _split(raw: Any, where: str) -> SplitSpec:
     for label, value in (("test_fraction", test_fraction),
                          ("validation_fraction", validation_fraction)):
         if not 0.0 <= value < 1.0:
-            raise SpecError(f"{where}: split.{label} must be in [0, 1), got {value}")
+            span = "(0, 1)" if label == "test_fraction" else "[0, 1)"
+            raise SpecError(f"{where}: split.{label} must be in {span}, got {value}")
     if test_fraction == 0.0:
         raise SpecError(f"{where}: split.test_fraction must be above 0: pyml always keeps a "
                         "holdout to report honest metrics")
     seed = _int(raw, "seed", split_where, 42, minimum=0)
+    if "seed" in raw and method == "time":
+        raise SpecError(f"{where}: split.seed only applies to split.method random or kfold "
+                        "(a time split cuts by the column's values)")
     column = raw.get("column")
     if method == "time":
         if not isinstance(column, str) or not column:

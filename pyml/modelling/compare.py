@@ -39,10 +39,15 @@ class Comparison:
     def describe(self, a_label: str, b_label: str) -> str:
         """One line: values, gain and interval."""
         ci = ("" if self.ci_low is None or self.ci_high is None
-              else f", 95% CI [{self.ci_low:+.4f}, {self.ci_high:+.4f}]"
+              else f", 95% CI [{_signed(self.ci_low)}, {_signed(self.ci_high)}]"
               + ("" if self.significant else ", not significant"))
         return (f"holdout {self.metric} {b_label} {self.b:.4f} vs {a_label} {self.a:.4f} on "
-                f"the same {self.n_rows:,} rows (gain {self.gain:+.4f}{ci})")
+                f"the same {self.n_rows:,} rows (gain {_signed(self.gain)}{ci})")
+
+
+def _signed(value: float) -> str:
+    """+0.0123 / -0.0123, and +0.0000 for a value that rounds to zero from below (not -0.0000)."""
+    return f"{round(value, 4) + 0.0:+.4f}"
 
 
 def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,

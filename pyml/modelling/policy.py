@@ -178,7 +178,8 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
     if old.stored.task != new.stored.task:
         raise _CannotCompare(f"its task is {old.stored.task}")
     if list(old.stored.target.classes) != list(new.stored.target.classes):
-        raise _CannotCompare(f"its classes {list(old.stored.target.classes)} differ")
+        raise _CannotCompare(classes_differ(list(old.stored.target.classes),
+                                             list(new.stored.target.classes)))
     columns = relation_columns(con, spec.schema, spec.relation)
     both_sql, both_params, differ = champion_holdout(con, spec, old, challenger, dict(columns))
     label = f"{spec.schema}.{spec.relation}"
@@ -224,3 +225,12 @@ def holdout_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec, champion
 def _raw(model: LoadedModel, booster: xgb.Booster, column: pa.Array) -> np.ndarray:
     X = model.encoder.from_fixed(column, f"model '{model.name}' v{model.version}")
     return np.asarray(booster.inplace_predict(X), dtype=np.float64)
+
+
+def classes_differ(old: list[object], new: list[object]) -> str:
+    """Why two versions' class lists cannot be compared: other classes, or the same ones in
+    another order (a changed positive_class: the positive class is the last)."""
+    if sorted(map(str, old)) == sorted(map(str, new)):
+        return (f"its classes {old} are in another order than {new} (positive_class "
+                "changed)")
+    return f"its classes {old} differ from {new}"

@@ -47,10 +47,15 @@ from pyml.store.trials import Trial, record_trials
 Log = Callable[[str], None]
 
 # XGBoost's own defaults, so that trial 1 can replay the spec's parameters inside the space.
-XGB_DEFAULTS: dict[str, Any] = {"eta": 0.3, "max_depth": 6, "min_child_weight": 1.0,
-                                "subsample": 1.0, "colsample_bytree": 1.0, "lambda": 1.0,
-                                "alpha": 0.0, "gamma": 0.0, "max_bin": 256,
-                                "max_cat_to_onehot": 4}
+XGB_DEFAULTS: dict[str, Any] = {"eta": 0.3, "learning_rate": 0.3, "max_depth": 6,
+                                "min_child_weight": 1.0, "subsample": 1.0,
+                                "colsample_bytree": 1.0, "colsample_bylevel": 1.0,
+                                "colsample_bynode": 1.0, "lambda": 1.0, "reg_lambda": 1.0,
+                                "alpha": 0.0, "reg_alpha": 0.0, "gamma": 0.0,
+                                "min_split_loss": 0.0, "max_bin": 256, "max_cat_to_onehot": 4,
+                                "max_cat_threshold": 64, "max_leaves": 0, "max_delta_step": 0.0,
+                                "scale_pos_weight": 1.0, "grow_policy": "depthwise",
+                                "num_parallel_tree": 1}
 TRIAL_EARLY_STOPPING = 30  # rounds, when the spec disables early stopping
 # tune.cv keeps every fold's quantised train/validation pair across trials up to this many
 # cells (k x rows x features, about a byte each); above it they are rebuilt per trial.
@@ -98,21 +103,32 @@ def _suggest(trial: optuna.Trial, r: ParamRange) -> Any:
     return trial.suggest_float(r.name, r.low, r.high, log=r.log)
 
 
-def _first_trial(space: Sequence[ParamRange], params: dict[str, Any]) -> dict[str, Any]:
-    """The spec's own values (clipped into the space), so trial 1 is the spec's parameters."""
+def _first_trial(space: Sequence[ParamRange], params: dict[str, Any]
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """The spec's own values (clipped into the space), so trial 1 is the spec's parameters;
+    and the names of those it cannot be (a value outside the space, or one pyml does not
+    know XGBoost's default of), which Optuna samples: the note says so."""
     out: dict[str, Any] = {}
+    off: list[str] = []
     for r in space:
         value = params.get(r.name, XGB_DEFAULTS.get(r.name))
         if value is None or isinstance(value, bool):
+            off.append(r.name)
             continue
         if r.choices:
             if value in r.choices:
                 out[r.name] = value
+            else:
+                off.append(r.name)
         elif isinstance(value, int | float):
             assert r.low is not None and r.high is not None
             clipped = min(max(float(value), r.low), r.high)
             out[r.name] = round(clipped) if r.integer else clipped
-    return out
+            if out[r.name] != value:
+                off.append(r.name)
+        else:
+            off.append(r.name)
+    return out, off
 
 
 class _Matrices:
@@ -218,7 +234,8 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
         else optuna.study.StudyDirection.MINIMIZE,
         sampler=_sampler(tspec.seed),
         pruner=cv_pruner() if k else pruner())
-    study.enqueue_trial(_first_trial(space, base))
+    first, off = _first_trial(space, base)
+    study.enqueue_trial(first)
     starts: dict[int, tuple[datetime, float]] = {}
     errors: list[str] = []
 
@@ -277,12 +294,17 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     best = study.best_trial
     counts = {s: sum(1 for t in study.trials if STATES.get(t.state) == s) for s in
               ("complete", "pruned", "fail")}
+    # Trial 1 replays the spec's values; one outside the space (or unknown) was sampled.
+    sampled = {n: study.trials[0].params.get(n) for n in off}
+    unlike = (f" except {json.dumps(sampled, sort_keys=True)} (the spec's value is not in "
+              "tune.space)" if off else "")
     summary = (f"tuned by study {study_id}: {len(study.trials)} trials ({counts['complete']} "
                f"complete, {counts['pruned']} pruned, {counts['fail']} failed) in "
                f"{seconds:.0f}s, best {f'{k}-fold cv' if k else 'validation'} {metric} "
                f"{best.value:.5f} (trial "
                f"{number(best)}; trial 1 = spec params"
                + (f" {study.trials[0].value:.5f}" if study.trials[0].value is not None else "")
+               + unlike
                + f"), params {json.dumps(best.params, sort_keys=True)}")
     log(f"[{spec.name}] {summary}")
     tuned = replace(spec, params={**spec.params, **best.params, "eval_metric": metric})

@@ -23,7 +23,7 @@ from pyml.dbt.spec import ModelSpec
 from pyml.engines.spark import qualified, quote, relation_columns, sql
 from pyml.errors import DataError, SchemaMismatch
 from pyml.modelling.compare import Comparison, compare
-from pyml.modelling.policy import _CannotCompare, _check_common, decide
+from pyml.modelling.policy import _CannotCompare, _check_common, classes_differ, decide
 from pyml.store import spark_registry
 from pyml.store.lifecycle import Decision
 from pyml.store.registry import StoredModel
@@ -69,7 +69,8 @@ class SparkHoldoutPolicy:
         if old.task != new.task:
             raise _CannotCompare(f"its task is {old.task}")
         if list(old.target.classes) != list(new.target.classes):
-            raise _CannotCompare(f"its classes {list(old.target.classes)} differ")
+            raise _CannotCompare(classes_differ(list(old.target.classes),
+                                                 list(new.target.classes)))
         columns = relation_columns(spark, spec.schema, spec.relation)
         try:
             check_schema(f"champion v{champion}", old.features, columns,

@@ -42,7 +42,12 @@ from pyml.spark.policy import SparkHoldoutPolicy
 from pyml.store import spark_registry
 from pyml.store.registry import NewVersion
 from pyml.tasks import task_info
-from pyml.verbs.train import IMPORTANCE_TYPES, TrainResult, unchanged_message
+from pyml.verbs.train import (
+    IMPORTANCE_TYPES,
+    TrainResult,
+    check_training_key,
+    unchanged_message,
+)
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -111,19 +116,23 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
     y = quote(spec.target)
     cats = [f for f in features if f.kind == "categorical"]
     regression = spec.task == "regression"
+    keys = ", ".join(quote(k) for k in spec.key)
     items = ["count(*)", f"count({y})",
              f"count_if(isnan(cast({y} as double)) or abs(cast({y} as double)) > :f32_max)"
              if regression else f"collect_set({y})",
+             f"count(distinct {keys})",
+             "count_if(" + " or ".join(f"{quote(k)} is null" for k in spec.key) + ")",
              *[f"collect_set(if({y} is null, null, cast({quote(f.name)} as string)))"
                for f in cats],
              *frames.range_items(features, f"{y} is not null")]
-    total, labelled, target_values, *rest = sql(
+    total, labelled, target_values, distinct, null_keys, *rest = sql(
         spark, f"select {', '.join(items)} from {source}", {"f32_max": frames.F32_MAX}
     ).collect()[0]
     if labelled == 0:
         what = "is empty" if total == 0 else f"has no rows with a non-NULL '{spec.target}'"
         raise DataError(f"{spec.where}: {spec.schema}.{spec.relation} {what}; "
                         "nothing to train on (did `dbt build` run?)")
+    check_training_key(spec, int(total), int(distinct), int(null_keys))
     dropped = int(total) - int(labelled)
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation} "
         f"on Spark" + (f" ({dropped:,} rows with NULL target skipped)" if dropped else ""))

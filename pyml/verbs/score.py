@@ -99,9 +99,11 @@ def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None =
                 session.log(notice)
             if explain is not None:  # refused before the predictions table is replaced
                 check_outputs(model.stored, EXPLANATION_COLUMNS, predictions=False)
+            fix = (f"the dbt model (or point score.relation in {spec.source_file} at one that "
+                   "has it)" if spec.score.relation else "the dbt model")
             result = score_relation(con, model, relation, batch_size=spec.score.batch_size,
                                     output=output, log=session.log,
-                                    incremental=modes[spec.name])
+                                    incremental=modes[spec.name], fix=fix)
             if explain is not None:
                 result = replace(result, explanation=explain_relation(
                     con, model, relation, top_k=explain, batch_size=spec.score.batch_size,
@@ -191,13 +193,14 @@ def prediction_comments(model: LoadedModel, label: str) -> dict[str, str]:
 def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
                    relation: tuple[str, str], *, batch_size: int = DEFAULT_BATCH_ROWS,
                    output: Path | None = None, log: Log = _noop,
-                   incremental: bool = False) -> ScoreResult:
+                   incremental: bool = False, fix: str = "the dbt model") -> ScoreResult:
     """Score one relation with one loaded model and swap in its predictions table.
 
     `incremental`: when the table was written by this version with fingerprints, score only
     the rows whose key is new or whose features changed, drop the rows whose key is gone,
     all in place in one transaction (the result equals a full score's, row for row);
-    otherwise score in full, keeping fingerprints, and log one line saying why.
+    otherwise score in full, keeping fingerprints, and log one line saying why. `fix`: where
+    a missing or retyped feature column is put right (messages).
     """
     started = time.perf_counter()
     schema, name = relation
@@ -206,7 +209,7 @@ def score_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     columns = relation_columns(con, schema, name)
     stored = model.stored
     check_outputs(stored, PREDICTION_EXTRAS)
-    check_schema(where, stored.features, columns, label)
+    check_schema(where, stored.features, columns, label, source=fix)
     key_types(columns, stored.key, where, label)
     source = qualified(schema, name)
     if incremental and output is not None:

@@ -141,12 +141,18 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     features = resolve_features(spec, columns)
     check_params(spec)
     target_type = dict(columns)[spec.target]
-    counts = first_row(con, f"select count(*), count({quote(spec.target)}) from {source}")
-    total, labelled = (int(counts[0]), int(counts[1])) if counts else (0, 0)
+    keys = ", ".join(quote(k) for k in spec.key)
+    nulls = " or ".join(f"{quote(k)} is null" for k in spec.key)
+    counts = first_row(con, f"select count(*), count({quote(spec.target)}), "
+                            f"count(distinct ({keys})), count(*) filter (where {nulls}) "
+                            f"from {source}")
+    total, labelled, distinct, null_keys = (tuple(int(c) for c in counts) if counts
+                                            else (0, 0, 0, 0))
     if labelled == 0:
         what = "is empty" if total == 0 else f"has no rows with a non-NULL '{spec.target}'"
         raise DataError(f"{spec.where}: {spec.schema}.{spec.relation} {what}; "
                         "nothing to train on (did `dbt build` run?)")
+    check_training_key(spec, total, distinct, null_keys)
     dropped = total - labelled
     budget = spec.max_memory
     on_disk = external if external is not None else (
@@ -174,7 +180,8 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         features = learn_categories(con, spec, source, features)
         if on_disk:
             fitted = _train_on_disk(con, spec, source, tuple(features), target, part_sql,
-                                    part_params, disk, wants_tuning(spec, tune), log)
+                                    part_params, disk, wants_tuning(spec, tune), log,
+                                    forced=external is True)
         else:
             fitted = _train_in_memory(con, spec, source, features, target, part_sql, part_params,
                                       tune, log)
@@ -218,6 +225,22 @@ def _write_extra(con: duckdb.DuckDBPyConnection, name: str, version: int,
                  evaluation: Evaluation, final: FinalFit) -> None:
     evaluation.write(con, name, version)
     write_final_fit(con, name, version, final)
+
+
+def check_training_key(spec: ModelSpec, total: int, distinct: int, null_keys: int) -> None:
+    """The relation's key names one row each, as `pyml score` will need (it writes one
+    prediction per key): refused at training, before a version that cannot score is stored
+    and promoted."""
+    label, key = f"{spec.schema}.{spec.relation}", ", ".join(spec.key)
+    if null_keys:
+        raise DataError(f"{spec.where}: {label} has {null_keys:,} rows with a NULL key ({key}); "
+                        "filter or fill them in the dbt model (pyml score writes one "
+                        "prediction per key)")
+    if distinct + null_keys != total:
+        raise DataError(f"{spec.where}: key ({key}) is not unique in {label}: "
+                        f"{total - distinct:,} duplicate keys; add the columns that tell "
+                        "the rows apart to `key` in the spec, or make it unique in the dbt "
+                        "model (pyml score writes one prediction per key)")
 
 
 def unchanged_message(name: str, version: int, status: str = "champion") -> str:
@@ -316,17 +339,17 @@ def _evaluated_scores(booster: xgb.Booster, n_train: int, why: str) -> FinalFit:
 
 def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                    features: tuple[Feature, ...], target: Target, part_sql: str,
-                   part_params: list[Any], budget: extmem.Budget, tuning: bool, log: Log
-                   ) -> _Fitted:
+                   part_params: list[Any], budget: extmem.Budget, tuning: bool, log: Log,
+                   forced: bool = False) -> _Fitted:
     """The same steps with XGBoost external memory: see pyml.extmem."""
+    why, fix = (("--external-memory trains from disk", "drop --external-memory") if forced
+                else ("it does not fit max_memory", "raise max_memory"))
     if tuning:
-        raise SpecError(f"{spec.where}: tuning needs the training set in memory, and it "
-                        "does not fit max_memory; tune on a smaller relation (e.g. a sampled "
-                        "dbt model) or raise max_memory")
+        raise SpecError(f"{spec.where}: tuning needs the training set in memory, and {why}; "
+                        f"tune on a smaller relation (e.g. a sampled dbt model) or {fix}")
     if spec.split.method == "kfold":
         raise SpecError(f"{spec.where}: split.method kfold needs the training set in memory, "
-                        "and it does not fit max_memory; use method random or time, or raise "
-                        "max_memory")
+                        f"and {why}; use method random or time, or {fix}")
     n_train, n_valid, n_test = part_sizes(con, spec, source, part_sql, part_params)
     sizes = (n_train, n_valid, n_test)
     _check_split(spec, sizes)

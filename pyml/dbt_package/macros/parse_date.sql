@@ -5,5 +5,5 @@
 
 {#- parse_timestamp checks the arguments. -#}
 {% macro default__parse_date(column, min_date, max_date, formats) -%}
-    cast({{ pyml.parse_timestamp(column, min_date, max_date, formats) }} as date)
+    cast({{ pyml.parse_timestamp(column, min_date, max_date, formats, _name='parse_date') }} as date)
 {%- endmacro %}

@@ -2,20 +2,24 @@
     A timestamp parsed from text in any of several formats; null when blank, unparseable,
     impossible (2025-02-30) or outside [min_date, max_date] (1900-01-01, 2099-01-01).
 -#}
-{% macro parse_timestamp(column, min_date=none, max_date=none, formats=none) -%}
+{#- `_name`: the macro the user called, for its errors (parse_date passes its own). -#}
+{% macro parse_timestamp(column, min_date=none, max_date=none, formats=none, _name='parse_timestamp') -%}
     {%- set min_date = min_date or var('pyml_min_valid_date', '2000-01-01') -%}
     {%- set max_date = max_date or var('pyml_max_valid_date', '2030-12-31') -%}
-    {%- do pyml.check_date_literal('parse_timestamp', 'min_date', min_date) -%}
-    {%- do pyml.check_date_literal('parse_timestamp', 'max_date', max_date) -%}
+    {%- do pyml.check_date_literal(_name, 'min_date', min_date) -%}
+    {%- do pyml.check_date_literal(_name, 'max_date', max_date) -%}
     {%- if min_date > max_date -%}
-        {{ exceptions.raise_compiler_error("parse_timestamp: `min_date` (" ~ min_date ~ ") is after `max_date` (" ~ max_date ~ ")") }}
+        {{ exceptions.raise_compiler_error(_name ~ ": `min_date` (" ~ min_date ~ ") is after `max_date` (" ~ max_date ~ ")") }}
     {%- endif -%}
-    {%- set formats = formats or [
-        '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d',
-        '%m/%d/%Y %H:%M', '%m/%d/%Y', '%d.%m.%Y', '%Y/%m/%d',
-    ] -%}
-    {%- if formats is string or formats | length == 0 -%}
-        {{ exceptions.raise_compiler_error("parse_timestamp: `formats` must be a non-empty list of strptime formats, got " ~ formats) }}
+    {#- An empty list is an error, not the defaults: `formats or [...]` would hide it. -#}
+    {%- if formats is none -%}
+        {%- set formats = [
+            '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d',
+            '%m/%d/%Y %H:%M', '%m/%d/%Y', '%d.%m.%Y', '%Y/%m/%d',
+        ] -%}
+    {%- endif -%}
+    {%- if formats is string or formats is not iterable or formats | length == 0 -%}
+        {{ exceptions.raise_compiler_error(_name ~ ": `formats` must be a non-empty list of strptime formats, got " ~ formats) }}
     {%- endif -%}
     {{ return(adapter.dispatch('parse_timestamp', 'pyml')(column, min_date, max_date, formats)) }}
 {%- endmacro %}
