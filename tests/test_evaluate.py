@@ -160,3 +160,16 @@ def test_large_holdout_interval_is_a_rescaled_sample_bootstrap() -> None:
         assert s.ci_low < s.value < s.ci_high
         width_full, width_fast = f.ci_high - f.ci_low, s.ci_high - s.ci_low
         assert 0.7 < width_fast / width_full < 1.4, (name, width_full, width_fast)
+
+
+def test_comparison_text_has_no_negative_zero_and_names_a_class_reorder() -> None:
+    from pyml.modelling.compare import _signed
+    from pyml.modelling.policy import classes_differ
+
+    assert [_signed(v) for v in (-1e-17, -0.00004, -0.00006, 0.01234)] == [
+        "+0.0000", "+0.0000", "-0.0001", "+0.0123"]
+    assert classes_differ([False, True], [True, False]) == (
+        "its classes [False, True] are in another order than [True, False] (positive_class "
+        "changed)")
+    assert classes_differ(["A", "B"], ["A", "B", "C"]) == (
+        "its classes ['A', 'B'] differ from ['A', 'B', 'C']")
