@@ -141,27 +141,27 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     features = resolve_features(spec, columns)
     check_params(spec)
     target_type = dict(columns)[spec.target]
-    keys = ", ".join(quote(k) for k in spec.key)
-    nulls = " or ".join(f"{quote(k)} is null" for k in spec.key)
-    counts = first_row(con, f"select count(*), count({quote(spec.target)}), "
-                            f"count(distinct ({keys})), count(*) filter (where {nulls}) "
-                            f"from {source}")
-    total, labelled, distinct, null_keys = (tuple(int(c) for c in counts) if counts
-                                            else (0, 0, 0, 0))
+    counts = first_row(con, f"select count(*), count({quote(spec.target)}) from {source}")
+    total, labelled = (int(counts[0]), int(counts[1])) if counts else (0, 0)
     if labelled == 0:
         what = "is empty" if total == 0 else f"has no rows with a non-NULL '{spec.target}'"
         raise DataError(f"{spec.where}: {spec.schema}.{spec.relation} {what}; "
                         "nothing to train on (did `dbt build` run?)")
-    check_training_key(spec, total, distinct, null_keys)
     dropped = total - labelled
     budget = spec.max_memory
     on_disk = external if external is not None else (
         budget is not None and extmem.in_memory_bytes(labelled, len(features)) > budget)
     disk = extmem.Budget(budget or DEFAULT_DISK_BUDGET)
     settings = disk.duckdb() if on_disk else {"memory_limit": TRAIN_MEMORY_LIMIT}
-    # The data fingerprint reads every used column: under the read's limits, or DuckDB's
-    # buffer pool keeps the whole table (1.7 GB peak for a 256 MB budget, docs/benchmarks.md).
+    # The key check and the data fingerprint read the whole table: under the read's limits,
+    # or DuckDB's buffer pool keeps it (1.7 GB peak for a 256 MB budget, docs/benchmarks.md).
+    keys = ", ".join(quote(k) for k in spec.key)
+    nulls = " or ".join(f"{quote(k)} is null" for k in spec.key)
     with extmem.duckdb_settings(con, settings):
+        counts = first_row(con, f"select count(distinct ({keys})), count(*) filter (where "
+                                f"{nulls}) from {source}")
+        check_training_key(spec, total, *((int(counts[0]), int(counts[1])) if counts
+                                          else (0, 0)))
         lineage = fingerprints(con, project, spec, features, dict(columns),
                                {"tune": wants_tuning(spec, tune), "external": on_disk})
     same = None if force or tune else registry.unchanged_version(con, spec.name, lineage)
