@@ -136,7 +136,8 @@ CLI_CASES = [
                       "loss_amount"),
     (("score", DROP), f"no pyml model named '{DROP}'; declared models: default_risk, grade, "
                       "loss_amount"),
-    (("predictions", DROP), f"ml.{DROP}_predictions does not exist: run `pyml score {DROP}`"),
+    (("predictions", DROP), f"no pyml model named '{DROP}' and no ml.{DROP}_predictions; "
+                            "declared models: default_risk, grade, loss_amount"),
     (("show", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` first"),
     (("promote", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` "
                         "first"),
