@@ -47,7 +47,7 @@ import xgboost as xgb
 
 from pyml.data.encode import Encoder, Feature, Target, is_range_error, matrix_sql, range_error
 from pyml.data.split import sample_sql
-from pyml.data.trainset import Part, ReadProgress, labels, row_hash_sql
+from pyml.data.trainset import Part, ReadProgress, in_hash_order, labels, row_hash_sql
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import quote, stream_arrow
 from pyml.errors import DataError, PymlError
@@ -327,9 +327,8 @@ class ExternalSet:
         y = np.concatenate(y_parts) if y_parts else np.empty(0, np.float64)
         # In row hash order, as the in-memory path's parts: the checks and the snapshot's
         # seeded sample then follow from the rows alone.
-        order = np.argsort(np.concatenate(h_parts) if h_parts else np.empty(0, np.uint64),
-                           kind="stable")
-        return Part(X[order], y[order])
+        return in_hash_order(Part(X, y), np.concatenate(h_parts) if h_parts
+                             else np.empty(0, np.uint64))
 
     def holdout(self, booster: xgb.Booster, shap_rows: int = SHAP_ROWS
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

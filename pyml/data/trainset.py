@@ -208,7 +208,7 @@ def read_training_set(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: s
             # exception's traceback lives, e.g. in a notebook after an error.
             reader.close()
     if ordered:
-        parts = tuple(_in_order(part, h) for part, h in zip(parts, hashes, strict=True))
+        parts = tuple(in_hash_order(part, h) for part, h in zip(parts, hashes, strict=True))
     return TrainingSet(tuple(features), target, (parts[0], parts[1], parts[2]))
 
 
@@ -220,7 +220,7 @@ def row_hash_sql(spec: ModelSpec, features: Sequence[Feature]) -> str:
     return f"hash({used})"
 
 
-def _in_order(part: Part, hashes: np.ndarray) -> Part:
+def in_hash_order(part: Part, hashes: np.ndarray) -> Part:
     """The part's rows sorted by their row hashes (one copy of the part at a time)."""
     order = np.argsort(hashes, kind="stable")
     return Part(part.X[order], part.y[order])
