@@ -366,9 +366,9 @@ CASES = [
     Case("duplicate-keys-at-training", sql("insert into main.loan_features select * from "
                                            "main.loan_features where loan_id <= 3"),
          ("train", "grade"),
-         f"{GRADE}: key (loan_id) is not unique in main.loan_features: 3 duplicate keys; "
-         "add the columns that tell the rows apart to `key` in the spec, or make it unique in "
-         "the dbt model (pyml score writes one prediction per key)"),
+         f"{GRADE}: main.loan_features has 3 duplicate keys (loan_id); add the columns that "
+         "tell the rows apart to `key` in the spec, or make the key unique in the dbt model "
+         "(pyml score writes one prediction per key)"),
     Case("null-keys-at-training",
          sql("update main.loan_features set loan_id = null where loan_id in (4, 8)"),
          ("train", "grade"),

@@ -75,7 +75,7 @@ def test_warnings_name_the_column_and_train_refuses_a_leak(loans: Loans) -> None
 
     # Training refuses the repeated keys first (pyml score could not write them): drop them.
     result = loans.pyml("train", "default_risk")
-    assert result.exit_code == 1 and "key (loan_id) is not unique" in result.output
+    assert result.exit_code == 1 and "has 5 duplicate keys (loan_id)" in result.output
     loans.sql("create or replace table main.loan_features as select distinct * from "
               "main.loan_features")
     result = loans.pyml("train", "default_risk")

@@ -155,18 +155,24 @@ def key_types(columns: Sequence[tuple[str, str]], key: Sequence[str], where: str
 
 
 def check_key_counts(where: str, relation: str, key: Sequence[str], total: int,
-                     distinct: int, null_keys: int) -> None:
-    """The relation being scored has rows, and its key is non-NULL and unique (one pass's
-    counts: rows, distinct keys, rows with a NULL key part), on either engine."""
+                     distinct: int, null_keys: int, *, training: bool = False) -> None:
+    """The relation has rows, and its key is non-NULL and unique (one pass's counts: rows,
+    distinct keys, rows with a NULL key part), on either engine. `training`: checked by
+    `pyml train` (which refuses an empty relation itself), before a version that could not
+    score is stored and promoted; the advice names the spec's key too."""
     if total == 0:
         raise DataError(f"{where}: {relation} is empty; nothing to score "
                         "(did `dbt build` run?)")
+    why = " (pyml score writes one prediction per key)" if training else ""
     if null_keys:
-        raise DataError(f"{where}: {relation} has {null_keys} rows with a NULL key "
-                        f"({', '.join(key)}); filter or fill them in the dbt model")
+        raise DataError(f"{where}: {relation} has {null_keys:,} rows with a NULL key "
+                        f"({', '.join(key)}); filter or fill them in the dbt model{why}")
     if distinct != total:
-        raise DataError(f"{where}: {relation} has {total - distinct} duplicate keys "
-                        f"({', '.join(key)}); make the key unique in the dbt model")
+        fix = ("add the columns that tell the rows apart to `key` in the spec, or make the "
+               "key unique in the dbt model" if training else
+               "make the key unique in the dbt model")
+        raise DataError(f"{where}: {relation} has {total - distinct:,} duplicate keys "
+                        f"({', '.join(key)}); {fix}{why}")
 
 
 # Key types whose every value is an int64: StreamedKeyCheck indexes its slots with them.

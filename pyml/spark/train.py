@@ -35,6 +35,7 @@ from pyml.errors import DataError, RegistryError, SpecError
 from pyml.modelling.checks import check_training
 from pyml.modelling.evaluate import evaluate_predictions, prediction_order, probabilities
 from pyml.modelling.fit import check_params, spec_params
+from pyml.modelling.model import check_key_counts
 from pyml.session import Session
 from pyml.spark import frames
 from pyml.spark.lineage import fingerprints
@@ -45,7 +46,6 @@ from pyml.tasks import task_info
 from pyml.verbs.train import (
     IMPORTANCE_TYPES,
     TrainResult,
-    check_training_key,
     unchanged_message,
 )
 
@@ -132,7 +132,8 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
         what = "is empty" if total == 0 else f"has no rows with a non-NULL '{spec.target}'"
         raise DataError(f"{spec.where}: {spec.schema}.{spec.relation} {what}; "
                         "nothing to train on (did `dbt build` run?)")
-    check_training_key(spec, int(total), int(distinct), int(null_keys))
+    check_key_counts(spec.where, f"{spec.schema}.{spec.relation}", spec.key, int(total),
+                     int(distinct), int(null_keys), training=True)
     dropped = int(total) - int(labelled)
     log(f"[{spec.name}] reading {labelled:,} labelled rows from {spec.schema}.{spec.relation} "
         f"on Spark" + (f" ({dropped:,} rows with NULL target skipped)" if dropped else ""))

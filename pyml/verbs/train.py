@@ -41,6 +41,7 @@ from pyml.modelling.evaluate import (
 )
 from pyml.modelling.fit import check_params, fit, fit_in_memory, refit_all, refit_rounds
 from pyml.modelling.metrics import Metric
+from pyml.modelling.model import check_key_counts
 from pyml.modelling.policy import HoldoutPolicy
 from pyml.modelling.tune import run_study, wants_tuning
 from pyml.session import Session, release
@@ -160,8 +161,9 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
     with extmem.duckdb_settings(con, settings):
         counts = first_row(con, f"select count(distinct ({keys})), count(*) filter (where "
                                 f"{nulls}) from {source}")
-        check_training_key(spec, total, *((int(counts[0]), int(counts[1])) if counts
-                                          else (0, 0)))
+        check_key_counts(spec.where, f"{spec.schema}.{spec.relation}", spec.key, total,
+                         *((int(counts[0]), int(counts[1])) if counts else (0, 0)),
+                         training=True)
         lineage = fingerprints(con, project, spec, features, dict(columns),
                                {"tune": wants_tuning(spec, tune), "external": on_disk})
     same = None if force or tune else registry.unchanged_version(con, spec.name, lineage)
@@ -225,22 +227,6 @@ def _write_extra(con: duckdb.DuckDBPyConnection, name: str, version: int,
                  evaluation: Evaluation, final: FinalFit) -> None:
     evaluation.write(con, name, version)
     write_final_fit(con, name, version, final)
-
-
-def check_training_key(spec: ModelSpec, total: int, distinct: int, null_keys: int) -> None:
-    """The relation's key names one row each, as `pyml score` will need (it writes one
-    prediction per key): refused at training, before a version that cannot score is stored
-    and promoted."""
-    label, key = f"{spec.schema}.{spec.relation}", ", ".join(spec.key)
-    if null_keys:
-        raise DataError(f"{spec.where}: {label} has {null_keys:,} rows with a NULL key ({key}); "
-                        "filter or fill them in the dbt model (pyml score writes one "
-                        "prediction per key)")
-    if distinct + null_keys != total:
-        raise DataError(f"{spec.where}: key ({key}) is not unique in {label}: "
-                        f"{total - distinct:,} duplicate keys; add the columns that tell "
-                        "the rows apart to `key` in the spec, or make it unique in the dbt "
-                        "model (pyml score writes one prediction per key)")
 
 
 def unchanged_message(name: str, version: int, status: str = "champion") -> str:
