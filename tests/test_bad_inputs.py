@@ -224,7 +224,7 @@ CASES = [
          f"{WHERE}: unknown key 'split.frac'; allowed: method, test_fraction, "
          "validation_fraction, seed, column, folds"),
     Case("spec-batch-size-zero", spec("score: {batch_size: 0}"), ("score", "default_risk"),
-         f"{WHERE} score: 'batch_size' must be at least 1, got 0"),
+         f"{WHERE}: score.batch_size must be at least 1, got 0"),
     Case("spec-duplicate-name", yaml("name: grade", "name: default_risk"), ("train",),
          f"{WHERE}: model name 'default_risk' is already declared in {WHERE}; model names "
          "must be unique"),

@@ -147,7 +147,7 @@ def test_exclude_is_kept() -> None:
     (minimal(split={"folds": 5}),
      f"{WHERE}: split.folds only applies to split.method kfold"),
     (minimal(split={"method": "kfold", "folds": 1}),
-     f"{WHERE} split: 'folds' must be at least 2, got 1"),
+     f"{WHERE}: split.folds must be at least 2, got 1"),
     (minimal(allow_leakage="yes"),
      f"{WHERE}: 'allow_leakage' must be true or false, got 'yes'"),
     (minimal(drift_threshold=0),
@@ -166,8 +166,8 @@ def test_exclude_is_kept() -> None:
      f"{WHERE}: split.test_fraction must be above 0: pyml always keeps a holdout to report "
      "honest metrics"),
     (minimal(split={"test_fraction": "20%"}),
-     f"{WHERE} split: 'test_fraction' must be a number, got '20%'"),
-    (minimal(split={"seed": -1}), f"{WHERE} split: 'seed' must be at least 0, got -1"),
+     f"{WHERE}: split.test_fraction must be a number, got '20%'"),
+    (minimal(split={"seed": -1}), f"{WHERE}: split.seed must be at least 0, got -1"),
     (minimal(split={"method": "time"}),
      f"{WHERE}: split.method time needs split.column, the time column"),
     (minimal(split={"method": "random", "column": "as_of_date"}),
@@ -178,7 +178,7 @@ def test_exclude_is_kept() -> None:
      f"{WHERE}: unknown key 'score.relaton'; allowed: relation, batch_size, incremental"),
     (minimal(score={"relation": 5}),
      f"{WHERE}: score.relation must be a dbt model name or schema.table"),
-    (minimal(score={"batch_size": 0}), f"{WHERE} score: 'batch_size' must be at least 1, got 0"),
+    (minimal(score={"batch_size": 0}), f"{WHERE}: score.batch_size must be at least 1, got 0"),
 ])
 def test_invalid_spec_message(raw: Any, message: str) -> None:
     assert error_of(raw) == message

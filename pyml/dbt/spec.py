@@ -307,20 +307,29 @@ def _columns(item: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _int(item: Mapping[str, Any], key: str, where: str, default: int, minimum: int) -> int:
+def _int(item: Mapping[str, Any], key: str, where: str, default: int, minimum: int,
+         section: str = "") -> int:
+    """item[key] (`section`: the mapping's own key, as in split.folds), an integer."""
     value = item.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where}: '{key}' must be an integer, got {value!r}")
+        raise SpecError(f"{where}: {_named(key, section)} must be an integer, got {value!r}")
     if value < minimum:
-        raise SpecError(f"{where}: '{key}' must be at least {minimum}, got {value}")
+        raise SpecError(f"{where}: {_named(key, section)} must be at least {minimum}, "
+                        f"got {value}")
     return value
 
 
-def _float(item: Mapping[str, Any], key: str, where: str, default: float) -> float:
+def _float(item: Mapping[str, Any], key: str, where: str, default: float,
+           section: str = "") -> float:
     value = item.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpecError(f"{where}: '{key}' must be a number, got {value!r}")
+        raise SpecError(f"{where}: {_named(key, section)} must be a number, got {value!r}")
     return float(value)
+
+
+def _named(key: str, section: str) -> str:
+    """A spec key as messages name it: 'threshold' at the top level, split.folds below."""
+    return f"{section}.{key}" if section else f"'{key}'"
 
 
 def _split(raw: Any, where: str) -> SplitSpec:
@@ -337,9 +346,8 @@ def _split(raw: Any, where: str) -> SplitSpec:
     method = raw.get("method", "random")
     if method not in SPLIT_METHODS:
         raise SpecError(f"{where}: split.method '{method}' is not one of random, time, kfold")
-    split_where = f"{where} split"
-    test_fraction = _float(raw, "test_fraction", split_where, 0.2)
-    validation_fraction = _float(raw, "validation_fraction", split_where, 0.2)
+    test_fraction = _float(raw, "test_fraction", where, 0.2, section="split")
+    validation_fraction = _float(raw, "validation_fraction", where, 0.2, section="split")
     for label, value in (("test_fraction", test_fraction),
                          ("validation_fraction", validation_fraction)):
         if not 0.0 <= value < 1.0:
@@ -348,7 +356,7 @@ def _split(raw: Any, where: str) -> SplitSpec:
     if test_fraction == 0.0:
         raise SpecError(f"{where}: split.test_fraction must be above 0: pyml always keeps a "
                         "holdout to report honest metrics")
-    seed = _int(raw, "seed", split_where, 42, minimum=0)
+    seed = _int(raw, "seed", where, 42, minimum=0, section="split")
     if "seed" in raw and method == "time":
         raise SpecError(f"{where}: split.seed only applies to split.method random or kfold "
                         "(a time split cuts by the column's values)")
@@ -358,7 +366,7 @@ def _split(raw: Any, where: str) -> SplitSpec:
             raise SpecError(f"{where}: split.method time needs split.column, the time column")
     elif column is not None:
         raise SpecError(f"{where}: split.column only applies to split.method time")
-    folds = _int(raw, "folds", split_where, 5, minimum=2)
+    folds = _int(raw, "folds", where, 5, minimum=2, section="split")
     if "folds" in raw and method != "kfold":
         raise SpecError(f"{where}: split.folds only applies to split.method kfold")
     if folds > 20:
@@ -379,7 +387,8 @@ def _score(raw: Any, where: str) -> ScoreSpec:
     relation = raw.get("relation")
     if relation is not None and (not isinstance(relation, str) or not relation):
         raise SpecError(f"{where}: score.relation must be a dbt model name or schema.table")
-    batch_size = _int(raw, "batch_size", f"{where} score", DEFAULT_BATCH_ROWS, minimum=1)
+    batch_size = _int(raw, "batch_size", where, DEFAULT_BATCH_ROWS, minimum=1,
+                      section="score")
     incremental = raw.get("incremental", False)
     if not isinstance(incremental, bool):
         raise SpecError(f"{where}: score.incremental must be true or false, got {incremental!r}")
