@@ -21,7 +21,7 @@ refit and fold averaging change what is trained, never what is measured.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import duckdb
@@ -133,22 +133,33 @@ def champion_holdout(con: duckdb.DuckDBPyConnection, spec: ModelSpec, old: Loade
     parameters, and how its split differs from the challenger's ([] when alike)."""
     old_split = dict(model_row(con, spec.name, old.version).get("split") or {})
     new_split = model_row(con, spec.name, challenger).get("split") or {}
+    return holdout_condition(old_split, new_split, old.stored.spec, tuple(old.stored.key),
+                             spec.key, columns, "duckdb")
+
+
+def holdout_condition(old_split: dict[str, Any], new_split: Mapping[str, Any],
+                      old_spec: Mapping[str, Any], key: tuple[str, ...],
+                      spec_key: Sequence[str], columns: Mapping[str, str], dialect: str
+                      ) -> tuple[str, list[Any], list[str]]:
+    """champion_holdout's rule on either engine (`dialect`): the condition that holds on the
+    rows both the champion's split record and the challenger's held out, its parameters,
+    and how the two splits differ; _CannotCompare when the record cannot be replayed on the
+    relation's `columns`."""
     if old_split.get("method") == "time" and not old_split.get("column"):
         # Records written before the column was stored: the version's own spec names it.
-        old_split["column"] = (old.stored.spec.get("split") or {}).get("column")
-    key = tuple(old.stored.key)
+        old_split["column"] = (old_spec.get("split") or {}).get("column")
     needed = [old_split.get("column")] if old_split.get("method") == "time" else list(key)
     missing = [str(c) for c in needed if c not in columns]
     if missing:
         raise _CannotCompare(f"its split needs column '{missing[0]}', which is not in the "
                              "relation, so its holdout rows are unknown")
     try:
-        sql, params = split.record_part_sql(old_split, key, "duckdb")
+        sql, params = split.record_part_sql(old_split, key, dialect)
     except (DataError, KeyError, TypeError, ValueError) as e:
         raise _CannotCompare(f"its split record cannot be read: {e}") from e
     differ = split.differences(old_split, new_split)
-    if key != spec.key and old_split.get("method") != "time":
-        differ.append(f"key {', '.join(key)} vs {', '.join(spec.key)}")
+    if key != tuple(spec_key) and old_split.get("method") != "time":
+        differ.append(f"key {', '.join(key)} vs {', '.join(spec_key)}")
     return f"({sql}) = 2", params, differ
 
 

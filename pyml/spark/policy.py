@@ -21,9 +21,15 @@ from pyml.data.encode import Encoder, check_schema
 from pyml.data.trainset import labels
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.spark import qualified, quote, relation_columns, sql
-from pyml.errors import DataError, SchemaMismatch
+from pyml.errors import SchemaMismatch
 from pyml.modelling.compare import Comparison, compare
-from pyml.modelling.policy import _CannotCompare, _check_common, classes_differ, decide
+from pyml.modelling.policy import (
+    _CannotCompare,
+    _check_common,
+    classes_differ,
+    decide,
+    holdout_condition,
+)
 from pyml.store import spark_registry
 from pyml.store.lifecycle import Decision
 from pyml.store.registry import StoredModel
@@ -109,24 +115,9 @@ def _champion_holdout(spark: SparkSession, spec: ModelSpec, old: StoredModel, ch
     """The champion's holdout condition in Spark SQL (rebuilt from its stored split record),
     its parameters, and how its split differs from the challenger's (the rule of
     pyml.modelling.policy.champion_holdout)."""
-    old_split = spark_registry.split_record(spark, spec.name, old.version)
-    new_split = spark_registry.split_record(spark, spec.name, challenger)
-    if old_split.get("method") == "time" and not old_split.get("column"):
-        old_split["column"] = (old.spec.get("split") or {}).get("column")
-    key = tuple(old.key)
-    needed = [old_split.get("column")] if old_split.get("method") == "time" else list(key)
-    missing = [str(c) for c in needed if c not in columns]
-    if missing:
-        raise _CannotCompare(f"its split needs column '{missing[0]}', which is not in the "
-                             "relation, so its holdout rows are unknown")
-    try:
-        both, params = split.record_part_sql(old_split, key, "spark")
-    except (DataError, KeyError, TypeError, ValueError) as e:
-        raise _CannotCompare(f"its split record cannot be read: {e}") from e
-    differ = split.differences(old_split, new_split)
-    if key != spec.key and old_split.get("method") != "time":
-        differ.append(f"key {', '.join(key)} vs {', '.join(spec.key)}")
-    return f"({both}) = 2", params, differ
+    return holdout_condition(spark_registry.split_record(spark, spec.name, old.version),
+                             spark_registry.split_record(spark, spec.name, challenger),
+                             old.spec, tuple(old.key), spec.key, columns, "spark")
 
 
 def _raw(stored: StoredModel, table: pa.Table) -> np.ndarray:
