@@ -96,13 +96,18 @@ def fit(spec: ModelSpec, features: Sequence[Feature], n_classes: int, seen_class
         first = str(e).strip().splitlines()[0]
         raise SpecError(f"{spec.where}: XGBoost rejected the training parameters: {first}; "
                         "fix `params` in the spec") from e
-    best: int | None = None
-    if use_valid and booster.num_boosted_rounds() > 0:
-        best = int(booster.best_iteration)
-        # Keep exactly the trees that early stopping chose, so every consumer of the stored
-        # model (score, SQL, export) predicts with the same trees.
-        booster = booster[: best + 1]
+    booster, best = early_stopped(booster, use_valid)
     return booster, best, params
+
+
+def early_stopped(booster: xgb.Booster, use_valid: bool) -> tuple[xgb.Booster, int | None]:
+    """The booster cut to early stopping's best round (and that round), when it stopped on
+    a validation part: every consumer of the stored model (score, SQL, export) then predicts
+    with exactly the trees it chose (xgboost.spark too returns every round it ran)."""
+    if not use_valid or booster.num_boosted_rounds() == 0:
+        return booster, None
+    best = int(booster.best_iteration)
+    return booster[: best + 1], best
 
 
 def fit_in_memory(spec: ModelSpec, ts: TrainingSet, log: Log

@@ -34,7 +34,7 @@ from pyml.engines.spark import default_workers, first_line, qualified, quote, re
 from pyml.errors import DataError, RegistryError, SpecError
 from pyml.modelling.checks import check_training
 from pyml.modelling.evaluate import evaluate_predictions, prediction_order, probabilities
-from pyml.modelling.fit import check_params, spec_params
+from pyml.modelling.fit import check_params, early_stopped, spec_params
 from pyml.modelling.model import check_key_counts
 from pyml.session import Session
 from pyml.spark import frames
@@ -357,11 +357,7 @@ def fit(data: DataFrame, spec: ModelSpec, features: Sequence[Feature],
     except Exception as e:  # XGBoost's errors reach the driver wrapped by Spark
         raise SpecError(f"{spec.where}: xgboost.spark failed to train: {first_line(e)}; check "
                         "`params` in the spec") from e
-    best: int | None = None
-    if use_valid and booster.num_boosted_rounds() > 0:
-        best = int(booster.best_iteration)
-        # xgboost.spark returns every round it ran; keep exactly early stopping's choice.
-        booster = booster[: best + 1]
+    booster, best = early_stopped(booster, use_valid)
     booster.feature_names = booster_feature_names(features)
     booster.feature_types = ["c" if f.kind == "categorical" else "q" for f in features]
     stored = {k: v for k, v in params.items() if k != "nthread"}

@@ -27,8 +27,8 @@ from pyml.store.names import SCHEMA
 from pyml.store.schema import check_registry, ensure_schema, headline_sql
 
 __all__ = ["Change", "Decide", "Decision", "Event", "Outcome", "actor", "champion_history",
-           "champion_version", "events", "last_decision", "on_version_written", "promote",
-           "rollback", "serving_versions", "statuses"]
+           "champion_version", "events", "first_decision", "last_decision",
+           "on_version_written", "promote", "rollback", "serving_versions", "statuses"]
 
 STATUSES = ("champion", "challenger", "retired")
 
@@ -131,6 +131,15 @@ def _make_champion(con: duckdb.DuckDBPyConnection, name: str, version: int,
     return old
 
 
+def first_decision(name: str, champion: int | None) -> Decision:
+    """A new version's decision when no policy compares it (on either engine): the first
+    version is promoted, any other registered as a challenger to `champion`."""
+    if champion is None:
+        return Decision(True, "promoted", "first version of the model")
+    return Decision(False, "registered", f"challenger to v{champion}; "
+                    f"`pyml promote {name}` makes it the champion")
+
+
 def on_version_written(con: duckdb.DuckDBPyConnection, name: str, version: int,
                        note: str | None, decide: Decide | None) -> Decision:
     """Give a just-inserted version its status and note; run the promotion policy.
@@ -141,13 +150,8 @@ def on_version_written(con: duckdb.DuckDBPyConnection, name: str, version: int,
     con.execute(f"update {MODELS} set status = 'challenger', note = ? "
                 "where model_name = ? and version = ?", [note, name, version])
     champion = status_events.champion(con, name)
-    if champion is None:
-        decision = Decision(True, "promoted", "first version of the model")
-    elif decide is None:
-        decision = Decision(False, "registered", f"challenger to v{champion}; "
-                            f"`pyml promote {name}` makes it the champion")
-    else:
-        decision = decide(con, version, champion)
+    decision = (decide(con, version, champion) if champion is not None and decide else
+                first_decision(name, champion))
     if decision.promote:
         _make_champion(con, name, version, "challenger", decision.event, decision.reason,
                        decision.metrics)

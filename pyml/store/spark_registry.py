@@ -37,7 +37,7 @@ from pyml.errors import LifecycleError, ModelNotFound
 from pyml.store import champions, staleness
 from pyml.store.drift import Snapshot
 from pyml.store.events import actor
-from pyml.store.lifecycle import Change, Decision, Outcome
+from pyml.store.lifecycle import Change, Decision, Outcome, first_decision
 from pyml.store.names import SCHEMA
 from pyml.store.registry import (
     MODEL_COLUMNS,
@@ -233,13 +233,8 @@ def write_version(spark: SparkSession, new: NewVersion, *,
     assert [c.name for c in VERSIONS.columns] == [*MODEL_COLUMNS.split(", "), "note"]
     insert_rows(spark, VERSIONS, [row])  # the commit point of the version
     current = champion(spark, new.name)
-    if current is None:
-        decision = Decision(True, "promoted", "first version of the model")
-    elif decide is None:
-        decision = Decision(False, "registered", f"challenger to v{current}; "
-                            f"`pyml promote {new.name}` makes it the champion")
-    else:
-        decision = decide(spark, version, current)
+    decision = (decide(spark, version, current) if current is not None and decide else
+                first_decision(new.name, current))
     if decision.promote:
         _crown(spark, new.name, version, current, "challenger", decision.event,
                decision.reason, decision.metrics)
