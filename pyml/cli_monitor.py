@@ -27,7 +27,8 @@ def monitor(models: tuple[str, ...], select: tuple[str, ...], version: int | Non
     exist (__model__). A rerun replaces its windows. Prints one line per statistic above
     its threshold (monitor.thresholds; defaults psi 0.2, unseen_share 0.1,
     null_share_change 0.1; wasserstein, jensen_shannon and the rest alert only when given one)
-    and exits with code 2 when any fires.
+    and exits with code 2 when any fires. A window with fewer rows than monitor.min_rows
+    (200) is recorded but never alerts.
 
     Example: pyml monitor churn
     """

@@ -112,6 +112,31 @@ def test_a_shifted_quarter_alerts_and_exits_2(scored: Loans, tmp_path: Path) -> 
         == [(100.0,)]
 
 
+def test_a_window_with_fewer_rows_than_min_rows_is_recorded_without_alerts(scored: Loans
+                                                                         ) -> None:
+    """One far-off row in a window of its own (found by an audit: a single row alerted on
+    every feature): its statistics are stored with no rule, the run exits 0 and says why;
+    monitor.min_rows decides how few is too few."""
+    scored.replace_features(QUARTERLY)
+    scored.sql("insert into main.loan_features select * replace (amount * 100 as amount, "
+               "date '2030-01-01' as as_of) from main.loan_features where loan_id = 7")
+    _monitor_spec(scored, "{time_column: as_of, window: quarter}")
+    result = scored.pyml("monitor", "default_risk")
+    assert result.exit_code == 0, result.output
+    assert "[default_risk] fewer rows than monitor.min_rows (200) in 2030-Q1 (1): statistics " \
+           "recorded, no alert (too few rows to tell drift from noise)" in result.output
+    lone = scored.sql("select count(*), count(threshold), max(value) filter (where feature = "
+                      "'amount' and metric = 'psi') from ml.monitoring where window_label = "
+                      "'2030-Q1'")
+    assert lone[0][0] > 0 and lone[0][1] == 0 and lone[0][2] > 0.2
+    # At min_rows 1 the same window alerts (the other quarters, 750 rows each, do not).
+    _monitor_spec(scored, "{time_column: as_of, window: quarter, min_rows: 1}")
+    result = scored.pyml("monitor", "default_risk")
+    assert result.exit_code == 2, result.output
+    assert scored.sql("select distinct window_label from ml.monitoring where alert") == [
+        ("2030-Q1",)]
+
+
 def test_without_a_monitor_block_the_whole_relation_is_one_window(scored: Loans) -> None:
     result = scored.pyml("monitor")  # every model: binary, regression and multiclass
     assert result.exit_code == 0, result.output
@@ -171,8 +196,11 @@ def test_data_mistakes_are_one_line_and_write_nothing(scored: Loans, change: str
     ({"thresholds": {"psi": -1}}, "monitor.thresholds.psi must be a number >= 0 (or null for "
                                   "no alert), got -1"),
     ({"timecolumn": "as_of"}, "unknown key 'monitor.timecolumn'; allowed: time_column, "
-                              "window, thresholds"),
-    ("quarterly", "'monitor' must be a mapping with keys time_column, window, thresholds"),
+                              "window, thresholds, min_rows"),
+    ("quarterly", "'monitor' must be a mapping with keys time_column, window, thresholds, "
+                  "min_rows"),
+    ({"min_rows": 0}, "monitor.min_rows must be an integer of at least 1 (the fewest rows a "
+                      "window alerts on), got 0"),
 ])
 def test_monitor_key_mistakes_name_the_key(raw: object, message: str) -> None:
     with pytest.raises(SpecError) as caught:

@@ -245,12 +245,17 @@ def range_error(con: duckdb.DuckDBPyConnection, source: str, features: Sequence[
                            f"where abs(cast({quote(f.name)} as double)) > ?",
                            [F32_MAX]).fetchall()
         if rows and rows[0][0]:
-            return DataError(
-                f"{where}: feature '{f.name}' has {rows[0][0]} infinite or out-of-range values "
-                f"(|x| > {F32_MAX:.3g}); clean them in the dbt model (e.g. NULL them) and retry"
-            )
+            return out_of_range(where, f.name, int(rows[0][0]))
     return DataError(f"{where}: a feature has values beyond the float32 range; clean them in "
                      "the dbt model and retry")
+
+
+def out_of_range(where: str, feature: str, count: int) -> DataError:
+    """The one message, on every engine and command, for a numeric feature with values that
+    float32 (XGBoost's input) cannot hold."""
+    return DataError(f"{where}: feature '{feature}' has {count} infinite or out-of-range values "
+                     f"(|x| > {F32_MAX:.3g}); clean them in the dbt model (e.g. NULL them) and "
+                     "retry")
 
 
 def scoring_kind(dtype: str) -> str | None:
@@ -333,11 +338,7 @@ class Encoder:
         if bad.any():
             counts = bad.sum(axis=0)
             j = int(np.argmax(counts))
-            raise DataError(
-                f"{where}: feature '{self.features[j].name}' has {int(counts[j])} infinite or "
-                f"out-of-range values (|x| > {F32_MAX:.3g}); clean them in the dbt model "
-                "(e.g. NULL them) and retry"
-            )
+            raise out_of_range(where, self.features[j].name, int(counts[j]))
 
 
 def learn_categories(features: Sequence[Feature], columns: Sequence[pa.ChunkedArray],

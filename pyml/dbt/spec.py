@@ -42,8 +42,8 @@ ALLOWED_KEYS = {
                "champion, and whether to rescore then",
     "allow_leakage": "true to train although one feature alone predicts the target ~perfectly",
     "drift_threshold": "PSI above which `pyml drift` reports a feature as drifted (0.2)",
-    "monitor": "{time_column, window: day|week|month|quarter|year, thresholds}: what "
-               "`pyml monitor` windows and when it alerts",
+    "monitor": "{time_column, window: day|week|month|quarter|year, thresholds, min_rows}: "
+               "what `pyml monitor` windows and when it alerts",
     "max_memory": "memory budget of `pyml train`, e.g. 2GB: bigger training sets train from "
                   "disk (XGBoost external memory)",
     "num_workers": "Spark targets: xgboost.spark workers (default: the cluster's cores)",

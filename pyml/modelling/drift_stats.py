@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pyml.data.encode import Feature
+from pyml.data.encode import F32_MAX, Feature
 from pyml.store.drift import DriftRow, Snapshot
 
 __all__ = ["Counter", "FeatureDrift", "Snapshot", "psi", "snapshot"]
@@ -109,7 +109,7 @@ class Counter:
 
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
-        self.rows = self.nulls = self.unseen = 0
+        self.rows = self.nulls = self.unseen = self.out_of_range = 0
         if snap.kind == "categorical":
             self.value_set = pa.array(snap.categories, type=pa.string())
             self.counts = np.zeros(len(snap.categories), dtype=np.int64)
@@ -120,6 +120,10 @@ class Counter:
             self.below = np.zeros(len(self.points) + 1, dtype=np.int64)
 
     def add(self, col: pa.Array) -> None:
+        """Count a batch of the feature's values (DOUBLE or VARCHAR, as select_exprs reads
+        them). A numeric NaN is missing, as NULL is, to the model and to the snapshot; a
+        value float32 cannot hold is counted in `out_of_range`, not binned (the caller
+        refuses the relation, as pyml score does)."""
         self.rows += len(col)
         nulls = col.null_count
         self.nulls += nulls
@@ -129,9 +133,14 @@ class Counter:
             known = codes.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
             self.counts += np.bincount(known, minlength=len(self.counts))
             return
+        raw = col.drop_null().to_numpy(zero_copy_only=False).astype(np.float64)
+        nan = np.isnan(raw)
+        self.nulls += int(nan.sum())
+        raw = raw[~nan]
+        beyond = np.abs(raw) > F32_MAX
+        self.out_of_range += int(beyond.sum())
         # The same float32 rounding as the training matrix (pyml.data.encode.Encoder).
-        values = col.drop_null().to_numpy(zero_copy_only=False).astype(np.float32)
-        values = values[~np.isnan(values)]
+        values = raw[~beyond].astype(np.float32)
         self.counts += np.bincount(np.searchsorted(self.edges, values, side="left"),
                                    minlength=len(self.counts))
         self.below += np.bincount(np.searchsorted(self.points, values, side="left"),

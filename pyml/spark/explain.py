@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from pyml.data.encode import check_schema
+from pyml.data.encode import F32_MAX, check_schema
 from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_diff import yaml_notice
 from pyml.engines.spark import qualified, quote, relation_columns, sql
@@ -82,7 +82,7 @@ def explain_relation(spark: SparkSession, stored: StoredModel, relation: tuple[s
     ranges = frames.range_items(stored.features)
     total, *bad = sql(spark, f"select count(*){''.join(', ' + r for r in ranges)} "
                              f"from {source}",
-                      {"f32_max": frames.F32_MAX} if ranges else None).collect()[0]
+                      {"f32_max": F32_MAX} if ranges else None).collect()[0]
     if total == 0:
         raise DataError(f"{where}: {label} is empty; nothing to explain "
                         "(did `dbt build` run?)")

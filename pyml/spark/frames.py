@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pyml.data.encode import F32_MAX, READ_CATEGORY, Feature, input_plan
+from pyml.data.encode import READ_CATEGORY, Feature, input_plan, out_of_range
 from pyml.engines.spark import quote
-from pyml.errors import DataError
 
 
 def column(i: int) -> str:
@@ -68,9 +67,7 @@ def check_range(features: Sequence[Feature], counts: Sequence[int], where: str) 
     numeric = [f for f in features if f.kind == "numeric"]
     for f, bad in zip(numeric, counts, strict=True):
         if bad:
-            raise DataError(
-                f"{where}: feature '{f.name}' has {bad} infinite or out-of-range values "
-                f"(|x| > {F32_MAX:.3g}); clean them in the dbt model (e.g. NULL them) and retry")
+            raise out_of_range(where, f.name, bad)
 
 
 def matrix(table: pa.Table, width: int, offset: int = 0) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pyml.data.encode import Feature, Target, check_schema
+from pyml.data.encode import F32_MAX, Feature, Target, check_schema
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.spark import qualified, quote, relation_columns, sql
 from pyml.errors import EngineError
@@ -74,7 +74,7 @@ def score_relation(spark: SparkSession, stored: StoredModel, relation: tuple[str
     total, distinct, null_keys, *bad = sql(
         spark, f"select count(*), count(distinct {', '.join(keys)}), count_if({any_null})"
                f"{''.join(', ' + r for r in ranges)} from {source}",
-        {"f32_max": frames.F32_MAX} if ranges else None).collect()[0]
+        {"f32_max": F32_MAX} if ranges else None).collect()[0]
     check_key_counts(where, label, stored.key, int(total), int(distinct), int(null_keys))
     frames.check_range(stored.features, bad, where)
     model = LoadedModel(stored)

@@ -26,7 +26,14 @@ import numpy as np
 import pyarrow as pa
 
 from pyml.data import split
-from pyml.data.encode import Feature, Target, booster_feature_names, encode_target, resolve_features
+from pyml.data.encode import (
+    F32_MAX,
+    Feature,
+    Target,
+    booster_feature_names,
+    encode_target,
+    resolve_features,
+)
 from pyml.data.encode import learn_categories as check_categories
 from pyml.dbt.project import Project, invocation_for
 from pyml.dbt.spec import ModelSpec
@@ -126,7 +133,7 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
                for f in cats],
              *frames.range_items(features, f"{y} is not null")]
     total, labelled, target_values, distinct, null_keys, *rest = sql(
-        spark, f"select {', '.join(items)} from {source}", {"f32_max": frames.F32_MAX}
+        spark, f"select {', '.join(items)} from {source}", {"f32_max": F32_MAX}
     ).collect()[0]
     if labelled == 0:
         what = "is empty" if total == 0 else f"has no rows with a non-NULL '{spec.target}'"
@@ -238,7 +245,7 @@ def learn_target(spec: ModelSpec, dtype: str, values: Any) -> Target:
         encode_target(spec, dtype, pa.chunked_array([pa.array([], pa.float64())]))
         if values:
             raise DataError(f"{spec.where}: target '{spec.target}' has {values} NaN, infinite "
-                            f"or out-of-range values (|x| > {frames.F32_MAX:.3g}); NULL or "
+                            f"or out-of-range values (|x| > {F32_MAX:.3g}); NULL or "
                             "clean them in the dbt model")
         return Target(dtype)
     _, target = encode_target(spec, dtype, pa.chunked_array([pa.array(list(values))]))

@@ -192,7 +192,8 @@ MONITORING = Table("monitoring", "One row per model version, window, feature and
                                      "null_share_change | estimated_* | expected_tp/fp/"
                                      "tn/fn | realised_* | labelled_rows"),
     _c("value", "double", "the statistic (NULL where undefined)"),
-    _c("threshold", "double", "alert when value > threshold (NULL: no alert rule)"),
+    _c("threshold", "double", "alert when value > threshold (NULL: no alert rule, or the "
+                              "window has fewer rows than monitor.min_rows)"),
     _c("alert", "boolean not null", "value > threshold"),
     _c("computed_at", "timestamp not null", "when `pyml monitor` ran (local time)"),
 ), ("model_name", "version", "window_label", "feature", "metric"))

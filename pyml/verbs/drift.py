@@ -17,7 +17,7 @@ from datetime import datetime
 
 import duckdb
 
-from pyml.data.encode import check_schema, select_exprs
+from pyml.data.encode import check_schema, out_of_range, select_exprs
 from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.engines.duckdb import qualified, relation_columns, stream_arrow
 from pyml.errors import DataError, DriftDetected, ModelNotFound
@@ -89,6 +89,9 @@ def drift_relation(con: duckdb.DuckDBPyConnection, name: str, version: int | Non
     finally:
         cur.close()
     rows = counters[0].rows if counters else 0
+    beyond = next((c for c in counters if c.out_of_range), None)
+    if beyond is not None:  # XGBoost cannot read them: pyml score refuses the relation too
+        raise out_of_range(where, beyond.snap.feature, beyond.out_of_range)
     if counters and rows == 0:
         # Every PSI against an empty relation is the floor's artefact, not drift; score and
         # explain refuse an empty relation the same way. Nothing has been written yet.

@@ -252,6 +252,11 @@ def monitor_version(con: duckdb.DuckDBPyConnection, spec: ModelSpec, stored: Sto
         con.execute(f"drop table if exists {VALUES}")
         con.execute(f"drop table if exists {PREDICTIONS}")
     rows = tuple(_row(s, windows, spec) for s in stats)
+    small = [f"{w} ({n:,})" for w, (_, _, n) in windows.items() if n < spec.monitor.min_rows]
+    if small and log:
+        log(f"[{name}] fewer rows than monitor.min_rows ({spec.monitor.min_rows:,}) in "
+            f"{', '.join(small)}: statistics recorded, no alert (too few rows to tell drift "
+            "from noise)")
     computed_at = datetime.now().replace(microsecond=0)
     write_monitoring(con, name, stored.version, label, computed_at, rows)
     if log:
@@ -270,7 +275,8 @@ def _has_label(con: duckdb.DuckDBPyConnection) -> bool:
 def _row(stat: Stat, windows: dict[str, tuple[datetime | None, datetime | None, int]],
          spec: ModelSpec) -> MonitorRow:
     start, end, rows = windows[stat.window]
-    threshold = None if stat.kind == "model" else spec.monitor.threshold(stat.metric)
+    threshold = (None if stat.kind == "model" or rows < spec.monitor.min_rows
+                 else spec.monitor.threshold(stat.metric))
     return MonitorRow(stat.window, start, end, rows, stat.feature, stat.kind, stat.metric,
                       stat.value, threshold)
 
