@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from pyml.modelling import bootstrap
-from pyml.modelling.evaluate import calibration, lift
+from pyml.modelling.evaluate import calibration, canonical_order, lift
 from pyml.modelling.metrics import evaluate, label_base
 
 from .conftest import FEATURES, SCHEMA_YML, Loans
@@ -173,3 +175,21 @@ def test_comparison_text_has_no_negative_zero_and_names_a_class_reorder() -> Non
         "changed)")
     assert classes_differ(["A", "B"], ["A", "B", "C"]) == (
         "its classes ['A', 'B'] differ from ['A', 'B', 'C']")
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from([np.nan, 0.0, 1.5, -2.0, 1e6]),
+                               st.sampled_from([np.nan, 3.0, -0.25]),
+                               st.integers(0, 1)), min_size=1, max_size=40),
+       seed=st.integers(0, 2**32 - 1))
+def test_canonical_order_depends_on_the_rows_not_their_read_order(
+        rows: list[tuple[float, float, int]], seed: int) -> None:
+    """The bootstrap, folds and samples see the same sequence of rows however they were
+    read. (A NaN stand-in of -1e30 drowned the row's other values, so rows with the same NULL
+    pattern kept their read order.)"""
+    X = np.array([[a, b] for a, b, _ in rows], dtype=np.float32)
+    y = np.array([c for *_, c in rows], dtype=np.float64)
+    shuffle = np.random.default_rng(seed).permutation(len(rows))
+    first = np.column_stack([X, y])[canonical_order(X, y)]
+    again = np.column_stack([X[shuffle], y[shuffle]])[canonical_order(X[shuffle], y[shuffle])]
+    np.testing.assert_array_equal(first, again)  # NaN equal to NaN
