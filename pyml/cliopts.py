@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from pyml.errors import DriftDetected, PymlError
+from pyml.interrupts import INTERRUPTED, is_interrupt
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,8 +138,12 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except PymlError as e:
             raise _Failed(e) from e
-        except KeyboardInterrupt:
-            click.echo("Interrupted: nothing was written.", err=True)
+        except (KeyboardInterrupt, Exception) as e:
+            # Ctrl-C, or DuckDB's "Query interrupted" when it came during a query; the
+            # transaction in progress rolled back on the way out.
+            if not is_interrupt(e):
+                raise
+            click.echo(INTERRUPTED, err=True)
             sys.exit(130)
     return wrapper  # type: ignore[return-value]
 

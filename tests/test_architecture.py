@@ -20,7 +20,7 @@ MAX_LINES = 500
 # Lower layers never import higher ones (same rank: allowed, cycles are checked apart).
 # The first matching prefix wins, so more specific prefixes come first.
 RANKS: list[tuple[str, int]] = [
-    ("pyml.errors", 0), ("pyml.files", 0), ("pyml.tasks", 0),
+    ("pyml.errors", 0), ("pyml.files", 0), ("pyml.tasks", 0), ("pyml.interrupts", 0),
     ("pyml.engines", 1),
     ("pyml.dbt", 2), ("pyml.data.encode", 2), ("pyml.data.split", 2),
     ("pyml.store", 3), ("pyml.session", 3),

@@ -51,6 +51,7 @@ from pyml.data.trainset import Part, ReadProgress, in_hash_order, labels, row_ha
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import quote, stream_arrow
 from pyml.errors import DataError, PymlError
+from pyml.interrupts import uninterrupted
 
 Log = Callable[[str], None]
 
@@ -251,7 +252,7 @@ class ExternalSet:
                            batch_rows, os.path.join(self.cache_dir, what), progress, meta,
                            self.spec.where)
         try:
-            return xgb.ExtMemQuantileDMatrix(it, ref=ref, **kwargs)
+            return uninterrupted(xgb.ExtMemQuantileDMatrix, it, ref=ref, **kwargs)
         except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self._read_error(e) from None
         except xgb.core.XGBoostError as e:

@@ -28,6 +28,7 @@ from sklearn import metrics as skm
 from pyml.data.encode import Feature, dmatrix_kwargs
 from pyml.data.trainset import TrainingSet
 from pyml.dbt.spec import ModelSpec
+from pyml.interrupts import uninterrupted
 from pyml.modelling import bootstrap
 from pyml.modelling.cbpe import fit_calibrator
 from pyml.modelling.drift_stats import Snapshot, snapshot
@@ -128,7 +129,7 @@ def cross_validate(spec: ModelSpec, params: dict[str, Any], features: Sequence[F
         fit, held = rows[fold != f], rows[fold == f]
         if spec.task != "regression" and len(np.unique(y[fit])) < len(np.unique(y)):
             continue
-        dtrain = xgb.QuantileDMatrix(X[fit], y[fit], **kwargs)
+        dtrain = uninterrupted(xgb.QuantileDMatrix, X[fit], y[fit], **kwargs)
         booster = xgb.train(params, dtrain, num_boost_round=max(rounds, 1))
         pred = probabilities(booster.inplace_predict(X[held]))
         base = label_base(spec.task, y[fit], pred.shape[1] if pred.ndim == 2 else 2)

@@ -21,6 +21,7 @@ from pyml.data.encode import Feature, dmatrix_kwargs
 from pyml.data.trainset import Part, TrainingSet
 from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec
 from pyml.errors import DataError, SpecError
+from pyml.interrupts import uninterrupted
 from pyml.tasks import booster_params
 
 Log = Callable[[str], None]
@@ -83,7 +84,7 @@ def fit(spec: ModelSpec, features: Sequence[Feature], n_classes: int, seen_class
                         f"{n_classes} classes; adjust the split or add data")
     use_valid = has_valid and spec.early_stopping_rounds is not None
     try:
-        dtrain, dvalid = data(dmatrix_kwargs(features), use_valid)
+        dtrain, dvalid = uninterrupted(data, dmatrix_kwargs(features), use_valid)
         # Only the validation part is evaluated each round (early stopping, progress): a
         # metric over the whole train part every round costs time and tells little.
         evals = [(dvalid, "validation")] if dvalid is not None else []
@@ -168,8 +169,8 @@ def refit_all(spec: ModelSpec, ts: TrainingSet, params: dict[str, Any], rounds: 
     and holdout) for `rounds` rounds, without early stopping: the booster that scores."""
     kwargs = dmatrix_kwargs(ts.features)
     try:
-        dall = xgb.QuantileDMatrix(_Parts(ts.parts, kwargs),
-                                   enable_categorical=kwargs["enable_categorical"])
+        dall = uninterrupted(xgb.QuantileDMatrix, _Parts(ts.parts, kwargs),
+                             enable_categorical=kwargs["enable_categorical"])
         return xgb.train(params, dall, num_boost_round=rounds, verbose_eval=False,
                          callbacks=[Progress(spec.name, rounds, log)])
     except xgb.core.XGBoostError as e:

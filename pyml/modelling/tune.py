@@ -39,6 +39,7 @@ from pyml.data.trainset import TrainingSet
 from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
 from pyml.errors import DataError, SpecError
+from pyml.interrupts import uninterrupted
 from pyml.modelling.compare import compare
 from pyml.modelling.evaluate import canonical_order, fold_ids
 from pyml.modelling.fit import fit_in_memory, spec_params
@@ -142,8 +143,10 @@ class _Matrices:
     def get(self, max_bin: int) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
         if max_bin not in self.cache:
             t, v = self.ts.train, self.ts.valid
-            dtrain = xgb.QuantileDMatrix(t.X, t.y, max_bin=max_bin, **self.kwargs)
-            dvalid = xgb.QuantileDMatrix(v.X, v.y, ref=dtrain, max_bin=max_bin, **self.kwargs)
+            dtrain = uninterrupted(xgb.QuantileDMatrix, t.X, t.y, max_bin=max_bin,
+                                   **self.kwargs)
+            dvalid = uninterrupted(xgb.QuantileDMatrix, v.X, v.y, ref=dtrain, max_bin=max_bin,
+                                   **self.kwargs)
             self.cache = {max_bin: (dtrain, dvalid)}  # keep one pair: memory stays bounded
         return self.cache[max_bin]
 
@@ -170,9 +173,10 @@ class _Folds:
         if (f, max_bin) in self.cache:
             return self.cache[(f, max_bin)]
         fit, held = self.fold != f, self.fold == f
-        dtrain = xgb.QuantileDMatrix(self.X[fit], self.y[fit], max_bin=max_bin, **self.kwargs)
-        dheld = xgb.QuantileDMatrix(self.X[held], self.y[held], ref=dtrain, max_bin=max_bin,
-                                    **self.kwargs)
+        dtrain = uninterrupted(xgb.QuantileDMatrix, self.X[fit], self.y[fit],
+                               max_bin=max_bin, **self.kwargs)
+        dheld = uninterrupted(xgb.QuantileDMatrix, self.X[held], self.y[held], ref=dtrain,
+                              max_bin=max_bin, **self.kwargs)
         if self.keep:
             if any(b != max_bin for _, b in self.cache):
                 self.cache = {}  # one max_bin at a time: memory stays bounded
