@@ -363,6 +363,19 @@ CASES = [
          ("score", "grade"),
          "model 'grade' v1: main.loan_features has 3 duplicate keys (loan_id); make the key "
          "unique in the dbt model"),
+    # A feature present exactly where the label is (a second label, a later date): the model
+    # leans on it and scores every unlabelled row as if it were missing (found by a docs
+    # walk on the demo's second label; its univariate AUC is far from a leak's).
+    Case("feature-known-only-with-the-label",
+         sql("create or replace table main.loan_features as select * replace (case when "
+             "loan_id % 10 = 0 then null else defaulted end as defaulted), case when loan_id "
+             "% 10 = 0 then null else amount * 0.3 end as recovered from main.loan_features"),
+         ("train", "default_risk"),
+         f"{WHERE}: feature 'recovered' is present in 100% of the 2,700 rows with 'defaulted' "
+         "but in 0% of the 300 rows without it, the rows pyml score is for; known only with "
+         "the outcome (another label, a later date?), it cannot score them; add it to "
+         "'exclude', or set `allow_leakage: true` in the spec if it is known for new rows "
+         "elsewhere"),
     Case("duplicate-keys-at-training", sql("insert into main.loan_features select * from "
                                            "main.loan_features where loan_id <= 3"),
          ("train", "grade"),

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
+
+from pyml.data.encode import Feature
+from pyml.engines.duckdb import quote
+from pyml.modelling.checks import presence_sql
 
 from .conftest import SCHEMA_YML, Loans
 
@@ -103,3 +110,39 @@ def test_minority_target_is_flagged(loans: Loans) -> None:
     out = loans.ok("profile", "loan_features", "--target-column", "is_fraud").output
     assert "against 'is_fraud' (binary)" in out
     assert "is_fraud: minority class true is 0.67% of labelled rows (20)" in out
+
+
+KNOWN_LATER = ("select * replace (case when loan_id % 10 = 0 then null else defaulted end as "
+               "defaulted), case when loan_id % 10 = 0 then null else amount * 0.3 end as "
+               "recovered")
+
+
+def test_a_feature_known_only_with_the_label_trains_with_allow_leakage(scored: Loans) -> None:
+    """The refusal (tests/test_bad_inputs.py) gives way to `allow_leakage: true`, with the
+    finding as a warning."""
+    scored.replace_features(KNOWN_LATER)
+    scored.write_schema(SCHEMA_YML.replace(
+        "            exclude: [loss, grade]\n",
+        "            exclude: [loss, grade]\n            allow_leakage: true\n", 1))
+    out = scored.ok("train", "default_risk").output
+    assert ("[default_risk] warning (allow_leakage: true): recovered: is present in 100% of "
+            "the 2,700 rows with 'defaulted' but in 0% of the 300 rows without it") in out
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from([None, float("nan"), 0.0, -1.5]),
+                               st.sampled_from([None, "", "a"]), st.booleans()),
+                     min_size=1, max_size=60))
+def test_presence_counts_take_null_and_nan_as_missing(
+        rows: list[tuple[float | None, str | None, bool]]) -> None:
+    """presence_sql, run by DuckDB, counts what the model reads as present: a number that
+    is neither NULL nor NaN, a category that is not NULL ('' is a category)."""
+    con = duckdb.connect()
+    con.execute("create table t (x double, c varchar, labelled boolean)")
+    con.executemany("insert into t values (?, ?, ?)", rows)
+    features = [Feature("x", "numeric", "DOUBLE"), Feature("c", "categorical", "VARCHAR")]
+    got = con.execute(f"select {', '.join(presence_sql(features, quote, 'labelled'))} "
+                      "from t").fetchall()[0]
+    con.close()
+    assert got == (sum(1 for x, _, ok in rows if ok and x is not None and x == x),
+                   sum(1 for _, c, ok in rows if ok and c is not None))

@@ -29,6 +29,11 @@ KEY_COPY = 0.98  # share equal to / |Spearman| with the key above which a column
 MIN_MINORITY = 0.01  # minority class share below which a classifier target is suspicious
 CHECK_ROWS = 50_000  # rows behind the univariate statistics (a seeded sample above that)
 SMOOTHING = 10.0  # prior weight of the out-of-fold category means
+# A feature present in at least this share of the labelled rows and at most 1 - this share of
+# the rows still waiting for their label (the ones pyml score is for) is known only with the
+# outcome: another label, a later date. Judged on at least MIN_UNLABELLED such rows.
+KNOWN_SHARE = 0.99
+MIN_UNLABELLED = 20
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,52 @@ def _sample(n: int, seed: int = 0) -> np.ndarray | None:
     if n <= CHECK_ROWS:
         return None
     return np.sort(np.random.default_rng(seed).choice(n, CHECK_ROWS, replace=False))
+
+
+def presence_sql(features: Sequence[Feature], quote: Callable[[str], str],
+                 where: str = "true") -> list[str]:
+    """Select items for check_availability's counts (DuckDB or Spark SQL, `quote` the
+    engine's): per feature, its rows with a value (not NULL, not NaN) where `where` holds."""
+    items = []
+    for f in features:
+        value = quote(f.name)
+        present = f"{value} is not null" + (f" and not isnan(cast({value} as double))"
+                                            if f.kind == "numeric" else "")
+        items.append(f"count_if({present} and {where})")
+    return items
+
+
+def check_availability(spec: ModelSpec, features: Sequence[Feature], labelled: int,
+                       unlabelled: int, counts: Sequence[int], log: Log) -> list[Finding]:
+    """Refuse a feature that is (almost) always present in the labelled rows and (almost)
+    never in the unlabelled ones of the relation, from `counts` (presence_sql's, in the
+    labelled rows, then in the unlabelled ones): a model
+    that leans on it scores every new row as if it were missing. (A docs walk trained the
+    demo's churn model on the second label revenue_next_90d: holdout AUC 0.95, promoted, and
+    all 1,210 rows awaiting their label scored ~0.01. Its univariate AUC, 0.25, is far from
+    a leak's.) `allow_leakage: true` trains anyway, with a warning."""
+    if unlabelled < MIN_UNLABELLED or not labelled:
+        return []
+    n = len(features)
+    findings = []
+    for f, known, now in zip(features, counts[:n], counts[n:2 * n], strict=True):
+        if known / labelled >= KNOWN_SHARE and now / unlabelled <= 1 - KNOWN_SHARE:
+            findings.append(Finding(
+                "label_only", f.name,
+                f"is present in {known / labelled:.0%} of the {labelled:,} rows with "
+                f"'{spec.target}' but in {now / unlabelled:.0%} of the {unlabelled:,} rows "
+                "without it, the rows pyml score is for; known only with the outcome (another "
+                "label, a later date?), it cannot score them"))
+    if findings and not spec.allow_leakage:
+        worst = findings[0]
+        more = (f" (also: {', '.join(f.column for f in findings[1:])})"
+                if len(findings) > 1 else "")
+        raise DataError(f"{spec.where}: feature '{worst.column}' {worst.message}{more}; add it "
+                        "to 'exclude', or set `allow_leakage: true` in the spec if it is "
+                        "known for new rows elsewhere")
+    for finding in findings:
+        log(f"[{spec.name}] warning (allow_leakage: true): {finding}")
+    return findings
 
 
 def check_training(spec: ModelSpec, features: Sequence[Feature], X: np.ndarray,

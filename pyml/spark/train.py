@@ -39,7 +39,7 @@ from pyml.dbt.project import Project, invocation_for
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.spark import default_workers, first_line, qualified, quote, relation_columns, sql
 from pyml.errors import DataError, RegistryError, SpecError
-from pyml.modelling.checks import check_training
+from pyml.modelling.checks import check_availability, check_training, presence_sql
 from pyml.modelling.evaluate import evaluate_predictions, prediction_order, probabilities
 from pyml.modelling.fit import check_params, early_stopped, spec_params
 from pyml.modelling.model import check_key_counts
@@ -131,7 +131,9 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
              "count_if(" + " or ".join(f"{quote(k)} is null" for k in spec.key) + ")",
              *[f"collect_set(if({y} is null, null, cast({quote(f.name)} as string)))"
                for f in cats],
-             *frames.range_items(features, f"{y} is not null")]
+             *frames.range_items(features, f"{y} is not null"),
+             *presence_sql(features, quote, f"{y} is not null"),
+             *presence_sql(features, quote, f"{y} is null")]
     total, labelled, target_values, distinct, null_keys, *rest = sql(
         spark, f"select {', '.join(items)} from {source}", {"f32_max": F32_MAX}
     ).collect()[0]
@@ -150,7 +152,10 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
     target = learn_target(spec, types[spec.target], target_values)
     features = learn_categories(spec, features, dict(zip([f.name for f in cats],
                                                          rest[:len(cats)], strict=True)))
-    frames.check_range(features, rest[len(cats):], spec.where)
+    ranges = len(frames.range_items(features, f"{y} is not null"))
+    frames.check_range(features, rest[len(cats):len(cats) + ranges], spec.where)
+    check_availability(spec, features, int(labelled), int(total) - int(labelled),
+                       [int(c) for c in rest[len(cats) + ranges:]], log)
     data = encoded(spark, spec, source, features, target, part_sql, part_params).persist()
     try:
         sizes, base, seen = _part_stats(data, target)

@@ -30,7 +30,7 @@ from pyml.dbt.project import Project, invocation_for
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns
 from pyml.errors import DataError, RegistryError, SpecError
-from pyml.modelling.checks import check_training
+from pyml.modelling.checks import check_availability, check_training, presence_sql
 from pyml.modelling.ensemble import fit_fold_average
 from pyml.modelling.evaluate import (
     Evaluation,
@@ -164,6 +164,14 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         check_key_counts(spec.where, f"{spec.schema}.{spec.relation}", spec.key, total,
                          *((int(counts[0]), int(counts[1])) if counts else (0, 0)),
                          training=True)
+        # Grouped by whether the label is there: 2x cheaper than filtered counts (2M x 100
+        # features: 0.6 s against 1.7 s).
+        present = {bool(r[0]): [int(c) for c in r[1:]] for r in con.execute(
+            f"select {quote(spec.target)} is null, {', '.join(presence_sql(features, quote))} "
+            f"from {source} group by 1").fetchall()}
+        check_availability(spec, features, labelled, total - labelled,
+                           [c for missing in (False, True)
+                            for c in present.get(missing, [0] * len(features))], log)
         lineage = fingerprints(con, project, spec, features, dict(columns),
                                {"tune": wants_tuning(spec, tune), "external": on_disk})
     same = None if force or tune else registry.unchanged_version(con, spec.name, lineage)

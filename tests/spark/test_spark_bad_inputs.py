@@ -54,6 +54,31 @@ def test_a_feature_relation_that_does_not_exist_is_named(spark_loans: SparkLoans
     assert _versions(spark_loans) == before
 
 
+def test_a_feature_known_only_with_the_label_is_refused(spark_loans: SparkLoans) -> None:
+    """As on DuckDB (tests/test_bad_inputs.py): `amount` present exactly where `defaulted`
+    is, from the same one pass over the relation."""
+    relation = f"{SCHEMA}.loan_features"
+    before = _versions(spark_loans)
+    columns = [r[0] for r in spark_loans.rows(f"describe {relation}")]
+    later = ", ".join(f"case when pmod(hash(loan_id), 10) = 0 then null else `{c}` end"
+                      if c in ("amount", "defaulted") else f"`{c}`" for c in columns)
+    spark_loans.spark.sql(f"create table {relation}_copy as select * from {relation}")
+    try:
+        spark_loans.spark.sql(f"insert overwrite table {relation} select {later} "
+                              f"from {relation}_copy")
+        result = spark_loans.pyml("train", "default_risk", "--force")
+    finally:
+        spark_loans.spark.sql(f"insert overwrite table {relation} select * from "
+                              f"{relation}_copy")
+        spark_loans.spark.sql(f"drop table {relation}_copy")
+    message = error_line(result.output, result.exit_code)
+    assert message.startswith(
+        "models/features/_features__models.yml: model 'default_risk' on "), message
+    assert (": feature 'amount' is present in 100% of the ") in message
+    assert ("rows with 'defaulted' but in 0% of the ") in message
+    assert _versions(spark_loans) == before
+
+
 # The commands that refuse a Spark target, and `init`, which needs no target.
 DUCKDB_ONLY = {"drift": ("drift",), "profile": ("profile", "loan_features"),
                "report": ("report", "default_risk"), "tune": ("tune", "default_risk"),
