@@ -19,7 +19,7 @@ import duckdb
 from pyml.dbt.project import Project, load_project, resolve_relation, select_specs
 from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_tune import TuneSpec
-from pyml.engines.duckdb import connect
+from pyml.engines.duckdb import connect, corrupt_error
 from pyml.errors import EngineError
 
 if TYPE_CHECKING:
@@ -116,7 +116,8 @@ class Session:
         the lock: other processes wait for it)."""
         con = self.connect(read_only=read_only)
         try:
-            yield con
+            with self._corruption_named():
+                yield con
         finally:
             con.close()
 
@@ -128,9 +129,24 @@ class Session:
         did."""
         con = _Reopening(self.connect)
         try:
-            yield cast(duckdb.DuckDBPyConnection, con)
+            with self._corruption_named():
+                yield cast(duckdb.DuckDBPyConnection, con)
         finally:
             con.release()
+
+    @contextmanager
+    def _corruption_named(self) -> Iterator[None]:
+        """A damaged block read during the block (opening checks only the file's headers
+        and catalog; DuckDB checks each block as it reads it) becomes one line naming the
+        file; any other error passes as it is."""
+        try:
+            yield
+        except duckdb.Error as e:
+            corrupt = corrupt_error(e, self.project.db_path)
+            if corrupt is None:
+                raise
+            raise corrupt from None
+
 
     def specs(self, models: Sequence[str] = (), select: Sequence[str] = (),
               overrides: Overrides = Overrides()) -> list[ModelSpec]:

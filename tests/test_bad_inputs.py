@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 import pyml
@@ -522,6 +523,29 @@ def test_bad_input(case: Case, request: pytest.FixtureRequest,
     assert same(message, _fill(case.message, project)), message
     assert "  " not in message  # a multi-line driver or dbt error is joined into one line
     assert state(project) == before
+
+
+def test_a_damaged_block_met_mid_command_is_named_like_a_damaged_file(scored: Loans) -> None:
+    """Opening the file checks its headers and catalog; a damaged data block is met only when
+    a query reads it (found by a docs walk: a raw traceback from score, train and explain)."""
+    con = duckdb.connect(str(scored.db), read_only=True)
+    try:
+        [(block_size,)] = con.execute("select block_size from pragma_database_size() where "
+                                      "database_name = current_database()").fetchall()
+        blocks = [b for (b,) in con.execute(
+            "select distinct block_id from pragma_storage_info('main.loan_features') where "
+            "persistent and block_id >= 0 and column_name = 'amount'").fetchall()]
+    finally:
+        con.close()
+    assert blocks
+    with scored.db.open("r+b") as f:  # inside the first block: past its 8-byte checksum
+        f.seek(3 * 4096 + blocks[0] * block_size + 64)
+        f.write(b"\xff" * 4096)
+    for argv in (("score", "default_risk"), ("train", "default_risk", "--force")):
+        result = scored.pyml(*argv)
+        assert same(error_line(result.output, result.exit_code), _fill(
+            "<DB> is corrupt (Corrupt database file: computed checksum ...); restore it from "
+            "a backup or rebuild it with dbt", scored)), (argv, result.output)
 
 
 def test_cases_are_unique() -> None:

@@ -136,8 +136,21 @@ def _io_message(path: Path, text: str) -> str:
     if "Could not read enough bytes" in text:
         return _truncated_message(path, first)
     if "Corrupt database file" in text:
-        return f"{path} is corrupt ({first}); restore it from a backup or rebuild it with dbt"
+        return _corrupt_message(path, first)
     return f"cannot open {path}: {first}"
+
+
+def _corrupt_message(path: Path | str, first: str) -> str:
+    return f"{path} is corrupt ({first}); restore it from a backup or rebuild it with dbt"
+
+
+def corrupt_error(error: duckdb.Error, path: Path | str) -> DatabaseError | None:
+    """The one-line error for a damaged block met after the file opened (DuckDB checks each
+    block's checksum as it reads it), or None when `error` is something else."""
+    text = str(error).strip()
+    if "Corrupt database file" not in text:
+        return None
+    return DatabaseError(_corrupt_message(path, text.splitlines()[0]))
 
 
 def _read_only_message(path: Path | str) -> str:
