@@ -193,3 +193,25 @@ def test_canonical_order_depends_on_the_rows_not_their_read_order(
     first = np.column_stack([X, y])[canonical_order(X, y)]
     again = np.column_stack([X[shuffle], y[shuffle]])[canonical_order(X[shuffle], y[shuffle])]
     np.testing.assert_array_equal(first, again)  # NaN equal to NaN
+
+
+@settings(max_examples=60, deadline=None)
+@given(y_train=st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=30),
+       y=st.lists(st.floats(-1e3, 1e3).filter(lambda v: abs(v) > 1e-3), min_size=2,
+                  max_size=30))
+def test_every_regression_baseline_is_the_training_mean_scored_like_the_model(
+        y_train: list[float], y: list[float]) -> None:
+    """Each baseline is the metric of the constant training-mean prediction on the same rows,
+    computed as the model's is (r2's was stored as 0 whatever the rows: found by a docs
+    walk)."""
+    truth = np.array(y)
+    base = label_base("regression", np.array(y_train), 0)
+    constant = np.full(len(truth), base[0])
+    got = {m.name: m.baseline for m in evaluate("regression", truth, truth * 0.5, base)}
+    want = {"rmse": float(np.sqrt(skm.mean_squared_error(truth, constant))),
+            "mae": skm.mean_absolute_error(truth, constant),
+            "r2": skm.r2_score(truth, constant),
+            "mape": skm.mean_absolute_percentage_error(truth, constant)}
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name

@@ -98,7 +98,8 @@ def evaluate(task: str, y: np.ndarray, pred: np.ndarray, base: np.ndarray,
         out.append(("rmse", float(np.sqrt(skm.mean_squared_error(y, pred))),
                     float(np.sqrt(skm.mean_squared_error(y, base)))))
         out.append(("mae", skm.mean_absolute_error(y, pred), skm.mean_absolute_error(y, base)))
-        out.append(("r2", skm.r2_score(y, pred) if n > 1 else np.nan, 0.0))
+        out.append(("r2", skm.r2_score(y, pred) if n > 1 else np.nan,
+                    skm.r2_score(y, base) if n > 1 else np.nan))  # <= 0: the train mean
         if np.all(y != 0):  # MAPE is undefined with a zero target
             out.append(("mape", skm.mean_absolute_percentage_error(y, pred),
                         skm.mean_absolute_percentage_error(y, base)))
