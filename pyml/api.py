@@ -443,7 +443,8 @@ def _sql_stored(model: str, version: int | None, project_dir: PathLike,
         spec = select_specs(session.project, [model])[0]
     except (SelectionError, SpecError):
         spec = None
-    notice = yaml_notice(spec, stored.version, stored.spec) if spec else None
+    notice = (yaml_notice(spec, stored.version, stored.spec, stored.target.classes)
+              if spec else None)
     if notice and log:
         log(notice)
     return session, stored

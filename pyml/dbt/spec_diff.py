@@ -11,7 +11,7 @@ instead (docs/spec.md, "Editing a spec after training").
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pyml.dbt.spec import ModelSpec
@@ -42,13 +42,25 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def spec_changes(current: ModelSpec, stored: Mapping[str, Any]
-                 ) -> list[tuple[str, Any, Any]]:
+def spec_changes(current: ModelSpec, stored: Mapping[str, Any],
+                 classes: Sequence[Any] = ()) -> list[tuple[str, Any, Any]]:
     """(key, YAML value, stored value) for each trained key that differs; keys the stored
-    spec lacks (an older release) are not compared."""
+    spec lacks (an older release) are not compared. `classes`: the version's (a binary
+    model's positive class last), so a positive_class written another way that names the
+    same class (left out: the larger label; `1` for `true`) is no change."""
     now = _plain(current.to_dict())
     return [(key, now.get(key), stored[key]) for key in TRAINED_KEYS
-            if key in stored and _same(key, now.get(key)) != _same(key, _plain(stored[key]))]
+            if key in stored and _same(key, now.get(key)) != _same(key, _plain(stored[key]))
+            and not (key == "positive_class" and _same_positive(now.get(key), classes))]
+
+
+def _same_positive(given: Any, classes: Sequence[Any]) -> bool:
+    """Whether the YAML's positive_class picks the class the version has as its positive."""
+    if len(classes) != 2:
+        return False
+    picked = (max(classes) if given is None
+              else next((c for c in classes if c == given), None))
+    return picked is not None and picked == classes[-1]
 
 
 def _same(key: str, value: Any) -> Any:
@@ -60,13 +72,14 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def yaml_notice(current: ModelSpec, version: int, stored: Mapping[str, Any]) -> str | None:
+def yaml_notice(current: ModelSpec, version: int, stored: Mapping[str, Any],
+                classes: Sequence[Any] = ()) -> str | None:
     """One line saying how the YAML differs from the version that scores, or None.
 
     e.g. "churn: the YAML's threshold 0.05 differs from v3's 0.5; v3 scores with 0.5 — run
     `pyml train churn` to use the new value"
     """
-    changes = spec_changes(current, stored)
+    changes = spec_changes(current, stored, classes)
     if not changes:
         return None
     name, v = current.name, f"v{version}"

@@ -57,7 +57,7 @@ def explain(session: Session, specs: Sequence[ModelSpec], *, top_k: int = DEFAUL
     results = []
     for spec in specs:
         stored = spark_registry.load_version(spark, spec.name, version)
-        notice = yaml_notice(spec, stored.version, stored.spec)
+        notice = yaml_notice(spec, stored.version, stored.spec, stored.target.classes)
         if notice:  # the version explains as trained, whatever the YAML says now
             session.log(notice)
         results.append(explain_relation(spark, stored, session.scored_relation(spec),

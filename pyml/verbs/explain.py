@@ -194,7 +194,8 @@ def explain(session: Session, specs: Sequence[ModelSpec], *, top_k: int = DEFAUL
         results = []
         for spec in specs:
             model = LoadedModel(load_version(con, spec.name, version))
-            notice = yaml_notice(spec, model.version, model.stored.spec)
+            notice = yaml_notice(spec, model.version, model.stored.spec,
+                                 model.stored.target.classes)
             if notice:  # the version explains as trained, whatever the YAML says now
                 session.log(notice)
             results.append(explain_relation(con, model, session.scored_relation(spec),

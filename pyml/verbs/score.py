@@ -94,7 +94,8 @@ def score(session: Session, specs: Sequence[ModelSpec], *, version: int | None =
         for spec in specs:
             relation = session.scored_relation(spec)
             model = LoadedModel(load_version(con, spec.name, version))
-            notice = yaml_notice(spec, model.version, model.stored.spec)
+            notice = yaml_notice(spec, model.version, model.stored.spec,
+                                 model.stored.target.classes)
             if notice:  # the version scores as trained; say so when the YAML says otherwise
                 session.log(notice)
             if explain is not None:  # refused before the predictions table is replaced
