@@ -221,6 +221,11 @@ CASES = [
          f"{WHERE}: 'num_boost_round' must be an integer, got 'many'"),
     Case("spec-split-method", spec("split: {method: stratified}"), ("train",),
          f"{WHERE}: split.method 'stratified' is not one of random, time, kfold"),
+    # Alphabetical order is no time order (found by a docs walk: "test_from starter").
+    Case("spec-split-column-text", spec("split: {method: time, column: region}"), ("train",),
+         f"{WHERE}: split.column 'region' of main.loan_features is VARCHAR; a time split "
+         "orders the rows by it, so it must be a DATE, TIMESTAMP or number column (cast it in "
+         "the dbt model)"),
     Case("spec-split-unknown-key", spec("split: {frac: 0.2}"), ("train",),
          f"{WHERE}: unknown key 'split.frac'; allowed: method, test_fraction, "
          "validation_fraction, seed, column, folds"),

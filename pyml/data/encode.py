@@ -34,6 +34,10 @@ _NUMERIC = re.compile(
     r"|FLOAT|REAL|DOUBLE|DECIMAL(\(\d+,\s*\d+\))?|BOOLEAN)$"
 )
 _CATEGORICAL = re.compile(r"^(VARCHAR|ENUM\(.*\))$", re.S)
+# What a time split can order rows by (DuckDB's and Spark's names): dates, timestamps, numbers.
+_ORDERED = re.compile(r"^(DATE|TIMESTAMP.*|TINYINT|SMALLINT|INT|INTEGER|BIGINT|HUGEINT|UTINYINT"
+                      r"|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|FLOAT|REAL|DOUBLE|DECIMAL.*"
+                      r"|NUMERIC.*|LONG|SHORT|BYTE)$", re.S)
 # XGBoost refuses these characters in feature names; such columns get positional names. So do
 # names with control characters: no JSON escape of them reads back through XGBoost's parser.
 _XGB_BAD_NAME = re.compile(r"[\[\]<,\x00-\x1f\x7f]")
@@ -159,6 +163,11 @@ def resolve_features(spec: ModelSpec, columns: Sequence[tuple[str, str]]) -> lis
     reserved = {spec.target, *spec.key, *spec.exclude}
     if spec.split.column:
         reserved.add(spec.split.column)
+        dtype = types[spec.split.column]
+        if not _ORDERED.match(dtype.upper()):
+            raise SpecError(f"{spec.where}: split.column '{spec.split.column}' of {relation} "
+                            f"is {dtype}; a time split orders the rows by it, so it must be a "
+                            "DATE, TIMESTAMP or number column (cast it in the dbt model)")
     if spec.features is not None:
         for col in spec.features:
             if col not in types:
