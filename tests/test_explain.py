@@ -92,7 +92,9 @@ def test_explain_replaces_the_table_atomically(scored: Loans) -> None:
 
 @pytest.mark.parametrize("k", [10])
 def test_top_k_larger_than_the_features_keeps_all(scored: Loans, k: int) -> None:
-    scored.ok("explain", "default_risk", "--top-k", str(k))
+    out = scored.ok("explain", "default_risk", "--top-k", str(k)).output
+    # The summary says what each row got (it said "x 10 features" for 4: a docs walk).
+    assert f"rows x {len(FEATURES)} features" in out and f"x {k} features" not in out
     assert scored.sql("select count(*), max(rank), max(abs(other_contribution)) from "
                       "ml.default_risk_explanations") == [(3000 * len(FEATURES),
                                                            len(FEATURES), 0.0)]

@@ -77,6 +77,7 @@ def explain_relation(spark: SparkSession, stored: StoredModel, relation: tuple[s
     check_schema(where, stored.features, columns, label)
     key_types(columns, stored.key, where, label)
     source = qualified(schema, name)
+    top_k = min(top_k, len(stored.features))  # what a row can have (messages, comments)
     # The row count and the float32 range check in one pass (an executor's error would
     # reach the driver wrapped in Spark's, so values are checked first).
     ranges = frames.range_items(stored.features)
@@ -101,15 +102,14 @@ def explain_relation(spark: SparkSession, stored: StoredModel, relation: tuple[s
     explained_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     explained = explained.withColumn("model_version", F.lit(stored.version).cast("int")) \
         .withColumn("explained_at", F.lit(explained_at).cast("timestamp"))
-    per_row = min(top_k, len(stored.features))
     written = replace_table(
-        spark, explanations_table(stored.name), explained, expected_rows=int(total) * per_row,
+        spark, explanations_table(stored.name), explained, expected_rows=int(total) * top_k,
         where=f"{where}: {label}",
         comment=f"Top {top_k} TreeSHAP contributions per row of {label} for pyml model "
                 f"'{stored.name}' v{stored.version} (pyml explain)",
         column_comments=explanation_comments(model, label))
     seconds = time.perf_counter() - started
-    log(f"[{stored.name}] wrote {written.table}: {int(total):,} rows x {per_row} features "
+    log(f"[{stored.name}] wrote {written.table}: {int(total):,} rows x {top_k} features "
         f"in {seconds:.1f}s")
     return ExplainResult(stored.name, stored.version, written.table, int(total), top_k,
                          seconds)

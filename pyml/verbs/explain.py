@@ -149,6 +149,7 @@ def explain_relation(con: duckdb.DuckDBPyConnection, model: LoadedModel,
     check_schema(where, stored.features, columns, label)
     key_types(columns, stored.key, where, label)
     source = qualified(schema, name)
+    top_k = min(top_k, len(stored.features))  # what a row can have (messages, comments)
     row = first_row(con, f"select count(*) from {source}")
     total = int(row[0]) if row else 0
     if total == 0:
