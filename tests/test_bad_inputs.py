@@ -360,6 +360,10 @@ CASES = [
          "model 'default_risk' v1: feature 'income' is missing from main.loans_2025; add it "
          "back to the dbt model (or point score.relation in models/schema.yml at one that has "
          "it) or retrain the model without it"),
+    # `pyml profile` takes a relation: its message names no spec key the user never set.
+    Case("profile-relation-unknown", nothing, ("profile", "loans_2025"),
+         "relation 'loans_2025' is neither a dbt model in this project nor schema.table; name "
+         "a model that `dbt ls` lists, or write schema.table"),
     Case("score-relation-unknown", spec("score: {relation: loans_2025}"),
          ("score", "default_risk"),
          f"{WHERE}: score.relation 'loans_2025' is neither a dbt model in this project nor "

@@ -452,10 +452,12 @@ def _dbt_ls(project: Project, select: Sequence[str]) -> set[str]:
     return {json.loads(r)["unique_id"] for r in rows}
 
 
-def resolve_relation(project: Project, ref: str, where: str | None = None) -> tuple[str, str]:
+def resolve_relation(project: Project, ref: str, where: str | None = None,
+                     what: str = "score.relation") -> tuple[str, str]:
     """A `score.relation` value -> (schema, identifier): a dbt model name or schema.table.
 
-    `where` (the spec's location) prefixes the error when it is neither."""
+    `where` (the spec's location) prefixes the error when it is neither; `what` names the
+    value there (a command's argument is no spec key)."""
     for node in project.manifest["nodes"].values():
         if node.get("resource_type") in ("model", "seed", "snapshot") and node["name"] == ref:
             return str(node["schema"]), str(node.get("alias") or node["name"])
@@ -464,7 +466,7 @@ def resolve_relation(project: Project, ref: str, where: str | None = None) -> tu
         return schema, name
     prefix = f"{where}: " if where else ""
     raise SpecError(
-        f"{prefix}score.relation '{ref}' is neither a dbt model in this project nor "
+        f"{prefix}{what} '{ref}' is neither a dbt model in this project nor "
         "schema.table; name a model that `dbt ls` lists, or write schema.table"
     )
 

@@ -84,7 +84,7 @@ def _choose(project: Project, name: str, target_column: str | None
         if target_column is None or target_column == chosen.target:
             return relation, chosen, on, chosen.target
     else:
-        relation = resolve_relation(project, name)
+        relation = resolve_relation(project, name, what="relation")
         on = [s for s in specs if (s.schema, s.relation) == relation]
     if target_column is not None:
         match = [s for s in on if s.target == target_column]
