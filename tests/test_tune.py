@@ -130,6 +130,9 @@ def test_tune_records_trials_and_trains_the_best(scored: Loans,
                       [study, study]) == [(6,)]
     # The best trial the note and the last log line name is ml.trials' best row.
     assert f"(trial {best[1]}; trial 1 = spec params " in note
+    # The default space's alpha starts at 0.001: XGBoost's 0 (the spec sets none) is clipped,
+    # and the note blames the default, not the spec (a docs walk).
+    assert "XGBoost's default alpha 0.0 is not in tune.space" in note, note
     assert re.findall(r"best [0-9.]+ \(trial (\d+)\)", out)[-1] == str(best[1])
     assert "; holdout auc tuned " in note and " vs spec params " in note and "95% CI [" in note
     assert f"default_risk v2 (binary) {status}: " in out and f"note: {note}" in out

@@ -300,8 +300,11 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
               ("complete", "pruned", "fail")}
     # Trial 1 replays the spec's values; one outside the space (or unknown) was sampled.
     sampled = {n: study.trials[0].params.get(n) for n in off}
-    unlike = (f" except {json.dumps(sampled, sort_keys=True)} (the spec's value is not in "
-              "tune.space)" if off else "")
+    why = "; ".join(f"the spec's {n} {base[n]} is not in tune.space" if n in spec.params
+                    else f"XGBoost's default {n} {XGB_DEFAULTS[n]} is not in tune.space"
+                    if n in XGB_DEFAULTS else f"XGBoost's default {n} is unknown to pyml"
+                    for n in off)
+    unlike = f" except {json.dumps(sampled, sort_keys=True)} ({why})" if off else ""
     summary = (f"tuned by study {study_id}: {len(study.trials)} trials ({counts['complete']} "
                f"complete, {counts['pruned']} pruned, {counts['fail']} failed) in "
                f"{seconds:.0f}s, best {f'{k}-fold cv' if k else 'validation'} {metric} "
