@@ -45,6 +45,11 @@ class Comparison:
                 f"the same {self.n_rows:,} rows (gain {_signed(self.gain)}{ci})")
 
 
+def _columns(pred: np.ndarray) -> list[np.ndarray]:
+    """A prediction array's columns (one for a 1-d array), first to last."""
+    return [pred] if pred.ndim == 1 else [pred[:, j] for j in range(pred.shape[1])]
+
+
 def _signed(value: float) -> str:
     """+0.0123 / -0.0123, and +0.0000 for a value that rounds to zero from below (not -0.0000)."""
     return f"{round(value, 4) + 0.0:+.4f}"
@@ -53,7 +58,14 @@ def _signed(value: float) -> str:
 def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
             threshold_a: float = 0.5, threshold_b: float = 0.5, n_boot: int = N_BOOT,
             seed: int = SEED, max_rows: int = MAX_ROWS) -> Comparison:
-    """Compare two models' raw predictions (probabilities or values) on labels `y`."""
+    """Compare two models' raw predictions (probabilities or values) on labels `y`.
+
+    The rows are put in one order of their own first (by label, then A's and B's
+    predictions), so the interval depends on the rows, not on the order a caller read them
+    in: the promotion policy and the tuning note compared the same two versions on the same
+    rows with two intervals (a docs walk)."""
+    order = np.lexsort([*_columns(pred_b)[::-1], *_columns(pred_a)[::-1], y])
+    y, pred_a, pred_b = y[order], pred_a[order], pred_b[order]
     n = len(y)
     fa = metric_function(task, y, pred_a, threshold_a)
     fb = metric_function(task, y, pred_b, threshold_b)
