@@ -75,8 +75,8 @@ MODELS = Table("models", "One row per trained model version: what it was trained
     _c("dropped_null_target_rows", "bigint not null", "rows skipped for a NULL label"),
     _c("num_trees", "integer not null", "boosting rounds of the stored booster (see "
                                           "ml.final_fit)"),
-    _c("best_iteration", "integer", "early stopping's best round; NULL without early "
-                                    "stopping"),
+    _c("best_iteration", "integer", "early stopping's best round, counted from 0 "
+                                    "(best_iteration + 1 rounds); NULL without early stopping"),
     _c("dbt_invocation_id", "varchar", "dbt run that built the feature model, if known"),
     _c("pyml_version", "varchar not null", "pyml release that trained the version"),
     _c("xgboost_version", "varchar not null", "XGBoost release that trained the version"),
@@ -233,7 +233,8 @@ TRIALS = Table("trials", "One row per Optuna trial of a `pyml tune` study (train
 ), ("study", "trial_number"))
 
 LINEAGE = Table("lineage", "One row per model version: fingerprints of what it was trained "
-                "from; `pyml train` skips a model whose inputs match its latest version's.", (
+                "from; `pyml train` skips a model whose inputs match those of a stored "
+                "version (the champion first).", (
     _MODEL, _VERSION,
     _c("spec_sha256", "varchar not null", "sha256 of the resolved spec as canonical JSON, "
                                           "with how it trained (tuning, external memory)"),
