@@ -185,8 +185,18 @@ def presence_sql(features: Sequence[Feature], quote: Callable[[str], str],
     return items
 
 
-def check_availability(spec: ModelSpec, features: Sequence[Feature], labelled: int,
-                       unlabelled: int, counts: Sequence[int], log: Log) -> list[Finding]:
+@dataclass(frozen=True)
+class Presence:
+    """The relation's rows with and without the target, and each feature's rows with a value
+    among them (presence_sql's counts: in the labelled rows, then in the unlabelled ones)."""
+
+    labelled: int
+    unlabelled: int
+    counts: Sequence[int]
+
+
+def check_availability(spec: ModelSpec, features: Sequence[Feature], presence: Presence,
+                       log: Log) -> list[Finding]:
     """Refuse a feature that is (almost) always present in the labelled rows and (almost)
     never in the unlabelled ones of the relation, from `counts` (presence_sql's, in the
     labelled rows, then in the unlabelled ones): a model
@@ -194,6 +204,7 @@ def check_availability(spec: ModelSpec, features: Sequence[Feature], labelled: i
     demo's churn model on the second label revenue_next_90d: holdout AUC 0.95, promoted, and
     all 1,210 rows awaiting their label scored ~0.01. Its univariate AUC, 0.25, is far from
     a leak's.) `allow_leakage: true` trains anyway, with a warning."""
+    labelled, unlabelled, counts = presence.labelled, presence.unlabelled, presence.counts
     if unlabelled < MIN_UNLABELLED or not labelled:
         return []
     n = len(features)
@@ -219,8 +230,10 @@ def check_availability(spec: ModelSpec, features: Sequence[Feature], labelled: i
 
 
 def check_training(spec: ModelSpec, features: Sequence[Feature], X: np.ndarray,
-                   y: np.ndarray, classes: Sequence[Any], log: Log) -> list[Finding]:
-    """Run before fitting: refuse a near-perfect single-feature leak, warn on the rest.
+                   y: np.ndarray, classes: Sequence[Any], log: Log,
+                   presence: Presence | None = None) -> list[Finding]:
+    """Run before fitting: refuse a near-perfect single-feature leak, then (with `presence`)
+    a feature known only in the labelled rows; warn on the rest.
 
     Raises DataError naming the column unless the spec says `allow_leakage: true`.
     """
@@ -249,4 +262,5 @@ def check_training(spec: ModelSpec, features: Sequence[Feature], X: np.ndarray,
             "the outcome")
     for finding in leaks:
         log(f"[{spec.name}] warning (allow_leakage: true): {finding}")
-    return findings + leaks
+    later = check_availability(spec, features, presence, log) if presence else []
+    return findings + leaks + later

@@ -39,7 +39,7 @@ from pyml.dbt.project import Project, invocation_for
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.spark import default_workers, first_line, qualified, quote, relation_columns, sql
 from pyml.errors import DataError, RegistryError, SpecError
-from pyml.modelling.checks import check_availability, check_training, presence_sql
+from pyml.modelling.checks import Presence, check_training, presence_sql
 from pyml.modelling.evaluate import evaluate_predictions, prediction_order, probabilities
 from pyml.modelling.fit import check_params, early_stopped, spec_params
 from pyml.modelling.model import check_key_counts
@@ -154,8 +154,8 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
                                                          rest[:len(cats)], strict=True)))
     ranges = len(frames.range_items(features, f"{y} is not null"))
     frames.check_range(features, rest[len(cats):len(cats) + ranges], spec.where)
-    check_availability(spec, features, int(labelled), int(total) - int(labelled),
-                       [int(c) for c in rest[len(cats) + ranges:]], log)
+    presence = Presence(int(labelled), int(total) - int(labelled),
+                        [int(c) for c in rest[len(cats) + ranges:]])
     data = encoded(spark, spec, source, features, target, part_sql, part_params).persist()
     try:
         sizes, base, seen = _part_stats(data, target)
@@ -165,7 +165,7 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
         log(f"[{spec.name}] split ({spec.split.method}): {sizes[0]:,} train, {sizes[1]:,} "
             f"validation, {sizes[2]:,} holdout")
         (sample_X, sample_y), (X_test, y_test) = _collect(data, sizes, len(features))
-        check_training(spec, features, sample_X, sample_y, target.classes, log)
+        check_training(spec, features, sample_X, sample_y, target.classes, log, presence)
         if target.classes and seen < len(target.classes):
             raise DataError(f"{spec.where}: the training part has only {seen} of "
                             f"{len(target.classes)} classes; adjust the split or add data")

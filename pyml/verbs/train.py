@@ -30,7 +30,7 @@ from pyml.dbt.project import Project, invocation_for
 from pyml.dbt.spec import ModelSpec
 from pyml.engines.duckdb import first_row, qualified, quote, relation_columns
 from pyml.errors import DataError, RegistryError, SpecError
-from pyml.modelling.checks import check_availability, check_training, presence_sql
+from pyml.modelling.checks import Presence, check_training, presence_sql
 from pyml.modelling.ensemble import fit_fold_average
 from pyml.modelling.evaluate import (
     Evaluation,
@@ -169,9 +169,9 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         present = {bool(r[0]): [int(c) for c in r[1:]] for r in con.execute(
             f"select {quote(spec.target)} is null, {', '.join(presence_sql(features, quote))} "
             f"from {source} group by 1").fetchall()}
-        check_availability(spec, features, labelled, total - labelled,
-                           [c for missing in (False, True)
-                            for c in present.get(missing, [0] * len(features))], log)
+        presence = Presence(labelled, total - labelled,
+                            [c for missing in (False, True)
+                             for c in present.get(missing, [0] * len(features))])
         lineage = fingerprints(con, project, spec, features, dict(columns),
                                {"tune": wants_tuning(spec, tune), "external": on_disk})
     same = None if force or tune else registry.unchanged_version(con, spec.name, lineage)
@@ -191,10 +191,10 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         if on_disk:
             fitted = _train_on_disk(con, spec, source, tuple(features), target, part_sql,
                                     part_params, disk, wants_tuning(spec, tune), log,
-                                    forced=external is True)
+                                    presence, forced=external is True)
         else:
             fitted = _train_in_memory(con, spec, source, features, target, part_sql, part_params,
-                                      tune, log)
+                                      tune, log, presence)
         rows = (*fitted.sizes, dropped)
         booster, evaluation = fitted.booster, fitted.evaluation
         split_record.update(train_rows=rows[0], validation_rows=rows[1], test_rows=rows[2])
@@ -269,7 +269,8 @@ def _log_split(spec: ModelSpec, sizes: Sequence[int], log: Log) -> None:
 
 def _train_in_memory(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                      features: Sequence[Feature], target: Target, part_sql: str,
-                     part_params: list[Any], tune: bool | None, log: Log) -> _Fitted:
+                     part_params: list[Any], tune: bool | None, log: Log,
+                     presence: Presence) -> _Fitted:
     """Read the parts into float32 arrays in one pass, check, tune, fit and evaluate."""
     ts = read_training_set(con, spec, source, features, target, part_sql, part_params,
                            log=log)
@@ -279,7 +280,8 @@ def _train_in_memory(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: st
     sizes = (len(ts.train.y), len(ts.valid.y), len(ts.test.y))
     _check_split(spec, sizes)
     _log_split(spec, sizes, log)
-    check_training(spec, ts.features, ts.train.X, ts.train.y, ts.target.classes, log)
+    check_training(spec, ts.features, ts.train.X, ts.train.y, ts.target.classes, log,
+                   presence)
     # Tuning searches on the train/validation parts only; the holdout stays unseen.
     tuning = run_study(con, spec, ts, log) if wants_tuning(spec, tune) else None
     release(con)  # the study recorded its trials through it
@@ -334,7 +336,7 @@ def _evaluated_scores(booster: xgb.Booster, n_train: int, why: str) -> FinalFit:
 def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
                    features: tuple[Feature, ...], target: Target, part_sql: str,
                    part_params: list[Any], budget: extmem.Budget, tuning: bool, log: Log,
-                   forced: bool = False) -> _Fitted:
+                   presence: Presence, forced: bool = False) -> _Fitted:
     """The same steps with XGBoost external memory: see pyml.extmem."""
     why, fix = (("--external-memory trains from disk", "drop --external-memory") if forced
                 else ("it does not fit max_memory", "raise max_memory"))
@@ -354,7 +356,7 @@ def _train_on_disk(con: duckdb.DuckDBPyConnection, spec: ModelSpec, source: str,
         parts = extmem.ExternalSet(cursor, spec, source, features, target, part_sql,
                                    part_params, sizes, budget, folder, log)
         sample = parts.sample()
-        check_training(spec, features, sample.X, sample.y, target.classes, log)
+        check_training(spec, features, sample.X, sample.y, target.classes, log, presence)
         seen = int(np.count_nonzero(base)) if spec.task != "regression" else 0
 
         def data(kwargs: dict[str, Any], use_valid: bool
