@@ -21,8 +21,8 @@ import pytest
 
 from pyml.serve.app import create_app
 
-from .conftest import DB_ENV, FEATURES, Loans
-from .support import free_port, records, stop
+from .conftest import DB_ENV, FEATURES, SCHEMA_YML, Loans
+from .support import EXCLUDE, free_port, records, stop
 
 with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works the same
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -201,6 +201,28 @@ def test_refresh_picks_up_promotions_without_holding_the_file(scored: Loans,
     scored.ok("rollback", "default_risk")
     champions.poll()
     assert client.get("/health").json()["models"]["default_risk"] == 1
+
+
+def test_a_champion_that_kept_its_version_number_is_reloaded(scored: Loans,
+                                                             client: TestClient) -> None:
+    """Another model under the same version number (a registry rebuilt and copied in, a
+    backup restored): the server compared version numbers only and went on serving the old
+    booster, labelled v1, for every row (found by an audit)."""
+    champions = client.app.state.champions  # type: ignore[attr-defined]
+    row = records(scored)[0]
+    before = client.post("/models/default_risk/predict", json=[row]).json()
+    scored.sql("drop schema ml cascade")  # a registry built anew: v1 again, other trees
+    scored.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + "            params: "
+                                           "{max_depth: 2, eta: 0.3}\n", 1))
+    scored.ok("train", "default_risk")
+    scored.ok("score", "default_risk")
+    champions.poll()
+    after = client.post("/models/default_risk/predict", json=[row]).json()
+    (expected,), = scored.sql("select probability from ml.default_risk_predictions "
+                              "where loan_id = ?", [row["loan_id"]])
+    assert before["version"] == after["version"] == 1
+    assert after["predictions"][0]["probability"] == pytest.approx(expected, abs=1e-6)
+    assert after["predictions"][0]["probability"] != before["predictions"][0]["probability"]
 
 
 def test_real_uvicorn_process(scored: Loans) -> None:

@@ -110,17 +110,20 @@ def served_plan(features: Sequence[Feature]) -> tuple[Any, ...]:
     return prepare([rule.to_dict() for rule in input_plan(features)])
 
 
-def champion_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """model name -> the version that serves (its champion, else its latest)."""
-    from pyml.store.lifecycle import serving_versions
+def champion_versions(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
+    """model name -> (the version that serves: its champion, else its latest; when it was
+    trained)."""
+    from pyml.store.lifecycle import serving_identities
 
-    return serving_versions(con)
+    return serving_identities(con)
 
 
 class Reader(NamedTuple):
     """One open look at a registry: which version of each model serves, and loading one."""
 
-    versions: Callable[[], dict[str, int]]  # model name -> the version that serves
+    # model name -> (the version that serves, when it was trained): a new champion is a new
+    # pair, also when a file restored from a backup gave another model the same version.
+    versions: Callable[[], dict[str, tuple[int, str]]]
     load: Callable[[str, int], Served]  # (name, version) -> the loaded version
 
 
@@ -162,9 +165,9 @@ class SparkRegistry:
     @contextmanager
     def reader(self, lock_timeout: float) -> Iterator[Reader]:
         """The catalog needs no opening: each call reads it afresh."""
-        from pyml.store.spark_info import serving_versions
+        from pyml.store.spark_info import serving_identities
 
-        yield Reader(lambda: serving_versions(self.spark),
+        yield Reader(lambda: serving_identities(self.spark),
                      lambda name, version: load_served_spark(self.spark, name, version))
 
 
@@ -186,8 +189,10 @@ class Champions:
             with self.registry.reader(self.lock_timeout if lock_timeout is None
                                       else lock_timeout) as registry:
                 wanted = registry.versions()
-                current = {n: s.model.version for n, s in self.models.items()}
-                changed = {n: v for n, v in wanted.items() if current.get(n) != v}
+                current = {n: (s.model.version, s.info["created_at"])
+                           for n, s in self.models.items()}
+                changed = {n: v for n, (v, trained) in wanted.items()
+                           if current.get(n) != (v, trained)}
                 loaded = {n: registry.load(n, v) for n, v in changed.items()}
             models = {n: s for n, s in self.models.items() if n in wanted}
             models.update(loaded)

@@ -28,7 +28,8 @@ from pyml.store.schema import check_registry, ensure_schema, headline_sql
 
 __all__ = ["Change", "Decide", "Decision", "Event", "Outcome", "actor", "champion_history",
            "champion_version", "events", "first_decision", "last_decision",
-           "on_version_written", "promote", "rollback", "serving_versions", "statuses"]
+           "on_version_written", "promote", "rollback", "serving_identities", "serving_versions",
+           "statuses"]
 
 STATUSES = ("champion", "challenger", "retired")
 
@@ -279,3 +280,19 @@ def serving_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         if status == "champion":
             out[name] = version
     return out
+
+
+def serving_identities(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
+    """model name -> (the version that serves, when it was trained): what `pyml serve`
+    compares to notice a new champion, also one that kept its version number (a registry
+    restored from a backup, or built elsewhere and copied in)."""
+    versions = serving_versions(con)
+    if not versions:
+        return {}
+    created = {(str(n), int(v)): c for n, v, c in con.execute(
+        f"select model_name, version, created_at from {MODELS}").fetchall()}
+    return {n: (v, _stamp(created.get((n, v)))) for n, v in versions.items()}
+
+
+def _stamp(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)

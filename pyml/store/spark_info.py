@@ -9,6 +9,7 @@ show, export and serve take either engine's answer unchanged.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pyml.engines.spark import qualified, quote, sql, table_exists
@@ -74,3 +75,16 @@ def serving_versions(spark: SparkSession) -> dict[str, int]:
         if status == "champion":
             champions[name] = version
     return {**out, **champions}
+
+
+def serving_identities(spark: SparkSession) -> dict[str, tuple[int, str]]:
+    """model name -> (the version that serves, when it was trained)
+    (pyml.store.lifecycle.serving_identities)."""
+    versions = serving_versions(spark)
+    created = {(str(r["model_name"]), int(r["version"])): r["created_at"] for r in _dicts(
+        spark, "models", ["model_name", "version", "created_at"], "true", {})}
+    return {n: (v, _stamp(created.get((n, v)))) for n, v in versions.items()}
+
+
+def _stamp(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
