@@ -309,9 +309,16 @@ def predict(card, booster, records):
 
 if __name__ == "__main__":
     card, booster = load(Path(__file__).resolve().parent)
-    records = json.loads(Path(sys.argv[1]).read_text() if len(sys.argv) > 1 else sys.stdin.read())
+    source = sys.argv[1] if len(sys.argv) > 1 else "standard input"
     try:
+        text = Path(sys.argv[1]).read_text() if len(sys.argv) > 1 else sys.stdin.read()
+        records = check_records(json.loads(text), what=source)
         predictions = predict(card, booster, records)
+    except json.JSONDecodeError as e:
+        sys.exit(f"predict.py: {source} is not valid JSON: {e.msg} at line {e.lineno} "
+                 f"column {e.colno}")
+    except OSError as e:
+        sys.exit(f"predict.py: cannot read {source}: {e.strerror}")
     except RecordError as e:
         sys.exit(f"predict.py: {e}")
     json.dump(predictions, sys.stdout)

@@ -73,6 +73,25 @@ def test_export_predicts_without_pyml(scored: Loans, tmp_path: Path, model: str,
                for p in predicted)
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"loan_id": 1}', "records.json must be a JSON list of records (objects), got object"),
+    ("[1, 2]", "record 1 must be a JSON object of field: value, got number"),
+    ("[{}, ", "records.json is not valid JSON: Expecting value at line 1 column 6"),
+])
+def test_predict_script_refuses_what_is_not_a_list_of_records(
+        scored: Loans, tmp_path: Path, text: str, message: str) -> None:
+    """One line naming the problem, exit 1, no traceback (an audit got AttributeError
+    tracebacks), as `pyml serve` answers the same bodies."""
+    folder = tmp_path / "export"
+    scored.ok("export", "default_risk", "--output", str(folder))
+    (tmp_path / "records.json").write_text(text)
+    done = subprocess.run([sys.executable, "-I", "-c", NO_PYML, str(folder / "predict.py"),
+                           "records.json"], capture_output=True, text=True, check=False,
+                          cwd=tmp_path)
+    assert (done.returncode, done.stderr.strip(), done.stdout) == (1, f"predict.py: {message}",
+                                                                   "")
+
+
 def test_model_card_describes_inputs_and_outputs(scored: Loans, tmp_path: Path) -> None:
     scored.ok("export", "default_risk", "-o", str(tmp_path / "x"))
     card = json.loads((tmp_path / "x" / "model_card.json").read_text())

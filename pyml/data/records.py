@@ -59,6 +59,19 @@ def json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
+def check_records(data: object, what: str = "body") -> list:
+    """`data` (decoded JSON) as a list of records, else RecordError naming what it is:
+    `what` (the request body, the input file) must be a list, each record an object."""
+    if not isinstance(data, list):
+        raise RecordError(f"{what} must be a JSON list of records (objects), got "
+                          f"{json_type(data)}")
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise RecordError(f"record {i + 1} must be a JSON object of field: value, "
+                              f"got {json_type(rec)}")
+    return data
+
+
 def show(value: object) -> str:
     """A value as JSON, cut to 40 characters, for messages."""
     text = json.dumps(value)

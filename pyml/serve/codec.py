@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from pyml.data.records import RecordError, encode_rows, json_type, show
+from pyml.data.records import RecordError, check_records, encode_rows, show
 from pyml.modelling.model import LoadedModel
 from pyml.modelling.shap import top_contributions
 from pyml.serve.champions import Champions, Served
@@ -43,17 +43,13 @@ def parse_body(body: bytes, max_records: int) -> list[dict[str, Any]]:
         data = _stdlib_loads(body)
     except RecursionError:  # both parsers recurse per nesting level; records are flat
         raise RequestError(422, "body is nested too deeply to be a list of records") from None
-    if not isinstance(data, list):
-        raise RequestError(422, "body must be a JSON list of records (objects), got "
-                                f"{json_type(data)}")
-    if len(data) > max_records:
+    if isinstance(data, list) and len(data) > max_records:
         raise RequestError(413, f"body has {len(data)} records; the limit is {max_records} "
                                 "per request (pyml serve --max-records)")
-    for i, rec in enumerate(data):
-        if not isinstance(rec, dict):
-            raise RequestError(422, f"record {i + 1} must be a JSON object of field: value, "
-                                    f"got {json_type(rec)}")
-    return data
+    try:
+        return check_records(data)
+    except RecordError as e:
+        raise RequestError(422, str(e)) from None
 
 
 def _stdlib_loads(body: bytes) -> Any:
