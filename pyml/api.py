@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyml.engines.duckdb import write_errors
-from pyml.errors import EngineError, ModelNotFound, SelectionError, UsageError
+from pyml.errors import EngineError, SelectionError, UsageError
 from pyml.session import Overrides, Session, open_session
 
 if TYPE_CHECKING:
@@ -268,12 +268,14 @@ def promote(model: str, *, version: int | None = None, reason: str | None = None
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
-    if session.engine == "spark":
-        from pyml.store.spark_registry import promote as _spark_promote
+    with session.unknown_named(model):
+        if session.engine == "spark":
+            from pyml.store.spark_registry import promote as _spark_promote
 
-        return _noted(session, _spark_promote(session.spark(), model, version, reason), score)
-    with session.database() as con:
-        change = _promote(con, model, version, reason)
+            change = _spark_promote(session.spark(), model, version, reason)
+        else:
+            with session.database() as con:
+                change = _promote(con, model, version, reason)
     return _noted(session, change, score)
 
 
@@ -299,12 +301,14 @@ def rollback(model: str, *, reason: str | None = None, project_dir: PathLike = N
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout,
                            log=log)
-    if session.engine == "spark":
-        from pyml.store.spark_registry import rollback as _spark_rollback
+    with session.unknown_named(model):
+        if session.engine == "spark":
+            from pyml.store.spark_registry import rollback as _spark_rollback
 
-        return _noted(session, _spark_rollback(session.spark(), model, reason), score)
-    with session.database() as con:
-        change = _rollback(con, model, reason)
+            change = _spark_rollback(session.spark(), model, reason)
+        else:
+            with session.database() as con:
+                change = _rollback(con, model, reason)
     return _noted(session, change, score)
 
 
@@ -339,14 +343,8 @@ def predictions(model: str, *, limit: int = 10, project_dir: PathLike = None,
         from pyml.store.spark_writer import top_predictions as _spark_top
 
         return text_table(*_spark_top(session.spark(), model, limit))
-    try:
+    with session.unknown_named(model, f"and no ml.{model}_predictions"):
         return top_predictions(session.project, model, limit, lock_timeout=lock_timeout)
-    except ModelNotFound:
-        declared = sorted(s.name for s in session.specs())
-        if model in declared:
-            raise  # declared, not scored yet: the error says to run pyml score
-        raise SelectionError(f"no pyml model named '{model}' and no ml.{model}_predictions; "
-                             f"declared models: {', '.join(declared) or 'none'}") from None
 
 
 def show(model: str, *, version: int | None = None, project_dir: PathLike = None,
@@ -358,15 +356,16 @@ def show(model: str, *, version: int | None = None, project_dir: PathLike = None
     from pyml.store.staleness import stale_hints
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
-    if session.engine == "spark":
-        from pyml.store.spark_registry import stale_hints as _spark_stale
+    with session.unknown_named(model):
+        if session.engine == "spark":
+            from pyml.store.spark_registry import stale_hints as _spark_stale
 
-        spark = session.spark()
-        return with_hints(render_show(spark_version_info(spark, model, version)),
-                          _spark_stale(spark, [model]))
-    with session.database(read_only=True) as con:
-        return with_hints(render_show(version_info(con, model, version)),
-                          stale_hints(con, [model]))
+            spark = session.spark()
+            return with_hints(render_show(spark_version_info(spark, model, version)),
+                              _spark_stale(spark, [model]))
+        with session.database(read_only=True) as con:
+            return with_hints(render_show(version_info(con, model, version)),
+                              stale_hints(con, [model]))
 
 
 def export(model: str, output: str | Path, *, version: int | None = None,
@@ -377,11 +376,12 @@ def export(model: str, output: str | Path, *, version: int | None = None,
     from pyml.export import export as _export
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
-    if session.engine == "spark":
-        out = check_folder(Path(output))
-        return write_export(spark_version_info(session.spark(), model, version), out)
-    with session.database(read_only=True) as con:
-        return _export(con, model, version, Path(output))
+    with session.unknown_named(model):
+        if session.engine == "spark":
+            out = check_folder(Path(output))
+            return write_export(spark_version_info(session.spark(), model, version), out)
+        with session.database(read_only=True) as con:
+            return _export(con, model, version, Path(output))
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, poll_seconds: float = 5.0,
@@ -428,17 +428,18 @@ def _sql_stored(model: str, version: int | None, project_dir: PathLike,
     """The session and the stored version `pyml sql` compiles (logging the YAML notice)."""
     from pyml.dbt.project import select_specs
     from pyml.dbt.spec_diff import yaml_notice
-    from pyml.errors import SelectionError, SpecError
+    from pyml.errors import SpecError
     from pyml.store.registry import load_version
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
-    if session.engine == "spark":  # the stored model is the same whichever engine trained it
-        from pyml.store.spark_registry import load_version as _spark_load
+    with session.unknown_named(model):
+        if session.engine == "spark":  # the stored model is the same whichever engine
+            from pyml.store.spark_registry import load_version as _spark_load
 
-        stored = _spark_load(session.spark(), model, version)
-    else:
-        with session.database(read_only=True) as con:
-            stored = load_version(con, model, version)
+            stored = _spark_load(session.spark(), model, version)
+        else:
+            with session.database(read_only=True) as con:
+                stored = load_version(con, model, version)
     try:  # the SQL needs no YAML: a model no longer declared (or a broken spec) still compiles
         spec = select_specs(session.project, [model])[0]
     except (SelectionError, SpecError):

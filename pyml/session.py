@@ -20,7 +20,7 @@ from pyml.dbt.project import Project, load_project, resolve_relation, select_spe
 from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_tune import TuneSpec
 from pyml.engines.duckdb import connect, corrupt_error
-from pyml.errors import EngineError
+from pyml.errors import EngineError, ModelNotFound, PymlError, SelectionError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -153,6 +153,24 @@ class Session:
         """The named (or dbt-selected, or all) specs, with the caller's overrides applied."""
         return [apply_overrides(spec, overrides)
                 for spec in select_specs(self.project, models, select)]
+
+    @contextmanager
+    def unknown_named(self, model: str, what: str = "in the project or its registry"
+                      ) -> Iterator[None]:
+        """ModelNotFound for a name the project does not declare becomes "no pyml model
+        named ..." with the declared ones (the registry's message tells a declared model to
+        train or score, which for a typo misleads)."""
+        try:
+            yield
+        except ModelNotFound as e:
+            try:
+                declared = sorted(s.name for s in self.specs())
+            except PymlError:  # no specs, a broken spec: the registry's own message stands
+                declared = [model]
+            if model in declared:
+                raise e from None
+            raise SelectionError(f"no pyml model named '{model}' {what}; declared models: "
+                                 f"{', '.join(declared) or 'none'}") from None
 
     def scored_relation(self, spec: ModelSpec) -> tuple[str, str]:
         """(schema, name) of what `pyml score` reads for `spec`: score.relation, else the

@@ -479,7 +479,11 @@ CASES = [
     Case("sql-version-missing", nothing, ("sql", "grade", "--version", "99"),
          "model 'grade' has no version 99: `pyml models` lists the versions"),
     Case("sql-model-unknown", nothing, ("sql", "nope"),
-         "model 'nope' has not been trained yet: run `pyml train nope` first"),
+         "no pyml model named 'nope' in the project or its registry; declared models: "
+         "default_risk, grade, loss_amount"),
+    Case("export-model-unknown", nothing, ("export", "nope", "--output", "<DIR>/export"),
+         "no pyml model named 'nope' in the project or its registry; declared models: "
+         "default_risk, grade, loss_amount"),
     Case("sql-dialect-unknown", nothing, ("sql", "grade", "--dialect", "oracle"),
          "unknown dialect 'oracle'; choose one of duckdb, postgres, snowflake, bigquery, "
          "sqlite, spark"),

@@ -138,8 +138,8 @@ def test_manual_policy_promote_and_rollback_by_hand(scored: Loans) -> None:
     assert result.output == ("Error: model 'default_risk' has no version 9: "
                              "`pyml show default_risk` lists the versions\n")
     result = scored.pyml("promote", "nope")
-    assert result.output == ("Error: model 'nope' has not been trained yet: "
-                             "run `pyml train nope` first\n")
+    assert result.output == ("Error: no pyml model named 'nope' in the project or its "
+                             "registry; declared models: default_risk, grade, loss_amount\n")
 
 
 def test_rollback_walks_back_through_earlier_champions(scored: Loans) -> None:

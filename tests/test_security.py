@@ -138,12 +138,14 @@ CLI_CASES = [
                       "loss_amount"),
     (("predictions", DROP), f"no pyml model named '{DROP}' and no ml.{DROP}_predictions; "
                             "declared models: default_risk, grade, loss_amount"),
-    (("show", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` first"),
-    (("promote", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` "
-                        "first"),
-    (("rollback", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` "
-                         "first"),
-    (("sql", DROP), f"model '{DROP}' has not been trained yet: run `pyml train {DROP}` first"),
+    (("show", DROP), f"no pyml model named '{DROP}' in the project or its registry; "
+                     "declared models: default_risk, grade, loss_amount"),
+    (("promote", DROP), f"no pyml model named '{DROP}' in the project or its registry; "
+                        "declared models: default_risk, grade, loss_amount"),
+    (("rollback", DROP), f"no pyml model named '{DROP}' in the project or its registry; "
+                         "declared models: default_risk, grade, loss_amount"),
+    (("sql", DROP), f"no pyml model named '{DROP}' in the project or its registry; "
+                    "declared models: default_risk, grade, loss_amount"),
     (("sql", "grade", "--dialect", DROP), f"unknown dialect '{DROP}'; choose one of duckdb, "
                                           "postgres, snowflake, bigquery, sqlite, spark"),
     (("models", DROP), None),  # a filter: lists nothing, changes nothing
