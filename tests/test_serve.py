@@ -203,6 +203,19 @@ def test_refresh_picks_up_promotions_without_holding_the_file(scored: Loans,
     assert client.get("/health").json()["models"]["default_risk"] == 1
 
 
+def test_fields_that_are_neither_features_nor_keys_are_named(scored: Loans,
+                                                            client: TestClient) -> None:
+    """A misspelt feature is a missing value to the model; the answer names it so a client
+    can tell (an audit: "a trap for clients")."""
+    row = records(scored)[0]
+    sent = {k: v for k, v in row.items() if k != "amount"} | {"amout": row["amount"]}
+    body = client.post("/models/default_risk/predict", json=[sent, {}]).json()
+    assert body["ignored_fields"] == sorted({"amout", "defaulted", "grade", "loss"} & {*sent})
+    exact = {k: row[k] for k in ("loan_id", *FEATURES)}
+    assert "ignored_fields" not in client.post("/models/default_risk/predict",
+                                               json=[exact]).json()
+
+
 def test_a_champion_that_kept_its_version_number_is_reloaded(scored: Loans,
                                                              client: TestClient) -> None:
     """Another model under the same version number (a registry rebuilt and copied in, a

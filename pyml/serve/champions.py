@@ -46,6 +46,12 @@ class Served:
     refused: str | None = None  # why predictions are refused (a version from before the
     # output-name rule whose key or classes clash with the fields it would answer with)
 
+    @property
+    def known_fields(self) -> frozenset[str]:
+        """The record fields the model reads or echoes: its features and key columns."""
+        stored = self.model.stored
+        return frozenset([*(f.name for f in stored.features), *stored.key])
+
 
 def load_served(con: duckdb.DuckDBPyConnection, name: str, version: int) -> Served:
     """Load one version from the DuckDB registry and describe it (GET /models/{name})."""
