@@ -143,13 +143,14 @@ def test_the_cv_pruner_prunes_on_the_running_mean(scored: Loans) -> None:
     with_risk(scored, "            num_boost_round: 40\n"
                       "            tune:\n"
                       "              cv: 3\n"
-                      "              n_trials: 8\n"
-                      "              space: {eta: {choices: [0.3, 0.2, 0.1, 0.05, 0.0001]}}\n")
+                      "              n_trials: 10\n"
+                      "              space: {eta: {choices: [0.3, 0.0001, 0.0002, 0.0003, "
+                      "0.0005]}}\n")
     scored.ok("tune", "default_risk")
     rows = scored.sql("select state, folds, json_extract(params, '$.eta')::double "
                       "from ml.trials order by trial_number")
     pruned = [r for r in rows if r[0] == "pruned"]
-    assert pruned and all(r[1] < 3 for r in pruned)
+    assert pruned and all(r[1] < 3 for r in pruned), rows
     assert all(r[1] == 3 for r in rows if r[0] == "complete")
     assert [r[0] for r in rows[:5]] == ["complete"] * 5
 

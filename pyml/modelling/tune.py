@@ -340,7 +340,9 @@ def _cv_trial(trial: optuna.Trial, params: dict[str, Any], folds: _Folds, rounds
         best_rounds.append(int(booster.best_iteration))
         trial.set_user_attr("fold_values", values)  # kept for ml.trials if pruned below
         trial.report(float(np.mean(values)), f)
-        if trial.should_prune():
+        # Between folds only: a trial that ran every fold has its result, and pruning it then
+        # would throw that away (the reordered folds of this session met it in a test).
+        if f < folds.k - 1 and trial.should_prune():
             raise optuna.TrialPruned(f"fold {f + 1}: running mean {np.mean(values):.5f}")
     trial.set_user_attr("best_round", int(np.median(best_rounds)))
     return float(np.mean(values))
