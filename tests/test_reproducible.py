@@ -121,6 +121,50 @@ def test_inputs_of_an_older_version_train_nothing(scored: Loans) -> None:
     assert _versions(scored) == [(1, "retired"), (2, "champion")]
 
 
+def test_inputs_of_an_older_version_train_when_the_champion_learned_other_data(
+        scored: Loans) -> None:
+    """A feature changed (v2, the champion, learned amount x 60) and changed back: the inputs
+    are v1's again, but v1 never faced v2 and v2 never saw this data. Training nothing left
+    v2 scoring the old definition (a README walk: 868 of 10,375 predictions flipped). So it
+    trains (v3) and the policy judges it against v2; after that, v3's inputs are unchanged."""
+    scored.sql("create table main.kept as select * from main.loan_features")
+    scored.replace_features("select * replace (amount * 60 as amount)")
+    assert "default_risk v2 (binary)" in scored.ok("train", "default_risk").output
+    if _versions(scored)[-1] != (2, "champion"):
+        scored.ok("promote", "default_risk", "--version", "2")
+    scored.replace_features("select * from main.kept --")  # the original rows again
+    scored.sql("drop table main.kept")
+    out = scored.ok("train", "default_risk").output
+    assert "default_risk v3 (binary)" in out and "unchanged" not in out, out
+    again = scored.ok("train", "default_risk").output
+    assert any(line.startswith(UNCHANGED.format(3)) for line in again.splitlines()), again
+
+
+@settings(max_examples=60, deadline=None)
+@given(champion_fits=st.booleans(), after=st.lists(st.booleans(), min_size=1, max_size=4),
+       known=st.booleans())
+def test_the_unchanged_rule(champion_fits: bool, after: list[bool], known: bool) -> None:
+    """pick_unchanged: the champion when it matches; another match only when the champion
+    learned the current data, or when it was trained after the champion was crowned."""
+    from datetime import datetime, timedelta
+
+    from pyml.store.registry import Fingerprinted, Lineage, pick_unchanged
+
+    now = Lineage("spec", "raw:a", "data", 10, "p", "x")
+    crowned = datetime(2026, 1, 1)
+    champion = Fingerprinted(99, "champion", Lineage("tuned", "raw:a", "data" if
+                                                     champion_fits else "other", 10, "p",
+                                                     "x"), crowned)
+    matches = [Fingerprinted(i, "challenger", now, crowned + timedelta(hours=1 if a else -1))
+               for i, a in enumerate(after)]
+    got = pick_unchanged(now, [champion, *matches], crowned if known else None)
+    eligible = [m.version for m in matches if champion_fits or not known
+                or m.created_at >= crowned]
+    assert got == ((eligible[0], "challenger") if eligible else None)
+    assert pick_unchanged(now, [Fingerprinted(99, "champion", now, crowned), *matches],
+                          crowned) == (99, "champion")
+
+
 @settings(max_examples=200, deadline=None)
 @given(raw=st.sampled_from([None, "r1", "r2"]), compiled=st.sampled_from([None, "c1", "c2"]),
        raw2=st.sampled_from([None, "r1", "r2"]), compiled2=st.sampled_from([None, "c1", "c2"]))

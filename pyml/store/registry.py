@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import xgboost as xgb
 
 MODELS = qualified(SCHEMA, "models")
+EVENTS = qualified(SCHEMA, "model_events")
 METRICS = qualified(SCHEMA, "metrics")
 
 MODEL_COLUMNS = ("model_name, version, created_at, task, objective, description, "
@@ -130,13 +131,41 @@ def same_sql(a: str | None, b: str | None) -> bool:
 LINEAGE = qualified(SCHEMA, "lineage")
 
 
+@dataclass(frozen=True)
+class Fingerprinted:
+    """A stored version as the unchanged rule sees it."""
+
+    version: int
+    status: str  # champion | challenger | retired
+    lineage: Lineage
+    created_at: datetime
+
+
+def pick_unchanged(current: Lineage, versions: Sequence[Fingerprinted],
+                   crowned_at: datetime | None) -> tuple[int, str] | None:
+    """The version `pyml train` need not retrain, with its status, or None (both engines).
+
+    One trained from the current inputs: the champion if it is one. Another only when the
+    champion fits the current data (its SQL and data fingerprints are the current ones: it
+    differs by a choice, a tuned study, a promotion), or when it was trained after the
+    champion was crowned (the policy has judged it against this champion). Else the champion
+    was trained on other data and the match never faced it: matching it and training nothing
+    left a champion trained on minutes x 60 scoring plain minutes (a README walk)."""
+    same = [v for v in versions if not current.changes(v.lineage)]
+    champion = next((v for v in versions if v.status == "champion"), None)
+    if champion is not None and champion in same:
+        return champion.version, champion.status
+    fits = champion is None or not {"SQL", "data"} & set(current.changes(champion.lineage))
+    judged = [v for v in same if fits or crowned_at is None or v.created_at >= crowned_at]
+    return (judged[0].version, judged[0].status) if judged else None
+
+
 def unchanged_version(con: duckdb.DuckDBPyConnection, name: str, lineage: Lineage
                       ) -> tuple[int, str] | None:
-    """The version of model `name` trained from the inputs `lineage` describes (no
-    `changes`), with its status: the champion if it is one, else the newest; None when there
-    is none. Any version counts, not only the latest: after `pyml tune` stored a tuned
-    challenger, a plain `pyml train` on the same inputs would retrain the version before it,
-    byte for byte."""
+    """The version of model `name` trained from the inputs `lineage` describes, with its
+    status, by pick_unchanged's rule; None when there is none. Any version counts, not only
+    the latest: after `pyml tune` stored a tuned challenger, a plain `pyml train` on the same
+    inputs would retrain the version before it, byte for byte."""
     check_registry(con)
     if not _has_registry(con) or not table_exists(con, SCHEMA, "lineage"):
         return None
@@ -144,14 +173,27 @@ def unchanged_version(con: duckdb.DuckDBPyConnection, name: str, lineage: Lineag
     status = ("coalesce(m.status, 'champion')" if "status" in
               dict(relation_columns(con, SCHEMA, "models")) else "'champion'")
     rows = con.execute(f"""select m.version, l.spec_sha256, l.sql_sha256, l.data_sha256,
-                                  l.data_rows, m.pyml_version, m.xgboost_version, {status}
+                                  l.data_rows, m.pyml_version, m.xgboost_version, {status},
+                                  m.created_at
                            from {MODELS} m join {LINEAGE} l
                              on l.model_name = m.model_name and l.version = m.version
                            where m.model_name = ? order by m.version desc""", [name]).fetchall()
-    same = [(int(r[0]), str(r[7])) for r in rows if not lineage.changes(Lineage(
+    versions = [Fingerprinted(int(r[0]), str(r[7]), Lineage(
         str(r[1]), None if r[2] is None else str(r[2]), str(r[3]), int(r[4]), str(r[5]),
-        str(r[6])))]
-    return next((m for m in same if m[1] == "champion"), same[0] if same else None)
+        str(r[6])), r[8]) for r in rows]
+    return pick_unchanged(lineage, versions,
+                          crowned_at(con, name) if "status" in status else None)
+
+
+def crowned_at(con: duckdb.DuckDBPyConnection, name: str) -> datetime | None:
+    """When the current champion of `name` last became the champion, if the events say."""
+    if not table_exists(con, SCHEMA, "model_events"):
+        return None
+    row = first_row(con, f"""select max(e.event_at) from {EVENTS} e join {MODELS} m
+                              on m.model_name = e.model_name and m.version = e.version
+                            where e.model_name = ? and e.to_status = 'champion'
+                              and m.status = 'champion'""", [name])
+    return row[0] if row and isinstance(row[0], datetime) else None
 
 
 def same_model(con: duckdb.DuckDBPyConnection, name: str, a: int, b: int) -> bool:

@@ -42,11 +42,13 @@ from pyml.store.names import SCHEMA
 from pyml.store.registry import (
     MODEL_COLUMNS,
     STORED_COLUMNS,
+    Fingerprinted,
     Lineage,
     NewVersion,
     StoredModel,
     VersionRow,
     decode_version,
+    pick_unchanged,
 )
 from pyml.store.schema import (
     CALIBRATION,
@@ -398,19 +400,28 @@ def unchanged_version(spark: SparkSession, name: str, lineage: Lineage
         return None
     rows = sql(spark, f"""select l.`version`, l.`spec_sha256`, l.`sql_sha256`,
                                  l.`data_sha256`, l.`data_rows`, v.`pyml_version`,
-                                 v.`xgboost_version`
+                                 v.`xgboost_version`, v.`created_at`
                           from {_table(VERSIONS.name)} v join {_table(LINEAGE.name)} l
                             on l.`model_name` = v.`model_name` and l.`version` = v.`version`
                           where v.`model_name` = :name order by v.`version` desc""",
                {"name": name}).collect()
-    same = [int(r[0]) for r in rows if not lineage.changes(Lineage(
-        str(r[1]), None if r[2] is None else str(r[2]), str(r[3]), int(r[4]), str(r[5]),
-        str(r[6])))]
-    if not same:
-        return None
     status = statuses(spark, name)
-    return next(((v, "champion") for v in same if status.get((name, v)) == "champion"),
-                (same[0], status.get((name, same[0]), "challenger")))
+    versions = [Fingerprinted(int(r[0]), status.get((name, int(r[0])), "challenger"), Lineage(
+        str(r[1]), None if r[2] is None else str(r[2]), str(r[3]), int(r[4]), str(r[5]),
+        str(r[6])), r[7]) for r in rows]
+    return pick_unchanged(lineage, versions, _crowned_at(spark, name))
+
+
+def _crowned_at(spark: SparkSession, name: str) -> Any:
+    """When the current champion of `name` last became the champion, if the events say
+    (pyml.store.registry.crowned_at)."""
+    current = champion(spark, name)
+    if current is None or not table_exists(spark, SCHEMA, MODEL_EVENTS.name):
+        return None
+    row = sql(spark, f"select max(`event_at`) from {_table(MODEL_EVENTS.name)} where "
+                     "`model_name` = :name and `version` = :version and `to_status` = "
+                     "'champion'", {"name": name, "version": current}).collect()
+    return row[0][0] if row else None
 
 
 def load_version(spark: SparkSession, name: str, version: int | None = None) -> StoredModel:
