@@ -15,8 +15,9 @@ Generated from `pyml --help` and each command's `--help` by `python -m pyml.clid
 (a test fails when this file and the commands disagree). Every command takes dbt's
 `--project-dir`, `--profiles-dir` and `--target`, and `--lock-timeout` for DuckDB's
 single-writer lock. Exit codes: 0 success, 1 a user error (one line naming the thing and the
-fix), 2 drift above the threshold (`pyml drift`), 130 interrupted (Ctrl-C: `Interrupted:
-nothing was written.`, the transaction in progress is rolled back).
+fix), 2 drift above the threshold (`pyml drift`), 130 interrupted (Ctrl-C: the transaction
+in progress is rolled back; the line says `Interrupted: nothing was written.`, or, where a
+command of several models had committed some before, which versions and tables it wrote).
 """
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from pyml.errors import DriftDetected, PymlError
-from pyml.interrupts import INTERRUPTED, is_interrupt
+from pyml.interrupts import forget_written, interrupted_line, is_interrupt
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,6 +134,7 @@ def handle_errors(func: F) -> F:
     """Turn PymlError into one clear line and its exit code (1; drift: 2), no traceback."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        forget_written()
         try:
             return func(*args, **kwargs)
         except PymlError as e:
@@ -143,7 +144,7 @@ def handle_errors(func: F) -> F:
             # transaction in progress rolled back on the way out.
             if not is_interrupt(e):
                 raise
-            click.echo(INTERRUPTED, err=True)
+            click.echo(interrupted_line(), err=True)
             sys.exit(130)
     return wrapper  # type: ignore[return-value]
 

@@ -23,6 +23,29 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 INTERRUPTED = "Interrupted: nothing was written."
+# What this command committed before a Ctrl-C (a multi-model train or score keeps the models
+# it finished: each commits on its own); the CLI clears it when a command starts.
+_written: list[str] = []
+
+
+def note_written(what: str) -> None:
+    """Record a committed write ("churn v8", "ml.churn_predictions") for the Ctrl-C line."""
+    _written.append(what)
+
+
+def forget_written() -> None:
+    """A command starts: nothing of it is written yet."""
+    _written.clear()
+
+
+def interrupted_line() -> str:
+    """What a Ctrl-C prints: that nothing was written, or what was before the interrupted
+    step (which rolled back). A docs walk found "nothing was written" after a `pyml train`
+    of three models had stored two."""
+    if not _written:
+        return INTERRUPTED
+    return (f"Interrupted: the step in progress was rolled back; written before it: "
+            f"{', '.join(_written)}.")
 
 
 @contextmanager

@@ -99,3 +99,28 @@ def test_train_interrupted_while_the_refit_matrix_is_built(
     assert "Traceback" not in result.output
     assert "Exception ignored" not in capfd.readouterr().err
     assert scored.sql("select model_name, version, status from ml.models order by all") == before
+
+
+def test_ctrl_c_after_a_model_was_stored_says_what_was_written(
+        scored: Loans, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A train of two models, interrupted in the second: the first's new version stays (it
+    committed on its own), and the line says so instead of "nothing was written" (a README
+    walk found that line after two of three models had been stored)."""
+    real_next = fit._Parts.next
+    seen: list[int] = []
+
+    def next_with_ctrl_c(self: fit._Parts, input_data: Callable[..., None]) -> bool:
+        if id(self) not in seen:
+            seen.append(id(self))
+            if len(seen) == 2:  # the second model's refit
+                os.kill(os.getpid(), signal.SIGINT)
+        return real_next(self, input_data)
+
+    monkeypatch.setattr(fit._Parts, "next", next_with_ctrl_c)
+    result = scored.pyml("train", "default_risk", "grade", "--force")
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Interrupted: the step in progress was rolled back; written before it: "
+        "default_risk v2.")
+    assert scored.sql("select model_name, max(version) from ml.models group by all "
+                      "order by all") == [("default_risk", 2), ("grade", 1), ("loss_amount", 1)]

@@ -26,6 +26,7 @@ from pyml.engines.duckdb import (
     transaction,
 )
 from pyml.errors import ModelNotFound, RegistryError
+from pyml.interrupts import note_written
 from pyml.store.lifecycle import Decide, champion_version, on_version_written
 from pyml.store.names import SCHEMA
 from pyml.store.schema import check_registry, ensure_schema, headline_sql
@@ -277,6 +278,7 @@ def write_version(con: duckdb.DuckDBPyConnection, new: NewVersion,
                         [new.name, version, lin.spec, lin.sql, lin.data, lin.data_rows,
                          hashlib.sha256(booster).hexdigest()])
         on_version_written(con, new.name, version, new.note, decide)
+    note_written(f"{new.name} v{version}")
     return version
 
 

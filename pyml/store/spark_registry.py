@@ -34,6 +34,7 @@ import xgboost as xgb
 
 from pyml.engines.spark import qualified, quote, sql, string_literal, table_exists
 from pyml.errors import LifecycleError, ModelNotFound
+from pyml.interrupts import note_written
 from pyml.store import champions, staleness
 from pyml.store.drift import Snapshot
 from pyml.store.events import actor
@@ -243,6 +244,7 @@ def write_version(spark: SparkSession, new: NewVersion, *,
     else:
         _record(spark, [(new.name, version, decision.event, None, "challenger",
                          decision.reason, decision.metrics)])
+    note_written(f"{new.name} v{version}")
     return version, decision
 
 

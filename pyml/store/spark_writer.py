@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyml.engines.spark import first_line, qualified, quote, sql, string_literal, table_exists
 from pyml.errors import DataError, ModelNotFound
+from pyml.interrupts import note_written
 from pyml.store.names import SCHEMA, predictions_table
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ def replace_table(spark: SparkSession, table: str, frame: DataFrame, *, expected
     for old in _data_tables(spark, table):
         if old not in (data, previous):
             _drop(spark, old)
+    note_written(f"{SCHEMA}.{table}")
     return Written(f"{SCHEMA}.{table}", rows, data)
 
 

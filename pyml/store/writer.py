@@ -31,6 +31,7 @@ from pyml.dbt.spec import DEFAULT_BATCH_ROWS
 from pyml.engines.duckdb import abort_transaction, qualified, quote, stream_arrow
 from pyml.errors import DataError, OutputError
 from pyml.files import replacing
+from pyml.interrupts import note_written
 from pyml.store.names import SCHEMA, TEMP_PREFIX
 from pyml.store.schema import comment_table
 
@@ -113,6 +114,7 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordB
 
     rows = _write(con, table, source, _Transform(transform, workers), schema, constants,
                   memory_limit, body)
+    note_written(display_name(table))
     return Written(display_name(table), rows)
 
 
@@ -145,6 +147,7 @@ def update_table(con: duckdb.DuckDBPyConnection, table: str, source: pa.RecordBa
 
     rows = _write(con, table, source, _Transform(transform, workers), schema, (),
                   memory_limit, body)
+    note_written(display_name(table))
     return Written(display_name(table), rows)
 
 
