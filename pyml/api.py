@@ -417,15 +417,17 @@ def sql(model: str, *, version: int | None = None, dialect: str | None = None,
     """
     from pyml.sqlgen.compile import scoring_sql
 
-    session, stored = _sql_stored(model, version, project_dir, profiles_dir, target,
-                                  lock_timeout, log)
-    return scoring_sql(stored, dialect=dialect or session.engine, dbt_model=dbt_model)
+    session, stored, relation = _sql_stored(model, version, project_dir, profiles_dir, target,
+                                            lock_timeout, log)
+    return scoring_sql(stored, dialect=dialect or session.engine, dbt_model=dbt_model,
+                       relation=relation)
 
 
 def _sql_stored(model: str, version: int | None, project_dir: PathLike,
                 profiles_dir: PathLike, target: str | None, lock_timeout: float,
-                log: Log | None) -> tuple[Session, StoredModel]:
-    """The session and the stored version `pyml sql` compiles (logging the YAML notice)."""
+                log: Log | None) -> tuple[Session, StoredModel, str | None]:
+    """The session, the stored version `pyml sql` compiles (logging the YAML notice) and the
+    spec's score.relation, which `pyml score` reads instead of the feature relation."""
     from pyml.dbt.project import select_specs
     from pyml.dbt.spec_diff import yaml_notice
     from pyml.errors import SpecError
@@ -444,11 +446,10 @@ def _sql_stored(model: str, version: int | None, project_dir: PathLike,
         spec = select_specs(session.project, [model])[0]
     except (SelectionError, SpecError):
         spec = None
-    notice = (yaml_notice(spec, stored.version, stored.spec, stored.target.classes)
-              if spec else None)
+    notice = spec and yaml_notice(spec, stored.version, stored.spec, stored.target.classes)
     if notice and log:
         log(notice)
-    return session, stored
+    return session, stored, spec.score.relation if spec else None
 
 
 def sql_model(model: str, output: str | Path, *, version: int | None = None,
@@ -462,9 +463,10 @@ def sql_model(model: str, output: str | Path, *, version: int | None = None,
     from pyml.sqlgen import dbt_yaml
     from pyml.sqlgen.compile import scoring_sql, write_model_file
 
-    session, stored = _sql_stored(model, version, project_dir, profiles_dir, target,
-                                  lock_timeout, log)
-    text = scoring_sql(stored, dialect=dialect or session.engine, dbt_model=True)
+    session, stored, relation = _sql_stored(model, version, project_dir, profiles_dir, target,
+                                            lock_timeout, log)
+    text = scoring_sql(stored, dialect=dialect or session.engine, dbt_model=True,
+                       relation=relation)
     path = Path(output).expanduser().resolve()
     yml = dbt_yaml.yaml_path(path)
     manifest = session.project.manifest

@@ -442,8 +442,8 @@ def sql(model: str, version: int | None, dialect: str | None, output: Path | Non
         lock_timeout: float) -> None:
     """Print a SELECT that scores MODEL in pure SQL, equal to `pyml score`.
 
-    The query reads the model's feature relation and returns its key columns with the
-    columns of ml.<MODEL>_predictions but scored_at; it is generated from the stored model
+    The query reads what pyml score reads (score.relation, else the feature relation) and
+    returns its key columns with the columns of ml.<MODEL>_predictions but scored_at; it is generated from the stored model
     (trees, category mappings, threshold) and matches XGBoost to float32 precision. A row
     with an infinite feature value, which pyml score refuses, gets the answer the trees give
     it (compared with each split like any number), not an error. With --output

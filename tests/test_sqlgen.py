@@ -392,6 +392,28 @@ def test_pyml_sql_prints_a_query_equal_to_pyml_score(scored: Loans) -> None:
     assert "DOUBLE PRECISION" in postgres
 
 
+def test_pyml_sql_reads_the_score_relation_as_pyml_score_does(scored: Loans) -> None:
+    """With score.relation, pyml score reads that relation; the query (and the dbt model)
+    read it too (they read the feature relation: 3,000 rows where score wrote 1,500; a
+    README walk)."""
+    from tests.conftest import SCHEMA_YML
+    from tests.support import EXCLUDE
+
+    scored.sql("create table main.to_score as select * from main.loan_features "
+               "where loan_id % 2 = 0")
+    scored.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + "            score: "
+                                           "{relation: main.to_score}\n", 1))
+    scored.ok("score", "default_risk")
+    sql = scored.ok("sql", "default_risk").output
+    scored.sql(f"create table main.default_risk_sql as {sql}")
+    assert scored.sql("select count(*) from main.default_risk_sql") == [(1500,)]
+    _compare_with_predictions(scored, "main.default_risk_sql", "default_risk")
+    path = scored.dir / "models" / "risk_scored_sql.sql"
+    scored.ok("sql", "default_risk", "--output", str(path))
+    text = path.read_text()
+    assert '"main"."to_score"' in text and "ref('loan_features')" not in text
+
+
 def test_pyml_sql_output_is_a_dbt_model_built_by_dbt(scored: Loans) -> None:
     folder = scored.dir / "models" / "ml"
     folder.mkdir()

@@ -79,12 +79,13 @@ class _Plan:
     cut: float | None  # binary: smallest float32 margin labelled positive (None: unknown)
 
 
-def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool = False
-                ) -> str:
+def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool = False,
+                relation: str | None = None) -> str:
     """SQL that scores the model's feature relation (or, for dbt, its `ref`) in `dialect`.
 
-    The result has the key columns, the prediction columns of `pyml score` (prediction,
-    probability, probability_<class>) and model_version.
+    `relation`: what `pyml score` reads instead, the spec's score.relation (a dbt model name,
+    or schema.table). The result has the key columns, the prediction columns of `pyml score`
+    (prediction, probability, probability_<class>) and model_version.
     """
     if dialect not in DIALECTS:
         raise UsageError(f"unknown dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
@@ -96,7 +97,9 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     if expected != forest.objective:
         raise RegistryError(f"{where}: task '{stored.task}' does not match the booster's objective "
                         f"'{forest.objective}'; retrain the model")
-    source = DBT_SOURCE if dbt_model else _relation(stored)
+    source = (DBT_SOURCE if dbt_model else
+              ".".join(quote(p) for p in relation.split(".")) if relation and "." in relation
+              else _relation(stored))
     threshold = stored.threshold
     cut = (label_cut(raw, len(stored.features), threshold) if stored.task == "binary"
            else None)
@@ -117,7 +120,7 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     header = _header(stored, forest, dialect)
     if not dbt_model:
         return header + body
-    return _dbt_wrap(stored, header, body)
+    return _dbt_wrap(stored, header, body, relation)
 
 
 def _relation(stored: StoredModel) -> str:
@@ -413,9 +416,13 @@ def _transpile(sql: str, dialect: str) -> str:
     return tree.transform(fix, copy=False).sql(dialect=dialect, pretty=True) + "\n"
 
 
-def _dbt_wrap(stored: StoredModel, header: str, body: str) -> str:
-    """A dbt model: config, the ref to the feature model, the rest kept out of Jinja."""
-    feature_model = stored.feature_model.split(".")[-1]
+def _dbt_wrap(stored: StoredModel, header: str, body: str, relation: str | None = None
+              ) -> str:
+    """A dbt model: config, the ref to the feature model (or to `relation`, the spec's
+    score.relation: a model name, or schema.table read as it is), the rest kept out of
+    Jinja."""
+    feature_model = (relation if relation and "." not in relation
+                     else stored.feature_model.split(".")[-1])
     if not _DBT_NAME.match(feature_model):
         raise SqlGenError(f"model '{stored.name}' v{stored.version}: stored feature model "
                         f"'{feature_model}' is not a dbt model name; retrain the model")
@@ -425,10 +432,12 @@ def _dbt_wrap(stored: StoredModel, header: str, body: str) -> str:
     if _ENDRAW.search(before + after):
         raise SqlGenError(f"model '{stored.name}': a column name, category or class contains "
                         "'{% endraw', which cannot be written into a dbt model; rename it")
+    read = (".".join(quote(p) for p in relation.split(".")) if relation and "." in relation
+            else f"{{{{ ref('{feature_model}') }}}}")
     return ("{{ config(materialized='table') }}\n"
             "-- noqa: disable=all\n" + header
             + "{% raw %}" + before + "{% endraw %}"
-            + f"{{{{ ref('{feature_model}') }}}}"
+            + read
             + "{% raw %}" + after + "{% endraw %}\n")
 
 
