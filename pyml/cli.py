@@ -443,13 +443,13 @@ def sql(model: str, version: int | None, dialect: str | None, output: Path | Non
     """Print a SELECT that scores MODEL in pure SQL, equal to `pyml score`.
 
     The query reads what pyml score reads (score.relation, else the feature relation) and
-    returns its key columns with the columns of ml.<MODEL>_predictions but scored_at; it is generated from the stored model
-    (trees, category mappings, threshold) and matches XGBoost to float32 precision. A row
-    with an infinite feature value, which pyml score refuses, gets the answer the trees give
-    it (compared with each split like any number), not an error. With --output
-    it is written as a dbt model that reads the feature model with ref(), so `dbt build`
-    scores and downstream models can ref it, with <name>.yml beside it describing the model
-    (the version it was compiled from) and its columns.
+    returns its key columns with the columns of ml.<MODEL>_predictions but scored_at; it is
+    generated from the stored model (trees, category mappings, threshold) and matches
+    XGBoost to float32 precision. A row with an infinite feature value, which pyml score
+    refuses, gets the answer the trees give it (compared with each split like any number).
+    With --output it is a dbt model reading that relation with ref(), so `dbt build` scores
+    and downstream models can ref it, with <name>.yml beside it describing the model (the
+    version it was compiled from) and its columns.
 
     Example: pyml sql churn --output models/ml/churn_scored_sql.sql
     """

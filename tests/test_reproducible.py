@@ -121,6 +121,17 @@ def test_inputs_of_an_older_version_train_nothing(scored: Loans) -> None:
     assert _versions(scored) == [(1, "retired"), (2, "champion")]
 
 
+def test_a_score_edit_trains_nothing(scored: Loans) -> None:
+    """`score:` is read by pyml score at every run: editing it is no training input (a README
+    walk: it stored and promoted an identical booster)."""
+    scored.sql("create table main.to_score as select * from main.loan_features")
+    scored.write_schema(SCHEMA_YML.replace(
+        "exclude: [loss, grade]\n", "exclude: [loss, grade]\n            score: {relation: "
+        "main.to_score, batch_size: 100}\n", 1))
+    out = scored.ok("train", "default_risk").output.splitlines()
+    assert UNCHANGED.format(1) in out, out
+
+
 def test_inputs_of_an_older_version_train_when_the_champion_learned_other_data(
         scored: Loans) -> None:
     """A feature changed (v2, the champion, learned amount x 60) and changed back: the inputs

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import duckdb
@@ -29,7 +30,7 @@ import xgboost as xgb
 
 from pyml.data.encode import Feature
 from pyml.dbt.project import Project
-from pyml.dbt.spec import ModelSpec
+from pyml.dbt.spec import ModelSpec, ScoreSpec
 from pyml.engines.duckdb import first_row, qualified, quote
 from pyml.store.registry import Lineage
 
@@ -47,6 +48,10 @@ def spec_sha256(spec: ModelSpec, how: Mapping[str, Any]) -> str:
     # `monitor:` only tells `pyml monitor` how to window and when to alert: editing it
     # must not retrain, nor did adding the key change the fingerprint of older specs.
     trained = {k: v for k, v in spec.to_dict().items() if k != "monitor"}
+    # `score:` only tells `pyml score` what to read and how: it counts as its defaults, so
+    # editing it trains nothing (a README walk: a score.relation edit stored and promoted an
+    # identical booster), and the fingerprints of specs without it stay what they were.
+    trained["score"] = asdict(ScoreSpec())
     return _sha256(_canonical({"spec": trained, "how": dict(how)}))
 
 
