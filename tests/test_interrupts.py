@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -21,6 +21,15 @@ from pyml.interrupts import deferred_sigint, is_interrupt, uninterrupted
 from pyml.modelling import fit
 
 from .conftest import Loans
+
+
+@pytest.fixture(autouse=True)
+def _python_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler, as a terminal's Ctrl-C meets it: a suite started from a
+    shell in the background inherits SIGINT ignored (pyml then has nothing to hold back)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 class _Batches(xgb.DataIter):
