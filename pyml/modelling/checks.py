@@ -198,9 +198,8 @@ class Presence:
 def check_availability(spec: ModelSpec, features: Sequence[Feature], presence: Presence,
                        log: Log) -> list[Finding]:
     """Refuse a feature that is (almost) always present in the labelled rows and (almost)
-    never in the unlabelled ones of the relation, from `counts` (presence_sql's, in the
-    labelled rows, then in the unlabelled ones): a model
-    that leans on it scores every new row as if it were missing. (A docs walk trained the
+    never in the unlabelled ones of the relation (`presence`): a model that leans on it
+    scores every new row as if it were missing. (A docs walk trained the
     demo's churn model on the second label revenue_next_90d: holdout AUC 0.95, promoted, and
     all 1,210 rows awaiting their label scored ~0.01. Its univariate AUC, 0.25, is far from
     a leak's.) `allow_leakage: true` trains anyway, with a warning."""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -46,7 +47,7 @@ class Served:
     refused: str | None = None  # why predictions are refused (a version from before the
     # output-name rule whose key or classes clash with the fields it would answer with)
 
-    @property
+    @cached_property
     def known_fields(self) -> frozenset[str]:
         """The record fields the model reads or echoes: its features and key columns."""
         stored = self.model.stored

@@ -124,6 +124,7 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
     cats = [f for f in features if f.kind == "categorical"]
     regression = spec.task == "regression"
     keys = ", ".join(quote(k) for k in spec.key)
+    ranges = frames.range_items(features, f"{y} is not null")
     items = ["count(*)", f"count({y})",
              f"count_if(isnan(cast({y} as double)) or abs(cast({y} as double)) > :f32_max)"
              if regression else f"collect_set({y})",
@@ -131,7 +132,7 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
              "count_if(" + " or ".join(f"{quote(k)} is null" for k in spec.key) + ")",
              *[f"collect_set(if({y} is null, null, cast({quote(f.name)} as string)))"
                for f in cats],
-             *frames.range_items(features, f"{y} is not null"),
+             *ranges,
              *presence_sql(features, quote, f"{y} is not null"),
              *presence_sql(features, quote, f"{y} is null")]
     total, labelled, target_values, distinct, null_keys, *rest = sql(
@@ -152,10 +153,10 @@ def train_one(spark: SparkSession, project: Project | None, spec: ModelSpec, *,
     target = learn_target(spec, types[spec.target], target_values)
     features = learn_categories(spec, features, dict(zip([f.name for f in cats],
                                                          rest[:len(cats)], strict=True)))
-    ranges = len(frames.range_items(features, f"{y} is not null"))
-    frames.check_range(features, rest[len(cats):len(cats) + ranges], spec.where)
+    counted = len(cats) + len(ranges)
+    frames.check_range(features, rest[len(cats):counted], spec.where)
     presence = Presence(int(labelled), int(total) - int(labelled),
-                        [int(c) for c in rest[len(cats) + ranges:]])
+                        [int(c) for c in rest[counted:]])
     data = encoded(spark, spec, source, features, target, part_sql, part_params).persist()
     try:
         sizes, base, seen = _part_stats(data, target)

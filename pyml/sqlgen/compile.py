@@ -97,9 +97,7 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     if expected != forest.objective:
         raise RegistryError(f"{where}: task '{stored.task}' does not match the booster's objective "
                         f"'{forest.objective}'; retrain the model")
-    source = (DBT_SOURCE if dbt_model else
-              ".".join(quote(p) for p in relation.split(".")) if relation and "." in relation
-              else _relation(stored))
+    source = DBT_SOURCE if dbt_model else _table(relation) or _relation(stored)
     threshold = stored.threshold
     cut = (label_cut(raw, len(stored.features), threshold) if stored.task == "binary"
            else None)
@@ -121,6 +119,12 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     if not dbt_model:
         return header + body
     return _dbt_wrap(stored, header, body, relation)
+
+
+def _table(relation: str | None) -> str | None:
+    """A score.relation written as schema.table, quoted; None for a dbt model name (or none)."""
+    return ".".join(quote(p) for p in relation.split(".")) if relation and "." in relation \
+        else None
 
 
 def _relation(stored: StoredModel) -> str:
@@ -421,7 +425,8 @@ def _dbt_wrap(stored: StoredModel, header: str, body: str, relation: str | None 
     """A dbt model: config, the ref to the feature model (or to `relation`, the spec's
     score.relation: a model name, or schema.table read as it is), the rest kept out of
     Jinja."""
-    feature_model = (relation if relation and "." not in relation
+    table = _table(relation)
+    feature_model = (relation if relation and table is None
                      else stored.feature_model.split(".")[-1])
     if not _DBT_NAME.match(feature_model):
         raise SqlGenError(f"model '{stored.name}' v{stored.version}: stored feature model "
@@ -432,8 +437,7 @@ def _dbt_wrap(stored: StoredModel, header: str, body: str, relation: str | None 
     if _ENDRAW.search(before + after):
         raise SqlGenError(f"model '{stored.name}': a column name, category or class contains "
                         "'{% endraw', which cannot be written into a dbt model; rename it")
-    read = (".".join(quote(p) for p in relation.split(".")) if relation and "." in relation
-            else f"{{{{ ref('{feature_model}') }}}}")
+    read = table or f"{{{{ ref('{feature_model}') }}}}"
     return ("{{ config(materialized='table') }}\n"
             "-- noqa: disable=all\n" + header
             + "{% raw %}" + before + "{% endraw %}"

@@ -11,7 +11,7 @@ ml.model_events. Registries written before statuses existed are migrated on the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -289,10 +289,15 @@ def serving_identities(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, s
     versions = serving_versions(con)
     if not versions:
         return {}
-    created = {(str(n), int(v)): c for n, v, c in con.execute(
-        f"select model_name, version, created_at from {MODELS}").fetchall()}
-    return {n: (v, _stamp(created.get((n, v)))) for n, v in versions.items()}
+    return identities(versions, {(str(n), int(v)): c for n, v, c in con.execute(
+        f"select model_name, version, created_at from {MODELS}").fetchall()})
 
 
-def _stamp(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+def identities(versions: Mapping[str, int], created: Mapping[tuple[str, int], Any]
+               ) -> dict[str, tuple[int, str]]:
+    """serving_identities from either engine's answers: the serving versions, and when each
+    (model, version) was trained."""
+    def stamp(value: Any) -> str:
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+
+    return {n: (v, stamp(created.get((n, v)))) for n, v in versions.items()}

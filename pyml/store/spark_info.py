@@ -9,12 +9,11 @@ show, export and serve take either engine's answer unchanged.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pyml.engines.spark import qualified, quote, sql, table_exists
 from pyml.store.evaluation import JSON_COLUMNS
-from pyml.store.lifecycle import Event
+from pyml.store.lifecycle import Event, identities
 from pyml.store.names import SCHEMA
 from pyml.store.schema import METRICS, MODEL_EVENTS, MODELS
 from pyml.store.spark_registry import statuses
@@ -80,11 +79,6 @@ def serving_versions(spark: SparkSession) -> dict[str, int]:
 def serving_identities(spark: SparkSession) -> dict[str, tuple[int, str]]:
     """model name -> (the version that serves, when it was trained)
     (pyml.store.lifecycle.serving_identities)."""
-    versions = serving_versions(spark)
-    created = {(str(r["model_name"]), int(r["version"])): r["created_at"] for r in _dicts(
-        spark, "models", ["model_name", "version", "created_at"], "true", {})}
-    return {n: (v, _stamp(created.get((n, v)))) for n, v in versions.items()}
-
-
-def _stamp(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+    return identities(serving_versions(spark), {
+        (str(r["model_name"]), int(r["version"])): r["created_at"] for r in _dicts(
+            spark, "models", ["model_name", "version", "created_at"], "true", {})})

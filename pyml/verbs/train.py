@@ -164,8 +164,8 @@ def train_one(con: duckdb.DuckDBPyConnection, project: Project | None, spec: Mod
         check_key_counts(spec.where, f"{spec.schema}.{spec.relation}", spec.key, total,
                          *((int(counts[0]), int(counts[1])) if counts else (0, 0)),
                          training=True)
-        # Grouped by whether the label is there: 2x cheaper than filtered counts (2M x 100
-        # features: 0.6 s against 1.7 s).
+        # Grouped by whether the label is there: cheaper than filtered counts (2M x 100
+        # features: about 1 s against 1.7 s, docs/benchmarks.md).
         present = {bool(r[0]): [int(c) for c in r[1:]] for r in con.execute(
             f"select {quote(spec.target)} is null, {', '.join(presence_sql(features, quote))} "
             f"from {source} group by 1").fetchall()}
