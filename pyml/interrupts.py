@@ -29,8 +29,10 @@ _written: list[str] = []
 
 
 def note_written(what: str) -> None:
-    """Record a committed write ("churn v8", "ml.churn_predictions") for the Ctrl-C line."""
+    """Record a committed write ("churn v8", "ml.churn_predictions") for the Ctrl-C line.
+    Only the CLI clears the list: a library caller's long session keeps the last 100."""
     _written.append(what)
+    del _written[:-100]
 
 
 def forget_written() -> None:
