@@ -172,6 +172,9 @@ def test_exported_predict_refuses_what_serve_refuses(exported: ModuleType) -> No
                        "reads"),
         ({"s": 3}, "record 1: field 's' must be a string (a category) or null, got number 3"),
         ({"d": True}, "record 1: field 'd' must be a number or null, got boolean true"),
+        # A BOOLEAN column holds true/false only: 0.5 has no row in the table.
+        ({"b": 0.5}, "record 1: field 'b' must be true, false, 0, 1 or null, got number 0.5"),
+        ({"b": 2}, "record 1: field 'b' must be true, false, 0, 1 or null, got number 2"),
     ]
     for record, message in cases:
         with pytest.raises(exported.RecordError) as info:
@@ -180,6 +183,14 @@ def test_exported_predict_refuses_what_serve_refuses(exported: ModuleType) -> No
         with pytest.raises(RequestError) as served:
             encode_plan(served_plan(FEATURES), [record])
         assert served.value.message == message
+
+
+def test_a_boolean_feature_reads_1_and_0_as_true_and_false(exported: ModuleType) -> None:
+    as_numbers = [{"b": 1}, {"b": 0}, {"b": 1.0}, {"b": float("nan")}]
+    as_booleans = [{"b": True}, {"b": False}, {"b": True}, {"b": None}]
+    for encode in (by_serve, lambda r: by_export(exported, r)):
+        got, want = encode(as_numbers), encode(as_booleans)
+        assert got is not None and want is not None and same_bits(got, want)
 
 
 def test_the_card_carries_the_plan() -> None:

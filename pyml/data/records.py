@@ -8,7 +8,8 @@ imports nothing from pyml and nothing beyond math and numpy.
 The rules (the plan's, as `pyml score` applies them in SQL and on Arrow columns):
 
 - a number is read as a double (an integer to the nearest double) and rounded to float32,
-  to nearest, in one cast; true/false count as 1/0 for a boolean feature only;
+  to nearest, in one cast; a boolean feature reads true/false (or 1/0) as 1/0, and nothing
+  else, as `pyml score` reads a BOOLEAN column;
 - NaN, null, an absent field and an unseen category are missing (NaN);
 - a category is its index in the training categories (a string; anything else is refused);
 - a number that float32 cannot hold (it would round to infinity) is refused, with the record
@@ -96,7 +97,11 @@ def encode_rows(prepared: tuple, records: list) -> np.ndarray:
                     raise RecordError(f"record {i + 1}: field '{name}' must be a string "
                                       f"(a category) or null, got {json_type(v)} {show(v)}")
                 row[j] = codes.get(v, nan)
-            elif t is float or t is int or (t is bool and how == BOOLEAN):
+            elif how == BOOLEAN and (t is bool or ((t is int or t is float) and v in (0, 1))):
+                row[j] = float(v)  # true/false, or 1/0 as JSON clients without booleans send
+            elif how == BOOLEAN and t is float and math.isnan(v):
+                continue  # missing, as for a number
+            elif how == NUMBER and (t is float or t is int):
                 try:
                     x = float(v)
                 except OverflowError:  # an integer beyond any double
@@ -107,7 +112,7 @@ def encode_rows(prepared: tuple, records: list) -> np.ndarray:
                     raise RecordError(f"record {i + 1}: field '{name}' is {show(v)}, outside "
                                       "the float32 range the model reads")
             else:
-                want = "true, false, a number" if how == BOOLEAN else "a number"
+                want = "true, false, 0, 1" if how == BOOLEAN else "a number"
                 raise RecordError(f"record {i + 1}: field '{name}' must be {want} or null, "
                                   f"got {json_type(v)} {show(v)}")
         rows.append(row)
