@@ -5,11 +5,15 @@ and the wheel's package data carries every file of the package."""
 
 from __future__ import annotations
 
+import calendar
 import fnmatch
+import math
 import os
 import shutil
 import tomllib
 from collections.abc import Iterator
+from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -68,8 +72,9 @@ def test_integration_tests_build_green(integration: Path, built: object) -> None
     used = " ".join(p.read_text() for p in (integration / "models").glob("*")) + " ".join(
         p.read_text() for p in (integration / "seeds").glob("*.yml"))
     # Every macro and generic test of the package is exercised (check_date_literal through
-    # parse_timestamp's bounds).
-    assert [m for m in macros if m not in used and m != "check_date_literal"] == []
+    # parse_timestamp's bounds, shown_argument through the argument errors below).
+    assert [m for m in macros if m not in used
+            and m not in ("check_date_literal", "shown_argument")] == []
     assert len(tested) >= 20
 
 
@@ -92,6 +97,20 @@ def test_integration_tests_build_green(integration: Path, built: object) -> None
      "clean_amount: `min_value` (5) is greater than `max_value` (1)"),
     ("pyml.exact_sum('v', scale=1.5)",
      "exact_sum: `scale` must be a whole number from 0 to 18, got 1.5"),
+    ("pyml.label_window('e', 'a', '90')",
+     "label_window: `days` must be a positive whole number, got '90' (text: write it without "
+     "quotes)"),
+    ("pyml.date_spine(\"'2024-01-01'\", \"'2025-01-01'\", '3')",
+     "date_spine: `step_months` must be a positive whole number, got '3' (text: write it "
+     "without quotes)"),
+    # Values are lower-cased before the comparison: 'US' could never match, every row null.
+    ("pyml.clean_category('c', ['US', 'GB'])",
+     "clean_category: code 'US' can never match: values are trimmed and lower-cased before "
+     "they are compared (case='lower'); write it as 'us', or pass the `case` the codes are "
+     "written in ('lower', 'upper' or 'none')"),
+    ("pyml.clean_category('c', ['us'], synonyms={' usa': 'us'})",
+     "clean_category: code ' usa' can never match: values are trimmed and lower-cased before "
+     "they are compared (case='lower'); write it as 'usa'"),
 ])
 def test_bad_arguments_are_compiler_errors(integration: Path, call: str, message: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -293,3 +312,106 @@ def test_wheel_package_data_carries_the_dbt_package() -> None:
     assert "dbt_package/dbt_project.yml" in files
     assert [f for f in files if not any(fnmatch.fnmatchcase(f, g) and f.count("/")
                                         == g.count("/") for g in globs)] == []
+
+
+# The macros a property test below evaluates: rendered once by dbt, then run by DuckDB on
+# generated inputs bound as parameters ($text, $a, $b, $start, $end).
+_RENDERED = {
+    "null_if_empty": "pyml.null_if_empty('$text')",
+    "clean_amount": "pyml.clean_amount('$text', min_value=none)",
+    "usd": "pyml.convert_to_usd('$a - $b', \"'EUR'\")",
+    **{f"spine_{step}": f"pyml.date_spine('$start', '$end', {step})" for step in (1, 3, 12)},
+    **{f"spine_default_{step}": f"pyml.default__date_spine('$start', '$end', {step})"
+       for step in (1, 3, 12)},
+}
+
+
+@pytest.fixture(scope="module")
+def rendered(integration: Path) -> dict[str, str]:
+    """Each of _RENDERED's calls as the SQL dbt compiles it (one `dbt compile`)."""
+    marker = "\n-- @@@\n"
+    inline = marker.join(f"select {{{{ {call} }}}}" for call in _RENDERED.values())
+    res = _dbt(integration, "compile", "--inline", inline)
+    assert res.success, res.exception  # type: ignore[attr-defined]
+    code = res.result.results[0].node.compiled_code  # type: ignore[attr-defined]
+    parts = [p.strip().removeprefix("select").strip() for p in code.split(marker)]
+    return dict(zip(_RENDERED, parts, strict=True))
+
+
+def _months_later(start: date, months: int) -> date:
+    """`start` plus whole months, the day clamped to the month's last (2024-01-31 + 1 month
+    is 2024-02-29): the date_spine reference."""
+    y, m = divmod(start.month - 1 + months, 12)
+    year, month = start.year + y, m + 1
+    return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=st.dates(date(1990, 1, 1), date(2060, 12, 31)) | st.sampled_from(
+           [date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2023, 8, 31)]),
+       span=st.integers(-40, 800), step=st.sampled_from([1, 3, 12]))
+def test_date_spine_counts_every_date_from_the_start(rendered: dict[str, str], start: date,
+                                                    span: int, step: int) -> None:
+    """Found: each date was the one before plus `step` months, so a month-end start drifted
+    (2024-03-31 every 3 months: 12-30, 2025-03-30) and moved every as-of date built on it.
+    Now date k is start + k x step months, while <= end; no rows when end < start (the
+    portable version returned the start)."""
+    end = start + timedelta(days=span)
+    want = []
+    k = 0
+    while (d := _months_later(start, k * step)) <= end:
+        want.append(d)
+        k += 1
+    with duckdb.connect() as con:
+        for name in (f"spine_{step}", f"spine_default_{step}"):
+            got = [r[0] for r in con.execute(
+                f"select spine_date from {rendered[name]} as s order by 1",
+                {"start": start, "end": end}).fetchall()]
+            assert got == want, name
+
+
+_WHITESPACE = st.text(st.sampled_from(" \t\r\n\x0b\x0c\u00a0\u2003\u3000"), max_size=4)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(left=_WHITESPACE, right=_WHITESPACE,
+       core=st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Zs", "Zl", "Zp",
+                                                                      "Cc"]), max_size=6)
+       | st.just("a b"))
+def test_null_if_empty_removes_any_whitespace_around(rendered: dict[str, str], left: str,
+                                                      right: str, core: str) -> None:
+    """Found: DuckDB's trim removes spaces but not tabs, CR or LF, so 'yes\\r' from a CRLF
+    file was no boolean and '\\t' was a value. Now whitespace of any kind around the text
+    goes, and only whitespace is blank."""
+    with duckdb.connect() as con:
+        got = con.execute(f"select {rendered['null_if_empty']}",
+                          {"text": left + core + right}).fetchall()[0][0]
+    assert got == (core or None)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.floats(allow_nan=True, allow_infinity=True).map(repr)
+       | st.sampled_from(["nan", "NaN", "-nan", "inf", "+inf", "-Infinity", "1e400",
+                          "-1e999", "$1,234.50", "1e308"]))
+def test_clean_amount_is_null_or_finite(rendered: dict[str, str], value: str) -> None:
+    """Found: 'nan', 'inf' and '1e400' came back as NaN and infinities, which turned a plain
+    sum into NaN and failed exact_sum's DECIMAL cast. Now an amount is finite or null."""
+    with duckdb.connect() as con:
+        got = con.execute(f"select {rendered['clean_amount']}", {"text": value}).fetchall()
+    amount = got[0][0]
+    parsed = float(value.replace("$", "").replace(",", ""))
+    assert amount == (parsed if math.isfinite(parsed) else None)
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(a=st.integers(-10**6, 10**6), b=st.integers(-10**6, 10**6))
+def test_convert_to_usd_converts_the_whole_expression(rendered: dict[str, str], a: int,
+                                                      b: int) -> None:
+    """Found: `convert_to_usd('price - discount', ...)` computed price - discount * rate."""
+    with duckdb.connect() as con:
+        got = con.execute(f"select {rendered['usd']}", {"a": a, "b": b}).fetchall()[0][0]
+    assert got == (a - b) * Decimal("1.08")  # DuckDB reads 1.08 as a DECIMAL

@@ -17,6 +17,8 @@
     {%- set parsed = pyml.safe_cast(stripped, 'double') -%}
     case
         when {{ parsed }} is null then null
+        {#- 'nan', 'inf', '1e400': NaN sorts above every number, so this catches it too. #}
+        when not ({{ parsed }} between -1.7976931348623157e308 and 1.7976931348623157e308) then null
         {%- if min_value is not none %}
         when {{ parsed }} < {{ min_value }} then null
         {%- endif %}

@@ -12,6 +12,15 @@
     {%- for code in (accepted_values | list) + (synonyms.keys() | list) if code is not string or "'" in code -%}
         {{ exceptions.raise_compiler_error("clean_category: codes must be strings without quotes, got " ~ code ~ (" (YAML reads unquoted yes/no/on/off as booleans: quote the code)" if code is boolean else "")) }}
     {%- endfor -%}
+    {#- Values are trimmed and case-folded before they are compared: a code in another case
+        (or with spaces around it) could never match, and every row would come out null. -#}
+    {%- for code in (accepted_values | list) + (synonyms.keys() | list) -%}
+        {%- set folded = code | trim -%}
+        {%- set folded = folded | lower if case == 'lower' else (folded | upper if case == 'upper' else folded) -%}
+        {%- if code != folded -%}
+            {{ exceptions.raise_compiler_error("clean_category: code '" ~ code ~ "' can never match: values are trimmed" ~ ((" and " ~ case ~ "-cased") if case != 'none' else "") ~ " before they are compared (case='" ~ case ~ "'); write it as '" ~ folded ~ "', or pass the `case` the codes are written in ('lower', 'upper' or 'none')") }}
+        {%- endif -%}
+    {%- endfor -%}
     {{ return(adapter.dispatch('clean_category', 'pyml')(column, accepted_values, synonyms, case)) }}
 {%- endmacro %}
 

@@ -11,7 +11,7 @@
 {%- endmacro %}
 
 {% macro default__convert_to_usd(amount, currency, rates) -%}
-    {{ amount }} * case {{ currency }}
+    ({{ amount }}) * case {{ currency }}
         {%- for code, rate in rates.items() %}
         when '{{ code }}' then {{ rate }}
         {%- endfor %}

@@ -5,7 +5,7 @@
     fingerprint and every model trained on the table. -#}
 {% macro exact_sum(expression, scale=4) -%}
     {%- if scale is not number or scale != scale | int or scale < 0 or scale > 18 -%}
-        {{ exceptions.raise_compiler_error("exact_sum: `scale` must be a whole number from 0 to 18, got " ~ scale) }}
+        {{ exceptions.raise_compiler_error("exact_sum: `scale` must be a whole number from 0 to 18, got " ~ pyml.shown_argument(scale)) }}
     {%- endif -%}
     {{ return(adapter.dispatch('exact_sum', 'pyml')(expression, scale | int)) }}
 {%- endmacro %}

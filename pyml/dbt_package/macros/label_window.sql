@@ -1,7 +1,7 @@
 {#- true when `event_ts` is on or after `as_of` and strictly before `as_of` + `days` days. -#}
 {% macro label_window(event_ts, as_of, days) -%}
     {%- if days is not number or days <= 0 or days != days | int -%}
-        {{ exceptions.raise_compiler_error("label_window: `days` must be a positive whole number, got " ~ days) }}
+        {{ exceptions.raise_compiler_error("label_window: `days` must be a positive whole number, got " ~ pyml.shown_argument(days)) }}
     {%- endif -%}
     {{ return(adapter.dispatch('label_window', 'pyml')(event_ts, as_of, days)) }}
 {%- endmacro %}

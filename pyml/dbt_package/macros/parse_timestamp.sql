@@ -1,11 +1,13 @@
 {#-
     A timestamp parsed from text in any of several formats; null when blank, unparseable,
-    impossible (2025-02-30) or outside [min_date, max_date] (1900-01-01, 2099-01-01).
+    impossible (2025-02-30) or outside [min_date, max_date]: by default the vars
+    pyml_min_valid_date and pyml_max_valid_date, else 1900-01-01 and 2099-12-31. A time zone
+    offset (+02:00) is not read: such text is null (UTC's 'Z' is read, as UTC).
 -#}
 {#- `_name`: the macro the user called, for its errors (parse_date passes its own). -#}
 {% macro parse_timestamp(column, min_date=none, max_date=none, formats=none, _name='parse_timestamp') -%}
-    {%- set min_date = min_date or var('pyml_min_valid_date', '2000-01-01') -%}
-    {%- set max_date = max_date or var('pyml_max_valid_date', '2030-12-31') -%}
+    {%- set min_date = min_date or var('pyml_min_valid_date', '1900-01-01') -%}
+    {%- set max_date = max_date or var('pyml_max_valid_date', '2099-12-31') -%}
     {%- do pyml.check_date_literal(_name, 'min_date', min_date) -%}
     {%- do pyml.check_date_literal(_name, 'max_date', max_date) -%}
     {%- if min_date > max_date -%}
@@ -15,6 +17,8 @@
     {%- if formats is none -%}
         {%- set formats = [
             '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d',
+            '%Y-%m-%d %H:%M:%S.%f', '%Y-%m-%dT%H:%M:%S.%f', '%Y-%m-%dT%H:%M:%SZ',
+            '%Y-%m-%dT%H:%M:%S.%fZ', '%Y-%m-%d %H:%M', '%Y-%m-%dT%H:%M',
             '%m/%d/%Y %H:%M', '%m/%d/%Y', '%d.%m.%Y', '%Y/%m/%d',
         ] -%}
     {%- endif -%}

@@ -1,5 +1,6 @@
 -- clean_amount (default bounds, [0, 100000], no lower bound) and safe_cast on dirty numbers
--- (DuckDB's cast rounds decimal text to a whole number: '49.00' -> 49, '-0.01' -> 0).
+-- (DuckDB's cast rounds decimal text to a whole number: '49.00' -> 49, '-0.01' -> 0). Text that
+-- parses to NaN or an infinity ('nan', 'inf', '1e400') is no amount: null.
 with
 
 inputs as (

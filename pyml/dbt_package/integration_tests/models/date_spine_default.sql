@@ -1,3 +1,3 @@
 -- The portable default__date_spine (a recursive CTE) gives the same dates.
 select spine_date
-from {{ pyml.default__date_spine("'2024-04-01'", "'2025-01-01'", 3) }} as spine
+from {{ pyml.default__date_spine("'2024-03-31'", "'2025-03-31'", 3) }} as spine

@@ -1,13 +1,15 @@
 -- null_if_empty, clean_text (each case), clean_boolean, clean_email (dispatched and the
 -- portable default__) and is_invalid_flag on dirty text. Seeds cannot hold blank or
--- whitespace-only text, so the inputs spell them {empty} and {sp}.
+-- whitespace-only text, so the inputs spell them {empty} and {sp} (and a tab, CR and LF
+-- {tab}, {cr} and {lf}: CRLF files and pasted cells bring them).
 with
 
 inputs as (
 
     select
         raw_value as raw_key,
-        replace(replace(raw_value, '{sp}', ' '), '{empty}', '') as raw_value
+        replace(replace(replace(replace(replace(raw_value, '{sp}', ' '), '{empty}', ''),
+            '{tab}', chr(9)), '{cr}', chr(13)), '{lf}', chr(10)) as raw_value
     from {{ ref('input_text') }}
 
 ),
