@@ -10,12 +10,31 @@ two separate per-model intervals would not show. The metric functions are
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from pyml.modelling.bootstrap import MAX_ROWS, N_BOOT, SEED, intervals, metric_function, sample
+from pyml.errors import PymlError
+from pyml.modelling.bootstrap import (
+    MAX_ROWS,
+    N_BOOT,
+    SEED,
+    intervals,
+    metric_function,
+    rarest_class,
+    sample,
+)
 from pyml.tasks import HIGHER_IS_BETTER
+
+# Why a metric has no value on some rows (MetricUndefined's message).
+UNDEFINED_WHY = {"mape": " (a target is 0)", "r2": " (the target is constant)",
+                 "auc": " (they hold one class only)", "pr_auc": " (they hold one class only)"}
+
+
+class MetricUndefined(PymlError):
+    """The compared metric has no value on the rows (MAPE with a zero target, AUC with one
+    class): nothing to compare. It used to be a KeyError traceback from `pyml train`."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +90,14 @@ def compare(task: str, metric: str, y: np.ndarray, pred_a: np.ndarray, pred_b: n
     fb = metric_function(task, y, pred_b, threshold_b)
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     ones = np.ones(n)
-    a, b = float(fa(ones)[metric]), float(fb(ones)[metric])
+    a, b = fa(ones).get(metric, math.nan), fb(ones).get(metric, math.nan)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise MetricUndefined(f"holdout {metric} is undefined on these {n:,} rows"
+                              f"{UNDEFINED_WHY.get(metric, '')}")
     gain = sign * (b - a)
     # Large holdouts: replicate a seeded sample and rescale around the full gain, as
     # pyml.modelling.evaluate.with_intervals does.
-    rows, scale = sample(n, max_rows, seed)
+    rows, scale = sample(n, max_rows, seed, rarest=rarest_class(task, y))
     m, centre = n, gain
     if rows is not None:
         fa = metric_function(task, y[rows], pred_a[rows], threshold_a)

@@ -37,7 +37,7 @@ from pyml.dbt.spec import DEFAULT_BATCH_ROWS, ModelSpec
 from pyml.dbt.spec_tune import promote_metric
 from pyml.engines.duckdb import qualified, quote, relation_columns, stream_arrow
 from pyml.errors import DataError, PymlError, RegistryError, SchemaMismatch
-from pyml.modelling.compare import Comparison, compare
+from pyml.modelling.compare import Comparison, MetricUndefined, compare
 from pyml.modelling.model import LoadedModel
 from pyml.store.evaluation import model_row
 from pyml.store.final_fit import evaluated_booster
@@ -94,6 +94,12 @@ def decide(spec: ModelSpec, version: int, champion: int, log: Log,
     except _TooFewRows as e:
         reason = (f"v{version} was not compared with champion v{champion}: {e}; "
                   f"`pyml promote {spec.name}` promotes v{version} by hand")
+        log(f"[{spec.name}] v{version} stays challenger: {reason}")
+        return Decision(False, "registered", reason)
+    except MetricUndefined as e:
+        reason = (f"v{version} was not compared with champion v{champion}: {e}; choose "
+                  f"another promote.metric, or `pyml promote {spec.name}` promotes "
+                  f"v{version} by hand")
         log(f"[{spec.name}] v{version} stays challenger: {reason}")
         return Decision(False, "registered", reason)
     except _CannotCompare as e:

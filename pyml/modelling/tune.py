@@ -40,7 +40,7 @@ from pyml.dbt.spec import ModelSpec
 from pyml.dbt.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
 from pyml.errors import DataError, SpecError
 from pyml.interrupts import uninterrupted
-from pyml.modelling.compare import compare
+from pyml.modelling.compare import MetricUndefined, compare
 from pyml.modelling.evaluate import canonical_order, fold_ids
 from pyml.modelling.fit import fit_in_memory, spec_params
 from pyml.store.trials import Trial, record_trials
@@ -78,9 +78,12 @@ class Tuning:
     def note(self, y_holdout: np.ndarray, tuned_holdout: np.ndarray) -> str:
         """The version's note: the study and tuned vs spec parameters on the holdout."""
         metric = promote_metric(self.spec.promote, self.spec.task)
-        cmp = compare(self.spec.task, metric, y_holdout, self.defaults_holdout,
-                      np.asarray(tuned_holdout, dtype=np.float64), self.threshold,
-                      self.threshold)
+        try:
+            cmp = compare(self.spec.task, metric, y_holdout, self.defaults_holdout,
+                          np.asarray(tuned_holdout, dtype=np.float64), self.threshold,
+                          self.threshold)
+        except MetricUndefined as e:
+            return f"{self.summary}; tuned and spec params not compared: {e}"
         return f"{self.summary}; {cmp.describe('spec params', 'tuned')}"
 
 
