@@ -412,22 +412,20 @@ def sql(model: str, *, version: int | None = None, dialect: str | None = None,
     The version defaults to the one `pyml score` uses (the champion, else the latest). With
     `dbt_model`, the SQL is a dbt model reading `{{ ref('<feature model>') }}`. Like score,
     it logs a notice when the model's YAML now differs from the version's stored spec. The
-    dialect defaults to the dbt target's engine (spark on a Spark target, else duckdb), so
-    the dbt model runs where `dbt build` runs.
-    """
+    dialect defaults to the dbt target's engine (spark on a Spark target, else duckdb)."""
     from pyml.sqlgen.compile import scoring_sql
 
-    session, stored, relation = _sql_stored(model, version, project_dir, profiles_dir, target,
-                                            lock_timeout, log)
+    session, stored, relation, table = _sql_stored(model, version, project_dir, profiles_dir,
+                                                   target, lock_timeout, log)
     return scoring_sql(stored, dialect=dialect or session.engine, dbt_model=dbt_model,
-                       relation=relation)
+                       relation=relation if dbt_model else table)
 
 
 def _sql_stored(model: str, version: int | None, project_dir: PathLike,
                 profiles_dir: PathLike, target: str | None, lock_timeout: float,
-                log: Log | None) -> tuple[Session, StoredModel, str | None]:
-    """The session, the stored version `pyml sql` compiles (logging the YAML notice) and the
-    spec's score.relation, which `pyml score` reads instead of the feature relation."""
+                log: Log | None) -> tuple[Session, StoredModel, str | None, str | None]:
+    """The session, the stored version `pyml sql` compiles (logging the YAML notice), the
+    spec's score.relation (what `pyml score` reads) and the schema.table it names."""
     from pyml.dbt.project import select_specs
     from pyml.dbt.spec_diff import yaml_notice
     from pyml.errors import SpecError
@@ -449,7 +447,9 @@ def _sql_stored(model: str, version: int | None, project_dir: PathLike,
     notice = spec and yaml_notice(spec, stored.version, stored.spec, stored.target.classes)
     if notice and log:
         log(notice)
-    return session, stored, spec.score.relation if spec else None
+    relation = spec.score.relation if spec else None
+    table = ".".join(session.scored_relation(spec)) if spec and relation else None
+    return session, stored, relation, table
 
 
 def sql_model(model: str, output: str | Path, *, version: int | None = None,
@@ -463,8 +463,8 @@ def sql_model(model: str, output: str | Path, *, version: int | None = None,
     from pyml.sqlgen import dbt_yaml
     from pyml.sqlgen.compile import scoring_sql, write_model_file
 
-    session, stored, relation = _sql_stored(model, version, project_dir, profiles_dir, target,
-                                            lock_timeout, log)
+    session, stored, relation, table = _sql_stored(model, version, project_dir, profiles_dir,
+                                                   target, lock_timeout, log)
     text = scoring_sql(stored, dialect=dialect or session.engine, dbt_model=True,
                        relation=relation)
     path = Path(output).expanduser().resolve()
@@ -475,7 +475,7 @@ def sql_model(model: str, output: str | Path, *, version: int | None = None,
         dbt_yaml.check_writable(yml)  # refused before the model file is written
     written = write_model_file(path, text)
     if elsewhere is None:
-        dbt_yaml.write_yaml(yml, dbt_yaml.model_yaml(stored, path.stem, manifest))
+        dbt_yaml.write_yaml(yml, dbt_yaml.model_yaml(stored, path.stem, manifest, table))
     elif log:
         log(f"{path.stem} is documented in {elsewhere}: no {yml.name} written")
     return written

@@ -161,6 +161,13 @@ def test_predictions_equal_the_booster_and_load_model(scored: Loans, name: str) 
     np.testing.assert_allclose(predicted(model.stored.task, frame, classes), stored,
                                rtol=0, atol=1e-6)
     assert frame["prediction"].tolist() == table["prediction"].tolist()
+    # The frame's own index comes back: a filtered frame's `assign` aligns on it (it got a
+    # fresh 0..n-1 index, so 125 of 150 rows took another row's prediction or NaN: an audit).
+    odd = features[features["loan_id"] % 2 == 1]
+    column = "probability" if "probability" in frame else "prediction"
+    got = odd.assign(p=model.predict(odd)[column])
+    want = frame.set_index("loan_id")[column].loc[got["loan_id"]].to_numpy()
+    assert got["p"].notna().all() and (got["p"].to_numpy() == want).all()
     # A DataFrame without a feature: the fix is in the DataFrame, not in a dbt model.
     with pytest.raises(PymlError, match=r"feature 'amount' is missing from the DataFrame; "
                                         r"add it back to the DataFrame or retrain"):

@@ -392,17 +392,21 @@ def test_pyml_sql_prints_a_query_equal_to_pyml_score(scored: Loans) -> None:
     assert "DOUBLE PRECISION" in postgres
 
 
-def test_pyml_sql_reads_the_score_relation_as_pyml_score_does(scored: Loans) -> None:
+@pytest.mark.parametrize("relation", ["main.to_score", "to_score"])
+def test_pyml_sql_reads_the_score_relation_as_pyml_score_does(scored: Loans,
+                                                               relation: str) -> None:
     """With score.relation, pyml score reads that relation; the query (and the dbt model)
     read it too (they read the feature relation: 3,000 rows where score wrote 1,500; a
-    README walk)."""
+    README walk). A dbt model's name too: the query read the feature table (an audit)."""
     from tests.conftest import SCHEMA_YML
     from tests.support import EXCLUDE
 
+    (scored.dir / "models" / "to_score.sql").write_text(
+        "select * from {{ ref('loan_features') }} where loan_id % 2 = 0\n")
     scored.sql("create table main.to_score as select * from main.loan_features "
-               "where loan_id % 2 = 0")
+               "where loan_id % 2 = 0")  # what `dbt build` of that model writes
     scored.write_schema(SCHEMA_YML.replace(EXCLUDE, EXCLUDE + "            score: "
-                                           "{relation: main.to_score}\n", 1))
+                                           f"{{relation: {relation}}}\n", 1))
     scored.ok("score", "default_risk")
     sql = scored.ok("sql", "default_risk").output
     scored.sql(f"create table main.default_risk_sql as {sql}")
@@ -411,7 +415,9 @@ def test_pyml_sql_reads_the_score_relation_as_pyml_score_does(scored: Loans) -> 
     path = scored.dir / "models" / "risk_scored_sql.sql"
     scored.ok("sql", "default_risk", "--output", str(path))
     text = path.read_text()
-    assert '"main"."to_score"' in text and "ref('loan_features')" not in text
+    read = "{{ ref('to_score') }}" if relation == "to_score" else '"main"."to_score"'
+    assert read in text and "ref('loan_features')" not in text
+    assert "for every row of main.to_score" in path.with_suffix(".yml").read_text()
 
 
 def test_pyml_sql_output_is_a_dbt_model_built_by_dbt(scored: Loans) -> None:

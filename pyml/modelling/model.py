@@ -121,7 +121,9 @@ class LoadedModel:
         preds = self.predict_matrix(X)
         out = {k: table.column(i) for i, k in enumerate(keys)}
         out.update({c.name: a for c, a in zip(self.output_columns(), preds, strict=True)})
-        return pa.table(out).to_pandas()
+        result = pa.table(out).to_pandas()
+        result.index = df.index  # row i answers row i: `df.assign(p=...)` aligns on the index
+        return result
 
 
 def load_model(name: str, version: int | None = None, *, project_dir: str | Path | None = None,

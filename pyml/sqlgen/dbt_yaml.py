@@ -47,9 +47,11 @@ def check_writable(path: Path) -> None:
                           "write the model under another name")
 
 
-def model_yaml(stored: StoredModel, name: str, manifest: dict[str, Any]) -> str:
-    """The YAML text documenting dbt model `name`, compiled from `stored`."""
-    label = stored.feature_relation
+def model_yaml(stored: StoredModel, name: str, manifest: dict[str, Any],
+               label: str | None = None) -> str:
+    """The YAML text documenting dbt model `name`, compiled from `stored`; `label`: the
+    schema.table it scores (the spec's score.relation), else the feature relation."""
+    label = label or stored.feature_relation
     columns = prediction_comments(LoadedModel(stored), label)
     columns.pop("scored_at", None)  # the query has no run time: dbt's run is the time
     entry: dict[str, Any] = {
