@@ -9,6 +9,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyml.data.encode import (
     Encoder,
@@ -319,3 +321,26 @@ def test_hostile_names_stay_names_in_duckdb() -> None:
     finally:
         con.close()
     assert tables == [("models",), (HOSTILE,)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(cents=st.lists(st.integers(-10**8, 10**8), min_size=2, max_size=30, unique=True))
+def test_decimal_labels_are_the_doubles_duckdb_casts_them_to(cents: list[int]) -> None:
+    """Arrow's decimal -> double cast is not correctly rounded: a label 3.30 became the class
+    3.3000000000000003, so `prediction = label` was false in SQL for every row of it (an
+    audit). The classes are now DuckDB's own doubles, and every label finds its class."""
+    with duckdb.connect() as con:
+        table = con.sql("select cast(c / 100 as decimal(12, 2)) as d, "
+                        "cast(cast(c / 100 as decimal(12, 2)) as double) as x from "
+                        "(select unnest(?::bigint[]) as c)", params=[cents]).to_arrow_table()
+    y, info = encode_target(spec(task="multiclass"), "DECIMAL(12,2)", table.column("d"))
+    assert sorted(info.classes) == sorted(table.column("x").to_pylist())
+    assert [info.classes[int(code)] for code in y] == table.column("x").to_pylist()
+
+
+def test_unsigned_labels_beyond_bigint_are_one_line() -> None:
+    """A UBIGINT label above 2^63 - 1 was an OverflowError traceback."""
+    with pytest.raises(DataError, match=r"has class labels beyond the BIGINT range; map them "
+                                        r"to smaller numbers or strings in the dbt model"):
+        encode_target(spec(task="multiclass"), "UBIGINT",
+                      target([1, 2, 2**64 - 1], pa.uint64()))

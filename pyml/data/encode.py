@@ -401,13 +401,20 @@ def label_column(col: pa.Array | pa.ChunkedArray, dtype: str) -> pa.Array | pa.C
     stored as JSON numbers; as text, '1.00' was the prediction). Other types stay."""
     if not pa.types.is_decimal(col.type):
         return col
-    return pc.cast(col, pa.int64() if _INTEGER.match(dtype.upper()) else pa.float64())
+    return _decimal_as(col, pa.int64() if _INTEGER.match(dtype.upper()) else pa.float64())
+
+
+def _decimal_as(col: pa.Array | pa.ChunkedArray, to: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """Arrow decimals as integers, or as the double DuckDB's cast gives: through their text,
+    since Arrow's decimal -> double cast is not correctly rounded (a label 3.30 became
+    3.3000000000000003, so `prediction = label` was false for its class: an audit)."""
+    return pc.cast(col if pa.types.is_integer(to) else pc.cast(col, pa.string()), to)
 
 
 def label_codes(col: pa.Array | pa.ChunkedArray, classes: pa.Array) -> pa.Array:
     """Each label's index in `classes` (null for a label that is not one of them)."""
     if pa.types.is_decimal(col.type) and not pa.types.is_decimal(classes.type):
-        col = pc.cast(col, classes.type)  # as label_column made the classes
+        col = _decimal_as(col, classes.type)  # as label_column made the classes
     return pc.index_in(col, value_set=classes)
 
 
@@ -449,8 +456,10 @@ def encode_target(spec: ModelSpec, dtype: str, col: pa.ChunkedArray) -> tuple[np
     try:
         values = pc.unique(label_column(distinct, dtype)).to_pylist()
     except pa.ArrowInvalid:  # a HUGEINT label beyond BIGINT
+        values = [2**63]
+    if any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in values):  # or UBIGINT
         raise DataError(f"{where} has class labels beyond the BIGINT range; map them to "
-                        "smaller numbers or strings in the dbt model") from None
+                        "smaller numbers or strings in the dbt model")
     if len(values) < len(distinct):  # two DECIMAL labels that are one DOUBLE
         raise DataError(f"{where} has DECIMAL class labels that differ only beyond a "
                         "DOUBLE's precision; round them or cast them to text in the dbt model")
