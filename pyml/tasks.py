@@ -95,7 +95,7 @@ class OutputColumn:
     """One column that a prediction adds next to the keys."""
 
     name: str  # column name in ml.<model>_predictions (and the serve/export field)
-    holds: str  # "class": a label in the target's own type; "float": a float64
+    holds: str  # "class": a label in the target's type family; "float": a float64
 
 
 def output_columns(task: str, classes: Sequence[Any]) -> list[OutputColumn]:

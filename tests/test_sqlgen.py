@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyml.data.encode import Encoder, Feature
-from pyml.errors import PymlError
+from pyml.errors import PymlError, UsageError
 from pyml.sqlgen.compile import DIALECTS, scoring_sql
 from pyml.sqlgen.outputs import EXPF_FMA, output_ctes
 from pyml.sqlgen.trees import Forest, margins32, model_json, read_forest, split_bound
@@ -613,3 +613,28 @@ def test_two_thousand_trees_run_in_sqlite() -> None:
     con, stored = _two_thousand_trees()
     lite = run_sqlite(copy_to_sqlite(con), scoring_sql(stored, dialect="sqlite"))
     assert max_errors(reference(con, stored), lite, "binary")["probability"] == 0
+
+
+def test_a_column_name_longer_than_postgres_keeps_is_refused() -> None:
+    """PostgreSQL cuts names at 63 bytes without a word: two classes sharing a long prefix
+    came back as two columns of one name, neither matching ml.<model>_predictions (an
+    audit). The query is refused, naming the column; DuckDB keeps any length."""
+    con = duckdb.connect()
+    features = make_table(con, 50)
+    booster = random_booster(np.random.default_rng(4), "multiclass", features, trees=3,
+                             depth=2, thresholds=[0.0, 1.0])
+    long = "a label that is longer than postgres allows in a name: "
+    stored = stored_model(booster, "multiclass", features,
+                          classes=[f"{long}one", f"{long}two", "c"])
+    with pytest.raises(UsageError) as info:
+        scoring_sql(stored, dialect="postgres")
+    assert str(info.value) == (
+        f"model 'm' v1: column 'probability_{long}one' is 70 bytes, longer than the 63 "
+        "postgres keeps (it would cut the name, and other columns could end up with the same "
+        "one); shorten the label or column in the dbt model, or score it with pyml score")
+    assert "probability_" + long + "two" in scoring_sql(stored, dialect="duckdb")
+    short = stored_model(booster, "multiclass", features, classes=["é" * 25, "b", "c"])
+    scoring_sql(short, dialect="postgres")  # 62 bytes: kept
+    wide = stored_model(booster, "multiclass", features, classes=["é" * 26, "b", "c"])
+    with pytest.raises(UsageError, match="is 64 bytes"):  # 38 characters, 64 bytes
+        scoring_sql(wide, dialect="postgres")

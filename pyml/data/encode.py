@@ -378,7 +378,8 @@ class Target:
     classes: tuple[Any, ...] = field(default=())  # class values, index = XGBoost label
 
     def arrow_type(self) -> pa.DataType:
-        """Arrow type of the prediction column (the target's own type for classifiers)."""
+        """Arrow type of the prediction column (for classifiers the target's type family:
+        bool, int64, float64 or string)."""
         if not self.classes:
             return pa.float64()
         return pa.array(list(self.classes)).type

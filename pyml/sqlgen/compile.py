@@ -48,12 +48,16 @@ from pyml.sqlgen.trees import (
     used_sides,
 )
 from pyml.store.registry import StoredModel
-from pyml.tasks import OBJECTIVES, PREDICTION_EXTRAS
+from pyml.tasks import OBJECTIVES, PREDICTION_EXTRAS, output_columns
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "sqlite", "spark")
 # Dialects with a float32 type whose + rounds like C's float addition (Spark's FLOAT is a
 # Java float: IEEE binary32, round to nearest even, and FLOAT + FLOAT stays FLOAT).
 NATIVE_FLOAT32 = ("duckdb", "postgres", "spark")
+# The longest column name each dialect keeps (PostgreSQL: bytes; the others: characters).
+# PostgreSQL cuts a longer one without a word, so two classes sharing a 51-byte prefix came
+# back as two columns of one name (an audit).
+NAME_LIMITS = {"postgres": 63, "snowflake": 255, "bigquery": 300}
 TREES_PER_LEVEL = 100  # float32 additions per margin CTE (keeps expressions shallow)
 TREES_PER_TABLE = 500  # tree columns per CTE where sums are emulated (SQLite: 2,000 at most)
 SORT_MIN_TREES = 8  # below this, ordering rows by the first tree costs more than it saves
@@ -91,6 +95,7 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
         raise UsageError(f"unknown dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
     where = f"model '{stored.name}' v{stored.version}"
     check_outputs(stored, PREDICTION_EXTRAS[:1])  # the query has model_version, no scored_at
+    _check_name_lengths(stored, dialect, where)
     raw = model_json(stored.booster, where)
     forest = read_forest(raw, len(stored.features), where)
     expected = OBJECTIVES.get(stored.task)
@@ -119,6 +124,23 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     if not dbt_model:
         return header + body
     return _dbt_wrap(stored, header, body, relation)
+
+
+def _check_name_lengths(stored: StoredModel, dialect: str, where: str) -> None:
+    """UsageError when a column of the query has a name longer than the dialect keeps."""
+    limit = NAME_LIMITS.get(dialect)
+    if limit is None:
+        return
+    columns = [*stored.key, *(c.name for c in output_columns(stored.task,
+                                                             stored.target.classes))]
+    for name in columns:
+        size = len(name.encode()) if dialect == "postgres" else len(name)
+        if size > limit:
+            unit = "bytes" if dialect == "postgres" else "characters"
+            raise UsageError(f"{where}: column '{name}' is {size} {unit}, longer than the "
+                             f"{limit} {dialect} keeps (it would cut the name, and other "
+                             "columns could end up with the same one); shorten the label or "
+                             "column in the dbt model, or score it with pyml score")
 
 
 def _table(relation: str | None) -> str | None:
