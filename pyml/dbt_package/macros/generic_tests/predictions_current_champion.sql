@@ -28,6 +28,8 @@
         {%- set predictions = adapter.get_relation(database=model.database, schema=model.schema, identifier=model.identifier) -%}
         {%- set registry = adapter.get_relation(database=model.database, schema=registry_schema, identifier='models') -%}
     {%- endif -%}
+    {#- A registry from before champions (no status column) serves its latest version. -#}
+    {%- set has_status = registry is not none and 'status' in (adapter.get_columns_in_relation(registry) | map(attribute='name') | map('lower') | list) -%}
     {%- if predictions is none %}
     {#- Not scored yet (or compiling without a database): nothing can be stale. -#}
     select
@@ -51,10 +53,14 @@
         select cast(null as integer) as serving_version
     {%- else %}
         select
+            {%- if has_status %}
             coalesce(
                 max(case when status = 'champion' then version end),
                 max(version)
             ) as serving_version
+            {%- else %}
+            max(version) as serving_version
+            {%- endif %}
         from {{ registry }}
         where model_name = '{{ model_name | replace("'", "''") }}'
     {%- endif %}
