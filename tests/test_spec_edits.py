@@ -273,3 +273,49 @@ def test_spec_edits_then_train_store_the_edit_or_fail_cleanly(
 def test_spec_edits_long(trained_loans: Path, monkeypatch: pytest.MonkeyPatch,
                          edit: dict[str, Any]) -> None:
     check_edit(trained_loans, edit, True, monkeypatch)
+
+
+# --- keys read on every run: no training input --------------------------------------------------
+
+RUNTIME_EDITS = st.fixed_dictionaries({}, optional={
+    "description": st.sampled_from(["Another words.", "", "0"]),
+    "drift_threshold": st.sampled_from([0.05, 0.5]),
+    "allow_leakage": st.booleans(),
+    "promote": st.sampled_from([{"min_delta": 0.01}, {"policy": "manual"},
+                                {"metric": "log_loss"}]),
+    "max_memory": st.just("8GB"),
+    "tune": st.sampled_from([{"n_trials": 3}, {"n_trials": 5, "seed": 3}]),
+    "score": st.just({"batch_size": 100}),
+}).filter(bool)
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edit=RUNTIME_EDITS)
+def test_edits_of_what_is_read_at_every_run_train_nothing(
+        trained_loans: Path, monkeypatch: pytest.MonkeyPatch, edit: dict[str, Any]) -> None:
+    """A description edit (or drift_threshold, promote, tune without on_train, allow_leakage,
+    max_memory) stored and promoted a byte-identical booster and flagged the predictions stale
+    (an audit): the spec fingerprint and the twin rule compared the whole spec. Now these
+    keys are no training input: `pyml train` trains nothing and every table stays."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "loans"
+        shutil.copytree(trained_loans, root)
+        project = Loans(root, root / "loans.duckdb")
+        monkeypatch.setenv(DB_ENV, str(project.db))
+        project.write_schema(edited(**edit))
+        before = state(project)
+        out = project.ok("train", "default_risk").output
+        assert "default_risk: unchanged since v1" in out, (edit, out)
+        assert state(project) == before, edit
+
+
+def test_a_forced_retrain_after_a_description_edit_is_the_champions_twin(
+        scored: Loans) -> None:
+    """--force trains again: the same rows and trained spec give the same booster, which the
+    twin rule keeps from replacing the champion (it compared the description too)."""
+    scored.write_schema(edited(description="Chance that a loan defaults."))
+    out = scored.ok("train", "default_risk", "--force").output
+    assert ("v2 stays challenger: v2 is identical to champion v1 (the same booster, spec and "
+            "features): v1 stays champion") in out, out
+    assert "stale" not in scored.ok("models").output

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import duckdb
@@ -30,7 +29,7 @@ import xgboost as xgb
 
 from pyml.data.encode import Feature
 from pyml.dbt.project import Project
-from pyml.dbt.spec import ModelSpec, ScoreSpec
+from pyml.dbt.spec import ModelSpec, trained_part
 from pyml.engines.duckdb import first_row, qualified, quote
 from pyml.store.registry import Lineage
 
@@ -45,14 +44,10 @@ def _canonical(value: Any) -> str:
 
 def spec_sha256(spec: ModelSpec, how: Mapping[str, Any]) -> str:
     """The spec's fingerprint: its canonical JSON and `how` it trains (tuning, disk)."""
-    # `monitor:` only tells `pyml monitor` how to window and when to alert: editing it
-    # must not retrain, nor did adding the key change the fingerprint of older specs.
-    trained = {k: v for k, v in spec.to_dict().items() if k != "monitor"}
-    # `score:` only tells `pyml score` what to read and how: it counts as its defaults, so
-    # editing it trains nothing (a README walk: a score.relation edit stored and promoted an
-    # identical booster), and the fingerprints of specs without it stay what they were.
-    trained["score"] = asdict(ScoreSpec())
-    return _sha256(_canonical({"spec": trained, "how": dict(how)}))
+    # Keys read on every run (monitor, score, description, promote, ...) are left out as
+    # their defaults: editing them trains nothing (a README walk found it for score.relation,
+    # an audit for description), and the fingerprints of specs without them stay as they were.
+    return _sha256(_canonical({"spec": trained_part(spec.to_dict()), "how": dict(how)}))
 
 
 def sql_sha256(project: Project | None, unique_id: str) -> str | None:

@@ -137,6 +137,25 @@ class ModelSpec:
         return out
 
 
+def trained_part(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored spec (`ModelSpec.to_dict`) without what is read on every run and cannot
+    change the booster: `monitor` left out, `description`, `score`, `promote`,
+    `allow_leakage`, `drift_threshold` and `max_memory` as their defaults (whether the run
+    trained from disk is recorded apart), `tune` as none unless `pyml train` tunes
+    (`on_train`). The spec fingerprint (pyml.data.lineage) and the twin rule
+    (pyml.store.registry.same_model) read this: a description edit stored and promoted a
+    byte-identical booster and flagged the predictions stale (an audit). Defaults, not
+    absences, so that the fingerprints of specs that never set these keys stay as they were.
+    """
+    out = {k: v for k, v in spec.items() if k != "monitor"}
+    out.update(description="", score=asdict(ScoreSpec()), promote=asdict(PromoteSpec()),
+               allow_leakage=False, drift_threshold=0.2, max_memory=None)
+    tune = spec.get("tune")
+    if not (isinstance(tune, Mapping) and tune.get("on_train")):
+        out["tune"] = None
+    return out
+
+
 def parse_specs(
     raw: Any, *, feature_model: str, schema: str, relation: str, source_file: str
 ) -> list[ModelSpec]:

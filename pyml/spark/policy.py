@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pyml.data import split
 from pyml.data.encode import Encoder, check_schema
 from pyml.data.trainset import labels
-from pyml.dbt.spec import ModelSpec
+from pyml.dbt.spec import ModelSpec, trained_part
 from pyml.engines.spark import qualified, quote, relation_columns, sql
 from pyml.errors import SchemaMismatch
 from pyml.modelling.compare import Comparison, compare
@@ -45,10 +45,10 @@ SAMPLE_SALT = 7
 def _same_model(spark: SparkSession, name: str, a: int, b: int) -> bool:
     """Whether two versions are the same model (pyml.store.registry.same_model): the same
     booster (compared re-serialised as UBJ: equal stored bytes load and save to equal
-    bytes), spec, features, classes and key."""
+    bytes), trained spec (`trained_part`), features, classes and key."""
     one, two = (spark_registry.load_version(spark, name, v) for v in (a, b))
-    return ((one.spec, one.features, one.target, one.key) ==
-            (two.spec, two.features, two.target, two.key) and
+    return ((trained_part(one.spec), one.features, one.target, one.key) ==
+            (trained_part(two.spec), two.features, two.target, two.key) and
             bytes(one.booster.save_raw("ubj")) == bytes(two.booster.save_raw("ubj")))
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import duckdb
 
 from pyml.data.encode import Feature, Target
+from pyml.dbt.spec import trained_part
 from pyml.engines.duckdb import (
     first_row,
     qualified,
@@ -199,16 +200,18 @@ def crowned_at(con: duckdb.DuckDBPyConnection, name: str) -> datetime | None:
 
 def same_model(con: duckdb.DuckDBPyConnection, name: str, a: int, b: int) -> bool:
     """Whether versions `a` and `b` of model `name` are the same model: byte-identical
-    boosters, and the same spec, features (category codes), classes and key."""
-    row = first_row(con, f"select count(*) from {MODELS} x join {MODELS} y "
-                         "on x.model_name = y.model_name where x.model_name = ? and "
-                         "x.version = ? and y.version = ? and x.booster = y.booster and "
-                         "x.spec::varchar = y.spec::varchar and "
+    boosters, and the same trained spec (`trained_part`: a description edit is no other
+    model), features (category codes), classes and key."""
+    row = first_row(con, f"select x.spec::varchar, y.spec::varchar from {MODELS} x join "
+                         f"{MODELS} y on x.model_name = y.model_name where x.model_name = ? "
+                         "and x.version = ? and y.version = ? and x.booster = y.booster and "
                          "x.features::varchar = y.features::varchar and "
                          "x.classes::varchar is not distinct from y.classes::varchar and "
                          "x.key_columns::varchar = y.key_columns::varchar and "
                          "x.target_type = y.target_type", [name, a, b])
-    return bool(row and row[0])
+    if row is None:
+        return False
+    return trained_part(json.loads(str(row[0]))) == trained_part(json.loads(str(row[1])))
 
 
 def _xgboost_version() -> str:
