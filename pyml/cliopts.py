@@ -100,7 +100,8 @@ def project_options(func: F) -> F:
                      help="dbt project folder (default: DBT_PROJECT_DIR, cwd or a parent)."),
         click.option("--profiles-dir", type=click.Path(file_okay=False),
                      help="folder of profiles.yml (default: DBT_PROFILES_DIR, cwd, ~/.dbt)."),
-        click.option("--target", "-t", help="profile target (default: the profile's target)."),
+        click.option("--target", "-t",
+                     help="profile target (default: DBT_TARGET, else the profile's target)."),
         click.option("--lock-timeout", type=NumberRange(min=0), default=5.0, show_default=True,
                      help="seconds to wait for another process's DuckDB write lock."),
     ]):

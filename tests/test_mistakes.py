@@ -170,3 +170,40 @@ def test_a_stalled_body_gets_408_and_the_connection_closes(server: int) -> None:
                           content=body, headers={"content-type": "application/json"},
                           timeout=5)
     assert response.status_code == 200
+
+
+def test_dbts_environment_variables_pick_the_target_profile_and_manifest(
+        scored: Loans, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """dbt reads DBT_TARGET, DBT_PROFILE and DBT_TARGET_PATH; pyml ignored them, so
+    `DBT_TARGET=prod pyml train` trained on dev, and with DBT_TARGET_PATH set pyml read the
+    old manifest in target/ and trained a spec edit it never saw (an audit)."""
+    profiles = scored.dir / "profiles.yml"
+    profiles.write_text(profiles.read_text() + f"""\
+    prod:
+      type: duckdb
+      path: "{tmp_path / 'prod.duckdb'}"
+      threads: 1
+""")
+    monkeypatch.setenv("DBT_TARGET", "prod")
+    result = scored.pyml("models")
+    assert error_line(result.output, result.exit_code).startswith(
+        f"database file {tmp_path / 'prod.duckdb'} does not exist"), result.output
+    monkeypatch.setenv("DBT_TARGET", "nope")
+    result = scored.pyml("models")
+    assert "target 'nope' is not in profile 'loans'" in error_line(result.output,
+                                                                  result.exit_code)
+    monkeypatch.delenv("DBT_TARGET")
+    monkeypatch.setenv("DBT_PROFILE", "other")
+    result = scored.pyml("models")
+    assert error_line(result.output, result.exit_code) == (
+        f"profile 'other' (named by DBT_PROFILE) is not in {profiles}: add it or fix the "
+        "variable")
+    monkeypatch.delenv("DBT_PROFILE")
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "elsewhere"))
+    schema = scored.dir / "models" / "schema.yml"
+    schema.write_text(schema.read_text().replace("exclude: [loss, grade]\n",
+                                                 "exclude: [loss, grade]\n"
+                                                 "            threshold: 0.35\n", 1))
+    result = scored.ok("sql", "default_risk")
+    assert "the YAML's threshold 0.35 differs from v1's 0.5" in result.stderr, result.stderr
+    assert (tmp_path / "elsewhere" / "manifest.json").exists()

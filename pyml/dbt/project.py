@@ -147,6 +147,9 @@ def resolve_target(profiles_dir: Path, profile_name: str, target: str | None
         )
     profiles = _read_yaml(profiles_file) or {}
     if not isinstance(profiles, dict) or profile_name not in profiles:
+        if os.environ.get("DBT_PROFILE") == profile_name:
+            raise ProjectError(f"profile '{profile_name}' (named by DBT_PROFILE) is not in "
+                               f"{profiles_file}: add it or fix the variable")
         raise ProjectError(
             f"profile '{profile_name}' (named in dbt_project.yml) is not in {profiles_file}: "
             "add it or fix `profile:` in dbt_project.yml"
@@ -155,7 +158,9 @@ def resolve_target(profiles_dir: Path, profile_name: str, target: str | None
     outputs = profile.get("outputs") if isinstance(profile, dict) else None
     if not isinstance(outputs, dict) or not outputs:
         raise ProjectError(f"profile '{profile_name}' in {profiles_file} has no outputs")
-    target_name = target or profile.get("target")
+    # dbt's own order: --target, then DBT_TARGET, then the profile's (the variable was
+    # ignored: `DBT_TARGET=prod pyml train` trained on dev while dbt built prod; an audit).
+    target_name = target or os.environ.get("DBT_TARGET") or profile.get("target")
     if not target_name:
         raise ProjectError(
             f"profile '{profile_name}' in {profiles_file} has no default target: pass --target"
@@ -341,12 +346,15 @@ def load_project(
     if not isinstance(config, dict) or not config.get("profile"):
         raise ProjectError(f"{root / 'dbt_project.yml'} has no `profile:`; add one")
     profiles = find_profiles_dir(profiles_dir)
-    profile_name = str(config["profile"])
+    profile_name = os.environ.get("DBT_PROFILE") or str(config["profile"])  # as dbt reads it
     target_name, db_path, output, default_target = resolve_target(profiles, profile_name,
                                                                   target)
     # Checked before `dbt parse`, which would fail on a missing adapter with dbt's own words.
     spark = spark_target(target_name, output) if output["type"] == "spark" else None
-    manifest_path = root / str(config.get("target-path") or "target") / "manifest.json"
+    # Where `dbt parse` writes it: DBT_TARGET_PATH before dbt_project.yml's target-path (pyml
+    # read target/ while dbt wrote the fresh manifest elsewhere, and trained an old spec).
+    target_path = os.environ.get("DBT_TARGET_PATH") or str(config.get("target-path") or "target")
+    manifest_path = root / target_path / "manifest.json"
     key = parse_key(profiles, profile_name, target_name, output)
     stale = manifest_is_stale(root, manifest_path, config, profiles / "profiles.yml")
     manifest = None if stale else _read_manifest(manifest_path)
