@@ -128,6 +128,16 @@ def test_exclude_is_kept() -> None:
     (minimal(params={"num_class": 3}),
      f"{WHERE}: params.num_class is set by pyml from 'task'; remove it from params"),
     (minimal(num_boost_round="100"), f"{WHERE}: 'num_boost_round' must be an integer, got '100'"),
+    # YAML's .nan and .inf: a NaN drift_threshold never alerted, a NaN min_delta never
+    # promoted (an audit).
+    (minimal(drift_threshold=float("nan")),
+     f"{WHERE}: 'drift_threshold' must be a finite number, got nan"),
+    (minimal(threshold=float("inf")), f"{WHERE}: 'threshold' must be a finite number, got inf"),
+    (minimal(promote={"min_delta": float("nan")}),
+     f"{WHERE}: promote.min_delta must be a number >= 0, got nan"),
+    (minimal(tune={"timeout": float("nan")}),
+     f"{WHERE}: tune.timeout must be a number of seconds above 0 (or null for no limit), "
+     "got nan"),
     (minimal(num_boost_round=2.5), f"{WHERE}: 'num_boost_round' must be an integer, got 2.5"),
     (minimal(num_boost_round=True), f"{WHERE}: 'num_boost_round' must be an integer, got True"),
     (minimal(num_boost_round=0), f"{WHERE}: 'num_boost_round' must be at least 1, got 0"),

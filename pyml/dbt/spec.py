@@ -7,6 +7,7 @@ write instead.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -343,6 +344,9 @@ def _float(item: Mapping[str, Any], key: str, where: str, default: float,
     value = item.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SpecError(f"{where}: {_named(key, section)} must be a number, got {value!r}")
+    if not math.isfinite(value):  # YAML's .nan: drift_threshold .nan never alerted (an audit)
+        raise SpecError(f"{where}: {_named(key, section)} must be a finite number, got "
+                        f"{value!r}")
     return float(value)
 
 

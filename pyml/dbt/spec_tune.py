@@ -7,6 +7,7 @@ and directions per task are pyml.tasks'.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,8 @@ def _number(raw: Mapping[str, Any], key: str, where: str) -> float | int:
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SpecError(f"{where}: '{key}' must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise SpecError(f"{where}: '{key}' must be a finite number, got {value!r}")
     return value
 
 
@@ -131,7 +134,7 @@ def parse_tune(raw: Any, task: str, where: str) -> TuneSpec | None:
                         f"got {n_trials!r}")
     timeout = raw.get("timeout", 600.0)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                or timeout <= 0):
+                                or not math.isfinite(timeout) or timeout <= 0):
         raise SpecError(f"{where}: tune.timeout must be a number of seconds above 0 (or null "
                         f"for no limit), got {timeout!r}")
     metric = raw.get("metric")
@@ -221,7 +224,8 @@ def parse_promote(raw: Any, task: str, where: str) -> PromoteSpec:
         raise SpecError(f"{where}: promote.metric '{metric}' is not a holdout metric of a "
                         f"{task} model; use one of {', '.join(PROMOTE_METRICS[task])}")
     min_delta = raw.get("min_delta", 0.0)
-    if isinstance(min_delta, bool) or not isinstance(min_delta, int | float) or min_delta < 0:
+    if (isinstance(min_delta, bool) or not isinstance(min_delta, int | float)
+            or not math.isfinite(min_delta) or min_delta < 0):  # .nan never promoted
         raise SpecError(f"{where}: promote.min_delta must be a number >= 0, got {min_delta!r}")
     score = raw.get("score", False)
     if not isinstance(score, bool):
