@@ -165,3 +165,15 @@ INTERNAL_PREFIX = "__pyml"
 def internal_name(names: Sequence[str]) -> str | None:
     """The first of `names` that starts with INTERNAL_PREFIX (in any case), else None."""
     return next((n for n in names if fold(n).startswith(INTERNAL_PREFIX)), None)
+
+
+# XGBoost's second names of its parameters -> the first. Two names of one parameter in one
+# dict leave XGBoost applying the last: a tuned `eta` beside the spec's `learning_rate` never
+# took effect, while ml.trials recorded it (an audit). Specs and tune.space say each once.
+PARAM_ALIASES = {"learning_rate": "eta", "reg_lambda": "lambda", "reg_alpha": "alpha",
+                 "min_split_loss": "gamma"}
+
+
+def canonical_param(name: str) -> str:
+    """XGBoost's first name of a parameter (`eta` for `learning_rate`)."""
+    return PARAM_ALIASES.get(name, name)

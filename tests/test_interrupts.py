@@ -133,3 +133,22 @@ def test_ctrl_c_after_a_model_was_stored_says_what_was_written(
         "default_risk v2.")
     assert scored.sql("select model_name, max(version) from ml.models group by all "
                       "order by all") == [("default_risk", 2), ("grade", 1), ("loss_amount", 1)]
+
+
+def test_a_ctrl_c_after_the_study_names_the_trials_written() -> None:
+    """The study's trials commit before the fits that follow it: a Ctrl-C there said
+    "nothing was written" while ml.trials held the study (an audit)."""
+    from datetime import datetime
+
+    import duckdb
+
+    from pyml.interrupts import forget_written, interrupted_line
+    from pyml.store.trials import Trial, record_trials
+
+    forget_written()
+    with duckdb.connect() as con:
+        record_trials(con, [Trial("m", "m-1a2b", 1, None, {"eta": 0.1}, "logloss", "minimize",
+                                  0.5, 3, "complete", 0.1, datetime(2026, 1, 1))])
+    assert interrupted_line() == ("Interrupted: the step in progress was rolled back; written "
+                                  "before it: ml.trials (study m-1a2b).")
+    forget_written()

@@ -135,6 +135,18 @@ def test_exclude_is_kept() -> None:
     (minimal(threshold=float("inf")), f"{WHERE}: 'threshold' must be a finite number, got inf"),
     (minimal(promote={"min_delta": float("nan")}),
      f"{WHERE}: promote.min_delta must be a number >= 0, got nan"),
+    # Two names of one XGBoost parameter: the last one given wins in XGBoost, so a tuned eta
+    # beside learning_rate never took effect (an audit).
+    (minimal(params={"eta": 0.1, "learning_rate": 0.05}),
+     f"{WHERE}: params gives one parameter twice, as eta and learning_rate (XGBoost names for "
+     "the same thing); keep one"),
+    (minimal(tune={"space": {"eta": {"low": 0.01, "high": 0.3},
+                             "learning_rate": {"low": 0.01, "high": 0.3}}}),
+     f"{WHERE}: tune.space.learning_rate: tune.space gives one parameter twice, as eta and "
+     "learning_rate (XGBoost names for the same thing); keep one"),
+    (minimal(tune={"space": {"eval_metric": {"choices": ["logloss", "error"]}}}),
+     f"{WHERE}: tune.space.eval_metric: tune.metric chooses the metric trials are compared "
+     "on; eval_metric cannot be tuned"),
     (minimal(tune={"timeout": float("nan")}),
      f"{WHERE}: tune.timeout must be a number of seconds above 0 (or null for no limit), "
      "got nan"),
@@ -202,3 +214,14 @@ def test_kfold_split_and_analysis_keys() -> None:
     assert spec.drift_threshold == 0.3
     (default,) = parse(minimal())
     assert (default.split.folds, default.allow_leakage, default.drift_threshold) == (5, False, 0.2)
+
+
+def test_parameter_aliases_take_xgboosts_first_name() -> None:
+    """`learning_rate` is `eta` in params and in tune.space, so pyml's default eta and a tuned
+    eta replace it instead of standing beside it (where XGBoost applies the last)."""
+    (spec,) = parse(minimal(params={"learning_rate": 0.05, "reg_lambda": 2.0, "max_depth": 3},
+                            tune={"space": {"learning_rate": {"low": 0.01, "high": 0.3},
+                                            "reg_alpha": {"low": 0.1, "high": 1.0}}}))
+    assert dict(spec.params) == {"eta": 0.05, "lambda": 2.0, "max_depth": 3}
+    assert spec.tune is not None
+    assert [r.name for r in spec.tune.space] == ["eta", "alpha"]

@@ -638,3 +638,20 @@ def test_a_column_name_longer_than_postgres_keeps_is_refused() -> None:
     wide = stored_model(booster, "multiclass", features, classes=["é" * 26, "b", "c"])
     with pytest.raises(UsageError, match="is 64 bytes"):  # 38 characters, 64 bytes
         scoring_sql(wide, dialect="postgres")
+
+
+def test_the_duckdb_query_refuses_a_feature_retyped_as_pyml_score_does(scored: Loans) -> None:
+    """A number retyped to BOOLEAN after training: pyml score refuses it, while the query cast
+    true/false to 1/0 and scored on (662 of 10,375 probabilities differed: an audit). The
+    query now stops with one line naming the feature; DuckDB folds the check away, so a
+    column of the trained kind costs nothing."""
+    sql = scored.ok("sql", "default_risk").output
+    assert scored.sql(f"select count(*) from ({sql})") == [(3000,)]  # intact: it runs
+    scored.replace_features("select * replace (amount > 10000 as amount)")
+    with pytest.raises(duckdb.InvalidInputException) as info:
+        scored.sql(f"select count(*) from ({sql})")
+    assert ("model 'default_risk' v1: feature 'amount' was DOUBLE (numeric) at training but "
+            "is BOOLEAN here, and the model reads any integer, DECIMAL, FLOAT or DOUBLE type "
+            "(not BOOLEAN); cast it back in the dbt model or retrain") in str(info.value)
+    result = scored.pyml("score", "default_risk")
+    assert "feature 'amount' was DOUBLE (numeric) at training but is BOOLEAN" in result.output

@@ -243,3 +243,42 @@ def test_trial_1_is_the_spec_params_or_says_which_are_not() -> None:
              ParamRange("some_new_param", low=0.0, high=1.0)]
     assert tune_module._first_trial(space, {"max_depth": 6}) == (
         {"max_depth": 5}, ["grow_policy", "max_depth", "some_new_param"])
+
+
+def test_max_bin_trains_in_params_and_in_the_space(scored: Loans) -> None:
+    """XGBoost refuses a booster whose max_bin differs from its data matrix's: `params:
+    {max_bin: 32}` failed every train, and with max_bin in tune.space the study ran and the
+    version's fit failed, blamed on the spec (an audit)."""
+    split = "            split: {method: random, test_fraction: 0.25, seed: 3}\n"
+    scored.write_schema(SCHEMA_YML.replace(split, split + "            params: {max_bin: 32}\n",
+                                           1))
+    scored.ok("train", "loss_amount")
+    (params,), = scored.sql("select params from ml.models where model_name = 'loss_amount' "
+                            "and version = 2")
+    assert json.loads(params)["max_bin"] == 32
+    scored.write_schema(SCHEMA_YML.replace(split, split + "            tune:\n"
+                                           "              n_trials: 2\n"
+                                           "              space:\n"
+                                           "                max_bin: {low: 16, high: 64}\n", 1))
+    out = scored.ok("tune", "loss_amount").output
+    assert "loss_amount v3 (regression)" in out, out
+
+
+def test_a_tuned_eta_takes_effect_beside_a_spec_learning_rate(scored: Loans) -> None:
+    """The spec's learning_rate stood after the trial's eta, and XGBoost applies the last of
+    two names: every trial scored the same while ml.trials recorded different etas (an
+    audit). learning_rate is now eta, which each trial replaces."""
+    split = "            split: {method: random, test_fraction: 0.25, seed: 3}\n"
+    scored.write_schema(SCHEMA_YML.replace(split, split + "            params: {learning_rate: "
+                                           "0.05}\n            tune:\n"
+                                           "              n_trials: 3\n"
+                                           "              space:\n"
+                                           "                eta: {choices: [0.01, 0.3, 0.9]}\n",
+                                           1))
+    scored.ok("tune", "loss_amount")
+    rows = scored.sql("select params, value from ml.trials order by trial_number")
+    assert len({json.loads(p)["eta"] for p, _ in rows}) > 1
+    assert len({round(v, 9) for _, v in rows}) == len({json.loads(p)["eta"] for p, _ in rows})
+    (params,), = scored.sql("select params from ml.models where model_name = 'loss_amount' "
+                            "and version = 2")
+    assert "learning_rate" not in json.loads(params)

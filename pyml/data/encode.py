@@ -267,6 +267,14 @@ def out_of_range(where: str, feature: str, count: int) -> DataError:
                      "retry")
 
 
+# SCORING_TYPES as RE2 patterns of DuckDB's typeof() (pyml sql's in-query type check).
+TYPEOF_PATTERNS = {
+    "numeric": r"U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|FLOAT|DOUBLE|DECIMAL\([0-9]+,[0-9]+\)",
+    "boolean": "BOOLEAN",
+    "categorical": r"(?s)VARCHAR|ENUM\(.*\)",
+}
+
+
 def scoring_kind(dtype: str) -> str | None:
     """The rule of SCORING_TYPES a DuckDB type falls under ('numeric', 'boolean',
     'categorical'), or None for a type no feature accepts."""

@@ -16,7 +16,7 @@ from typing import Any
 from pyml.dbt.spec_monitor import MonitorSpec, parse_monitor
 from pyml.dbt.spec_tune import PromoteSpec, TuneSpec, parse_promote, parse_tune
 from pyml.errors import SpecError
-from pyml.tasks import TASKS
+from pyml.tasks import TASKS, canonical_param
 
 SPLIT_METHODS = ("random", "time", "kfold")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -221,6 +221,7 @@ def _parse_one(
             raise SpecError(
                 f"{where}: params.{banned} is set by pyml from 'task'; remove it from params"
             )
+    params = _canonical_params(params, where)
     num_boost_round = _int(item, "num_boost_round", where, default=500, minimum=1)
     esr_raw = item.get("early_stopping_rounds", 30)
     if esr_raw == 0 and not isinstance(esr_raw, bool):
@@ -348,6 +349,20 @@ def _float(item: Mapping[str, Any], key: str, where: str, default: float,
         raise SpecError(f"{where}: {_named(key, section)} must be a finite number, got "
                         f"{value!r}")
     return float(value)
+
+
+def _canonical_params(params: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`params` under XGBoost's first names (learning_rate -> eta, ...); one parameter given
+    under two names is refused."""
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key, value in params.items():
+        name = canonical_param(key)
+        if name in out:
+            raise SpecError(f"{where}: params gives one parameter twice, as {given[name]} and "
+                            f"{key} (XGBoost names for the same thing); keep one")
+        out[name], given[name] = value, key
+    return out
 
 
 def _named(key: str, section: str) -> str:

@@ -19,6 +19,7 @@ from pyml.tasks import (
     MAXIMIZED_XGB,
     PROMOTE_METRICS,
     TUNE_METRICS,
+    canonical_param,
 )
 
 TUNE_KEYS = ("n_trials", "timeout", "metric", "direction", "space", "on_train", "seed", "cv")
@@ -173,10 +174,19 @@ def _space(raw: Any, where: str) -> tuple[ParamRange, ...]:
         raise SpecError(f"{where}: tune.space must be a mapping of XGBoost parameters to "
                         "{low, high, log} or {choices: [...]}")
     out = []
-    for name, rng in raw.items():
-        here = f"{where}: tune.space.{name}"
+    seen: dict[str, str] = {}
+    for given, rng in raw.items():
+        here = f"{where}: tune.space.{given}"
+        name = canonical_param(str(given))  # learning_rate is eta, as in params
+        if name in seen:
+            raise SpecError(f"{here}: tune.space gives one parameter twice, as {seen[name]} "
+                            f"and {given} (XGBoost names for the same thing); keep one")
+        seen[name] = str(given)
         if name in ("objective", "num_class"):
             raise SpecError(f"{here}: {name} is set by pyml from 'task' and cannot be tuned")
+        if name == "eval_metric":  # the study would compare one trial's error with another's
+            raise SpecError(f"{here}: tune.metric chooses the metric trials are compared on; "
+                            "eval_metric cannot be tuned")
         if not isinstance(rng, Mapping):
             raise SpecError(f"{here} must be {{low, high}} (optionally log: true) or "
                             "{choices: [...]}")

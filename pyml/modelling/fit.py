@@ -35,6 +35,13 @@ def spec_params(spec: ModelSpec, n_classes: int, eval_metric: str | None = None
     return booster_params(spec.task, {**DEFAULT_PARAMS, **spec.params}, n_classes, eval_metric)
 
 
+def bins(params: dict[str, Any]) -> dict[str, Any]:
+    """The QuantileDMatrix argument a `max_bin` parameter needs: XGBoost refuses a booster
+    whose max_bin differs from its matrix's (every train with `max_bin` in params failed,
+    blamed on the spec: an audit)."""
+    return {"max_bin": int(params["max_bin"])} if "max_bin" in params else {}
+
+
 _UNUSED = re.compile(r"Parameters: \{(.*?)\} (?:are|is) not used")
 PARAMETER_DOCS = "https://xgboost.readthedocs.io/en/stable/parameter.html"
 
@@ -84,7 +91,8 @@ def fit(spec: ModelSpec, features: Sequence[Feature], n_classes: int, seen_class
                         f"{n_classes} classes; adjust the split or add data")
     use_valid = has_valid and spec.early_stopping_rounds is not None
     try:
-        dtrain, dvalid = uninterrupted(data, dmatrix_kwargs(features), use_valid)
+        dtrain, dvalid = uninterrupted(data, {**dmatrix_kwargs(features), **bins(params)},
+                                       use_valid)
         # Only the validation part is evaluated each round (early stopping, progress): a
         # metric over the whole train part every round costs time and tells little.
         evals = [(dvalid, "validation")] if dvalid is not None else []
@@ -170,7 +178,7 @@ def refit_all(spec: ModelSpec, ts: TrainingSet, params: dict[str, Any], rounds: 
     kwargs = dmatrix_kwargs(ts.features)
     try:
         dall = uninterrupted(xgb.QuantileDMatrix, _Parts(ts.parts, kwargs),
-                             enable_categorical=kwargs["enable_categorical"])
+                             enable_categorical=kwargs["enable_categorical"], **bins(params))
         return xgb.train(params, dall, num_boost_round=rounds, verbose_eval=False,
                          callbacks=[Progress(spec.name, rounds, log)])
     except xgb.core.XGBoostError as e:

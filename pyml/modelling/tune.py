@@ -36,7 +36,7 @@ import xgboost as xgb
 
 from pyml.data.encode import Feature, dmatrix_kwargs
 from pyml.data.trainset import TrainingSet
-from pyml.dbt.spec import ModelSpec
+from pyml.dbt.spec import DEFAULT_PARAMS, ModelSpec
 from pyml.dbt.spec_tune import ParamRange, TuneSpec, default_space, promote_metric, tune_metric
 from pyml.errors import DataError, SpecError
 from pyml.interrupts import uninterrupted
@@ -304,6 +304,8 @@ def run_study(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ts: TrainingSet, 
     # Trial 1 replays the spec's values; one outside the space (or unknown) was sampled.
     sampled = {n: study.trials[0].params.get(n) for n in off}
     why = "; ".join(f"the spec's {n} {base[n]} is not in tune.space" if n in spec.params
+                    else f"pyml's default {n} {base[n]} is not in tune.space"
+                    if n in DEFAULT_PARAMS  # it named XGBoost's 0.3 for pyml's 0.1 (an audit)
                     else f"XGBoost's default {n} {XGB_DEFAULTS[n]} is not in tune.space"
                     if n in XGB_DEFAULTS else f"XGBoost's default {n} is unknown to pyml"
                     for n in off)

@@ -31,7 +31,15 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from pyml.data.encode import READ_BOOLEAN, Feature, InputRule, input_plan
+from pyml.data.encode import (
+    READ_BOOLEAN,
+    SCORING_TYPES,
+    TYPEOF_PATTERNS,
+    Feature,
+    InputRule,
+    input_plan,
+    scoring_kind,
+)
 from pyml.engines.duckdb import quote
 from pyml.errors import InternalError, OutputError, RegistryError, SqlGenError, UsageError
 from pyml.files import replacing
@@ -287,6 +295,34 @@ def _input_sql(rule: InputRule, dtype: str, side: str) -> str:
     return f"coalesce({_feature_sql(rule, dtype)}, {MISSING_LEFT})"
 
 
+_KIND_TYPES = {"numeric": "double", "boolean": "boolean", "categorical": "varchar"}
+
+
+def _checked_source(plan: _Plan) -> str:
+    """DuckDB: the source with each feature checked against the types `pyml score` accepts
+    for it (SCORING_TYPES). A number retyped to BOOLEAN was cast to 1/0 and scored on
+    without a word where `pyml score` refuses it (an audit); now the query stops with one
+    line. typeof() is a constant, so DuckDB folds each check away when it plans the query."""
+    stored = plan.stored
+    items = []
+    for f in stored.features:
+        kind = scoring_kind(f.dtype) or "numeric"
+        col = quote(f.name)
+        head = (f"model '{stored.name}' v{stored.version}: feature '{f.name}' was {f.dtype} "
+                f"({kind}) at training but is ")
+        tail = (f" here, and the model reads {SCORING_TYPES[kind]}; cast it back in the dbt "
+                "model or retrain")
+        # Cast to the kind's type: a retyped column must bind everywhere it is read (the
+        # row-ordering CASE compares it) for DuckDB to reach the folded error.
+        items.append(f"case when regexp_full_match(typeof({col}), {_str(TYPEOF_PATTERNS[kind])})"
+                     f" then cast({col} as {_KIND_TYPES[kind]}) else error({_str(head)} || "
+                     f"typeof({col}) || {_str(tail)}) end as {col}")
+    if not items:
+        return f"select * from {plan.source}"
+    joined = ",\n        ".join(items)
+    return f"select * replace (\n        {joined}\n    ) from {plan.source}"
+
+
 def _sort_sql(f: Feature, side: str) -> str:
     """The raw column, for the row-ordering key only (any deterministic key will do)."""
     return quote(f.name) if f.dtype.upper() != "BOOLEAN" or side == "c" else \
@@ -306,7 +342,8 @@ def _input_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
         # Emulated float32 needs one CTE per tree, joined on a row number that must not
         # change between CTEs: number rows by the (unique) key and materialize.
         cols.append(f"row_number() over (order by {', '.join(plan.keys)}) as __pyml_rid")
-    ctes = [("__pyml_source", f"    select * from {plan.source}", "")]
+    source = _checked_source(plan) if plan.dialect == "duckdb" else f"select * from {plan.source}"
+    ctes = [("__pyml_source", f"    {source}", "")]
     prev = "__pyml_source"
     if plan.dialect == "duckdb" and len(plan.forest.trees) >= SORT_MIN_TREES:
         # Rows reaching the same leaf of the first tree mostly share their paths through

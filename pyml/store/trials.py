@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 
 from pyml.engines.duckdb import first_row, qualified, table_exists, transaction
+from pyml.interrupts import note_written
 from pyml.store.names import SCHEMA
 from pyml.store.schema import ensure_schema
 
@@ -53,6 +54,8 @@ def record_trials(con: duckdb.DuckDBPyConnection, trials: Sequence[Trial]) -> No
                         "metric, direction, value, best_round, state, seconds, started_at, "
                         "study_id, folds, value_std) "
                         "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    if trials:  # a Ctrl-C in the fits after the study said "nothing was written" (an audit)
+        note_written(f"ml.trials (study {trials[0].study})")
 
 
 def link_version(con: duckdb.DuckDBPyConnection, study_id: str, version: int) -> None:
