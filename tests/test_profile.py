@@ -146,3 +146,12 @@ def test_presence_counts_take_null_and_nan_as_missing(
     con.close()
     assert got == (sum(1 for x, _, ok in rows if ok and x is not None and x == x),
                    sum(1 for _, c, ok in rows if ok and c is not None))
+
+
+def test_one_value_or_null_is_no_constant() -> None:
+    """A column of 'complained' or NULL predicted the target with AUC 0.82, and the profile
+    said it "has a single value in every row ... exclude it" (an audit)."""
+    from pyml.modelling.checks import column_findings
+
+    found = column_findings(["flag", "same", "empty"], [40, 0, 100], [1, 1, 0], 100)
+    assert [(f.check, f.column) for f in found] == [("constant", "same"), ("all_null", "empty")]

@@ -245,3 +245,59 @@ def test_scaffold_on_palmer_penguins_raw(tmp_path: Path) -> None:
     assert dict(sexes) == {"male": 168, "female": 165, None: 11}
     assert types["Culmen Length (mm)"] == "DOUBLE" and types["Date Egg"] == "DATE"
     assert types["Sample Number"] == "BIGINT" and types["Delta 15 N (o/oo)"] == "DOUBLE"
+
+
+_AUDITED = [
+    # tweet_ref: 19-digit ids; country: codes with Namibia beside an NA-for-missing column;
+    # rate: European decimals; delta: -1 beside 0; feedback_score: "fee" inside a word;
+    # select: a reserved word; note: a tab-padded value.
+    ("1", "1500000000000000001", "US", "NA", "3,5", "-1", "-4", "a", "k\t"),
+    ("2", "1500000000000000004", "NA", "MALE", "4,25", "0", "3", "b", "k"),
+    ("3", "1500000000000000007", "NA", "FEMALE", "12,0", "1", "-2", "a", "j"),
+    ("4", "1500000000000000010", "DE", "MALE", "1,5", "0", "5", "b", "j"),
+    ("5", "1500000000000000013", "FR", "FEMALE", "2,75", "-1", "-1", "a", "k"),
+    ("6", "1500000000000000016", "DE", "NA", "3,0", "1", "2", "b", "i"),
+]
+
+
+def test_scaffold_keeps_what_the_audit_saw_it_change(tmp_path: Path) -> None:
+    """Each of these was changed by a green build (an audit): long ids rounded through a
+    double, Namibia nulled by another column's NA marker, '3,5' read as 35, -1 beside 0
+    nulled as a sentinel, negatives of feedback_score dropped as amounts ("fee"), and a
+    column named `select` left unquoted (the build failed). Now none is."""
+    names = ["row_id", "tweet_ref", "country", "sex", "rate", "delta", "feedback_score",
+             "select", "code"]
+    root = _project(tmp_path / "shop", _AUDITED, names)  # type: ignore[arg-type]
+    assert _dbt(root, "deps").success  # type: ignore[attr-defined]
+    res = _scaffold(root, "raw.customers")
+    assert res.exit_code == 0, res.output
+    _build_green(root)
+    con = duckdb.connect(str(root / "shop.duckdb"))
+    got = con.execute('select tweet_ref, country, sex, rate, delta, feedback_score, "select" '
+                      "from main.stg_raw__customers order by row_id").fetchall()
+    con.close()
+    assert [r[0] for r in got] == [raw[1] for raw in _AUDITED]  # kept as text, exact
+    assert [r[1] for r in got] == ["US", "NA", "NA", "DE", "FR", "DE"]
+    assert [r[2] for r in got] == [None, "male", "female", "male", "female", None]
+    assert {r[3] for r in got} == {raw[4] for raw in _AUDITED}  # text, not 35, 425, ...
+    assert [r[4] for r in got] == [-1, 0, 1, 0, -1, 1]
+    assert [r[5] for r in got] == [-4, 3, -2, 5, -1, 2]
+    assert [r[6] for r in got] == ["a", "b", "a", "b", "a", "b"]
+
+
+def test_scaffold_refuses_two_relations_of_one_model_and_an_unusable_folder(
+        tmp_path: Path) -> None:
+    root = _project(tmp_path / "shop", [("1", "a")], ["id", "v"], source=False)
+    assert _dbt(root, "deps").success  # type: ignore[attr-defined]
+    con = duckdb.connect(str(root / "shop.duckdb"))
+    con.execute("create table raw.customer as select * from raw.customers")
+    con.close()
+    res = _scaffold(root, "raw.customers", "raw.customer")
+    assert res.exit_code == 1 and "two of the relations would write" in res.output, res.output
+    assert not (root / "models" / "staging").exists()
+    blocker = root / "afile"
+    blocker.write_text("x")
+    res = _scaffold(root, "raw.customers", "--output-dir", str(blocker / "staging"))
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().splitlines()[-1].startswith(
+        f"Error: cannot create the output folder {blocker / 'staging'}"), res.output

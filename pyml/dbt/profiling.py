@@ -28,7 +28,7 @@ CODE_SHARE = 0.9  # a column is one of two-letter codes when this share of its v
 # parse_timestamp's default formats (pyml/dbt_package/macros/parse_timestamp.sql).
 DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d", "%m/%d/%Y %H:%M",
                 "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d")
-NARROW_DATES = ("2000-01-01", "2030-12-31")  # parse_timestamp's default bounds
+NARROW_DATES = ("2000-01-01", "2030-12-31")  # the demo's bounds; written out by scaffold
 WIDE_DATES = ("1900-01-01", "2099-12-31")
 TRUE_WORDS = ("true", "t", "yes", "y")
 FALSE_WORDS = ("false", "f", "no", "n")
@@ -84,10 +84,17 @@ def _in(values: tuple[Any, ...]) -> str:
 
 def _text_aggregates(c: str, markers: tuple[str, ...] = MISSING_MARKERS) -> dict[str, str]:
     """Aggregate SQL per statistic of text column `c` (already quoted)."""
-    trimmed = f"nullif(trim({c}), '')"
-    folded = f"lower(trim({c}))"
+    # The same whitespace pyml.null_if_empty removes (the macros the scaffold writes), so a
+    # key 'k0' beside 'k0\t' is one value here as in the model (its unique test failed).
+    stripped = rf"regexp_replace(trim({c}), '^[\s\v\p{{Z}}]+|[\s\v\p{{Z}}]+$', '', 'g')"
+    trimmed = f"nullif({stripped}, '')"
+    folded = f"lower({stripped})"
     present = f"{trimmed} is not null and {folded} not in ({_in(markers)})"
-    num = f"try_cast(replace(replace({trimmed}, '$', ''), ',', '') as double)"
+    # A comma counts only as a thousands separator ('1,234.5'): clean_amount removes every
+    # comma, so European '3,5' became 35 (an audit); such text is no number here.
+    grouped = rf"regexp_full_match({trimmed}, '\$?-?\$?[0-9]{{1,3}}(,[0-9]{{3}})+(\.[0-9]*)?')"
+    num = (f"try_cast(case when strpos({trimmed}, ',') = 0 or {grouped} then "
+           f"replace(replace({trimmed}, '$', ''), ',', '') end as double)")
     ts = f"try_strptime({trimmed}, [{_in(DATE_FORMATS)}])"
     narrow = (f"{ts} >= timestamp '{NARROW_DATES[0]}' and "
               f"{ts} < timestamp '{NARROW_DATES[1]}' + interval 1 day")
@@ -99,7 +106,7 @@ def _text_aggregates(c: str, markers: tuple[str, ...] = MISSING_MARKERS) -> dict
         "present": f"count(*) filter (where {present})",
         "distinct": f"count(distinct {folded}) filter (where {present})",
         "code2": f"count(*) filter (where {present} and regexp_full_match({folded}, '[a-z]{{2}}'))",
-        "distinct_trimmed": f"count(distinct trim({c})) filter (where {present})",
+        "distinct_trimmed": f"count(distinct {stripped}) filter (where {present})",
         "distinct_raw": f"count(distinct {c}) filter (where {present})",
         "num": f"count(*) filter (where {present} and {num} is not null)",
         "num_distinct": f"count(distinct {num}) filter (where {present})",
@@ -107,6 +114,7 @@ def _text_aggregates(c: str, markers: tuple[str, ...] = MISSING_MARKERS) -> dict
                  f"and ({c} like '%$%' or {c} like '%,%'))",
         "frac": f"count(*) filter (where {present} and {num} <> floor({num}))",
         "neg": f"count(*) filter (where {present} and {num} < 0)",
+        "zero": f"count(*) filter (where {present} and {num} = 0)",
         "num_min": f"min({num}) filter (where {present})",
         "num_max": f"max({num}) filter (where {present})",
         "date": f"count(*) filter (where {present} and {ts} is not null)",
@@ -121,9 +129,11 @@ def _text_aggregates(c: str, markers: tuple[str, ...] = MISSING_MARKERS) -> dict
                      f"{folded} in ({_in(TRUE_WORDS + FALSE_WORDS)}))",
         "email": f"count(*) filter (where {present} and "
                  rf"regexp_full_match({folded}, '[^@\s]+@[^@\s]+\.[a-z]{{2,}}'))",
-        # Quotes, backslashes and control characters: no category code can hold them.
+        # Quotes, backslashes, control characters and Jinja's braces (dbt renders the YAML's
+        # accepted values: '{{ 7 * 6 }}' became 42): no category code can hold them.
         "odd_chars": f"count(*) filter (where {present} and (strpos({c}, chr(39)) > 0 "
-                     f"or strpos({c}, chr(92)) > 0 or regexp_matches({c}, '[\\x00-\\x1f]')))",
+                     f"or strpos({c}, chr(92)) > 0 or regexp_matches({c}, '[\\x00-\\x1f]') "
+                     f"or strpos({c}, '{{{{') > 0 or strpos({c}, '{{%') > 0))",
     }
     for marker in markers:
         aggs[f"marker:{marker}"] = f"count(*) filter (where {folded} = {_lit(marker)})"

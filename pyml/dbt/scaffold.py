@@ -10,6 +10,7 @@ checked before any is written, and each is written atomically.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,9 @@ from pyml.engines.duckdb import quote, relation_columns
 from pyml.errors import OutputError, RelationNotFound, UsageError
 from pyml.files import replacing
 
-_AMOUNT_NAME = re.compile(r"amount|price|cost|revenue|charge|fee|total|balance|salary|spend")
+# Whole words of the name: "fee" inside feedback_score made it an amount (an audit).
+_AMOUNT_NAME = re.compile(r"(^|_)(amount|price|cost|revenue|charge|fee|total|balance|salary|"
+                          r"spend)s?(_|$)")
 _KEY_NAME = re.compile(r"(^|_)(id|key)$")
 _PLAIN = re.compile(r"[a-z_][a-z0-9_]*")
 _SHARE = 0.8  # share of present values that must parse for a column to get that type
@@ -66,7 +69,18 @@ def _jinja(text: str) -> str:
 
 
 def _ident(name: str) -> str:
-    return name if _PLAIN.fullmatch(name) else quote(name)
+    """A column name as the model writes it: quoted unless plain and no reserved word (a
+    column named `select` made the model fail to parse: an audit)."""
+    return name if _PLAIN.fullmatch(name) and name not in _reserved() else quote(name)
+
+
+@functools.cache
+def _reserved() -> frozenset[str]:
+    """DuckDB's keywords that cannot stand as a bare column name."""
+    with duckdb.connect() as con:
+        rows = con.execute("select keyword_name from duckdb_keywords() "
+                           "where keyword_category <> 'unreserved'").fetchall()
+    return frozenset(str(r[0]).lower() for r in rows)
 
 
 def _plural(entity: str) -> str:
@@ -166,7 +180,9 @@ def _column(p: ColumnProfile, key: str | None) -> Column:
             wide = s["date_narrow"] < s["date_wide"]
             bounds = WIDE_DATES if wide else NARROW_DATES
             macro = "parse_timestamp" if s["time"] else "parse_date"
-            args = f"{arg}, min_date='{bounds[0]}', max_date='{bounds[1]}'" if wide else arg
+            # Always written: without them the project's vars (or the macro's 1900-2099)
+            # decide, and the invalid count here was against other bounds (an audit).
+            args = f"{arg}, min_date='{bounds[0]}', max_date='{bounds[1]}'"
             expr = f"{{{{ pyml.{macro}({args}) }}}}"
             kind = "timestamp" if s["time"] else "date"
             invalid = present - (s["date_wide"] if wide else s["date_narrow"])
@@ -222,17 +238,26 @@ def _column(p: ColumnProfile, key: str | None) -> Column:
 def _number(p: ColumnProfile, arg: str, key: str | None
             ) -> tuple[str, str, int, list[str], list[Any]]:
     """clean_amount for numeric text: bounds from negative amounts and sentinels."""
-    s, notes = p.stats, []
+    s, notes = p.stats, list[str]()
     amount = bool(s["money"]) or bool(_AMOUNT_NAME.search(p.name.lower()))
+    if not s["frac"] and not amount and max(abs(s["num_min"] or 0), abs(s["num_max"] or 0)) \
+            >= 2**53:
+        # Whole numbers a double cannot hold (19-digit ids): clean_amount's double made ten
+        # distinct ids one, and 20 digits NULL (an audit). Kept as text.
+        return (f"{{{{ pyml.clean_text({arg}, case='none') }}}}",
+                "text (whole numbers too long for a double)", 0, notes, [])
     if s["money"]:
         notes.append(f"{s['money']:,} with currency signs or thousands separators")
-    low = sum(s[f"sentinel:{v}"] for v in LOW_SENTINELS)
+    # -1 beside 0 is a value (a delta, a rating change), not a missing marker: nulling it
+    # dropped a third of a {-1, 0, 1} column (an audit).
+    sentinels = [v for v in LOW_SENTINELS if s[f"sentinel:{v}"] and not (v == -1 and s["zero"])]
+    low = sum(s[f"sentinel:{v}"] for v in sentinels)
     min_value: float | None = None
     dropped = 0
     if s["neg"] and (amount or s["neg"] == low):
         min_value, dropped = 0, s["neg"]
         what = "negative amounts" if amount and s["neg"] != low else "sentinel values " + \
-            ", ".join(str(v) for v in LOW_SENTINELS if s[f"sentinel:{v}"])
+            ", ".join(str(v) for v in sentinels)
         notes.append(f"{s['neg']:,} {what} -> NULL")
     elif amount or (s["num_min"] is not None and s["num_min"] >= 0):
         min_value = 0
@@ -310,10 +335,12 @@ def render(target: Target, relation: str, profile: RelationProfile) -> tuple[str
         previous = "deduplicated"
     marked = [p for p in profile.columns if p.markers]
     if marked:
-        markers = ", ".join(f"'{m}'" for m in sorted({m for p in marked for m in p.markers}))
         selects = []
         for p in profile.columns:
             c = _ident(p.name)
+            # Each column's own markers: one list for all nulled Namibia's 'NA' in a column
+            # of country codes when another column used NA for missing (an audit).
+            markers = ", ".join(f"'{m}'" for m in sorted(p.markers))
             selects.append(f"case when lower(trim({c})) in ({markers}) then null else {c} end"
                            f" as {c}" if p.markers else c)
         ctes.append("missing_markers_nulled as (\n\n    -- missing-value markers found in "
@@ -355,12 +382,20 @@ def scaffold(project: Project, con: duckdb.DuckDBPyConnection, relations: list[s
         sql, doc = render(target, relation, profile)
         planned += [(folder / f"{target.model}.sql", sql),
                     (folder / f"_{target.model}__models.yml", doc)]
+    paths = [path for path, _ in planned]
+    twice = next((p for p in paths if paths.count(p) > 1), None)
+    if twice is not None:  # raw.tag and raw.tags: the second overwrote the first (an audit)
+        raise UsageError(f"two of the relations would write {twice}: scaffold them one at a "
+                         "time with --output-dir, or rename one model afterwards")
     if not force:
-        for path, _ in planned:
+        for path in paths:
             if path.exists():
                 raise OutputError(f"{path} exists: edit it, or pass --force to replace it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the output folder {folder}: {e.strerror}") from None
     for path, text in planned:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(path) as tmp:
             tmp.write_text(text)
-    return [path for path, _ in planned]
+    return paths
