@@ -333,3 +333,25 @@ def test_a_failed_publish_after_score_says_the_scores_are_written(scored: Loans)
         "schema.table")
     assert scored.sql(scored_at) > old  # the scores are written
     assert bi.read_bytes() == before
+
+
+def test_publish_keeps_128_bit_integers_exact(scored: Loans) -> None:
+    """Parquet has no 128-bit integer: DuckDB wrote a HUGEINT (what sum() of integers gives)
+    as DOUBLE, so 26,733,000,000,000,001 read back as 2.6733e16 (an audit). Such columns
+    go as DECIMAL(38, 0), every digit kept."""
+    scored.sql("create table main.totals as select 26733000000000001::hugeint as big_sum, "
+               "-12345678901234567890123456789::hugeint as low, 'a' as k")
+    scored.ok("publish", "--relation", "main.totals")
+    bi = bi_path(scored)
+    got = bi_sql(bi, "select big_sum::varchar, low::varchar from main.totals")
+    assert got == [("26733000000000001", "-12345678901234567890123456789")]
+
+
+def test_a_narrower_publish_names_the_tables_it_drops(scored: Loans) -> None:
+    """The BI file lists exactly the relations of the last publish: `pyml publish
+    default_risk` after a publish of every model dropped the others without a word (an
+    audit). The line now names them."""
+    scored.ok("publish", "--relation", "main.loan_features")
+    out = scored.ok("publish", "default_risk").output
+    assert out.strip().endswith("; no longer in it: main.loan_features, ml.grade_predictions, "
+                                "ml.loss_amount_predictions"), out

@@ -28,7 +28,14 @@ from pathlib import Path
 
 import duckdb
 
-from pyml.engines.duckdb import first_row, qualified, quote, table_exists, write_error
+from pyml.engines.duckdb import (
+    first_row,
+    qualified,
+    quote,
+    relation_columns,
+    table_exists,
+    write_error,
+)
 from pyml.errors import OutputError, RelationNotFound
 from pyml.files import replacing
 from pyml.store.names import SCHEMA, predictions_table
@@ -47,6 +54,7 @@ class Published:
     tables: tuple[str, ...]  # "schema.table" of each view, in publish order
     rows: int  # rows over all published tables
     seconds: float  # wall time
+    removed: tuple[str, ...] = ()  # "schema.table" of views the last publish had and this not
 
 
 def predictions_relation(model: str) -> tuple[str, str]:
@@ -125,11 +133,23 @@ def publish(con: duckdb.DuckDBPyConnection, relations: Sequence[tuple[str, str]]
             raise
         raise error from e
     kept = {parquet_path(path, s, n).name for s, n in relations}
-    for old in folder.glob("*.parquet"):
+    removed = []
+    for old in sorted(folder.glob("*.parquet")):
         if old.name not in kept:
             old.unlink(missing_ok=True)
+            removed.append(urllib.parse.unquote(old.stem))
     return Published(path, tuple(f"{s}.{n}" for s, n in relations), rows,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, tuple(removed))
+
+
+def _exact_columns(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> str:
+    """The select list of a copy: Parquet has no 128-bit integer, and DuckDB wrote HUGEINT
+    (what sum() of integers gives) as DOUBLE, rounding above 2^53 (an audit): such columns
+    go as DECIMAL(38, 0), exact."""
+    items = [f"cast({quote(c)} as decimal(38, 0)) as {quote(c)}"
+             if t.upper() in ("HUGEINT", "UHUGEINT") else quote(c)
+             for c, t in relation_columns(con, schema, name)]
+    return ", ".join(items) or "*"
 
 
 def _write(con: duckdb.DuckDBPyConnection, relations: Sequence[tuple[str, str]],
@@ -141,8 +161,8 @@ def _write(con: duckdb.DuckDBPyConnection, relations: Sequence[tuple[str, str]],
         for schema, name in relations:
             tmp = renames.enter_context(replacing(parquet_path(path, schema, name)))
             source = qualified(schema, name)
-            copied = con.execute(f"copy (select * from {source}) to {literal(str(tmp))} "
-                                 "(format parquet)").fetchone()
+            copied = con.execute(f"copy (select {_exact_columns(con, schema, name)} from "
+                                 f"{source}) to {literal(str(tmp))} (format parquet)").fetchone()
             rows += int(copied[0]) if copied else 0
             described.append((schema, name, *_comments(con, schema, name)))
     with replacing(path) as tmp:

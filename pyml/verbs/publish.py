@@ -76,8 +76,11 @@ def publish(session: Session, models: Sequence[str] = (), select: Sequence[str] 
 def describe(result: Published) -> str:
     """The one line a publish prints."""
     count = len(result.tables)
+    # The BI file lists exactly what was published: said, so that `pyml publish churn` does
+    # not drop the other tables a dashboard reads without a word (an audit).
+    removed = (f"; no longer in it: {', '.join(result.removed)}" if result.removed else "")
     return (f"published {count} table{'s' if count != 1 else ''} ({result.rows:,} rows) to "
-            f"{result.path} in {result.seconds:.1f}s")
+            f"{result.path} in {result.seconds:.1f}s{removed}")
 
 
 def publish_configured(session: Session, done: str) -> Published | None:
