@@ -320,14 +320,14 @@ def models(names: Sequence[str] = (), *, project_dir: PathLike = None,
 
     session = open_session(project_dir, profiles_dir, target, lock_timeout=lock_timeout)
     if session.engine == "spark":
-        from pyml.report.text import versions_text, with_hints
+        from pyml.report.text import known_versions, versions_text, with_hints
         from pyml.store import spark_registry
 
-        spark = session.spark()
+        spark, rows = session.spark(), known_versions(session.project, names, spark_registry
+                                                      .list_versions(session.spark(), names))
         status = spark_registry.statuses(spark)
-        return with_hints(versions_text(spark_registry.list_versions(spark, names), status),
-                          spark_registry.stale_hints(spark, names or sorted(
-                              {n for n, _ in status})))
+        return with_hints(versions_text(rows, status), spark_registry.stale_hints(
+            spark, names or sorted({n for n, _ in status})))
     return models_table(session.project, names, lock_timeout=lock_timeout)
 
 

@@ -223,3 +223,14 @@ def test_show_prints_versions_data_and_events(scored: Loans) -> None:
     assert "holdout  auc" in out
     out2 = scored.ok("show", "default_risk", "--version", "2").output
     assert "v2 (challenger), trained " in out2
+
+
+def test_models_refuses_a_name_it_does_not_know(scored: Loans) -> None:
+    """`pyml models Churn` said "No trained models yet" with exit 0, where every other command
+    refuses an unknown name (an audit)."""
+    result = scored.pyml("models", "nope")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: no pyml model named 'nope' in the project or its registry; declared models: "
+        "default_risk, grade, loss_amount")
+    assert "default_risk" in scored.ok("models", "default_risk").output

@@ -6,8 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pyml.dbt.project import Project
+from pyml.dbt.project import Project, all_specs
 from pyml.engines.duckdb import connect
+from pyml.errors import PymlError, SelectionError
 from pyml.store import tables
 from pyml.store.lifecycle import statuses
 from pyml.store.registry import VersionRow, list_versions
@@ -43,12 +44,31 @@ def models_table(project: Project, names: Sequence[str] = (), lock_timeout: floa
     """The `pyml models` listing."""
     con = connect(project.db_path, read_only=True, lock_timeout=lock_timeout)
     try:
-        rows = list_versions(con, names)
+        rows = known_versions(project, names, list_versions(con, names))
         status = statuses(con)
         hints = stale_hints(con, names)
     finally:
         con.close()
     return with_hints(versions_text(rows, status), hints)
+
+
+def known_versions(project: Project, names: Sequence[str], rows: Sequence[VersionRow]
+                   ) -> Sequence[VersionRow]:
+    """`rows`, once every name asked for is a declared or a stored model: `pyml models nope`
+    said "No trained models yet" and exit 0 where every other command refuses the name (an
+    audit)."""
+    stored = {r.model_name for r in rows}
+    missing = [n for n in names if n not in stored]
+    if missing:
+        try:
+            declared = sorted(s.name for s in all_specs(project))
+        except PymlError:
+            declared = []
+        unknown = [n for n in missing if n not in declared]
+        if unknown:
+            raise SelectionError(f"no pyml model named '{unknown[0]}' in the project or its "
+                                 f"registry; declared models: {', '.join(declared) or 'none'}")
+    return rows
 
 
 def with_hints(text: str, hints: Sequence[str]) -> str:
