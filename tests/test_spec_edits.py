@@ -17,6 +17,8 @@ import json
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -197,14 +199,22 @@ def _differing(edit: dict[str, Any]) -> set[str]:
     return {k for k, v in edit.items() if norm(k, v) != norm(k, ORIGINAL[k])}
 
 
-def check_edit(trained: Path, edit: dict[str, Any], train: bool,
-               monkeypatch: pytest.MonkeyPatch) -> None:
+@contextmanager
+def edited_copy(trained: Path, edit: dict[str, Any],
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[Loans]:
+    """A private copy of the trained project with the spec edited."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "loans"
         shutil.copytree(trained, root)
         project = Loans(root, root / "loans.duckdb")
         monkeypatch.setenv(DB_ENV, str(project.db))
         project.write_schema(edited(**edit))
+        yield project
+
+
+def check_edit(trained: Path, edit: dict[str, Any], train: bool,
+               monkeypatch: pytest.MonkeyPatch) -> None:
+    with edited_copy(trained, edit, monkeypatch) as project:
         differing = _differing(edit)
         # positive_class: true names the class v1 already has as its positive (the larger of
         # false and true, which none picks): no notice, though the spec text changed.
@@ -298,12 +308,7 @@ def test_edits_of_what_is_read_at_every_run_train_nothing(
     max_memory) stored and promoted a byte-identical booster and flagged the predictions stale
     (an audit): the spec fingerprint and the twin rule compared the whole spec. Now these
     keys are no training input: `pyml train` trains nothing and every table stays."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "loans"
-        shutil.copytree(trained_loans, root)
-        project = Loans(root, root / "loans.duckdb")
-        monkeypatch.setenv(DB_ENV, str(project.db))
-        project.write_schema(edited(**edit))
+    with edited_copy(trained_loans, edit, monkeypatch) as project:
         before = state(project)
         out = project.ok("train", "default_risk").output
         assert "default_risk: unchanged since v1" in out, (edit, out)
