@@ -23,7 +23,7 @@ inputs as (
     select * from values
         (' Ann@Example.COM ', '2025-03-14', '$1,234.50', 'Yes', timestamp '2024-03-31 23:59:59'),
         ('x@y.z', '2025-02-30', 'abc', 'maybe', timestamp '2024-04-01 00:00:00'),
-        ('  ', '1900-01-01', '-5', ' n ', timestamp '2024-01-01 23:59:59')
+        ('  ', '1899-12-31', '-5', ' n ', timestamp '2024-01-01 23:59:59')
     as t (raw_text, raw_date, raw_amount, raw_flag, event_at)
 
 )
