@@ -31,19 +31,12 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from pyml.data.encode import (
-    READ_BOOLEAN,
-    SCORING_TYPES,
-    TYPEOF_PATTERNS,
-    Feature,
-    InputRule,
-    input_plan,
-    scoring_kind,
-)
+from pyml.data.encode import READ_BOOLEAN, Feature, InputRule, input_plan
 from pyml.engines.duckdb import quote
 from pyml.errors import InternalError, OutputError, RegistryError, SqlGenError, UsageError
 from pyml.files import replacing
 from pyml.modelling.model import check_outputs
+from pyml.sqlgen.checks import check_name_lengths, checked_source
 from pyml.sqlgen.outputs import output_ctes
 from pyml.sqlgen.trees import (
     Forest,
@@ -56,16 +49,12 @@ from pyml.sqlgen.trees import (
     used_sides,
 )
 from pyml.store.registry import StoredModel
-from pyml.tasks import OBJECTIVES, PREDICTION_EXTRAS, output_columns
+from pyml.tasks import OBJECTIVES, PREDICTION_EXTRAS
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "bigquery", "sqlite", "spark")
 # Dialects with a float32 type whose + rounds like C's float addition (Spark's FLOAT is a
 # Java float: IEEE binary32, round to nearest even, and FLOAT + FLOAT stays FLOAT).
 NATIVE_FLOAT32 = ("duckdb", "postgres", "spark")
-# The longest column name each dialect keeps (PostgreSQL: bytes; the others: characters).
-# PostgreSQL cuts a longer one without a word, so two classes sharing a 51-byte prefix came
-# back as two columns of one name (an audit).
-NAME_LIMITS = {"postgres": 63, "snowflake": 255, "bigquery": 300}
 TREES_PER_LEVEL = 100  # float32 additions per margin CTE (keeps expressions shallow)
 TREES_PER_TABLE = 500  # tree columns per CTE where sums are emulated (SQLite: 2,000 at most)
 SORT_MIN_TREES = 8  # below this, ordering rows by the first tree costs more than it saves
@@ -103,7 +92,7 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
         raise UsageError(f"unknown dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
     where = f"model '{stored.name}' v{stored.version}"
     check_outputs(stored, PREDICTION_EXTRAS[:1])  # the query has model_version, no scored_at
-    _check_name_lengths(stored, dialect, where)
+    check_name_lengths(stored, dialect, where)
     raw = model_json(stored.booster, where)
     forest = read_forest(raw, len(stored.features), where)
     expected = OBJECTIVES.get(stored.task)
@@ -132,23 +121,6 @@ def scoring_sql(stored: StoredModel, *, dialect: str = "duckdb", dbt_model: bool
     if not dbt_model:
         return header + body
     return _dbt_wrap(stored, header, body, relation)
-
-
-def _check_name_lengths(stored: StoredModel, dialect: str, where: str) -> None:
-    """UsageError when a column of the query has a name longer than the dialect keeps."""
-    limit = NAME_LIMITS.get(dialect)
-    if limit is None:
-        return
-    columns = [*stored.key, *(c.name for c in output_columns(stored.task,
-                                                             stored.target.classes))]
-    for name in columns:
-        size = len(name.encode()) if dialect == "postgres" else len(name)
-        if size > limit:
-            unit = "bytes" if dialect == "postgres" else "characters"
-            raise UsageError(f"{where}: column '{name}' is {size} {unit}, longer than the "
-                             f"{limit} {dialect} keeps (it would cut the name, and other "
-                             "columns could end up with the same one); shorten the label or "
-                             "column in the dbt model, or score it with pyml score")
 
 
 def _table(relation: str | None) -> str | None:
@@ -295,34 +267,6 @@ def _input_sql(rule: InputRule, dtype: str, side: str) -> str:
     return f"coalesce({_feature_sql(rule, dtype)}, {MISSING_LEFT})"
 
 
-_KIND_TYPES = {"numeric": "double", "boolean": "boolean", "categorical": "varchar"}
-
-
-def _checked_source(plan: _Plan) -> str:
-    """DuckDB: the source with each feature checked against the types `pyml score` accepts
-    for it (SCORING_TYPES). A number retyped to BOOLEAN was cast to 1/0 and scored on
-    without a word where `pyml score` refuses it (an audit); now the query stops with one
-    line. typeof() is a constant, so DuckDB folds each check away when it plans the query."""
-    stored = plan.stored
-    items = []
-    for f in stored.features:
-        kind = scoring_kind(f.dtype) or "numeric"
-        col = quote(f.name)
-        head = (f"model '{stored.name}' v{stored.version}: feature '{f.name}' was {f.dtype} "
-                f"({kind}) at training but is ")
-        tail = (f" here, and the model reads {SCORING_TYPES[kind]}; cast it back in the dbt "
-                "model or retrain")
-        # Cast to the kind's type: a retyped column must bind everywhere it is read (the
-        # row-ordering CASE compares it) for DuckDB to reach the folded error.
-        items.append(f"case when regexp_full_match(typeof({col}), {_str(TYPEOF_PATTERNS[kind])})"
-                     f" then cast({col} as {_KIND_TYPES[kind]}) else error({_str(head)} || "
-                     f"typeof({col}) || {_str(tail)}) end as {col}")
-    if not items:
-        return f"select * from {plan.source}"
-    joined = ",\n        ".join(items)
-    return f"select * replace (\n        {joined}\n    ) from {plan.source}"
-
-
 def _sort_sql(f: Feature, side: str) -> str:
     """The raw column, for the row-ordering key only (any deterministic key will do)."""
     return quote(f.name) if f.dtype.upper() != "BOOLEAN" or side == "c" else \
@@ -342,7 +286,8 @@ def _input_ctes(plan: _Plan) -> list[tuple[str, str, str]]:
         # Emulated float32 needs one CTE per tree, joined on a row number that must not
         # change between CTEs: number rows by the (unique) key and materialize.
         cols.append(f"row_number() over (order by {', '.join(plan.keys)}) as __pyml_rid")
-    source = _checked_source(plan) if plan.dialect == "duckdb" else f"select * from {plan.source}"
+    source = (checked_source(plan.stored, plan.source) if plan.dialect == "duckdb"
+              else f"select * from {plan.source}")
     ctes = [("__pyml_source", f"    {source}", "")]
     prev = "__pyml_source"
     if plan.dialect == "duckdb" and len(plan.forest.trees) >= SORT_MIN_TREES:
