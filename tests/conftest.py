@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,16 +239,22 @@ class Loans:
         (self.dir / "models" / "schema.yml").write_text(text)
 
     def describe(self, model: str, text: str) -> None:
-        """Give spec `model` the description `text`: a spec edit that keeps the booster, so
-        the next `pyml train` stores another model (not the same one, which pyml would skip
-        or never promote) that the auto policy compares and promotes when not worse."""
+        """Give spec `model` the description `text` and a seed from it: a spec edit that
+        keeps the booster, so the next `pyml train` stores another model (not the same one,
+        which pyml would skip or never promote) that the auto policy compares and promotes
+        when not worse."""
         path = self.dir / "models" / "schema.yml"
         entry = f"          - name: {model}\n"
         lines = path.read_text().splitlines(keepends=True)
         at = lines.index(entry) + 1
-        while at < len(lines) and lines[at].startswith("            description:"):
+        while at < len(lines) and lines[at].startswith(("            description:",
+                                                        "            params: {seed:")):
             del lines[at]
-        lines.insert(at, f"            description: {text}\n")
+        # A description alone is no training input (it is read on every run); XGBoost's seed
+        # is one, and without row or column sampling it leaves the trees as they were.
+        seed = 1 + zlib.crc32(text.encode()) % 1_000_000
+        lines[at:at] = [f"            description: {text}\n",
+                        f"            params: {{seed: {seed}}}\n"]
         self.write_schema("".join(lines))
 
 

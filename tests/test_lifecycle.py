@@ -91,7 +91,7 @@ def test_min_delta_demands_a_real_gain(scored: Loans) -> None:
     scored.write_schema(SCHEMA_YML.replace(
         "            exclude: [loss, grade]\n",
         "            exclude: [loss, grade]\n            promote: {metric: log_loss, "
-        "min_delta: 0.5}\n", 1))
+        "min_delta: 0.5}\n            params: {seed: 5}\n", 1))  # the seed: a new version
     out = scored.ok("train", "default_risk").output
     assert "holdout log_loss v2" in out and "needs a gain of at least 0.5" in out
     assert statuses(scored) == [(1, "champion"), (2, "challenger")]
@@ -100,7 +100,8 @@ def test_min_delta_demands_a_real_gain(scored: Loans) -> None:
 def test_manual_policy_promote_and_rollback_by_hand(scored: Loans) -> None:
     scored.write_schema(SCHEMA_YML.replace(
         "            exclude: [loss, grade]\n",
-        "            exclude: [loss, grade]\n            promote: {policy: manual}\n", 1))
+        "            exclude: [loss, grade]\n            promote: {policy: manual}\n"
+        "            params: {seed: 5}\n", 1))  # promote is read on every run: no new version
     out = scored.ok("train", "default_risk").output
     assert "-> challenger: promote.policy is manual" in out
     assert events(scored)[-1] == (2, "registered", None, "challenger")

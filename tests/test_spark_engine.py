@@ -148,8 +148,9 @@ def test_promote_and_rollback(spark: Any, tmp_path: Path) -> None:
     if not spark_registry.statuses(spark, "churn"):
         train(session, [_spec()], num_workers=2)
     # The auto policy scores champion and challenger on the rows both held out (another
-    # description: the same rows and spec would train the champion's twin, never promoted).
-    [second] = train(session, [_spec(description="retrained")], num_workers=2)
+    # seed: the same rows and spec would train nothing, and a description is no training
+    # input; without sampling the seed leaves the trees as they were, another model).
+    [second] = train(session, [_spec(params={"max_depth": 3, "seed": 5})], num_workers=2)
     v = second.version
     assert second.decision.startswith("auto: ") and "held out" not in second.decision
     event = spark.sql(f"select event, metrics from ml.model_events where model_name = 'churn' "
