@@ -279,3 +279,14 @@ def test_damaged_registry_every_command_long(
         trained_loans: Path, monkeypatch: pytest.MonkeyPatch, statements: list[str],
         commands: list[tuple[str, ...]]) -> None:
     check_damage(trained_loans, statements, commands, monkeypatch)
+
+
+def test_a_dropped_required_column_is_no_duckdb_error(scored: Loans) -> None:
+    """ml.lift without its NOT NULL `lift` column: `pyml promote` re-added it with DuckDB's
+    "Adding a NOT NULL column with IF NOT EXISTS is not supported" and no line of pyml's
+    (found by the registry-damage property)."""
+    scored.sql("alter table ml.lift drop column lift")
+    result = scored.pyml("promote", "grade", "--version", "1")
+    assert "Traceback" not in result.output and "NOT NULL" not in result.output
+    if result.exit_code != 0:
+        error_line(result.output, result.exit_code)

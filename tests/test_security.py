@@ -148,7 +148,8 @@ CLI_CASES = [
                     "declared models: default_risk, grade, loss_amount"),
     (("sql", "grade", "--dialect", DROP), f"unknown dialect '{DROP}'; choose one of duckdb, "
                                           "postgres, snowflake, bigquery, sqlite, spark"),
-    (("models", DROP), None),  # a filter: lists nothing, changes nothing
+    (("models", DROP), f"no pyml model named '{DROP}' in the project or its registry; "
+                       "declared models: default_risk, grade, loss_amount"),
     (("profile", DROP_RELATION), f"relation {DROP_RELATION} does not exist in the database: "
                                  f"build it with `dbt build --select {DROP_RELATION[5:]}` "
                                  "first"),

@@ -138,7 +138,7 @@ class ModelSpec:
         return out
 
 
-def trained_part(spec: Mapping[str, Any]) -> dict[str, Any]:
+def trained_part(spec: Any) -> Any:
     """A stored spec (`ModelSpec.to_dict`) without what is read on every run and cannot
     change the booster: `monitor` left out, `description`, `score`, `promote`,
     `allow_leakage`, `drift_threshold` and `max_memory` as their defaults (whether the run
@@ -148,6 +148,8 @@ def trained_part(spec: Mapping[str, Any]) -> dict[str, Any]:
     byte-identical booster and flagged the predictions stale (an audit). Defaults, not
     absences, so that the fingerprints of specs that never set these keys stay as they were.
     """
+    if not isinstance(spec, Mapping):  # a damaged registry's spec: compared as it is
+        return spec
     out = {k: v for k, v in spec.items() if k != "monitor"}
     out.update(description="", score=asdict(ScoreSpec()), promote=asdict(PromoteSpec()),
                allow_leakage=False, drift_threshold=0.2, max_memory=None)

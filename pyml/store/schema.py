@@ -12,6 +12,7 @@ relation (predictions, explanations, profiles) are commented by their writer
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -341,8 +342,12 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     target = qualified(SCHEMA, table.name)
     for c in table.columns:
         if c.name not in have:
+            # Without NOT NULL: DuckDB cannot add a NOT NULL column with IF NOT EXISTS, and
+            # a damaged registry (a required column dropped) then raised DuckDB's own error
+            # (found by the registry-damage property); the rows there have no value for it.
+            nullable = re.sub(r"\s+not null\b", "", c.type, flags=re.I)
             con.execute(f"alter table {target} add column if not exists {quote(c.name)} "
-                        f"{c.type}")
+                        f"{nullable}")
         if have.get(c.name, "") != c.comment:
             con.execute(f"comment on column {target}.{quote(c.name)} is {literal(c.comment)}")
     row = first_row(con, "select coalesce(comment, '') from duckdb_tables() where "
