@@ -240,6 +240,7 @@ def test_a_comparison_does_not_depend_on_the_order_of_its_rows(n: int, seed: int
         metric = "log_loss"
     elif task == "binary":
         y = rng.integers(0, 2, n).astype(float)
+        y[:2] = [0.0, 1.0]  # both classes: AUC of one class is undefined (MetricUndefined)
         a, b = rng.random(n), rng.random(n)
         metric = "auc"
     else:
