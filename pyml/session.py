@@ -169,8 +169,7 @@ class Session:
                 declared = [model]
             if model in declared:
                 raise e from None
-            raise SelectionError(f"no pyml model named '{model}' {what}; declared models: "
-                                 f"{', '.join(declared) or 'none'}") from None
+            raise unknown_model(model, declared, what) from None
 
     def scored_relation(self, spec: ModelSpec) -> tuple[str, str]:
         """(schema, name) of what `pyml score` reads for `spec`: score.relation, else the
@@ -178,6 +177,13 @@ class Session:
         if spec.score.relation:
             return resolve_relation(self.project, spec.score.relation, spec.where)
         return spec.schema, spec.relation
+
+
+def unknown_model(model: str, declared: Sequence[str],
+                  what: str = "in the project or its registry") -> SelectionError:
+    """The one message for a model name neither declared nor stored."""
+    return SelectionError(f"no pyml model named '{model}' {what}; declared models: "
+                          f"{', '.join(declared) or 'none'}")
 
 
 class _Reopening:

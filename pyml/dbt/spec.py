@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, is_dataclass
 from typing import Any
 
 from pyml.dbt.spec_monitor import MonitorSpec, parse_monitor
@@ -138,6 +138,18 @@ class ModelSpec:
         return out
 
 
+# Spec keys read on every run that leave the booster as it is (docs/spec.md).
+RUN_TIME_KEYS = ("description", "score", "promote", "allow_leakage", "drift_threshold",
+                 "max_memory")
+
+
+def _stored_default(name: str) -> Any:
+    """ModelSpec's default of field `name`, as `to_dict` stores it."""
+    f = ModelSpec.__dataclass_fields__[name]
+    value = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+
+
 def trained_part(spec: Any) -> Any:
     """A stored spec (`ModelSpec.to_dict`) without what is read on every run and cannot
     change the booster: `monitor` left out, `description`, `score`, `promote`,
@@ -151,8 +163,7 @@ def trained_part(spec: Any) -> Any:
     if not isinstance(spec, Mapping):  # a damaged registry's spec: compared as it is
         return spec
     out = {k: v for k, v in spec.items() if k != "monitor"}
-    out.update(description="", score=asdict(ScoreSpec()), promote=asdict(PromoteSpec()),
-               allow_leakage=False, drift_threshold=0.2, max_memory=None)
+    out.update({name: _stored_default(name) for name in RUN_TIME_KEYS})
     tune = spec.get("tune")
     if not (isinstance(tune, Mapping) and tune.get("on_train")):
         out["tune"] = None

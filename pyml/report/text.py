@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyml.dbt.project import Project, all_specs
 from pyml.engines.duckdb import connect
-from pyml.errors import PymlError, SelectionError
+from pyml.errors import PymlError
+from pyml.session import unknown_model
 from pyml.store import tables
 from pyml.store.lifecycle import statuses
 from pyml.store.registry import VersionRow, list_versions
@@ -66,8 +67,7 @@ def known_versions(project: Project, names: Sequence[str], rows: Sequence[Versio
             declared = []
         unknown = [n for n in missing if n not in declared]
         if unknown:
-            raise SelectionError(f"no pyml model named '{unknown[0]}' in the project or its "
-                                 f"registry; declared models: {', '.join(declared) or 'none'}")
+            raise unknown_model(unknown[0], declared)
     return rows
 
 

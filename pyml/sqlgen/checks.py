@@ -4,7 +4,7 @@ dialect keeps whole, and (DuckDB) each feature's type against the rule `pyml sco
 
 from __future__ import annotations
 
-from pyml.data.encode import SCORING_TYPES, TYPEOF_PATTERNS, scoring_kind
+from pyml.data.encode import SCORING_TYPES, TYPEOF_PATTERNS, scoring_kind, sql_literal
 from pyml.engines.duckdb import quote
 from pyml.errors import UsageError
 from pyml.store.registry import StoredModel
@@ -51,15 +51,11 @@ def checked_source(stored: StoredModel, source: str) -> str:
                 "model or retrain")
         # Cast to the kind's type: a retyped column must bind everywhere it is read (the
         # row-ordering CASE compares it) for DuckDB to reach the folded error.
-        pattern = _literal(TYPEOF_PATTERNS[kind])
+        pattern = sql_literal(TYPEOF_PATTERNS[kind])
         items.append(f"case when regexp_full_match(typeof({col}), {pattern}) then "
-                     f"cast({col} as {_KIND_TYPES[kind]}) else error({_literal(head)} || "
-                     f"typeof({col}) || {_literal(tail)}) end as {col}")
+                     f"cast({col} as {_KIND_TYPES[kind]}) else error({sql_literal(head)} || "
+                     f"typeof({col}) || {sql_literal(tail)}) end as {col}")
     if not items:
         return f"select * from {source}"
     joined = ",\n        ".join(items)
     return f"select * replace (\n        {joined}\n    ) from {source}"
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
